@@ -1,0 +1,68 @@
+"""The :class:`Encoder` interface shared by every embedding model.
+
+An encoder turns a batch of equal-length mono snippets at its own sample rate into L2-normalised
+float32 vectors. It never cuts or pads audio itself: :mod:`clapknn.snippet` hands it snippets of
+exactly ``round(snippet_seconds * sample_rate)`` samples, so the same audio always gives the same
+vector whatever the batch size or composition.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Encoder", "l2_normalize"]
+
+
+def l2_normalize(x: np.ndarray, *, eps: float = 1e-12) -> np.ndarray:
+    """Return float32 rows of ``x`` scaled to unit L2 norm (all-zero rows stay zero).
+
+    Parameters
+    ----------
+    x : np.ndarray [shape=(n, d)]
+    """
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norms, eps)).astype(np.float32, copy=False)
+
+
+class Encoder(abc.ABC):
+    """Embeds snippets of audio.
+
+    Subclasses set :attr:`name`, :attr:`sample_rate` (Hz) and :attr:`dim`, and implement
+    :meth:`embed`. :meth:`identity` must describe everything that changes the vectors, because an
+    index refuses queries from an encoder whose identity differs from its own.
+    """
+
+    #: Short registry name (``"features"``, ``"clap"``).
+    name: str = ""
+    #: Sample rate (Hz) the snippets must have.
+    sample_rate: int = 0
+    #: Length of one embedding vector.
+    dim: int = 0
+
+    @abc.abstractmethod
+    def embed(self, snippets: np.ndarray) -> np.ndarray:
+        """Embed a batch of snippets.
+
+        Parameters
+        ----------
+        snippets : np.ndarray [shape=(n, n_samples)]
+            Mono float audio at :attr:`sample_rate`, all of the same length.
+
+        Returns
+        -------
+        np.ndarray [shape=(n, dim), dtype=float32]
+            L2-normalised embeddings, one row per snippet.
+        """
+
+    def identity(self) -> dict[str, Any]:
+        """JSON-serialisable description of the encoder: name plus every setting that changes
+        the vectors (and the checkpoint hash when there is one)."""
+        return {"name": self.name, "sample_rate": int(self.sample_rate), "dim": int(self.dim)}
+
+    def __repr__(self) -> str:  # pragma: no cover - cosmetic
+        settings = ", ".join(f"{k}={v!r}" for k, v in self.identity().items() if k != "name")
+        return f"{type(self).__name__}({settings})"

@@ -1,0 +1,46 @@
+"""The one exception tree of clapknn.
+
+Every error a user can cause (bad paths, unreadable audio, malformed label files, an index that does
+not match the encoder) is a :class:`ClapknnError`, so callers and the CLI catch one type and print
+its message without a traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ClapknnError",
+    "ParameterError",
+    "AudioError",
+    "LabelError",
+    "IndexFormatError",
+    "EncoderMismatchError",
+    "CheckpointError",
+]
+
+
+class ClapknnError(Exception):
+    """Root of every error clapknn raises on purpose."""
+
+
+class ParameterError(ClapknnError, ValueError):
+    """A parameter has a value outside the allowed ones."""
+
+
+class AudioError(ClapknnError):
+    """A file could not be decoded as audio, or its samples are unusable."""
+
+
+class LabelError(ClapknnError):
+    """A set of labelled examples (folder or CSV) is malformed or empty."""
+
+
+class IndexFormatError(ClapknnError):
+    """An index directory is missing, incomplete, tampered with or of an unknown format."""
+
+
+class EncoderMismatchError(ClapknnError):
+    """The encoder used for a query differs from the one that built the index."""
+
+
+class CheckpointError(ClapknnError):
+    """A model checkpoint is missing, corrupt or does not fit the requested architecture."""
