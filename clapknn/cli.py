@@ -1,0 +1,233 @@
+"""Command line: thin commands over the public API.
+
+Exit codes: 0 success; 1 finished, but some inputs were skipped (each is listed with its reason);
+2 error (bad arguments or input; one line ``clapknn: error: ...``, no traceback); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+EXIT_OK, EXIT_SKIPPED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _print_skipped(skipped, quiet: bool, limit: int = 20) -> None:
+    """List skipped inputs on stderr (only the first ``limit`` when ``quiet``)."""
+    if not skipped:
+        return
+    skipped = list(skipped)
+    print(f"skipped {len(skipped)} input(s):", file=sys.stderr)
+    shown = skipped[:limit] if quiet else skipped
+    for where, reason in shown:
+        print(f"  {where}: {reason}", file=sys.stderr)
+    if len(shown) < len(skipped):
+        print(f"  ... and {len(skipped) - len(shown)} more", file=sys.stderr)
+
+
+def _encoder_options(args) -> dict:
+    opts = {}
+    for name in ("checkpoint", "device", "threads"):
+        value = getattr(args, name, None)
+        if value is not None:
+            opts[name] = value
+    if getattr(args, "allow_download", False):
+        opts["allow_download"] = True
+    return opts
+
+
+def _parse_prompts(items: Sequence[str] | None) -> dict[str, list[str]]:
+    from .errors import ParameterError
+
+    prompts: dict[str, list[str]] = {}
+    for item in items or []:
+        tag, sep, text = item.partition("=")
+        if not sep or not tag.strip() or not text.strip():
+            raise ParameterError(f"--prompt must look like TAG=TEXT, got {item!r}")
+        prompts.setdefault(tag.strip(), []).append(text.strip())
+    return prompts
+
+
+# --------------------------------------------------------------------------- commands
+def cmd_build(args) -> int:
+    from .tagger import INDEX_HOME, build_index
+
+    out = Path(args.out) if args.out else INDEX_HOME / Path(args.examples).resolve().stem
+    options = _encoder_options(args)
+    index = build_index(
+        args.examples, out, labels=args.labels, encoder=args.encoder, encoder_options=options,
+        snippet_seconds=args.snippet_seconds, hop_seconds=args.hop_seconds, prompts=_parse_prompts(args.prompt),
+        batch_size=args.batch_size, progress=not args.quiet,
+    )
+    report = index.report
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
+    s = index.summary()
+    per_tag = ", ".join(f"{t} {c['files']}" + (f"+{c['text']} text" if c["text"] else "") for t, c in s["tags"].items())
+    print(
+        f"built {out}: {report.n_used} file(s), {s['n_vectors']} vectors, encoder {s['encoder']['name']}, "
+        f"{s['snippet_seconds']:g} s snippets; tags: {per_tag}"
+    )
+    for tag, c in s["tags"].items():
+        if c["files"] + c["text"] == 1:
+            print(f"note: tag {tag!r} has a single example; its votes rest on that one file", file=sys.stderr)
+    _print_skipped(report.skipped, args.quiet)
+    return EXIT_SKIPPED if report.skipped else EXIT_OK
+
+
+def cmd_tag(args) -> int:
+    from .output import format_table, write_table
+    from .tagger import Tagger
+
+    tagger = Tagger(
+        args.index, k=args.k, weights=args.weights, aggregate=args.aggregate, threshold=args.threshold,
+        top_n=args.top_n, hop_seconds=args.hop_seconds, batch_size=args.batch_size,
+        encoder_options=_encoder_options(args),
+    )
+    result = tagger.tag(args.paths, progress=not args.quiet, explain=args.explain)
+    table = result.snippets if args.per_snippet else result.tracks
+    if args.key_tempo and len(result.tracks):
+        from .analysis import analyze_files
+
+        extra = analyze_files(list(result.tracks["path"]))
+        table = table.merge(extra, on="path", how="left") if not args.per_snippet else table
+    if args.out:
+        write_table(table, args.out)
+    if not args.quiet or not args.out:
+        cols = ["path", "start", "end", "top"] if args.per_snippet else ["path", "tags", "score"]
+        cols += [c for c in ("key", "mode", "bpm") if c in table.columns]
+        print(format_table(table, columns=cols) if len(table) else "(no track tagged)")
+        if args.explain and result.neighbors is not None and len(result.neighbors):
+            print("\nnearest examples (the snippets that voted):")
+            for path, group in result.neighbors.groupby("path", sort=False):
+                print(f"{path}")
+                for _, r in group.iterrows():
+                    print(f"  {r['similarity']:.3f}  {r['neighbor_tags']:<16} {r['neighbor']} @ {r['neighbor_start']:g}s")
+    if args.out:
+        print(f"wrote {len(table)} row(s) to {args.out}", file=sys.stderr)
+    _print_skipped(result.skipped, args.quiet)
+    return EXIT_SKIPPED if result.skipped else EXIT_OK
+
+
+def cmd_info(args) -> int:
+    import json
+
+    from .tagger import load_index
+
+    index = load_index(args.index)
+    s = index.summary()
+    if args.json:
+        print(json.dumps(s, indent=2))
+        return EXIT_OK
+    enc = s["encoder"]
+    print(f"index:     {args.index}")
+    print(f"encoder:   {enc['name']} (" + ", ".join(f"{k}={v}" for k, v in enc.items() if k != "name") + ")")
+    print(f"snippets:  {s['snippet_seconds']:g} s, hop {s['hop_seconds']:g} s")
+    print(f"vectors:   {s['n_vectors']} of dim {s['dim']} from {s['n_files']} file(s)")
+    print(f"created:   {s['created']}")
+    print("tags:")
+    for tag, c in s["tags"].items():
+        text = f", {c['text']} text prompt(s)" if c["text"] else ""
+        print(f"  {tag:<20} {c['files']:>5} file(s) {c['snippets']:>6} snippet(s){text}")
+    return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(per_tag=args.per_tag, out=args.out, quiet=args.quiet)
+
+
+# --------------------------------------------------------------------------- parser
+def _add_encoder_runtime(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("encoder runtime")
+    g.add_argument("--checkpoint", help="CLAP checkpoint: an official name or a local .pt path")
+    g.add_argument("--device", help="torch device for CLAP (cpu, cuda, cuda:1); default: cuda when present")
+    g.add_argument("--threads", type=int, help="CPU threads for the model")
+    g.add_argument("--allow-download", action="store_true", help="download a named CLAP checkpoint once if missing")
+    g.add_argument("--batch-size", type=int, default=16, help="snippets per forward pass (default 16)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="clapknn",
+        description="Tag music by mood (or any tags) from a few labelled examples: audio embeddings + kNN vote.",
+    )
+    parser.add_argument("--version", action="version", version=f"clapknn {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("build", help="build an index from labelled examples", description="Embed labelled examples and save an index.")
+    p.add_argument("examples", help="folder with one sub-folder per tag, or a CSV of path,tags")
+    p.add_argument("--labels", help="CSV of path,tags (paths relative to EXAMPLES)")
+    p.add_argument("--out", help="index directory to write (default: index/<name of EXAMPLES>)")
+    p.add_argument("--encoder", default="features", choices=["features", "clap"], help="embedding model (default: features)")
+    p.add_argument("--snippet-seconds", type=float, default=10.0, help="snippet length in seconds (default 10)")
+    p.add_argument("--hop-seconds", type=float, help="hop between snippets (default: the snippet length)")
+    p.add_argument("--prompt", action="append", metavar="TAG=TEXT", help="text anchor for a tag (CLAP only; repeatable)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_encoder_runtime(p)
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("tag", help="tag audio files or folders with an index", description="Tag audio with an index.")
+    p.add_argument("paths", nargs="+", help="audio files and/or folders")
+    p.add_argument("--index", required=True, help="index directory (or a name under index/)")
+    p.add_argument("-k", "--k", type=int, default=5, help="neighbours per snippet (default 5)")
+    p.add_argument("--weights", default="similarity", choices=["uniform", "distance", "similarity"], help="vote weighting (default similarity)")
+    p.add_argument("--aggregate", default="mean", choices=["mean", "max", "vote"], help="snippet→track pooling (default mean)")
+    p.add_argument("--threshold", type=float, help="minimum score for a tag (default 0.5 multi-label, 0 single-label)")
+    p.add_argument("--top-n", type=int, help="at most N tags per track (default 1 single-label, all multi-label)")
+    p.add_argument("--hop-seconds", type=float, help="hop between query snippets (default: the index's)")
+    p.add_argument("--per-snippet", action="store_true", help="one row per snippet instead of per track")
+    p.add_argument("--explain", action="store_true", help="list the nearest examples that voted for each track")
+    p.add_argument("--key-tempo", action="store_true", help="add key, mode and BPM columns (no ML)")
+    p.add_argument("--out", help="also write the table to .csv, .json or .parquet")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar (and no table when --out is given)")
+    _add_encoder_runtime(p)
+    p.set_defaults(func=cmd_tag)
+
+    p = sub.add_parser("info", help="show what is in an index")
+    p.add_argument("index", help="index directory (or a name under index/)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("demo", help="build from a few bundled mood clips, tag the rest, print accuracy")
+    p.add_argument("--per-tag", type=int, default=2, help="examples per mood used to build (default 2)")
+    p.add_argument("--out", help="also write the tags table (.csv/.json/.parquet)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (see the module docstring)."""
+    from .errors import ClapknnError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_ERROR
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="clapknn: %(message)s")
+    try:
+        return args.func(args)
+    except ClapknnError as exc:
+        print(f"clapknn: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("clapknn: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (BrokenPipeError, OSError) as exc:
+        if isinstance(exc, BrokenPipeError):
+            return EXIT_OK
+        print(f"clapknn: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,362 @@
+"""Index: labelled snippet embeddings in a FAISS exact inner-product index, saved as a directory.
+
+An index directory holds three files::
+
+    index.faiss        FAISS IndexFlatIP over L2-normalised vectors (inner product = cosine)
+    metadata.parquet   one row per vector id: path, start, end, tags, sha256, kind ("audio"/"text")
+    manifest.json      format version, encoder identity, snippet settings, dim, tag vocabulary,
+                       package versions, creation time and a SHA-256 of each of the two files above
+
+Saving is atomic: everything is written to a hidden sibling directory, checked, then swapped in by
+rename under a lock, so an interrupted or failed save never leaves a half index and never destroys
+the previous one (a kill between the two renames leaves the previous index in ``.<name>.previous``,
+which :meth:`Index.load` and the next save recover). Loading verifies the checksums and counts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from .errors import EncoderMismatchError, IndexFormatError, ParameterError
+
+__all__ = ["Index", "FORMAT_VERSION", "INDEX_FILE", "METADATA_FILE", "MANIFEST_FILE", "describe_mismatch"]
+
+logger = logging.getLogger(__name__)
+
+#: Version of the on-disk layout written by this code.
+FORMAT_VERSION = 1
+INDEX_FILE = "index.faiss"
+METADATA_FILE = "metadata.parquet"
+MANIFEST_FILE = "manifest.json"
+_META_COLUMNS = ["path", "start", "end", "tags", "sha256", "kind"]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("clapknn", "numpy", "faiss-cpu", "librosa", "torch", "laion-clap"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def describe_mismatch(built: dict[str, Any], query: dict[str, Any]) -> list[str]:
+    """Human-readable differences between two encoder identities (empty when they match)."""
+    diffs = []
+    for key in sorted(set(built) | set(query)):
+        if built.get(key) != query.get(key):
+            diffs.append(f"{key}: index has {built.get(key)!r}, query encoder has {query.get(key)!r}")
+    return diffs
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``.<name>.lock`` beside ``path``."""
+    import fcntl
+
+    lock_path = path.parent / f".{path.name}.lock"
+    with open(lock_path, "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _backup_of(path: Path) -> Path:
+    return path.parent / f".{path.name}.previous"
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Index:
+    """Labelled snippet embeddings plus their metadata and manifest.
+
+    Build one with :func:`clapknn.build_index` (or :meth:`from_arrays`), save it with :meth:`save`,
+    read it back with :meth:`load`.
+
+    Attributes
+    ----------
+    vectors : np.ndarray [shape=(n, dim), dtype=float32]
+        L2-normalised embeddings; row ``i`` is FAISS id ``i``.
+    metadata : pandas.DataFrame
+        Row ``i`` describes vector ``i``: ``path``, ``start``, ``end`` (seconds), ``tags`` (tuple of
+        str), ``sha256`` of the source file, ``kind`` (``"audio"`` or ``"text"``).
+    manifest : dict
+        See the module docstring.
+    """
+
+    def __init__(self, vectors: np.ndarray, metadata, manifest: dict[str, Any]) -> None:
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.metadata = metadata
+        self.manifest = manifest
+        self._faiss = None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_arrays(
+        cls,
+        vectors: np.ndarray,
+        metadata,
+        *,
+        encoder: dict[str, Any],
+        snippet_seconds: float,
+        hop_seconds: float,
+        extra: dict[str, Any] | None = None,
+    ) -> "Index":
+        """Make an index from normalised vectors and a metadata frame (columns as in the class doc)."""
+        import pandas as pd
+
+        from .encoders.base import l2_normalize
+
+        vectors = l2_normalize(np.atleast_2d(vectors)) if len(vectors) else np.zeros((0, encoder["dim"]), np.float32)
+        metadata = pd.DataFrame(metadata).reset_index(drop=True)
+        missing = [c for c in _META_COLUMNS if c not in metadata.columns]
+        if missing:
+            raise ParameterError(f"metadata lacks column(s) {', '.join(missing)}")
+        if len(metadata) != len(vectors):
+            raise ParameterError(f"{len(vectors)} vectors but {len(metadata)} metadata rows")
+        metadata = metadata.copy()
+        metadata["tags"] = [tuple(t) for t in metadata["tags"]]
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "encoder": dict(encoder),
+            "sample_rate": int(encoder["sample_rate"]),
+            "snippet_seconds": float(snippet_seconds),
+            "hop_seconds": float(hop_seconds),
+            "dim": int(vectors.shape[1]),
+            "metric": "inner_product",
+            "n_vectors": int(len(vectors)),
+            "n_files": int(metadata.loc[metadata["kind"] == "audio", "path"].nunique()),
+            "tags": sorted({t for ts in metadata["tags"] for t in ts}),
+            "versions": _versions(),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        if extra:
+            manifest.update(extra)
+        return cls(vectors, metadata, manifest)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    @property
+    def tags(self) -> list[str]:
+        """Sorted tag vocabulary."""
+        return list(self.manifest["tags"])
+
+    @property
+    def encoder_identity(self) -> dict[str, Any]:
+        return dict(self.manifest["encoder"])
+
+    @property
+    def snippet_seconds(self) -> float:
+        return float(self.manifest["snippet_seconds"])
+
+    @property
+    def hop_seconds(self) -> float:
+        return float(self.manifest["hop_seconds"])
+
+    def __len__(self) -> int:
+        return int(self.vectors.shape[0])
+
+    def __repr__(self) -> str:
+        return (
+            f"Index({len(self)} vectors from {self.manifest.get('n_files', '?')} files, "
+            f"encoder={self.manifest['encoder'].get('name')!r}, tags={self.tags})"
+        )
+
+    @property
+    def faiss_index(self):
+        """The FAISS ``IndexFlatIP`` over :attr:`vectors` (built on first use)."""
+        if self._faiss is None:
+            import faiss
+
+            idx = faiss.IndexFlatIP(self.dim)
+            if len(self):
+                idx.add(self.vectors)
+            self._faiss = idx
+        return self._faiss
+
+    def check_encoder(self, identity: dict[str, Any]) -> None:
+        """Raise :class:`EncoderMismatchError` naming every difference when a query encoder's
+        identity is not the one this index was built with."""
+        diffs = describe_mismatch(self.encoder_identity, identity)
+        if diffs:
+            raise EncoderMismatchError("query encoder differs from the index's: " + "; ".join(diffs))
+
+    def summary(self) -> dict[str, Any]:
+        """What is in the index: counts per tag plus the manifest's main fields."""
+        counts: dict[str, dict[str, int]] = {}
+        for tags, kind, path in zip(self.metadata["tags"], self.metadata["kind"], self.metadata["path"]):
+            for t in tags:
+                c = counts.setdefault(t, {"snippets": 0, "files": set(), "text": 0})
+                if kind == "text":
+                    c["text"] += 1
+                else:
+                    c["snippets"] += 1
+                    c["files"].add(path)
+        per_tag = {t: {"files": len(c["files"]), "snippets": c["snippets"], "text": c["text"]} for t, c in counts.items()}
+        m = self.manifest
+        return {
+            "encoder": m["encoder"],
+            "snippet_seconds": m["snippet_seconds"],
+            "hop_seconds": m["hop_seconds"],
+            "dim": m["dim"],
+            "n_vectors": m["n_vectors"],
+            "n_files": m["n_files"],
+            "tags": dict(sorted(per_tag.items())),
+            "created": m["created"],
+            "versions": m["versions"],
+        }
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Write the index to the directory ``path`` atomically (see the module docstring).
+
+        An existing ``path`` is replaced only if it is an index directory or empty; any other
+        folder is refused rather than overwritten.
+        """
+        import faiss
+
+        path = Path(path).expanduser().absolute()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        backup = _backup_of(path)
+        with _locked(path):
+            # Recover from a save killed between its two renames.
+            if not path.exists() and backup.exists():
+                os.rename(backup, path)
+            if path.exists() and not (path / MANIFEST_FILE).is_file() and any(path.iterdir()):
+                raise IndexFormatError(f"{path}: exists and is not a clapknn index; refusing to overwrite it")
+            for stale in path.parent.glob(f".{path.name}.tmp-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
+            tmp.mkdir()
+            try:
+                faiss.write_index(self.faiss_index, str(tmp / INDEX_FILE))
+                meta = self.metadata.copy()
+                meta["tags"] = [list(t) for t in meta["tags"]]
+                meta.to_parquet(tmp / METADATA_FILE, index=False)
+                manifest = dict(self.manifest)
+                manifest["checksums"] = {INDEX_FILE: _sha256(tmp / INDEX_FILE), METADATA_FILE: _sha256(tmp / METADATA_FILE)}
+                with open(tmp / MANIFEST_FILE, "w", encoding="utf-8") as fh:
+                    json.dump(manifest, fh, indent=2, sort_keys=True)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                for name in (INDEX_FILE, METADATA_FILE):
+                    with open(tmp / name, "rb") as fh:
+                        os.fsync(fh.fileno())
+                _fsync_dir(tmp)
+                Index._read(tmp)  # never swap in something we cannot read back
+                if path.exists():
+                    if backup.exists():
+                        shutil.rmtree(backup)
+                    os.rename(path, backup)
+                os.rename(tmp, path)
+                _fsync_dir(path.parent)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            shutil.rmtree(backup, ignore_errors=True)
+            self.manifest = manifest
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Index":
+        """Read and validate an index directory.
+
+        Raises
+        ------
+        IndexFormatError
+            Missing directory or file, unknown format version, checksum or count mismatch.
+        """
+        path = Path(path).expanduser()
+        if not path.exists():
+            backup = _backup_of(path.absolute())
+            if backup.is_dir():
+                logger.warning("%s is missing; using the previous index kept at %s", path, backup)
+                path = backup
+            else:
+                raise IndexFormatError(f"{path}: no such index directory")
+        if not path.is_dir():
+            raise IndexFormatError(f"{path}: not an index directory")
+        return cls._read(path)
+
+    @classmethod
+    def _read(cls, path: Path) -> "Index":
+        import faiss
+        import pandas as pd
+
+        manifest_path = path / MANIFEST_FILE
+        if not manifest_path.is_file():
+            raise IndexFormatError(f"{path}: not a clapknn index (no {MANIFEST_FILE})")
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise IndexFormatError(f"{manifest_path}: unreadable manifest ({exc})") from exc
+        if not isinstance(manifest, dict):
+            raise IndexFormatError(f"{manifest_path}: unreadable manifest (not a JSON object)")
+        version = manifest.get("format_version")
+        if version != FORMAT_VERSION:
+            raise IndexFormatError(
+                f"{path}: index format version {version!r} is not supported (this clapknn reads {FORMAT_VERSION})"
+            )
+        required = ("encoder", "snippet_seconds", "hop_seconds", "dim", "n_vectors", "tags", "checksums")
+        missing = [k for k in required if k not in manifest]
+        if missing:
+            raise IndexFormatError(f"{manifest_path}: manifest lacks {', '.join(missing)}")
+        for name in (INDEX_FILE, METADATA_FILE):
+            f = path / name
+            if not f.is_file():
+                raise IndexFormatError(f"{path}: missing {name}")
+            expected = manifest["checksums"].get(name)
+            if expected and _sha256(f) != expected:
+                raise IndexFormatError(f"{f}: checksum mismatch; the file was modified or truncated after it was written")
+        try:
+            fidx = faiss.read_index(str(path / INDEX_FILE))
+            meta = pd.read_parquet(path / METADATA_FILE)
+        except Exception as exc:  # noqa: BLE001 - faiss/pyarrow raise many types
+            raise IndexFormatError(f"{path}: cannot read index files ({str(exc).splitlines()[0] if str(exc) else exc})") from exc
+        n, dim = int(manifest["n_vectors"]), int(manifest["dim"])
+        if fidx.ntotal != n or len(meta) != n or fidx.d != dim:
+            raise IndexFormatError(
+                f"{path}: inconsistent index ({fidx.ntotal} vectors of dim {fidx.d}, {len(meta)} metadata rows, "
+                f"manifest says {n} of dim {dim})"
+            )
+        vectors = fidx.reconstruct_n(0, n) if n else np.zeros((0, dim), np.float32)
+        meta["tags"] = [tuple(t) for t in meta["tags"]]
+        obj = cls(vectors, meta, manifest)
+        obj._faiss = fidx
+        return obj

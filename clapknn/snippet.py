@@ -1,0 +1,164 @@
+"""Snippet: cut audio into fixed-length, deterministic windows with their start times.
+
+Rules (the same for arrays and files):
+
+- windows of ``length`` seconds start at ``0, hop, 2*hop, ...`` and lie wholly inside the track;
+- a track shorter than one window gives a single window at 0, repeat-padded (the audio looped) to
+  the full length, as CLAP was trained;
+- a window whose RMS is below :data:`SILENCE_RMS` is silent: it is dropped and counted.
+
+Every window has exactly ``round(length * sr)`` samples, so an encoder never crops or pads at random.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .errors import ParameterError
+
+__all__ = [
+    "DEFAULT_SNIPPET_SECONDS",
+    "SILENCE_RMS",
+    "SnippetBatch",
+    "snippet_starts",
+    "n_samples",
+    "repeat_pad",
+    "cut",
+    "iter_file_snippets",
+    "WHOLE_FILE_SECONDS",
+]
+
+#: Default snippet length, seconds.
+DEFAULT_SNIPPET_SECONDS = 10.0
+#: RMS (full scale = 1.0) below which a snippet counts as silent: -80 dBFS.
+SILENCE_RMS = 1e-4
+
+
+def _check(length: float, hop: float | None) -> float:
+    if not (length > 0 and np.isfinite(length)):
+        raise ParameterError(f"snippet length must be a positive number of seconds, got {length!r}")
+    hop = length if hop is None else hop
+    if not (hop > 0 and np.isfinite(hop)):
+        raise ParameterError(f"hop must be a positive number of seconds, got {hop!r}")
+    return float(hop)
+
+
+def n_samples(length: float, sr: int) -> int:
+    """Number of samples in a snippet of ``length`` seconds at ``sr`` Hz."""
+    return int(round(length * sr))
+
+
+def snippet_starts(duration: float, length: float, hop: float | None = None) -> np.ndarray:
+    """Start times (seconds) of the snippets of a track of ``duration`` seconds.
+
+    Returns ``[0.0]`` for a track shorter than ``length`` (it will be repeat-padded) and an empty
+    array for an empty track.
+    """
+    hop = _check(length, hop)
+    if duration <= 0:
+        return np.zeros(0)
+    if duration < length:
+        return np.zeros(1)
+    count = int(np.floor((duration - length) / hop + 1e-9)) + 1
+    return np.round(np.arange(count) * hop, 6)
+
+
+def repeat_pad(y: np.ndarray, size: int) -> np.ndarray:
+    """Loop ``y`` until it has ``size`` samples (crop when longer)."""
+    y = np.asarray(y, dtype=np.float32)
+    if y.size == 0:
+        return np.zeros(size, dtype=np.float32)
+    if y.size >= size:
+        return y[:size]
+    reps = -(-size // y.size)
+    return np.tile(y, reps)[:size]
+
+
+def _is_silent(x: np.ndarray) -> bool:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) < SILENCE_RMS
+
+
+@dataclass
+class SnippetBatch:
+    """Snippets of one track: ``audio`` is ``(n, n_samples)``; ``starts``/``ends`` in seconds.
+
+    ``n_silent`` counts windows dropped as silent; ``duration`` is the track's length in seconds.
+    """
+
+    audio: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    n_silent: int
+    duration: float
+
+
+def cut(y: np.ndarray, sr: int, length: float = DEFAULT_SNIPPET_SECONDS, hop: float | None = None) -> SnippetBatch:
+    """Cut a mono array into snippets (see the module rules).
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(n,)]
+    sr : int
+    length, hop : float
+        Seconds; ``hop`` defaults to ``length`` (no overlap).
+    """
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim != 1:
+        raise ParameterError(f"audio must be mono (1-D), got shape {y.shape}")
+    if not np.isfinite(y).all():
+        raise ParameterError("audio buffer is not finite everywhere")
+    size = n_samples(length, sr)
+    duration = y.size / sr
+    starts = snippet_starts(duration, length, hop)
+    rows, kept, silent = [], [], 0
+    for s in starts:
+        i = int(round(s * sr))
+        x = repeat_pad(y[i : i + size], size)
+        if _is_silent(x):
+            silent += 1
+            continue
+        rows.append(x)
+        kept.append(s)
+    audio = np.stack(rows) if rows else np.zeros((0, size), dtype=np.float32)
+    kept_arr = np.asarray(kept, dtype=np.float64)
+    ends = np.minimum(kept_arr + length, duration)
+    return SnippetBatch(audio, kept_arr, ends, silent, duration)
+
+
+#: Files up to this long (seconds) are decoded in one read; longer ones window by window, so memory
+#: stays bounded by one snippet whatever the file's length.
+WHOLE_FILE_SECONDS = 600.0
+
+
+def iter_file_snippets(
+    path: str | Path, sr: int, length: float = DEFAULT_SNIPPET_SECONDS, hop: float | None = None
+) -> Iterator[tuple[float, float, np.ndarray | None]]:
+    """Yield ``(start, end, audio)`` for each snippet of a file; ``audio`` is ``None`` for a silent one.
+
+    Files longer than :data:`WHOLE_FILE_SECONDS` are read one window at a time (seeking), so a
+    3-hour mix never sits in memory whole.
+
+    Raises
+    ------
+    AudioError
+        When the file cannot be decoded.
+    """
+    from . import decode
+
+    _check(length, hop)
+    meta = decode.info(path)
+    size = n_samples(length, sr)
+    whole = decode.load(path, sr=sr) if meta.duration <= WHOLE_FILE_SECONDS else None
+    duration = whole.size / sr if whole is not None else meta.duration
+    for s in snippet_starts(duration, length, hop):
+        if whole is not None:
+            i = int(round(s * sr))
+            x = whole[i : i + size]
+        else:
+            x = decode.load(path, sr=sr, offset=float(s), duration=length)
+        x = repeat_pad(x, size)
+        yield float(s), float(min(s + length, duration)), (None if _is_silent(x) else x)

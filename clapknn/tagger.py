@@ -1,0 +1,342 @@
+"""The few high-level calls: build an index from labelled examples, load it, tag audio.
+
+>>> from clapknn import build_index, Tagger
+>>> index = build_index("examples/", "index/moods")            # doctest: +SKIP
+>>> Tagger(index).tag("~/Music/album").tracks                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .aggregate import aggregate, select_tags
+from .encode import EmbeddedFiles, embed_array, embed_files
+from .encoders import Encoder, encoder_from_identity, get_encoder
+from .errors import ClapknnError, LabelError, ParameterError
+from .index import Index
+from .labels import ExampleSet, load_examples, scan_audio
+from .snippet import DEFAULT_SNIPPET_SECONDS
+from .vote import KNNTagger
+
+__all__ = ["build_index", "load_index", "Tagger", "TagResult", "BuildReport", "DEFAULT_K", "DEFAULT_WEIGHTS"]
+
+logger = logging.getLogger(__name__)
+
+#: Default number of neighbours that vote.
+DEFAULT_K = 5
+#: Default vote weighting.
+DEFAULT_WEIGHTS = "similarity"
+#: Default index home (relative to the working directory).
+INDEX_HOME = Path("index")
+
+
+@dataclass
+class BuildReport:
+    """What a build used and what it left out."""
+
+    files: Any  # pandas.DataFrame: path, tags, duration, n_snippets, n_silent, sha256, error
+    problems: list[tuple[str, str]] = field(default_factory=list)  # label rows left out
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n_used(self) -> int:
+        return int((self.files["error"] == "").sum()) if len(self.files) else 0
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        """``(where, reason)`` for every label row and file that was left out."""
+        bad = self.files[self.files["error"] != ""] if len(self.files) else self.files
+        return list(self.problems) + list(zip(bad["path"], bad["error"])) if len(bad) else list(self.problems)
+
+
+def _resolve_encoder(encoder: str | Encoder, options: Mapping[str, Any] | None) -> Encoder:
+    if isinstance(encoder, Encoder):
+        return encoder
+    return get_encoder(encoder, **dict(options or {}))
+
+
+def build_index(
+    examples: str | Path | ExampleSet,
+    out: str | Path | None = None,
+    *,
+    labels: str | Path | None = None,
+    encoder: str | Encoder = "features",
+    encoder_options: Mapping[str, Any] | None = None,
+    snippet_seconds: float = DEFAULT_SNIPPET_SECONDS,
+    hop_seconds: float | None = None,
+    prompts: Mapping[str, str | Sequence[str]] | None = None,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> Index:
+    """Embed labelled examples and make an index (saved to ``out`` when given).
+
+    Parameters
+    ----------
+    examples : path or ExampleSet
+        A folder with one sub-folder per tag, a CSV of ``path,tags``, or an :class:`ExampleSet`.
+    out : path, optional
+        Directory to save the index to (atomically).
+    labels : path, optional
+        A CSV of ``path,tags`` whose relative paths are resolved against ``examples``.
+    encoder : str or Encoder
+        ``"features"`` (weights-free, default) or ``"clap"``, or a built encoder.
+    encoder_options : mapping, optional
+        Keyword settings for the encoder (e.g. ``{"checkpoint": "630k-audioset-best"}``).
+    snippet_seconds, hop_seconds : float
+        Snippet length and hop (hop defaults to the length).
+    prompts : mapping tag -> text (or texts), optional
+        Text anchors embedded with the encoder's text branch (CLAP only), stored as ``kind="text"``.
+    batch_size : int
+    progress : bool
+        Show a progress bar on a terminal.
+
+    Returns
+    -------
+    Index
+        With a :class:`BuildReport` in ``index.report``.
+
+    Raises
+    ------
+    LabelError
+        When no usable example is left.
+    """
+    import pandas as pd
+
+    example_set = examples if isinstance(examples, ExampleSet) else load_examples(examples, labels=labels)
+    enc = _resolve_encoder(encoder, encoder_options)
+    hop = snippet_seconds if hop_seconds is None else hop_seconds
+    if not example_set.examples and not prompts:
+        raise LabelError(f"no labelled examples found in {examples}")
+    paths = [e.path for e in example_set.examples]
+    emb: EmbeddedFiles = embed_files(
+        paths, enc, snippet_seconds=snippet_seconds, hop_seconds=hop, batch_size=batch_size,
+        progress=progress, desc="building",
+    )
+    tags_of = [e.tags for e in example_set.examples]
+    files = emb.files.copy()
+    files.insert(1, "tags", [";".join(t) for t in tags_of])
+    meta = pd.DataFrame(
+        {
+            "path": emb.snippets["path"].astype(str),
+            "start": emb.snippets["start"].astype(float),
+            "end": emb.snippets["end"].astype(float),
+            "tags": [tags_of[i] for i in emb.snippets["file"]],
+            "sha256": [files["sha256"].iat[i] for i in emb.snippets["file"]],
+            "kind": "audio",
+        }
+    )
+    vectors = emb.vectors
+    if prompts:
+        texts, text_tags = [], []
+        for tag, value in prompts.items():
+            for text in [value] if isinstance(value, str) else list(value):
+                texts.append(text)
+                text_tags.append((tag,))
+        if not hasattr(enc, "embed_text"):
+            raise ParameterError(f"encoder {enc.name!r} has no text branch; text prompts need --encoder clap")
+        tv = np.asarray(enc.embed_text(texts), dtype=np.float32)
+        meta = pd.concat(
+            [meta, pd.DataFrame({"path": texts, "start": 0.0, "end": 0.0, "tags": text_tags, "sha256": "", "kind": "text"})],
+            ignore_index=True,
+        )
+        vectors = np.concatenate([vectors, tv]) if len(vectors) else tv
+    report = BuildReport(files, list(example_set.problems), list(example_set.notes))
+    if len(meta) == 0:
+        reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in report.skipped[:5])
+        raise LabelError(f"no usable example: all {len(paths)} file(s) were skipped ({reasons})")
+    index = Index.from_arrays(
+        vectors, meta, encoder=enc.identity(), snippet_seconds=snippet_seconds, hop_seconds=hop,
+    )
+    index.report = report
+    index.encoder = enc
+    if out is not None:
+        index.save(out)
+    return index
+
+
+def load_index(path: str | Path) -> Index:
+    """Read an index directory (a bare name is looked up under ``index/`` too)."""
+    p = Path(path).expanduser()
+    if not p.exists() and not p.is_absolute() and len(p.parts) == 1 and (INDEX_HOME / p).exists():
+        p = INDEX_HOME / p
+    return Index.load(p)
+
+
+@dataclass
+class TagResult:
+    """Tags for a set of tracks.
+
+    Attributes
+    ----------
+    tracks : pandas.DataFrame
+        One row per tagged track: ``path``, ``tags`` (``;``-joined, best first), ``top``,
+        ``score`` (of ``top``), ``n_snippets``, then one ``score:<tag>`` column per tag.
+    snippets : pandas.DataFrame
+        One row per snippet: ``path``, ``start``, ``end``, ``top``, ``score:<tag>`` columns.
+    skipped : list of (path, reason)
+    neighbors : pandas.DataFrame or None
+        With ``explain=True``: per track, the indexed examples that voted (path, start, tags,
+        similarity), best first.
+    """
+
+    tracks: Any
+    snippets: Any
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    neighbors: Any = None
+
+    def __len__(self) -> int:
+        return len(self.tracks)
+
+
+class Tagger:
+    """Tags audio with an index.
+
+    Parameters
+    ----------
+    index : Index or path
+    encoder : Encoder, optional
+        Defaults to the encoder recorded in the index (rebuilt from its identity). A given encoder
+        must have the same identity, or :class:`~clapknn.errors.EncoderMismatchError` is raised.
+    k : int
+        Neighbours per snippet (capped at the index size).
+    weights : {"uniform", "distance", "similarity"}
+    aggregate : {"mean", "max", "vote"}
+        How snippet scores become a track score.
+    threshold : float, optional
+        Minimum track score for a tag to be listed. Default: 0.5 for a multi-label index (some
+        example has several tags), else 0 (the best tag is always listed).
+    top_n : int, optional
+        At most this many tags per track. Default: 1 for a single-label index, unlimited otherwise.
+    hop_seconds : float, optional
+        Hop between query snippets (the snippet length always comes from the index).
+    encoder_options : mapping, optional
+        Passed when rebuilding the encoder (e.g. a local ``checkpoint`` path, ``device``).
+    """
+
+    def __init__(
+        self,
+        index: Index | str | Path,
+        *,
+        encoder: Encoder | None = None,
+        k: int = DEFAULT_K,
+        weights: str = DEFAULT_WEIGHTS,
+        aggregate: str = "mean",
+        threshold: float | None = None,
+        top_n: int | None = None,
+        hop_seconds: float | None = None,
+        batch_size: int = 16,
+        encoder_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.index = index if isinstance(index, Index) else load_index(index)
+        if len(self.index) == 0:
+            raise ParameterError("the index is empty")
+        if encoder is None:
+            encoder = getattr(self.index, "encoder", None) or encoder_from_identity(
+                self.index.encoder_identity, **dict(encoder_options or {})
+            )
+        self.index.check_encoder(encoder.identity())
+        self.encoder = encoder
+        self.aggregate = aggregate
+        self.hop_seconds = hop_seconds
+        self.batch_size = batch_size
+        tags = list(self.index.metadata["tags"])
+        self.multilabel = any(len(t) > 1 for t in tags)
+        self.threshold = threshold if threshold is not None else (0.5 if self.multilabel else 0.0)
+        self.top_n = top_n if top_n is not None else (None if self.multilabel else 1)
+        self.estimator = KNNTagger(k, weights=weights, threshold=self.threshold).fit(self.index.vectors, [list(t) for t in tags])
+        # every vector has tags, so classes_ is the index vocabulary
+        self.tags = [str(t) for t in self.estimator.classes_]
+
+    def _result(self, vectors, snippets, files: list[str], skipped, explain: bool) -> TagResult:
+        import pandas as pd
+
+        score_cols = [f"score:{t}" for t in self.tags]
+        if len(vectors):
+            proba = self.estimator.predict_proba(vectors)
+        else:
+            proba = np.zeros((0, len(self.tags)))
+        snip = snippets[["path", "start", "end"]].reset_index(drop=True).copy()
+        snip["top"] = [self.tags[j] for j in np.argmax(proba, axis=1)] if len(proba) else []
+        snip[score_cols] = proba
+        file_ids = snippets["file"].to_numpy()
+        used = sorted(set(file_ids.tolist()))
+        remap = {f: i for i, f in enumerate(used)}
+        groups = np.array([remap[f] for f in file_ids], dtype=np.int64)
+        track_scores = aggregate(proba, groups, method=self.aggregate, n_groups=len(used))
+        chosen = select_tags(track_scores, self.tags, threshold=self.threshold, top_n=self.top_n)
+        best = np.argmax(track_scores, axis=1) if len(used) else np.zeros(0, dtype=int)
+        tracks = pd.DataFrame(
+            {
+                "path": [files[f] for f in used],
+                "tags": [";".join(c) for c in chosen],
+                "top": [self.tags[j] for j in best],
+                "score": track_scores[np.arange(len(used)), best] if len(used) else [],
+                "n_snippets": np.bincount(groups, minlength=len(used)) if len(used) else [],
+            }
+        )
+        tracks[score_cols] = track_scores
+        neighbors = self._explain(vectors, groups, [files[f] for f in used]) if explain else None
+        return TagResult(tracks, snip, skipped, neighbors)
+
+    def _explain(self, vectors, groups, paths, per_track: int = 5):
+        """The indexed snippets that voted for each track, best total similarity first."""
+        import pandas as pd
+
+        rows = []
+        if len(vectors):
+            sims, ids = self.estimator.similarities(vectors)
+            meta = self.index.metadata
+            for g, path in enumerate(paths):
+                mask = groups == g
+                best: dict[int, float] = {}
+                for s_row, i_row in zip(sims[mask], ids[mask]):
+                    for s, i in zip(s_row, i_row):
+                        best[int(i)] = max(best.get(int(i), -1.0), float(s))
+                for i, s in sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:per_track]:
+                    rows.append((path, meta["path"].iat[i], float(meta["start"].iat[i]), ";".join(meta["tags"].iat[i]), s))
+        return pd.DataFrame(rows, columns=["path", "neighbor", "neighbor_start", "neighbor_tags", "similarity"])
+
+    def tag(self, paths: str | Path | Sequence[str | Path], *, progress: bool = False, explain: bool = False) -> TagResult:
+        """Tag audio files; folders are scanned for audio.
+
+        Files that cannot be decoded (or are silent) are listed in :attr:`TagResult.skipped`.
+        """
+        if isinstance(paths, (str, Path)):
+            paths = [paths]
+        problems: list[tuple[str, str]] = []
+        files: list[Path] = []
+        for p in paths:
+            p = Path(p).expanduser()
+            if p.is_dir():
+                found = scan_audio(p, problems=problems)
+                if not found:
+                    problems.append((str(p), "no audio files found in folder"))
+                files.extend(found)
+            elif p.exists():
+                files.append(p)
+            else:
+                problems.append((str(p), "no such file"))
+        if not files:
+            detail = "; ".join(f"{w}: {r}" for w, r in problems[:3])
+            raise ClapknnError(f"nothing to tag ({detail})" if detail else "nothing to tag")
+        emb = embed_files(
+            files, self.encoder, snippet_seconds=self.index.snippet_seconds,
+            hop_seconds=self.hop_seconds or self.index.hop_seconds, batch_size=self.batch_size,
+            hashes=False, progress=progress, desc="tagging",
+        )
+        return self._result(emb.vectors, emb.snippets, [str(f) for f in files], problems + emb.failures, explain)
+
+    def tag_array(self, y: np.ndarray, sr: int, *, name: str = "<array>", explain: bool = False) -> TagResult:
+        """Tag an in-memory signal (mono ``(n,)`` or ``(channels, n)``) sampled at ``sr`` Hz."""
+        vectors, snippets = embed_array(
+            y, sr, self.encoder, snippet_seconds=self.index.snippet_seconds,
+            hop_seconds=self.hop_seconds or self.index.hop_seconds, batch_size=self.batch_size,
+        )
+        snippets["path"] = name
+        skipped = [] if len(vectors) else [(name, "silent")]
+        return self._result(vectors, snippets, [name], skipped, explain)

@@ -1,0 +1,238 @@
+"""Vote: a scikit-learn shaped k-nearest-neighbour tagger over embeddings (cosine similarity).
+
+:class:`KNNTagger` follows scikit-learn's estimator conventions (``fit``/``predict``/
+``predict_proba``/``kneighbors``, ``classes_``) and, for single-label data with ``weights`` set to
+``"uniform"`` or ``"distance"``, gives the same predictions and probabilities as
+``sklearn.neighbors.KNeighborsClassifier(metric="cosine")``. It also handles multi-label data (each
+sample has a set of tags) and a similarity-weighted vote. Search is exact (FAISS ``IndexFlatIP`` over
+L2-normalised vectors).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from .errors import ParameterError
+
+__all__ = ["KNNTagger", "WEIGHTS", "vote_scores"]
+
+#: Allowed vote weightings.
+WEIGHTS = ("uniform", "distance", "similarity")
+_TIE_MARGIN = 8  # extra neighbours fetched so ties at the k-th place are broken by id
+
+
+def _is_multilabel(y) -> bool:
+    if isinstance(y, np.ndarray):
+        return y.ndim == 2
+    return len(y) > 0 and all(isinstance(v, (list, tuple, set, frozenset)) for v in y)
+
+
+def vote_weights(similarities: np.ndarray, weights: str) -> np.ndarray:
+    """Per-neighbour vote weights from cosine similarities ``(n_queries, k)``.
+
+    - ``"uniform"``: every neighbour counts 1.
+    - ``"distance"``: ``1 / (1 - similarity)`` (scikit-learn's inverse distance); when a query has
+      neighbours at distance 0, only those count, each 1.
+    - ``"similarity"``: ``max(similarity, 0)``; a query whose neighbours all have similarity <= 0
+      falls back to uniform.
+    """
+    sims = np.asarray(similarities, dtype=np.float64)
+    if weights == "uniform":
+        return np.ones_like(sims)
+    if weights == "distance":
+        dist = np.maximum(1.0 - sims, 0.0)
+        with np.errstate(divide="ignore"):
+            w = 1.0 / dist
+        exact = np.isinf(w)
+        rows = exact.any(axis=1)
+        w[rows] = exact[rows].astype(np.float64)
+        return w
+    if weights == "similarity":
+        w = np.maximum(sims, 0.0)
+        dead = w.sum(axis=1) <= 0
+        w[dead] = 1.0
+        return w
+    raise ParameterError(f"unknown weights {weights!r}; choose one of {', '.join(WEIGHTS)}")
+
+
+def vote_scores(similarities: np.ndarray, neighbor_labels: np.ndarray, weights: str = "similarity") -> np.ndarray:
+    """Per-tag scores in [0, 1] from neighbours' label indicators.
+
+    Parameters
+    ----------
+    similarities : np.ndarray [shape=(n, k)]
+    neighbor_labels : np.ndarray [shape=(n, k, n_tags)]
+        1 where neighbour ``j`` of query ``i`` has tag ``t``.
+    weights : str
+        See :func:`vote_weights`.
+
+    Returns
+    -------
+    np.ndarray [shape=(n, n_tags)]
+        Weighted share of neighbours carrying each tag.
+    """
+    w = vote_weights(similarities, weights)
+    total = w.sum(axis=1, keepdims=True)
+    total[total == 0] = 1.0
+    return np.einsum("nk,nkt->nt", w, neighbor_labels) / total
+
+
+class KNNTagger(ClassifierMixin, BaseEstimator):
+    """k-nearest-neighbour tagger with cosine similarity.
+
+    Parameters
+    ----------
+    n_neighbors : int, default=5
+        Neighbours that vote. When larger than the number of fitted samples, all samples vote.
+    weights : {"uniform", "distance", "similarity"}, default="similarity"
+        How neighbours' votes are weighted (see :func:`vote_weights`).
+    threshold : float, default=0.5
+        Multi-label only: a tag is predicted when its score is at least this.
+
+    Attributes
+    ----------
+    classes_ : np.ndarray
+        Sorted tags (column order of :meth:`predict_proba`).
+    multilabel_ : bool
+        Whether ``y`` was multi-label.
+    n_features_in_ : int
+    n_samples_fit_ : int
+
+    Notes
+    -----
+    Neighbours are ordered by decreasing similarity; equal similarities are broken by the lower
+    sample index. Ties between classes in :meth:`predict` go to the first class in ``classes_``.
+    """
+
+    def __init__(self, n_neighbors: int = 5, *, weights: str = "similarity", threshold: float = 0.5) -> None:
+        self.n_neighbors = n_neighbors
+        self.weights = weights
+        self.threshold = threshold
+
+    # -------------------------------------------------------------- fitting
+    def fit(self, X, y) -> "KNNTagger":
+        """Store L2-normalised ``X`` in an exact FAISS index with labels ``y``.
+
+        ``y`` is a 1-D array of labels (single-label), a sequence of tag collections
+        (multi-label), or a 2-D 0/1 indicator matrix (multi-label, classes ``0..n-1``).
+        """
+        import faiss
+
+        from .encoders.base import l2_normalize
+
+        if not isinstance(self.n_neighbors, (int, np.integer)) or self.n_neighbors < 1:
+            raise ParameterError(f"n_neighbors must be a positive integer, got {self.n_neighbors!r}")
+        if self.weights not in WEIGHTS:
+            raise ParameterError(f"unknown weights {self.weights!r}; choose one of {', '.join(WEIGHTS)}")
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim != 2 or X.shape[0] == 0:
+            raise ParameterError(f"X must be a non-empty 2-D array, got shape {X.shape}")
+        if not np.isfinite(X).all():
+            raise ParameterError("X contains NaN or infinite values")
+        if len(y) != X.shape[0]:
+            raise ParameterError(f"X has {X.shape[0]} rows but y has {len(y)} labels")
+        self.multilabel_ = _is_multilabel(y)
+        if self.multilabel_:
+            if isinstance(y, np.ndarray):
+                Y = (np.asarray(y) != 0).astype(np.float64)
+                self.classes_ = np.arange(Y.shape[1])
+            else:
+                self.classes_ = np.array(sorted({t for tags in y for t in tags}))
+                col = {t: j for j, t in enumerate(self.classes_)}
+                Y = np.zeros((len(y), len(self.classes_)))
+                for i, tags in enumerate(y):
+                    for t in tags:
+                        Y[i, col[t]] = 1.0
+        else:
+            y = np.asarray(y)
+            self.classes_, codes = np.unique(y, return_inverse=True)
+            Y = np.zeros((len(y), len(self.classes_)))
+            Y[np.arange(len(y)), codes] = 1.0
+        self._Y = Y
+        self._index = faiss.IndexFlatIP(X.shape[1])
+        self._index.add(l2_normalize(X))
+        self.n_features_in_ = X.shape[1]
+        self.n_samples_fit_ = X.shape[0]
+        return self
+
+    def _check_fitted(self) -> None:
+        from sklearn.exceptions import NotFittedError
+
+        if not hasattr(self, "_index"):
+            raise NotFittedError("This KNNTagger is not fitted yet; call fit first.")
+
+    # -------------------------------------------------------------- neighbours
+    def _search(self, X, k: int) -> tuple[np.ndarray, np.ndarray]:
+        from .encoders.base import l2_normalize
+
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim == 1:
+            X = X[None, :]
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise ParameterError(f"X must have {self.n_features_in_} columns, got shape {X.shape}")
+        if not np.isfinite(X).all():
+            raise ParameterError("X contains NaN or infinite values")
+        n = self.n_samples_fit_
+        k = min(int(k), n)
+        fetch = min(n, k + _TIE_MARGIN)
+        sims, ids = self._index.search(l2_normalize(X), fetch)
+        # deterministic order: similarity descending, then id ascending; faiss pads with -1
+        sims = np.where(ids < 0, -np.inf, sims)
+        order = np.lexsort((np.where(ids < 0, np.iinfo(np.int64).max, ids), -sims.astype(np.float64)), axis=1)
+        sims = np.take_along_axis(sims, order, axis=1)[:, :k]
+        ids = np.take_along_axis(ids, order, axis=1)[:, :k]
+        return sims.astype(np.float64), ids
+
+    def kneighbors(self, X, n_neighbors: int | None = None, return_distance: bool = True):
+        """Nearest fitted samples of each row of ``X``.
+
+        Returns ``(distances, indices)`` (cosine distance ``1 - similarity``, ascending) or just
+        ``indices`` when ``return_distance`` is false. ``n_neighbors`` is capped at the number of
+        fitted samples.
+        """
+        self._check_fitted()
+        sims, ids = self._search(X, n_neighbors or self.n_neighbors)
+        return (1.0 - sims, ids) if return_distance else ids
+
+    def similarities(self, X, n_neighbors: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(similarities, indices)`` of the nearest fitted samples, similarity descending."""
+        self._check_fitted()
+        return self._search(X, n_neighbors or self.n_neighbors)
+
+    # -------------------------------------------------------------- predictions
+    def predict_proba(self, X) -> np.ndarray:
+        """Per-class scores in [0, 1], columns in :attr:`classes_` order.
+
+        Single-label rows sum to 1 (the weighted share of neighbours of each class); multi-label
+        scores are the weighted share of neighbours that carry each tag.
+        """
+        self._check_fitted()
+        sims, ids = self._search(X, self.n_neighbors)
+        return vote_scores(sims, self._Y[ids], self.weights)
+
+    def predict(self, X):
+        """Single-label: the top class per row. Multi-label: a 0/1 indicator matrix of the classes
+        whose score reaches :attr:`threshold`."""
+        proba = self.predict_proba(X)
+        if self.multilabel_:
+            return (proba >= self.threshold).astype(int)
+        return self.classes_[np.argmax(proba, axis=1)]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+
+def labels_to_indicator(tag_lists: Sequence[Sequence[str]], classes: Sequence[str]) -> np.ndarray:
+    """0/1 matrix ``(n, len(classes))`` from per-row tag collections."""
+    col = {t: j for j, t in enumerate(classes)}
+    Y = np.zeros((len(tag_lists), len(classes)))
+    for i, tags in enumerate(tag_lists):
+        for t in tags:
+            if t in col:
+                Y[i, col[t]] = 1.0
+    return Y
