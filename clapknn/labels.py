@@ -8,8 +8,10 @@ Folder layout::
 
 (nested folders are scanned; a file's tag is the name of the top-level folder it sits in).
 
-CSV layout: a header with ``path`` and ``tags`` columns (other columns are ignored and named in a
-note); several tags per row are separated by ``;`` (``|`` also works), e.g. ``happy;energetic``.
+CSV layout: a header with ``path`` and ``tags`` columns, and optionally ``group`` (the source track
+or album a file was cut from: :mod:`clapknn.evaluate` keeps a group on one side of every split);
+other columns are ignored and named in a note. Several tags per row are separated by ``;`` (``|``
+also works), e.g. ``happy;energetic``.
 Relative paths are resolved against the CSV's folder. A file listed twice gets the union of its tags
 (a note says so). Rows with an empty ``tags`` cell or an empty path are errors reported with their
 line number.
@@ -36,6 +38,7 @@ class Example:
 
     path: Path
     tags: tuple[str, ...]
+    group: str | None = None  # source track / album; None means the file is its own group
 
 
 @dataclass
@@ -127,6 +130,7 @@ def _from_csv(csv_path: Path, base: Path | None) -> ExampleSet:
     problems: list[tuple[str, str]] = []
     notes: list[str] = []
     merged: dict[Path, list[str]] = {}
+    group_of: dict[Path, str] = {}
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
@@ -136,7 +140,7 @@ def _from_csv(csv_path: Path, base: Path | None) -> ExampleSet:
                     f"{csv_path}: needs a header with 'path' and 'tags' columns, found {reader.fieldnames or 'none'}"
                 )
             reader.fieldnames = header
-            extra = [h for h in header if h not in ("path", "tags")]
+            extra = [h for h in header if h not in ("path", "tags", "group")]
             if extra:
                 notes.append(f"{csv_path}: ignored column(s) {', '.join(extra)}")
             for lineno, row in enumerate(reader, start=2):
@@ -158,11 +162,14 @@ def _from_csv(csv_path: Path, base: Path | None) -> ExampleSet:
                     merged[p].extend(new)
                 else:
                     merged[p] = list(tags)
+                group = (row.get("group") or "").strip()
+                if group and p not in group_of:
+                    group_of[p] = group
     except UnicodeDecodeError as exc:
         raise LabelError(f"{csv_path}: not a UTF-8 text file ({exc.reason})") from exc
     except csv.Error as exc:
         raise LabelError(f"{csv_path}: malformed CSV ({exc})") from exc
-    return ExampleSet([Example(p, tuple(t)) for p, t in merged.items()], problems, notes)
+    return ExampleSet([Example(p, tuple(t), group_of.get(p)) for p, t in merged.items()], problems, notes)
 
 
 def load_examples(source: str | Path, *, labels: str | Path | None = None) -> ExampleSet:
