@@ -90,8 +90,6 @@ def _produce(paths, encoder, length, hop, hashes, q, stop):
                 return
             state = _FileState(str(p))
             try:
-                if hashes:
-                    state.sha256 = file_sha256(p)
                 for start, end, audio in iter_file_snippets(p, encoder.sample_rate, length, hop):
                     state.duration = max(state.duration, end)
                     if audio is None:
@@ -101,13 +99,17 @@ def _produce(paths, encoder, length, hop, hashes, q, stop):
                     q.put(("snippet", i, start, end, audio))
                     if stop.is_set():
                         return
+                if hashes:
+                    state.sha256 = file_sha256(p)
                 if state.n_snippets == 0 and not state.error:
                     state.error = (
                         f"silent (all {state.n_silent} snippet(s) below -80 dBFS)" if state.n_silent else "no audio"
                     )
             except AudioError as exc:
                 state.error = str(exc).split(": ", 1)[-1] if str(exc).startswith(str(p)) else str(exc)
-            except (OSError, ValueError, RuntimeError, MemoryError) as exc:
+            except OSError as exc:
+                state.error = exc.strerror or f"{type(exc).__name__}: {exc}"
+            except (ValueError, RuntimeError, MemoryError) as exc:
                 state.error = f"{type(exc).__name__}: {exc}"
             q.put(("file", i, state))
     except BaseException as exc:  # pragma: no cover - surfaced in the consumer

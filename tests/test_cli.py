@@ -1,0 +1,129 @@
+"""The CLI through ``main(argv)``: build, tag, info, demo, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from clapknn.cli import main
+
+from conftest import make_examples, tone, write_audio
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    make_examples(root / "examples")
+    q = root / "queries"
+    write_audio(q / "slow.wav", tone(112, 5.0, pulse_bpm=60.0, seed=11))
+    write_audio(q / "fast.wav", tone(900, 5.0, pulse_bpm=150.0, seed=12))
+    assert main(["build", str(root / "examples"), "--out", str(root / "idx"), "--snippet-seconds", "2", "-q"]) == 0
+    return root
+
+
+def test_build_prints_summary(workspace, capsys):
+    code = main(["build", str(workspace / "examples"), "--out", str(workspace / "idx2"), "--snippet-seconds", "2", "-q"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "6 file(s)" in out and "calm 3" in out and "energetic 3" in out
+
+
+@pytest.mark.parametrize("ext", [".csv", ".json", ".parquet"])
+def test_tag_writes_each_format(workspace, capsys, ext):
+    out = workspace / f"tags{ext}"
+    code = main(["tag", str(workspace / "queries"), "--index", str(workspace / "idx"), "--out", str(out), "-q"])
+    assert code == 0
+    df = {".csv": pd.read_csv, ".json": pd.read_json, ".parquet": pd.read_parquet}[ext](out)
+    by_name = {p.rsplit("/", 1)[-1]: t for p, t in zip(df["path"], df["top"])}
+    assert by_name == {"fast.wav": "energetic", "slow.wav": "calm"}
+    assert {"score:calm", "score:energetic", "n_snippets"} <= set(df.columns)
+
+
+def test_tag_table_on_screen_and_explain(workspace, capsys):
+    code = main(["tag", str(workspace / "queries" / "fast.wav"), "--index", str(workspace / "idx"), "--explain", "-q"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "fast.wav" in out and "energetic" in out
+    assert "nearest examples" in out and "energetic_" in out
+
+
+def test_tag_per_snippet(workspace, capsys):
+    out = workspace / "snips.csv"
+    assert main(["tag", str(workspace / "queries"), "--index", str(workspace / "idx"), "--per-snippet", "--out", str(out), "-q"]) == 0
+    df = pd.read_csv(out)
+    assert len(df) == 4 and list(df["start"]) == [0.0, 2.0, 0.0, 2.0]
+
+
+def test_skipped_input_exit_code_1(workspace, capsys):
+    bad = workspace / "queries_bad"
+    bad.mkdir()
+    (bad / "broken.mp3").write_bytes(b"not audio at all" * 10)
+    write_audio(bad / "ok.wav", tone(900, 3.0, pulse_bpm=150.0))
+    code = main(["tag", str(bad), "--index", str(workspace / "idx"), "-q"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "ok.wav" in captured.out
+    assert "broken.mp3" in captured.err and "skipped 1" in captured.err
+
+
+def test_info(workspace, capsys):
+    assert main(["info", str(workspace / "idx")]) == 0
+    out = capsys.readouterr().out
+    assert "features" in out and "calm" in out and "2 s" in out
+    assert main(["info", str(workspace / "idx"), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["tags"]["calm"]["files"] == 3
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["tag", "nowhere.wav", "--index", "{idx}"], "nothing to tag"),
+        (["tag", "{q}", "--index", "no_such_index"], "no such index"),
+        (["tag", "{q}", "--index", "{idx}", "--out", "x.txt"], "unknown output format"),
+        (["tag", "{q}", "--index", "{idx}", "-k", "0"], "n_neighbors"),
+        (["build", "no_such_folder"], "no such file or folder"),
+        (["info", "{q}"], "not an index directory"),
+        (["build", "{ex}", "--prompt", "calm=quiet"], "text branch"),
+        (["build", "{ex}", "--prompt", "calm"], "TAG=TEXT"),
+    ],
+)
+def test_user_errors_are_one_line(workspace, capsys, argv, message):
+    fill = {"idx": str(workspace / "idx"), "q": str(workspace / "queries" / "slow.wav"), "ex": str(workspace / "examples")}
+    argv = [a.format(**fill) for a in argv] + ["-q"] * (argv[0] != "info")
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("clapknn: error:") and message in err and "Traceback" not in err
+
+
+def test_help_is_fast_and_imports_nothing_heavy():
+    code = (
+        "import sys, time; t=time.perf_counter(); from clapknn.cli import build_parser; build_parser();"
+        "import clapknn; heavy=[m for m in ('torch','librosa','faiss','pandas','laion_clap','sklearn') if m in sys.modules];"
+        "print(heavy, time.perf_counter()-t)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    heavy, seconds = out.rsplit(" ", 1)
+    assert heavy == "[]"
+    assert float(seconds) < 1.0
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "clapknn", "--help"], capture_output=True, check=True)
+    assert time.perf_counter() - t < 5.0  # interpreter start included; generous for a loaded CI box
+
+
+def test_demo_end_to_end(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "demo.csv"
+    assert main(["demo", "-q", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "accuracy:" in text
+    df = pd.read_csv(out)
+    assert len(df) == 18 and set(df["truth"]) == {"calm", "energetic", "happy", "nostalgic", "tender"}
+    assert df["correct"].mean() > 0.4  # chance is 0.2
+    assert (tmp_path / "index" / "demo" / "manifest.json").is_file()

@@ -1,0 +1,171 @@
+"""Index directory: round trip, validation, encoder mismatch, atomic writes; labels from folders/CSV."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clapknn import Index, Tagger, build_index, load_examples
+from clapknn.encoders.features import FeaturesEncoder
+from clapknn.errors import EncoderMismatchError, IndexFormatError, LabelError
+
+from conftest import make_examples, tone, write_audio
+
+
+def test_round_trip(built_index, tmp_path):
+    index, root = built_index
+    loaded = Index.load(root / "index")
+    np.testing.assert_array_equal(loaded.vectors, index.vectors)
+    pd.testing.assert_frame_equal(loaded.metadata.reset_index(drop=True), index.metadata.reset_index(drop=True))
+    m = loaded.manifest
+    assert m["format_version"] == 1 and m["dim"] == index.dim and m["n_vectors"] == len(index)
+    assert m["encoder"]["name"] == "features" and m["snippet_seconds"] == 2.0 and m["hop_seconds"] == 2.0
+    assert m["tags"] == ["calm", "energetic"] and m["n_files"] == 6
+    assert set(m["checksums"]) == {"index.faiss", "metadata.parquet"}
+    assert "numpy" in m["versions"] and m["created"]
+    # rows align with vector ids: each row's source file, re-embedded, gives that vector
+    row = loaded.metadata.iloc[4]
+    assert len(row["sha256"]) == 64 and row["kind"] == "audio" and row["end"] > row["start"]
+    assert np.allclose(np.linalg.norm(loaded.vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_same_input_same_vectors_across_batch_sizes(examples_dir, tmp_path):
+    a = build_index(examples_dir, snippet_seconds=2.0, batch_size=1)
+    b = build_index(examples_dir, snippet_seconds=2.0, batch_size=7)
+    np.testing.assert_array_equal(a.vectors, b.vectors)
+
+
+def test_encoder_mismatch_names_the_difference(built_index):
+    index, root = built_index
+    with pytest.raises(EncoderMismatchError, match="sample_rate"):
+        Tagger(Index.load(root / "index"), encoder=FeaturesEncoder(sample_rate=16000))
+
+
+def test_load_errors(tmp_path, built_index):
+    _, root = built_index
+    with pytest.raises(IndexFormatError, match="no such index"):
+        Index.load(tmp_path / "missing")
+    (tmp_path / "notindex").mkdir()
+    with pytest.raises(IndexFormatError, match="not a clapknn index"):
+        Index.load(tmp_path / "notindex")
+    copy = tmp_path / "copy"
+    shutil.copytree(root / "index", copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexFormatError, match="version 99"):
+        Index.load(copy)
+    shutil.rmtree(copy)
+    shutil.copytree(root / "index", copy)
+    with open(copy / "metadata.parquet", "ab") as fh:
+        fh.write(b"tampered")
+    with pytest.raises(IndexFormatError, match="checksum"):
+        Index.load(copy)
+
+
+def test_failed_build_keeps_previous_index(examples_dir, tmp_path, monkeypatch):
+    out = tmp_path / "idx"
+    first = build_index(examples_dir, out, snippet_seconds=2.0)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        build_index(examples_dir, out, snippet_seconds=3.0)
+    monkeypatch.undo()
+    after = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert after == before
+    assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
+    assert Index.load(out).snippet_seconds == first.snippet_seconds
+
+
+def test_save_refuses_to_overwrite_a_non_index_folder(built_index, tmp_path):
+    index, _ = built_index
+    target = tmp_path / "music"
+    target.mkdir()
+    (target / "song.mp3").write_bytes(b"x")
+    with pytest.raises(IndexFormatError, match="not a clapknn index"):
+        index.save(target)
+    assert (target / "song.mp3").exists()
+
+
+def test_interrupted_swap_is_recovered(built_index, tmp_path):
+    """A save killed between its two renames leaves the old index in .<name>.previous: load and
+    the next save recover it."""
+    index, _ = built_index
+    out = tmp_path / "idx"
+    index.save(out)
+    out.rename(tmp_path / ".idx.previous")
+    assert len(Index.load(out)) == len(index)
+    index.save(out)
+    assert out.is_dir() and not (tmp_path / ".idx.previous").exists()
+
+
+def test_labels_from_csv(tmp_path):
+    make_examples(tmp_path / "ex", per_tag=2)
+    csv = tmp_path / "ex" / "labels.csv"
+    csv.write_text(
+        "path,tags,comment\n"
+        "calm/calm_0.wav,calm;quiet,first\n"
+        "energetic/energetic_0.wav, energetic | loud ,\n"
+        ",calm,\n"
+        "calm/calm_1.wav,,\n"
+        "calm/calm_0.wav,soft,\n"
+    )
+    ex = load_examples(csv)
+    assert [(e.path.name, e.tags) for e in ex.examples] == [
+        ("calm_0.wav", ("calm", "quiet", "soft")),
+        ("energetic_0.wav", ("energetic", "loud")),
+    ]
+    assert [w.rsplit(":", 1)[1] for w, _ in ex.problems] == ["4", "5"]
+    assert any("comment" in n for n in ex.notes) and any("merged" in n for n in ex.notes)
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [("file,label\na.wav,x\n", "'path' and 'tags'"), ("", "'path' and 'tags'"), (b"\xff\xfe\x00bad", "UTF-8")],
+)
+def test_bad_csv(tmp_path, content, match):
+    f = tmp_path / "labels.csv"
+    f.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(LabelError, match=match):
+        load_examples(f)
+
+
+def test_missing_files_are_reported_and_build_goes_on(tmp_path):
+    make_examples(tmp_path / "ex", per_tag=2)
+    (tmp_path / "ex" / "labels.csv").write_text(
+        "path,tags\ncalm/calm_0.wav,calm\nenergetic/energetic_0.wav,energetic\ngone.wav,calm\n"
+    )
+    index = build_index(tmp_path / "ex" / "labels.csv", snippet_seconds=2.0)
+    skipped = index.report.skipped
+    assert len(skipped) == 1 and skipped[0][0].endswith("gone.wav") and "no such file" in skipped[0][1]
+    assert index.report.n_used == 2
+
+
+def test_build_fails_when_nothing_is_usable(tmp_path):
+    (tmp_path / "ex" / "calm").mkdir(parents=True)
+    (tmp_path / "ex" / "calm" / "broken.wav").write_bytes(b"RIFF....WAVEjunk")
+    write_audio(tmp_path / "ex" / "calm" / "silence.wav", np.zeros(22050, dtype=np.float32))
+    with pytest.raises(LabelError, match="no usable example"):
+        build_index(tmp_path / "ex", snippet_seconds=1.0)
+    with pytest.raises(LabelError, match="no labelled examples"):
+        (tmp_path / "empty").mkdir()
+        build_index(tmp_path / "empty")
+
+
+def test_tag_array_and_files_agree(built_index, tmp_path):
+    index, _ = built_index
+    y = tone(880, 4.0, pulse_bpm=150.0, seed=9)
+    path = write_audio(tmp_path / "q.wav", y, subtype="FLOAT")
+    tagger = Tagger(index)
+    from_file = tagger.tag(path).tracks
+    from_array = tagger.tag_array(y, 22050).tracks
+    assert from_file["top"].iat[0] == from_array["top"].iat[0] == "energetic"
+    np.testing.assert_allclose(from_file["score"], from_array["score"], atol=1e-5)
