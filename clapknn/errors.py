@@ -15,6 +15,7 @@ __all__ = [
     "IndexFormatError",
     "EncoderMismatchError",
     "CheckpointError",
+    "FileTagError",
 ]
 
 
@@ -44,3 +45,7 @@ class EncoderMismatchError(ClapknnError):
 
 class CheckpointError(ClapknnError):
     """A model checkpoint is missing, corrupt or does not fit the requested architecture."""
+
+
+class FileTagError(ClapknnError):
+    """The tags inside an audio file cannot be read or written (unsupported format, unreadable tags)."""
