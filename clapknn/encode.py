@@ -204,6 +204,10 @@ def embed_files(
 
     vectors = np.concatenate(chunks) if chunks else np.zeros((0, encoder.dim), dtype=np.float32)
     snippets = pd.DataFrame(rows, columns=["file", "path", "start", "end"])
+    # a vector with NaN/inf would poison every later search: drop its whole file, with a reason
+    for i in sorted({rows[r][0] for r in np.flatnonzero(~np.isfinite(vectors).all(axis=1))}):
+        if not states[i].error:
+            states[i].error = "the encoder gave non-finite values (NaN or inf) for this audio"
     failed = {i for i, s in states.items() if s.error}
     if failed and len(snippets):
         keep = ~snippets["file"].isin(failed).to_numpy()

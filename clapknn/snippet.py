@@ -12,6 +12,7 @@ Every window has exactly ``round(length * sr)`` samples, so an encoder never cro
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -31,6 +32,8 @@ __all__ = [
     "iter_file_snippets",
     "WHOLE_FILE_SECONDS",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: Default snippet length, seconds.
 DEFAULT_SNIPPET_SECONDS = 10.0
@@ -146,6 +149,9 @@ def iter_file_snippets(
     ------
     AudioError
         When the file cannot be decoded.
+
+    A file whose audio ends before its header says (truncated) gives the windows that decode,
+    with a logged warning.
     """
     from . import decode
 
@@ -160,5 +166,12 @@ def iter_file_snippets(
             x = whole[i : i + size]
         else:
             x = decode.load(path, sr=sr, offset=float(s), duration=length)
+            if s > 0 and x.size < size:
+                # the header promised more audio than the file holds (a truncated download)
+                logger.warning(
+                    "%s: header says %.1f s but the audio ends near %.1f s; using the part that decodes",
+                    path, duration, s + x.size / sr,
+                )
+                return
         x = repeat_pad(x, size)
         yield float(s), float(min(s + length, duration)), (None if _is_silent(x) else x)
