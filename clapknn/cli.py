@@ -82,6 +82,10 @@ def cmd_tag(args) -> int:
     from .output import format_table, write_table
     from .tagger import Tagger
 
+    if args.write or args.dry_run:
+        from .filetags import check_field
+
+        check_field(args.tag_field)  # fail before the tagging work, not after
     tagger = Tagger(
         args.index, k=args.k, weights=args.weights, aggregate=args.aggregate, threshold=args.threshold,
         top_n=args.top_n, hop_seconds=args.hop_seconds, batch_size=args.batch_size,
@@ -101,15 +105,35 @@ def cmd_tag(args) -> int:
         cols += [c for c in ("key", "mode", "bpm") if c in table.columns]
         print(format_table(table, columns=cols) if len(table) else "(no track tagged)")
         if args.explain and result.neighbors is not None and len(result.neighbors):
-            print("\nnearest examples (the snippets that voted):")
+            print(f"\nnearest examples (similarity, tags, votes of {min(tagger.estimator.n_neighbors, len(tagger.index))} per snippet, file @ closest snippet):")
+            tags_of = dict(zip(result.tracks["path"], result.tracks["tags"]))
             for path, group in result.neighbors.groupby("path", sort=False):
-                print(f"{path}")
+                print(f"{path} → {tags_of.get(path) or '(no tag)'}")
                 for _, r in group.iterrows():
-                    print(f"  {r['similarity']:.3f}  {r['neighbor_tags']:<16} {r['neighbor']} @ {r['neighbor_start']:g}s")
+                    print(f"  {r['similarity']:.3f}  {r['neighbor_tags']:<16} {r['votes']:>3}  {r['neighbor']} @ {r['neighbor_start']:g}s")
     if args.out:
         print(f"wrote {len(table)} row(s) to {args.out}", file=sys.stderr)
-    _print_skipped(result.skipped, args.quiet)
-    return EXIT_SKIPPED if result.skipped else EXIT_OK
+    skipped = list(result.skipped)
+    if args.write or args.dry_run:
+        skipped += _write_file_tags(result.tracks, args)
+    _print_skipped(skipped, args.quiet)
+    return EXIT_SKIPPED if skipped else EXIT_OK
+
+
+def _write_file_tags(tracks, args) -> list[tuple[str, str]]:
+    """``tag --write``/``--dry-run``: put each track's tags into its file; returns the files not written."""
+    from .filetags import write_track_tags
+
+    changes = write_track_tags(tracks, field=args.tag_field, replace=args.replace_tags, dry_run=args.dry_run)
+    shown = [c for c in changes if c.ok and not (args.quiet and c.status == "unchanged")]
+    if shown:
+        print("\nplanned file tags (dry run, nothing written):" if args.dry_run else "\nfile tags:")
+    for c in shown:
+        print(f"  {c.path}: {c.describe()}")
+    count = {s: sum(c.status == s for c in changes) for s in ("written", "planned", "unchanged")}
+    verb = f"would write {count['planned']}" if args.dry_run else f"wrote {count['written']}"
+    print(f"{verb} file(s), {count['unchanged']} unchanged, {sum(not c.ok for c in changes)} not written", file=sys.stderr)
+    return [(c.path, f"tags not written: {c.reason}") for c in changes if not c.ok]
 
 
 def cmd_info(args) -> int:
@@ -187,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--explain", action="store_true", help="list the nearest examples that voted for each track")
     p.add_argument("--key-tempo", action="store_true", help="add key, mode and BPM columns (no ML)")
     p.add_argument("--out", help="also write the table to .csv, .json or .parquet")
+    g = p.add_argument_group("tags in the audio files")
+    g.add_argument("--write", action="store_true", help="write each track's tags into its file (ID3 TMOO, Vorbis MOOD, MP4 mood, ...)")
+    g.add_argument("--dry-run", action="store_true", help="show what --write would change, write nothing")
+    g.add_argument("--replace-tags", action="store_true", help="replace the field's existing values (default: keep them, add the new)")
+    g.add_argument("--tag-field", default="mood", metavar="FIELD", help="mood (default), genre, or a custom field name")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar (and no table when --out is given)")
     _add_encoder_runtime(p)
     p.set_defaults(func=cmd_tag)

@@ -59,6 +59,7 @@ __all__ = [
     "write_tags",
     "write_track_tags",
     "audio_digest",
+    "check_field",
 ]
 
 #: Every :attr:`TagChange.status`: the first three are successes.
@@ -236,7 +237,15 @@ def _clean(values: Iterable[Any]) -> list[str]:
     return out
 
 
-def _check_field(field: str) -> str:
+def check_field(field: str) -> str:
+    """Return ``field`` if it is a usable field name (``mood``, ``genre`` or a custom name).
+
+    Raises
+    ------
+    ParameterError
+        For anything but 1-64 letters, digits, spaces, ``_``, ``.`` or ``-`` (starting with a
+        letter or digit).
+    """
     if not isinstance(field, str) or not _FIELD_NAME.fullmatch(field):
         raise ParameterError(
             f"tag field must be 'mood', 'genre' or a name of letters, digits, space, '_', '.', '-' "
@@ -304,7 +313,7 @@ def read_tags(path: str | Path, *, field: str = "mood") -> list[str]:
     ParameterError
         A malformed field name.
     """
-    _check_field(field)
+    check_field(field)
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileTagError(f"{path}: no such file")
@@ -356,7 +365,7 @@ def write_tags(
     ParameterError
         A malformed field name (the only error raised; file problems are in the result).
     """
-    _check_field(field)
+    check_field(field)
     path = Path(path).expanduser()
     new = _clean(tags.split(";") if isinstance(tags, str) else tags)
     where = str(path)
@@ -421,7 +430,7 @@ def write_track_tags(
     list of TagChange
         One per track, in order.
     """
-    _check_field(field)
+    check_field(field)
     if isinstance(tracks, Mapping):
         items = list(tracks.items())
     else:

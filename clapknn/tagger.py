@@ -180,8 +180,9 @@ class TagResult:
         One row per snippet: ``path``, ``start``, ``end``, ``top``, ``score:<tag>`` columns.
     skipped : list of (path, reason)
     neighbors : pandas.DataFrame or None
-        With ``explain=True``: per track, the indexed examples that voted (path, start, tags,
-        similarity), best first.
+        With ``explain=True``: per track, the indexed examples that voted, most similar first:
+        ``path``, ``neighbor`` (the example file), ``neighbor_start`` (its closest snippet, s),
+        ``neighbor_tags``, ``similarity`` (cosine) and ``votes`` (neighbour slots it filled).
     """
 
     tracks: Any
@@ -284,7 +285,12 @@ class Tagger:
         return TagResult(tracks, snip, skipped, neighbors)
 
     def _explain(self, vectors, groups, paths, per_track: int = 5):
-        """The indexed snippets that voted for each track, best total similarity first."""
+        """The indexed examples that voted for each track, most similar first.
+
+        One row per example file (its snippets are pooled): ``similarity`` of its closest snippet,
+        which starts at ``neighbor_start``, and ``votes``, how many of the track's
+        ``n_snippets × k`` neighbour slots its snippets filled.
+        """
         import pandas as pd
 
         rows = []
@@ -293,13 +299,18 @@ class Tagger:
             meta = self.index.metadata
             for g, path in enumerate(paths):
                 mask = groups == g
-                best: dict[int, float] = {}
-                for s_row, i_row in zip(sims[mask], ids[mask]):
-                    for s, i in zip(s_row, i_row):
-                        best[int(i)] = max(best.get(int(i), -1.0), float(s))
-                for i, s in sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:per_track]:
-                    rows.append((path, meta["path"].iat[i], float(meta["start"].iat[i]), ";".join(meta["tags"].iat[i]), s))
-        return pd.DataFrame(rows, columns=["path", "neighbor", "neighbor_start", "neighbor_tags", "similarity"])
+                best: dict[str, tuple[float, int]] = {}
+                votes: dict[str, int] = {}
+                for s, i in zip(sims[mask].ravel().tolist(), ids[mask].ravel().tolist()):
+                    if i < 0:
+                        continue
+                    name = str(meta["path"].iat[i])
+                    votes[name] = votes.get(name, 0) + 1
+                    if name not in best or (s, -i) > (best[name][0], -best[name][1]):
+                        best[name] = (float(s), int(i))
+                for name, (s, i) in sorted(best.items(), key=lambda kv: (-kv[1][0], kv[1][1]))[:per_track]:
+                    rows.append((path, name, float(meta["start"].iat[i]), ";".join(meta["tags"].iat[i]), s, votes[name]))
+        return pd.DataFrame(rows, columns=["path", "neighbor", "neighbor_start", "neighbor_tags", "similarity", "votes"])
 
     def tag(self, paths: str | Path | Sequence[str | Path], *, progress: bool = False, explain: bool = False) -> TagResult:
         """Tag audio files; folders are scanned for audio.
