@@ -128,6 +128,8 @@ def embed_files(
     hashes: bool = True,
     progress: bool = False,
     desc: str = "embedding",
+    cache=None,
+    workers: int = 0,
 ) -> EmbeddedFiles:
     """Embed every snippet of every file.
 
@@ -146,11 +148,23 @@ def embed_files(
         Record each file's SHA-256.
     progress : bool
         Show a progress bar (only when stderr is a terminal).
+    cache : bool, path or EmbeddingCache, optional
+        Reuse and store vectors in an embedding cache (:mod:`clapknn.cache`); ``True`` uses the
+        default folder. Unchanged files are then neither decoded nor encoded.
+    workers : int
+        Decode in this many worker processes (:mod:`clapknn.stream`); 0 decodes in a thread.
     """
     import pandas as pd
 
     if batch_size < 1:
         raise ParameterError(f"batch_size must be >= 1, got {batch_size}")
+    if (cache is not None and cache is not False) or workers:
+        from .stream import embed_files_streamed
+
+        return embed_files_streamed(
+            paths, encoder, snippet_seconds=snippet_seconds, hop_seconds=hop_seconds, batch_size=batch_size,
+            hashes=hashes, progress=progress, desc=desc, cache=cache, workers=workers,
+        )
     paths = [Path(p) for p in paths]
     q: queue.Queue = queue.Queue(maxsize=_QUEUE_SNIPPETS)
     stop = threading.Event()

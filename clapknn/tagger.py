@@ -72,6 +72,8 @@ def build_index(
     prompts: Mapping[str, str | Sequence[str]] | None = None,
     batch_size: int = 16,
     progress: bool = False,
+    cache=None,
+    workers: int = 0,
 ) -> Index:
     """Embed labelled examples and make an index (saved to ``out`` when given).
 
@@ -94,6 +96,10 @@ def build_index(
     batch_size : int
     progress : bool
         Show a progress bar on a terminal.
+    cache : bool, path or EmbeddingCache, optional
+        Embedding cache (:mod:`clapknn.cache`): unchanged files are neither decoded nor encoded.
+    workers : int
+        Decoding processes (0: a thread of this process).
 
     Returns
     -------
@@ -115,7 +121,7 @@ def build_index(
     paths = [e.path for e in example_set.examples]
     emb: EmbeddedFiles = embed_files(
         paths, enc, snippet_seconds=snippet_seconds, hop_seconds=hop, batch_size=batch_size,
-        progress=progress, desc="building",
+        progress=progress, desc="building", cache=cache, workers=workers,
     )
     tags_of = [e.tags for e in example_set.examples]
     files = emb.files.copy()
@@ -312,10 +318,31 @@ class Tagger:
                     rows.append((path, name, float(meta["start"].iat[i]), ";".join(meta["tags"].iat[i]), s, votes[name]))
         return pd.DataFrame(rows, columns=["path", "neighbor", "neighbor_start", "neighbor_tags", "similarity", "votes"])
 
-    def tag(self, paths: str | Path | Sequence[str | Path], *, progress: bool = False, explain: bool = False) -> TagResult:
+    def tag(
+        self, paths: str | Path | Sequence[str | Path], *, progress: bool = False, explain: bool = False,
+        cache=None, workers: int = 0,
+    ) -> TagResult:
         """Tag audio files; folders are scanned for audio.
 
         Files that cannot be decoded (or are silent) are listed in :attr:`TagResult.skipped`.
+        ``cache`` and ``workers`` are as in :func:`build_index`.
+        """
+        files, problems = self.collect_files(paths)
+        emb = embed_files(
+            files, self.encoder, snippet_seconds=self.index.snippet_seconds,
+            hop_seconds=self.hop_seconds or self.index.hop_seconds, batch_size=self.batch_size,
+            hashes=False, progress=progress, desc="tagging", cache=cache, workers=workers,
+        )
+        return self._result(emb.vectors, emb.snippets, [str(f) for f in files], problems + emb.failures, explain)
+
+    @staticmethod
+    def collect_files(paths: str | Path | Sequence[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:
+        """The audio files named by ``paths`` (folders scanned) and ``(path, reason)`` problems.
+
+        Raises
+        ------
+        ClapknnError
+            When no audio file is found at all.
         """
         if isinstance(paths, (str, Path)):
             paths = [paths]
@@ -335,12 +362,7 @@ class Tagger:
         if not files:
             detail = "; ".join(f"{w}: {r}" for w, r in problems[:3])
             raise ClapknnError(f"nothing to tag ({detail})" if detail else "nothing to tag")
-        emb = embed_files(
-            files, self.encoder, snippet_seconds=self.index.snippet_seconds,
-            hop_seconds=self.hop_seconds or self.index.hop_seconds, batch_size=self.batch_size,
-            hashes=False, progress=progress, desc="tagging",
-        )
-        return self._result(emb.vectors, emb.snippets, [str(f) for f in files], problems + emb.failures, explain)
+        return files, problems
 
     def tag_array(self, y: np.ndarray, sr: int, *, name: str = "<array>", explain: bool = False) -> TagResult:
         """Tag an in-memory signal (mono ``(n,)`` or ``(channels, n)``) sampled at ``sr`` Hz."""

@@ -1,0 +1,441 @@
+"""Streaming embedding: cached, multi-process decoding feeding one batched encoder, file by file.
+
+:func:`iter_embeddings` is the engine behind ``embed_files(..., cache=..., workers=...)`` and behind
+resumable tagging (:func:`tag_to_csv`). Data flow::
+
+    paths ──► source thread ──► bounded queue ──► caller thread: batches ──► encoder.embed
+               │  sha256 (memo) → cache hit? ─────────────────────────► (vectors from the cache)
+               └► decode: in the thread (workers=0) or in N worker processes (workers=N)
+
+- **Cache.** With an :class:`~clapknn.cache.EmbeddingCache`, a file whose bytes, encoder identity
+  and snippet settings were seen before is neither decoded nor encoded; fresh results are stored as
+  soon as each file is done.
+- **Workers.** ``workers=N`` decodes and resamples in N processes (``spawn``, so it is safe beside
+  torch and FAISS threads) while this process encodes. At most ``2 * N`` files are in flight, so
+  memory does not grow with the library. Files longer than
+  :data:`~clapknn.snippet.WHOLE_FILE_SECONDS` are streamed window by window in this process instead,
+  so no worker ever holds a whole long file.
+- **Order and results.** Files come out in input order, each as soon as its last snippet is
+  encoded. Batches are cut exactly as in the single-thread path of :func:`clapknn.encode.embed_files`
+  (cache hits simply drop out of the stream), so the vectors are the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from .cache import CachedFile, EmbeddingCache, resolve_cache, settings_key
+from .encoders.base import Encoder
+from .errors import AudioError, ClapknnError, ParameterError
+from .snippet import DEFAULT_SNIPPET_SECONDS
+
+__all__ = ["FileEmbedding", "iter_embeddings", "embed_files_streamed"]
+
+logger = logging.getLogger(__name__)
+
+_QUEUE_SNIPPETS = 64  # snippets decoded ahead of the encoder
+
+
+@dataclass
+class FileEmbedding:
+    """The snippet vectors of one file.
+
+    Attributes
+    ----------
+    index : int
+        Position of the file in the input list.
+    path : str
+    vectors : np.ndarray [shape=(n_snippets, dim), dtype=float32]
+        Empty when the file failed or is silent.
+    starts, ends : np.ndarray [shape=(n_snippets,)]
+        Seconds.
+    duration : float
+    n_silent : int
+    sha256 : str
+        Empty when not computed.
+    error : str
+        Empty when the file gave vectors.
+    cached : bool
+        The vectors came from the embedding cache.
+    """
+
+    index: int
+    path: str
+    vectors: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    duration: float
+    n_silent: int
+    sha256: str
+    error: str
+    cached: bool = False
+
+    @property
+    def n_snippets(self) -> int:
+        return int(len(self.vectors))
+
+
+@dataclass
+class _State:
+    path: str
+    duration: float = 0.0
+    n_snippets: int = 0
+    n_silent: int = 0
+    sha256: str = ""
+    error: str = ""
+    cacheable: bool = True  # False after a decoding error: those are not cached
+    entry: CachedFile | None = None  # set for a cache hit
+
+
+def _empty_reason(n_silent: int) -> str:
+    return f"silent (all {n_silent} snippet(s) below -80 dBFS)" if n_silent else "no audio"
+
+
+def _error_text(exc: BaseException, path: str) -> str:
+    """The reason recorded for a file that failed (the same text as :func:`clapknn.encode.embed_files`)."""
+    if isinstance(exc, AudioError):
+        text = str(exc)
+        return text.split(": ", 1)[-1] if text.startswith(path) else text
+    if isinstance(exc, OSError):
+        return exc.strerror or f"{type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _file_events(path: str, sr: int, length: float, hop: float | None, hashes: bool) -> Iterator[tuple]:
+    """Yield ``("snippet", start, end, audio)`` per non-silent snippet, then ``("file", state)``."""
+    from .encode import file_sha256
+    from .snippet import iter_file_snippets
+
+    state = _State(path)
+    try:
+        for start, end, audio in iter_file_snippets(path, sr, length, hop):
+            state.duration = max(state.duration, end)
+            if audio is None:
+                state.n_silent += 1
+                continue
+            state.n_snippets += 1
+            yield ("snippet", start, end, audio)
+        if hashes:
+            state.sha256 = file_sha256(path)
+        if state.n_snippets == 0:
+            state.error = _empty_reason(state.n_silent)
+    except (AudioError, OSError, ValueError, RuntimeError, MemoryError) as exc:
+        state.error = _error_text(exc, path)
+        state.cacheable = False
+    yield ("file", state)
+
+
+def _decode_in_worker(path: str, sr: int, length: float, hop: float | None, hashes: bool):
+    """Run in a worker process: decode and cut one file.
+
+    Returns ``None`` for a file longer than :data:`~clapknn.snippet.WHOLE_FILE_SECONDS` (the caller
+    streams it instead), else ``(state, starts, ends, audio)`` with ``audio`` of shape
+    ``(n, n_samples)``.
+    """
+    from .snippet import WHOLE_FILE_SECONDS
+
+    try:
+        import soundfile as sf
+
+        if sf.info(path).duration > WHOLE_FILE_SECONDS:
+            return None
+    except Exception:  # noqa: BLE001 - not readable by libsndfile: the decoder below says why
+        pass
+    starts, ends, rows = [], [], []
+    state = None
+    for ev in _file_events(path, sr, length, hop, hashes):
+        if ev[0] == "snippet":
+            starts.append(ev[1])
+            ends.append(ev[2])
+            rows.append(ev[3])
+        else:
+            state = ev[1]
+    audio = np.stack(rows) if rows else None
+    return state, starts, ends, audio
+
+
+def _source(paths, encoder, length, hop, hashes, cache, key, workers, q, stop):
+    """Producer thread: emit ``snippet``/``file`` messages in input order."""
+    pool = None
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def stream(i: int, p: str, sha: str) -> bool:
+        for ev in _file_events(p, encoder.sample_rate, length, hop, hashes and not sha):
+            if ev[0] == "snippet":
+                if not put(("snippet", i, ev[1], ev[2], ev[3])):
+                    return False
+            else:
+                state = ev[1]
+                state.sha256 = state.sha256 or sha
+                if not put(("file", i, state)):
+                    return False
+        return True
+
+    def emit(i: int, p: str, sha: str, job) -> bool:
+        if isinstance(job, _State):  # a cache hit
+            return put(("file", i, job))
+        try:
+            result = job.result()
+        except Exception as exc:  # noqa: BLE001 - a worker died (killed, out of memory)
+            raise ClapknnError(f"decode worker failed on {p}: {type(exc).__name__}: {exc}") from exc
+        if result is None:  # a long file: stream it here, window by window
+            return stream(i, p, sha)
+        state, starts, ends, audio = result
+        for j in range(len(starts)):
+            if not put(("snippet", i, starts[j], ends[j], audio[j])):
+                return False
+        state.sha256 = state.sha256 or sha
+        return put(("file", i, state))
+
+    try:
+        window = 2 * workers
+        inflight: deque = deque()  # (i, path, sha, future or cache-hit state), in input order
+        for i, p in enumerate(paths):
+            if stop.is_set():
+                return
+            sha = ""
+            if cache is not None:
+                try:
+                    sha = cache.file_sha256(p)
+                except OSError:
+                    sha = ""  # missing or unreadable: the decoder reports it
+                if sha:
+                    entry = cache.get(key, sha, dim=encoder.dim)
+                    if entry is not None:
+                        state = _State(p, entry.duration, len(entry.vectors), entry.n_silent, sha, entry=entry)
+                        if not len(entry.vectors):
+                            state.error = _empty_reason(entry.n_silent)
+                        if inflight:
+                            inflight.append((i, p, sha, state))
+                        elif not put(("file", i, state)):
+                            return
+                        continue
+            if not workers:
+                if not stream(i, p, sha):
+                    return
+                continue
+            if pool is None:  # started on the first file to decode: a warm cache never pays for it
+                import multiprocessing
+                from concurrent.futures import ProcessPoolExecutor
+
+                pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+            job = pool.submit(_decode_in_worker, p, encoder.sample_rate, length, hop, hashes and not sha)
+            inflight.append((i, p, sha, job))
+            # emit whatever is ready at the head; block only when the window is full
+            while inflight and (
+                isinstance(inflight[0][3], _State)
+                or inflight[0][3].done()
+                or sum(not isinstance(x[3], _State) for x in inflight) > window
+            ):
+                if not emit(*inflight.popleft()):
+                    return
+        while inflight:
+            if not emit(*inflight.popleft()):
+                return
+    except BaseException as exc:  # surfaced in the consumer
+        q.put(("crash", exc))
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        q.put(("end",))
+
+
+def iter_embeddings(
+    paths: Sequence[str | Path],
+    encoder: Encoder,
+    *,
+    snippet_seconds: float = DEFAULT_SNIPPET_SECONDS,
+    hop_seconds: float | None = None,
+    batch_size: int = 16,
+    hashes: bool = True,
+    cache: "bool | str | Path | EmbeddingCache | None" = None,
+    workers: int = 0,
+) -> Iterator[FileEmbedding]:
+    """Embed files one after the other, yielding each as soon as it is done (see the module doc).
+
+    Parameters
+    ----------
+    paths : sequence of paths
+    encoder : Encoder
+    snippet_seconds, hop_seconds : float
+        Snippet length and hop (the hop defaults to the length).
+    batch_size : int
+        Snippets per call to ``encoder.embed``.
+    hashes : bool
+        Record each file's SHA-256 (always done when a cache is used).
+    cache : bool, path or EmbeddingCache, optional
+        ``True`` for the default cache folder (:func:`clapknn.cache.default_cache_dir`).
+    workers : int
+        Decoding processes; 0 decodes in a thread of this process.
+
+    Yields
+    ------
+    FileEmbedding
+        One per input path, in input order.
+    """
+    if batch_size < 1:
+        raise ParameterError(f"batch_size must be >= 1, got {batch_size}")
+    if workers < 0:
+        raise ParameterError(f"workers must be >= 0, got {workers}")
+    store = resolve_cache(cache)
+    key = settings_key(encoder.identity(), snippet_seconds, hop_seconds) if store is not None else ""
+    cache_settings = (
+        {"encoder": encoder.identity(), "snippet_seconds": snippet_seconds, "hop_seconds": hop_seconds or snippet_seconds}
+        if store is not None
+        else None
+    )
+    paths = [str(Path(p)) for p in paths]
+    q: queue.Queue = queue.Queue(maxsize=_QUEUE_SNIPPETS)
+    stop = threading.Event()
+    worker = threading.Thread(
+        target=_source,
+        args=(paths, encoder, snippet_seconds, hop_seconds, hashes, store, key, workers, q, stop),
+        daemon=True,
+    )
+    worker.start()
+
+    pending: list[np.ndarray] = []
+    pending_ids: list[int] = []
+    rows: dict[int, list] = {}  # file -> [starts, ends, vectors]
+    outstanding: dict[int, int] = {}
+    done: dict[int, _State] = {}
+    next_i = 0
+    dim = encoder.dim
+
+    def flush() -> None:
+        if not pending:
+            return
+        vecs = np.asarray(encoder.embed(np.stack(pending)), dtype=np.float32)
+        for i, v in zip(pending_ids, vecs):
+            rows[i][2].append(v)
+            outstanding[i] -= 1
+        pending.clear()
+        pending_ids.clear()
+
+    def finished(i: int) -> FileEmbedding:
+        state = done.pop(i)
+        acc = rows.pop(i, ([], [], []))
+        outstanding.pop(i, None)
+        if state.entry is not None:
+            e = state.entry
+            return FileEmbedding(i, paths[i], e.vectors, e.starts, e.ends, e.duration, e.n_silent, state.sha256, state.error, True)
+        if not state.error and not all(np.isfinite(v).all() for v in acc[2]):
+            # a vector with NaN/inf would poison every later search (as in encode.embed_files)
+            state.error = "the encoder gave non-finite values (NaN or inf) for this audio"
+            state.cacheable = False
+        if state.error:
+            vectors, starts, ends = np.zeros((0, dim), np.float32), np.zeros(0), np.zeros(0)
+        else:
+            vectors = np.stack(acc[2]).astype(np.float32, copy=False)
+            starts, ends = np.asarray(acc[0], dtype=np.float64), np.asarray(acc[1], dtype=np.float64)
+        if store is not None and state.cacheable and state.sha256:
+            store.put(key, state.sha256, CachedFile(vectors, starts, ends, state.duration, state.n_silent), settings=cache_settings)
+        return FileEmbedding(i, paths[i], vectors, starts, ends, state.duration, state.n_silent, state.sha256, state.error)
+
+    try:
+        while True:
+            item = q.get()
+            kind = item[0]
+            if kind == "end":
+                break
+            if kind == "crash":
+                raise item[1]
+            if kind == "snippet":
+                _, i, start, end, audio = item
+                acc = rows.setdefault(i, ([], [], []))
+                acc[0].append(start)
+                acc[1].append(end)
+                pending.append(audio)
+                pending_ids.append(i)
+                outstanding[i] = outstanding.get(i, 0) + 1
+                if len(pending) >= batch_size:
+                    flush()
+            else:
+                _, i, state = item
+                done[i] = state
+            while next_i in done and outstanding.get(next_i, 0) == 0:
+                yield finished(next_i)
+                next_i += 1
+        flush()
+        while next_i in done:
+            yield finished(next_i)
+            next_i += 1
+    finally:
+        stop.set()
+        while worker.is_alive():
+            try:
+                q.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        worker.join()
+        if store is not None:
+            store.close()
+
+
+def embed_files_streamed(
+    paths: Sequence[str | Path],
+    encoder: Encoder,
+    *,
+    snippet_seconds: float = DEFAULT_SNIPPET_SECONDS,
+    hop_seconds: float | None = None,
+    batch_size: int = 16,
+    hashes: bool = True,
+    progress: bool = False,
+    desc: str = "embedding",
+    cache: "bool | str | Path | EmbeddingCache | None" = None,
+    workers: int = 0,
+):
+    """:func:`iter_embeddings` collected into an :class:`~clapknn.encode.EmbeddedFiles`
+    (what ``embed_files(..., cache=..., workers=...)`` returns)."""
+    import pandas as pd
+
+    from .encode import EmbeddedFiles, progress_bar
+
+    vectors: list[np.ndarray] = []
+    snippet_rows: list[pd.DataFrame] = []
+    file_rows = []
+    n_cached = 0
+    bar = progress_bar(len(paths), desc, enabled=progress)
+    try:
+        for fe in iter_embeddings(
+            paths, encoder, snippet_seconds=snippet_seconds, hop_seconds=hop_seconds, batch_size=batch_size,
+            hashes=hashes, cache=cache, workers=workers,
+        ):
+            if fe.error:
+                logger.info("skipped %s: %s", fe.path, fe.error)
+            elif fe.n_snippets:
+                vectors.append(fe.vectors)
+                snippet_rows.append(pd.DataFrame({"file": fe.index, "path": fe.path, "start": fe.starts, "end": fe.ends}))
+            n_cached += fe.cached
+            file_rows.append((fe.path, fe.duration, fe.n_snippets, fe.n_silent, fe.sha256, fe.error))
+            bar.update(1)
+    finally:
+        bar.close()
+    if cache:
+        logger.info("embedding cache: %d of %d file(s) from the cache", n_cached, len(file_rows))
+    out_vectors = np.concatenate(vectors) if vectors else np.zeros((0, encoder.dim), dtype=np.float32)
+    if snippet_rows:
+        snippets = pd.concat(snippet_rows, ignore_index=True)
+    else:
+        snippets = pd.DataFrame({"file": pd.Series(dtype="int64"), "path": pd.Series(dtype=object),
+                                 "start": pd.Series(dtype="float64"), "end": pd.Series(dtype="float64")})
+    files = pd.DataFrame(file_rows, columns=["path", "duration", "n_snippets", "n_silent", "sha256", "error"])
+    out = EmbeddedFiles(out_vectors, snippets, files)
+    out.n_cached = n_cached
+    return out
