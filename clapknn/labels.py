@@ -11,10 +11,14 @@ Folder layout::
 CSV layout: a header with ``path`` and ``tags`` columns, and optionally ``group`` (the source track
 or album a file was cut from: :mod:`clapknn.evaluate` keeps a group on one side of every split);
 other columns are ignored and named in a note. Several tags per row are separated by ``;`` (``|``
-also works), e.g. ``happy;energetic``.
+also works), e.g. ``happy;energetic``. A ``.tsv`` file is read tab-separated.
 Relative paths are resolved against the CSV's folder. A file listed twice gets the union of its tags
-(a note says so). Rows with an empty ``tags`` cell or an empty path are errors reported with their
-line number.
+(a note says so; one row per file and tag is a common way to write multi-label data). Rows with an
+empty ``tags`` cell or an empty path are left out and reported with their line number.
+
+Tags are case-sensitive (a note points out tags that differ only in case). Files whose names are not
+valid UTF-8 are reported and left out: indexes and result tables store paths as UTF-8 text.
+See ``docs/robustness.md`` for every label problem and what clapknn does about it.
 """
 
 from __future__ import annotations
@@ -75,23 +79,47 @@ def split_tags(cell: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _shown(path: str | Path) -> str:
+    """``path`` as printable text: bytes that are not UTF-8 appear as ``\\xNN`` escapes."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
+def _utf8_ok(path: str | Path) -> bool:
+    """Whether a path is valid UTF-8. Indexes and tables store paths as UTF-8 text, so a file
+    whose name holds other bytes (an old Latin-1 name, say) cannot be recorded and is skipped."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+_BAD_NAME = "file name is not valid UTF-8; rename the file to use it"
+
+
 def scan_audio(root: str | Path, *, problems: list[tuple[str, str]] | None = None) -> list[Path]:
     """All audio files under ``root`` (by extension), sorted, following symlinks once.
 
-    A single file is returned as a one-element list. Folders that cannot be read, and symlink loops,
-    are added to ``problems`` instead of raising.
+    A single file (or anything that is not a folder) is returned as a one-element list. Folders that
+    cannot be read, folders met a second time through a symlink (loops included), and files whose
+    names are not valid UTF-8 are added to ``problems`` instead of raising.
     """
     root = Path(root)
-    if root.is_file():
+    if not root.is_dir() and (root.exists() or root.is_symlink()):
+        # a file (or a broken link, a pipe, ...: the decoder says what is wrong with it)
+        if not _utf8_ok(root):
+            if problems is not None:
+                problems.append((_shown(root), _BAD_NAME))
+            return []
         return [root]
     if not root.exists():
-        raise LabelError(f"{root}: no such file or folder")
+        raise LabelError(f"{_shown(root)}: no such file or folder")
     found: list[Path] = []
     seen_dirs: set[tuple[int, int]] = set()
 
     def onerror(err: OSError) -> None:
         if problems is not None:
-            problems.append((str(err.filename), f"cannot read folder ({err.strerror})"))
+            problems.append((_shown(err.filename), f"cannot read folder ({err.strerror})"))
 
     for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=True):
         try:
@@ -99,16 +127,20 @@ def scan_audio(root: str | Path, *, problems: list[tuple[str, str]] | None = Non
         except OSError:
             continue
         key = (st.st_dev, st.st_ino)
-        if key in seen_dirs:  # a symlink loop: do not walk it twice
+        if key in seen_dirs:  # a symlink loop, or a second link to a folder: do not walk it twice
             dirnames[:] = []
             if problems is not None:
-                problems.append((dirpath, "symlink loop, skipped"))
+                problems.append((_shown(dirpath), "folder already scanned (symlink loop or second link), skipped"))
             continue
         seen_dirs.add(key)
         dirnames.sort()
         for name in sorted(filenames):
             if Path(name).suffix.lower() in AUDIO_EXTENSIONS and not name.startswith("."):
-                found.append(Path(dirpath) / name)
+                f = Path(dirpath) / name
+                if _utf8_ok(f):
+                    found.append(f)
+                elif problems is not None:
+                    problems.append((_shown(f), _BAD_NAME))
     return found
 
 
@@ -120,7 +152,13 @@ def _from_folders(root: Path) -> ExampleSet:
     if loose:
         notes.append(f"{len(loose)} audio file(s) directly in {root} have no tag folder and were ignored")
     for tag_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for f in scan_audio(tag_dir, problems=problems):
+        if not _utf8_ok(tag_dir.name):
+            problems.append((_shown(tag_dir), "tag folder name is not valid UTF-8; rename it to use its files"))
+            continue
+        found = scan_audio(tag_dir, problems=problems)
+        if not found:
+            notes.append(f"tag folder {tag_dir.name!r} holds no audio files; no examples for that tag")
+        for f in found:
             examples.append(Example(f, (tag_dir.name,)))
     return ExampleSet(examples, problems, notes)
 
@@ -133,7 +171,7 @@ def _from_csv(csv_path: Path, base: Path | None) -> ExampleSet:
     group_of: dict[Path, str] = {}
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
+            reader = csv.DictReader(fh, delimiter="\t" if csv_path.suffix.lower() == ".tsv" else ",")
             header = [h.strip().lower() for h in (reader.fieldnames or [])]
             if "path" not in header or "tags" not in header:
                 raise LabelError(
@@ -143,10 +181,10 @@ def _from_csv(csv_path: Path, base: Path | None) -> ExampleSet:
             extra = [h for h in header if h not in ("path", "tags", "group")]
             if extra:
                 notes.append(f"{csv_path}: ignored column(s) {', '.join(extra)}")
-            for lineno, row in enumerate(reader, start=2):
+            for row in reader:
                 raw = (row.get("path") or "").strip()
                 tags = split_tags(row.get("tags") or "")
-                where = f"{csv_path}:{lineno}"
+                where = f"{csv_path}:{reader.line_num}"  # the line the row ends on
                 if not raw:
                     problems.append((where, "empty path"))
                     continue
@@ -154,11 +192,17 @@ def _from_csv(csv_path: Path, base: Path | None) -> ExampleSet:
                     problems.append((where, f"{raw}: no tags"))
                     continue
                 p = Path(raw).expanduser()
-                p = p if p.is_absolute() else base / p
+                p = Path(os.path.normpath(p if p.is_absolute() else base / p))
                 if p in merged:
+                    # one row per (file, tag) is a common way to write multi-label data: merge
                     new = [t for t in tags if t not in merged[p]]
                     if new:
-                        notes.append(f"{where}: {raw} listed again; tags merged ({';'.join(merged[p] + new)})")
+                        notes.append(
+                            f"{where}: {raw} is listed again with other tags; tags merged, it now carries "
+                            f"{';'.join(merged[p] + new)} (a file with several tags makes the index multi-label)"
+                        )
+                    else:
+                        notes.append(f"{where}: {raw} is listed again with the same tags; the repeat is ignored")
                     merged[p].extend(new)
                 else:
                     merged[p] = list(tags)
@@ -198,11 +242,24 @@ def load_examples(source: str | Path, *, labels: str | Path | None = None) -> Ex
         labels = Path(labels)
         if not labels.is_file():
             raise LabelError(f"{labels}: no such labels file")
-        return _from_csv(labels, source if source.is_dir() else None)
+        return _case_notes(_from_csv(labels, source if source.is_dir() else None))
     if not source.exists():
         raise LabelError(f"{source}: no such file or folder")
     if source.is_file():
-        if source.suffix.lower() in (".csv", ".tsv", ".txt"):
-            return _from_csv(source, None)
-        raise LabelError(f"{source}: expected a folder of tag folders or a CSV of path,tags")
-    return _from_folders(source)
+        if source.suffix.lower() not in (".csv", ".tsv", ".txt"):
+            raise LabelError(f"{source}: expected a folder of tag folders or a CSV of path,tags")
+        return _case_notes(_from_csv(source, None))
+    return _case_notes(_from_folders(source))
+
+
+def _case_notes(examples: ExampleSet) -> ExampleSet:
+    """Add a note for tags that differ only in letter case (they stay different tags)."""
+    by_fold: dict[str, list[str]] = {}
+    for t in examples.tags:
+        by_fold.setdefault(t.casefold(), []).append(t)
+    for variants in by_fold.values():
+        if len(variants) > 1:
+            examples.notes.append(
+                f"tags {', '.join(map(repr, variants))} differ only in letter case; they are kept as different tags"
+            )
+    return examples
