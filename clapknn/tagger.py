@@ -355,8 +355,8 @@ class Tagger:
                 if not found:
                     problems.append((str(p), "no audio files found in folder"))
                 files.extend(found)
-            elif p.exists():
-                files.append(p)
+            elif p.exists() or p.is_symlink():  # the decoder names a broken link or a loop
+                files.extend(scan_audio(p, problems=problems))  # skips names that are not UTF-8
             else:
                 problems.append((str(p), "no such file"))
         if not files:
