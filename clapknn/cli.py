@@ -60,7 +60,7 @@ def cmd_build(args) -> int:
     index = build_index(
         args.examples, out, labels=args.labels, encoder=args.encoder, encoder_options=options,
         snippet_seconds=args.snippet_seconds, hop_seconds=args.hop_seconds, prompts=_parse_prompts(args.prompt),
-        batch_size=args.batch_size, progress=not args.quiet,
+        batch_size=args.batch_size, progress=not args.quiet, cache=_cache(args), workers=args.workers,
     )
     report = index.report
     for note in report.notes:
@@ -91,7 +91,7 @@ def cmd_tag(args) -> int:
         top_n=args.top_n, hop_seconds=args.hop_seconds, batch_size=args.batch_size,
         encoder_options=_encoder_options(args),
     )
-    result = tagger.tag(args.paths, progress=not args.quiet, explain=args.explain)
+    result = tagger.tag(args.paths, progress=not args.quiet, explain=args.explain, cache=_cache(args), workers=args.workers)
     table = result.snippets if args.per_snippet else result.tracks
     if args.key_tempo and len(result.tracks):
         from .analysis import analyze_files
@@ -159,6 +159,41 @@ def cmd_info(args) -> int:
     return EXIT_OK
 
 
+def cmd_add(args) -> int:
+    from .incremental import add_examples
+
+    index, report = add_examples(
+        args.index, args.sources, tags=args.tag, labels=args.labels, out=args.out,
+        encoder_options=_encoder_options(args), batch_size=args.batch_size, cache=_cache(args),
+        workers=args.workers, progress=not args.quiet,
+    )
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
+    replaced = f", {len(report.replaced)} of them already indexed (replaced)" if report.replaced else ""
+    print(
+        f"added {len(report.added)} file(s){replaced} to {args.out or args.index}: "
+        f"{report.n_vectors_before} -> {report.n_vectors_after} vectors; tags: {', '.join(index.tags)}"
+    )
+    _print_skipped(report.skipped, args.quiet)
+    return EXIT_SKIPPED if report.skipped else EXIT_OK
+
+
+def cmd_remove(args) -> int:
+    from .incremental import remove_examples
+
+    index, report = remove_examples(args.index, args.paths, tags=args.tag or (), out=args.out)
+    untagged = f"; took tag(s) off {len(report.untagged)} example(s)" if report.untagged else ""
+    print(
+        f"removed {len(report.removed)} example(s){untagged} from {args.out or args.index}: "
+        f"{report.n_vectors_before} -> {report.n_vectors_after} vectors; tags: {', '.join(index.tags)}"
+    )
+    if not args.quiet:
+        for path in report.removed:
+            print(f"  - {path}")
+    _print_skipped(report.skipped, args.quiet)
+    return EXIT_SKIPPED if report.skipped else EXIT_OK
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -204,6 +239,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", "--k", type=int, default=5, help="neighbours per snippet (default 5)")
     p.add_argument("--weights", default="similarity", choices=["uniform", "distance", "similarity"], help="vote weighting (default similarity)")
     p.add_argument("--aggregate", default="mean", choices=["mean", "max", "vote"], help="snippet→track pooling (default mean)")
+def _add_pipeline(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("embedding pipeline")
+    g.add_argument("--workers", type=int, default=0, metavar="N", help="decode in N processes while the model encodes (default 0: a decoding thread)")
+    g.add_argument("--cache", metavar="DIR", help="embedding cache (default $CLAPKNN_EMBEDDING_CACHE, else ~/.cache/clapknn/embeddings)")
+    g.add_argument("--no-cache", action="store_true", help="neither read nor write the embedding cache")
+
+
+def _cache(args):
+    """``cache=`` for the API: off with --no-cache, a folder with --cache, else the default one."""
+    if getattr(args, "no_cache", False):
+        return False
+    return getattr(args, "cache", None) or True
+
+
     p.add_argument("--threshold", type=float, help="minimum score for a tag (default 0.5 multi-label, 0 single-label)")
     p.add_argument("--top-n", type=int, help="at most N tags per track (default 1 single-label, all multi-label)")
     p.add_argument("--hop-seconds", type=float, help="hop between query snippets (default: the index's)")
@@ -225,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info)
 
+    _add_pipeline(p)
     p = sub.add_parser("demo", help="build from a few bundled mood clips, tag the rest, print accuracy")
     p.add_argument("--per-tag", type=int, default=2, help="examples per mood used to build (default 2)")
     p.add_argument("--out", help="also write the tags table (.csv/.json/.parquet)")
@@ -247,6 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except ClapknnError as exc:
         print(f"clapknn: error: {exc}", file=sys.stderr)
+    _add_pipeline(p)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("clapknn: interrupted", file=sys.stderr)
@@ -254,6 +305,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BrokenPipeError, OSError) as exc:
         if isinstance(exc, BrokenPipeError):
             return EXIT_OK
+    p = sub.add_parser(
+        "add", help="add labelled examples to an index (no rebuild)",
+        description="Embed new examples and add them to an index; a file already in it gets the new vectors and tags.",
+    )
+    p.add_argument("index", help="index directory (or a name under index/)")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="an example set (folder of tag folders, or CSV of path,tags); with --tag: audio files and/or folders")
+    p.add_argument("--tag", action="append", metavar="TAG", help="label every file of SOURCE with TAG (repeatable)")
+    p.add_argument("--labels", help="CSV of path,tags (paths relative to SOURCE)")
+    p.add_argument("--out", help="write the updated index here instead of over INDEX")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_encoder_runtime(p)
+    _add_pipeline(p)
+    p.set_defaults(func=cmd_add)
+
+    p = sub.add_parser(
+        "remove", help="remove examples (files, folders or tags) from an index",
+        description="Remove examples from an index without rebuilding it.",
+    )
+    p.add_argument("index", help="index directory (or a name under index/)")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="indexed files, or folders (every indexed file under them)")
+    p.add_argument("--tag", action="append", metavar="TAG", help="take TAG off every example; examples left with no tag are removed (repeatable)")
+    p.add_argument("--out", help="write the updated index here instead of over INDEX")
+    p.add_argument("-q", "--quiet", action="store_true", help="do not list the removed examples")
+    p.set_defaults(func=cmd_remove)
+
         print(f"clapknn: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
 

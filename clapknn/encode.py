@@ -41,9 +41,13 @@ def progress_bar(total: int | None, desc: str, *, enabled: bool):
     """A tqdm bar on stderr, or a silent stand-in when ``enabled`` is false or stderr is no terminal."""
     import sys
 
-    from tqdm.auto import tqdm
+    shown = enabled and sys.stderr.isatty()
+    if shown:
+        from tqdm.auto import tqdm
+    else:  # tqdm.auto warns in a notebook without ipywidgets, even for a bar that is never drawn
+        from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="file", disable=not (enabled and sys.stderr.isatty()), leave=False)
+    return tqdm(total=total, desc=desc, unit="file", disable=not shown, leave=False)
 
 
 @dataclass
