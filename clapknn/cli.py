@@ -210,6 +210,21 @@ def _add_encoder_runtime(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, default=16, help="snippets per forward pass (default 16)")
 
 
+def _add_pipeline(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("embedding pipeline")
+    g.add_argument("--workers", type=int, default=0, metavar="N", help="decode in N processes while the model encodes (default 0: a decoding thread)")
+    g.add_argument("--cache", metavar="DIR", help="embedding cache (default $CLAPKNN_EMBEDDING_CACHE, else ~/.cache/clapknn/embeddings)")
+    g.add_argument("--no-cache", action="store_true", help="neither read nor write the embedding cache")
+
+
+def _cache(args):
+    """``cache=`` for the API: off with --no-cache, a folder with --cache, else the default one."""
+    if getattr(args, "no_cache", False):
+        return False
+    return getattr(args, "cache", None) or True
+
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -231,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", action="append", metavar="TAG=TEXT", help="text anchor for a tag (CLAP only; repeatable)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_encoder_runtime(p)
+    _add_pipeline(p)
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("tag", help="tag audio files or folders with an index", description="Tag audio with an index.")
@@ -239,20 +255,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", "--k", type=int, default=5, help="neighbours per snippet (default 5)")
     p.add_argument("--weights", default="similarity", choices=["uniform", "distance", "similarity"], help="vote weighting (default similarity)")
     p.add_argument("--aggregate", default="mean", choices=["mean", "max", "vote"], help="snippet→track pooling (default mean)")
-def _add_pipeline(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("embedding pipeline")
-    g.add_argument("--workers", type=int, default=0, metavar="N", help="decode in N processes while the model encodes (default 0: a decoding thread)")
-    g.add_argument("--cache", metavar="DIR", help="embedding cache (default $CLAPKNN_EMBEDDING_CACHE, else ~/.cache/clapknn/embeddings)")
-    g.add_argument("--no-cache", action="store_true", help="neither read nor write the embedding cache")
-
-
-def _cache(args):
-    """``cache=`` for the API: off with --no-cache, a folder with --cache, else the default one."""
-    if getattr(args, "no_cache", False):
-        return False
-    return getattr(args, "cache", None) or True
-
-
     p.add_argument("--threshold", type=float, help="minimum score for a tag (default 0.5 multi-label, 0 single-label)")
     p.add_argument("--top-n", type=int, help="at most N tags per track (default 1 single-label, all multi-label)")
     p.add_argument("--hop-seconds", type=float, help="hop between query snippets (default: the index's)")
@@ -267,6 +269,7 @@ def _cache(args):
     g.add_argument("--tag-field", default="mood", metavar="FIELD", help="mood (default), genre, or a custom field name")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar (and no table when --out is given)")
     _add_encoder_runtime(p)
+    _add_pipeline(p)
     p.set_defaults(func=cmd_tag)
 
     p = sub.add_parser("info", help="show what is in an index")
@@ -274,37 +277,6 @@ def _cache(args):
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info)
 
-    _add_pipeline(p)
-    p = sub.add_parser("demo", help="build from a few bundled mood clips, tag the rest, print accuracy")
-    p.add_argument("--per-tag", type=int, default=2, help="examples per mood used to build (default 2)")
-    p.add_argument("--out", help="also write the tags table (.csv/.json/.parquet)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_demo)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (see the module docstring)."""
-    from .errors import ClapknnError
-
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "command", None):
-        parser.print_help()
-        return EXIT_ERROR
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="clapknn: %(message)s")
-    try:
-        return args.func(args)
-    except ClapknnError as exc:
-        print(f"clapknn: error: {exc}", file=sys.stderr)
-    _add_pipeline(p)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("clapknn: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except (BrokenPipeError, OSError) as exc:
-        if isinstance(exc, BrokenPipeError):
-            return EXIT_OK
     p = sub.add_parser(
         "add", help="add labelled examples to an index (no rebuild)",
         description="Embed new examples and add them to an index; a file already in it gets the new vectors and tags.",
@@ -330,6 +302,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("-q", "--quiet", action="store_true", help="do not list the removed examples")
     p.set_defaults(func=cmd_remove)
 
+    p = sub.add_parser("demo", help="build from a few bundled mood clips, tag the rest, print accuracy")
+    p.add_argument("--per-tag", type=int, default=2, help="examples per mood used to build (default 2)")
+    p.add_argument("--out", help="also write the tags table (.csv/.json/.parquet)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (see the module docstring)."""
+    from .errors import ClapknnError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_ERROR
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="clapknn: %(message)s")
+    try:
+        return args.func(args)
+    except ClapknnError as exc:
+        print(f"clapknn: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("clapknn: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (BrokenPipeError, OSError) as exc:
+        if isinstance(exc, BrokenPipeError):
+            return EXIT_OK
         print(f"clapknn: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
 
