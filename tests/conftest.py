@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# the CLI caches embeddings by default: tests use the cache only where they ask for it (a tmp folder)
+os.environ.setdefault("CLAPKNN_EMBEDDING_CACHE", "off")
 
 SR = 22050  # Hz
 
