@@ -10,7 +10,9 @@ An index directory holds three files::
 Saving is atomic: everything is written to a hidden sibling directory, checked, then swapped in by
 rename under a lock, so an interrupted or failed save never leaves a half index and never destroys
 the previous one (a kill between the two renames leaves the previous index in ``.<name>.previous``,
-which :meth:`Index.load` and the next save recover). Loading verifies the checksums and counts.
+which :meth:`Index.load` and the next save recover). Loading takes the same lock, shared, so it
+never reads a directory in the middle of a swap, and verifies the checksums (both files must have
+one), the manifest's field types, the counts and the tag vocabulary.
 """
 
 from __future__ import annotations
@@ -72,13 +74,24 @@ def describe_mismatch(built: dict[str, Any], query: dict[str, Any]) -> list[str]
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``.<name>.lock`` beside ``path``."""
+def _locked(path: Path, *, shared: bool = False) -> Iterator[None]:
+    """Hold an advisory lock on ``.<name>.lock`` beside ``path``: exclusive for a save, shared for a
+    load (so a load never reads a directory that a save is swapping). A save creates the lock file;
+    a load never does, and reads without a lock where there is none (an index copied in by hand, a
+    read-only folder)."""
     import fcntl
 
     lock_path = path.parent / f".{path.name}.lock"
-    with open(lock_path, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+    if shared:
+        try:
+            fh = open(lock_path, "r")
+        except OSError:
+            yield
+            return
+    else:
+        fh = open(lock_path, "a+")
+    with fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -303,16 +316,18 @@ class Index:
             Missing directory or file, unknown format version, checksum or count mismatch.
         """
         path = Path(path).expanduser()
-        if not path.exists():
-            backup = _backup_of(path.absolute())
-            if backup.is_dir():
-                logger.warning("%s is missing; using the previous index kept at %s", path, backup)
-                path = backup
-            else:
-                raise IndexFormatError(f"{path}: no such index directory")
-        if not path.is_dir():
-            raise IndexFormatError(f"{path}: not an index directory")
-        return cls._read(path)
+        with _locked(path.absolute(), shared=True):
+            if not path.exists():
+                backup = _backup_of(path.absolute())
+                if backup.is_dir():
+                    # a save was killed between its two renames; the next save puts it back
+                    logger.warning("%s is missing; using the previous index kept at %s", path, backup)
+                    path = backup
+                else:
+                    raise IndexFormatError(f"{path}: no such index directory")
+            if not path.is_dir():
+                raise IndexFormatError(f"{path}: not an index directory")
+            return cls._read(path)
 
     @classmethod
     def _read(cls, path: Path) -> "Index":
@@ -337,12 +352,22 @@ class Index:
         missing = [k for k in required if k not in manifest]
         if missing:
             raise IndexFormatError(f"{manifest_path}: manifest lacks {', '.join(missing)}")
+        kinds = {
+            "encoder": dict, "snippet_seconds": (int, float), "hop_seconds": (int, float), "dim": int,
+            "n_vectors": int, "tags": list, "checksums": dict,
+        }
+        wrong = [k for k, t in kinds.items() if not isinstance(manifest[k], t) or isinstance(manifest[k], bool)]
+        if wrong:
+            raise IndexFormatError(f"{manifest_path}: manifest field(s) of the wrong type: {', '.join(wrong)}")
+        checksums = manifest["checksums"]
         for name in (INDEX_FILE, METADATA_FILE):
             f = path / name
             if not f.is_file():
                 raise IndexFormatError(f"{path}: missing {name}")
-            expected = manifest["checksums"].get(name)
-            if expected and _sha256(f) != expected:
+            expected = checksums.get(name)
+            if not expected:
+                raise IndexFormatError(f"{manifest_path}: manifest has no checksum for {name}")
+            if _sha256(f) != expected:
                 raise IndexFormatError(f"{f}: checksum mismatch; the file was modified or truncated after it was written")
         try:
             fidx = faiss.read_index(str(path / INDEX_FILE))
@@ -355,8 +380,19 @@ class Index:
                 f"{path}: inconsistent index ({fidx.ntotal} vectors of dim {fidx.d}, {len(meta)} metadata rows, "
                 f"manifest says {n} of dim {dim})"
             )
+        missing = [c for c in _META_COLUMNS if c not in meta.columns]
+        if missing:
+            raise IndexFormatError(f"{path}: {METADATA_FILE} lacks column(s) {', '.join(missing)}")
+        try:
+            meta["tags"] = [tuple(str(x) for x in t) for t in meta["tags"]]
+        except TypeError as exc:
+            raise IndexFormatError(f"{path}: malformed tags column in {METADATA_FILE} ({exc})") from exc
+        vocabulary = sorted({t for ts in meta["tags"] for t in ts})
+        if vocabulary != list(manifest["tags"]):
+            raise IndexFormatError(
+                f"{path}: the manifest lists tags {manifest['tags']} but the metadata holds {vocabulary}"
+            )
         vectors = fidx.reconstruct_n(0, n) if n else np.zeros((0, dim), np.float32)
-        meta["tags"] = [tuple(t) for t in meta["tags"]]
         obj = cls(vectors, meta, manifest)
         obj._faiss = fidx
         return obj
