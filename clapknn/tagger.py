@@ -189,12 +189,16 @@ class TagResult:
         With ``explain=True``: per track, the indexed examples that voted, most similar first:
         ``path``, ``neighbor`` (the example file), ``neighbor_start`` (its closest snippet, s),
         ``neighbor_tags``, ``similarity`` (cosine) and ``votes`` (neighbour slots it filled).
+    vectors : np.ndarray [shape=(n_snippets, dim), dtype=float32] or None
+        With ``explain=True``: the snippet embeddings, rows aligned with :attr:`snippets` (for
+        embedding maps or your own analysis without encoding the audio again).
     """
 
     tracks: Any
     snippets: Any
     skipped: list[tuple[str, str]] = field(default_factory=list)
     neighbors: Any = None
+    vectors: Any = None
 
     def __len__(self) -> int:
         return len(self.tracks)
@@ -288,7 +292,7 @@ class Tagger:
         )
         tracks[score_cols] = track_scores
         neighbors = self._explain(vectors, groups, [files[f] for f in used]) if explain else None
-        return TagResult(tracks, snip, skipped, neighbors)
+        return TagResult(tracks, snip, skipped, neighbors, np.asarray(vectors) if explain else None)
 
     def _explain(self, vectors, groups, paths, per_track: int = 5):
         """The indexed examples that voted for each track, most similar first.
