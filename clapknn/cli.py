@@ -159,6 +159,35 @@ def cmd_info(args) -> int:
     return EXIT_OK
 
 
+def _csv_list(text: str, kind, what: str) -> list:
+    from .errors import ParameterError
+
+    try:
+        return [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ParameterError(f"{what} must be a comma-separated list, got {text!r}") from None
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate
+
+    report = evaluate(
+        args.examples, labels=args.labels, encoder=args.encoder, encoder_options=_encoder_options(args),
+        shots=_csv_list(args.shots, int, "--shots"), n_episodes=args.episodes, folds=args.folds,
+        k=_csv_list(args.k, int, "-k"), weights=_csv_list(args.weights, str, "--weights"),
+        snippet_seconds=_csv_list(args.snippet_seconds, float, "--snippet-seconds"), hop_seconds=args.hop_seconds,
+        aggregate=args.aggregate, baselines=not args.no_baselines, seed=args.seed, out_dir=args.out,
+        plots=not args.no_plots, n_jobs=args.jobs, cache=args.cache, batch_size=args.batch_size,
+        progress=not args.quiet,
+    )
+    print(report.text())
+    if args.out:
+        written = list(report.files.values()) + list(report.plots.values())
+        print(f"wrote {len(written)} file(s) to {args.out}", file=sys.stderr)
+    _print_skipped(report.skipped, args.quiet)
+    return EXIT_SKIPPED if report.skipped else EXIT_OK
+
+
 def cmd_add(args) -> int:
     from .incremental import add_examples
 
@@ -224,7 +253,6 @@ def _cache(args):
     return getattr(args, "cache", None) or True
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -276,6 +304,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("index", help="index directory (or a name under index/)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser(
+        "evaluate", help="measure few-shot tagging on labelled examples (splits grouped by source track)",
+        description="Few-shot episodes and grouped cross-validation on labelled examples: kNN settings, "
+        "baselines and chance levels, as tables, CSV/JSON and PNG plots.",
+    )
+    p.add_argument("examples", help="folder with one sub-folder per tag, or a CSV of path,tags[,group]")
+    p.add_argument("--labels", help="CSV of path,tags[,group] (paths relative to EXAMPLES)")
+    p.add_argument("--encoder", default="features", choices=["features", "clap"], help="embedding model (default: features)")
+    p.add_argument("--shots", default="1,2,5,10,20", help="labelled files per tag in the episodes (default 1,2,5,10,20)")
+    p.add_argument("--episodes", type=int, default=20, help="episodes per shot count (default 20)")
+    p.add_argument("--folds", type=int, default=5, help="grouped cross-validation folds, 0 for none (default 5)")
+    p.add_argument("-k", "--k", default="1,3,5,10", help="neighbour counts to compare (default 1,3,5,10)")
+    p.add_argument("--weights", default="uniform,distance,similarity", help="vote weightings to compare (default all)")
+    p.add_argument("--snippet-seconds", default="10", help="snippet lengths to compare, e.g. 3,5,10,30 (default 10)")
+    p.add_argument("--hop-seconds", type=float, help="hop between snippets (default: the snippet length)")
+    p.add_argument("--aggregate", default="mean", choices=["mean", "max", "vote"], help="snippet→track pooling (default mean)")
+    p.add_argument("--no-baselines", action="store_true", help="skip majority / nearest-centroid / logistic-regression")
+    p.add_argument("--seed", type=int, default=0, help="seed of the episodes and folds (default 0)")
+    p.add_argument("--out", help="folder for summary.csv, runs.csv, per_tag.csv, report.json/.txt and PNG plots")
+    p.add_argument("--no-plots", action="store_true", help="no PNG plots in --out")
+    p.add_argument("--cache", help="embedding cache folder, so a re-run does not embed again")
+    p.add_argument("--jobs", type=int, default=1, help="processes that embed in parallel (features encoder; default 1)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_encoder_runtime(p)
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
         "add", help="add labelled examples to an index (no rebuild)",

@@ -1,0 +1,342 @@
+"""Evaluation logic: grouped splits never leak, metrics are scikit-learn's, episodes are seeded."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from clapknn.errors import ParameterError
+from clapknn.evaluate import (
+    Embedded,
+    chance_levels,
+    evaluate,
+    few_shot_episodes,
+    grouped_folds,
+    track_metrics,
+)
+
+from conftest import make_examples
+
+
+def _dataset(seed: int, n_groups: int = 30, n_tags: int = 3, multilabel: bool = False):
+    """Random tags on files that come in groups of 1-4 (tags vary within a group)."""
+    rng = np.random.default_rng(seed)
+    tags, groups = [], []
+    names = [f"t{j}" for j in range(n_tags)]
+    for g in range(n_groups):
+        for _ in range(rng.integers(1, 5)):
+            if multilabel:
+                chosen = [t for t in names if rng.random() < 0.4] or [names[rng.integers(n_tags)]]
+            else:
+                chosen = [names[rng.integers(n_tags)]]
+            tags.append(tuple(chosen))
+            groups.append(f"g{g}")
+    return tags, np.array(groups, dtype=object)
+
+
+# --------------------------------------------------------------------------- splits
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("shots", [1, 3])
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_episodes_never_share_a_group(seed, shots, multilabel):
+    tags, groups = _dataset(seed, multilabel=multilabel)
+    for support, queries in few_shot_episodes(tags, groups, shots=shots, n_episodes=4, seed=seed):
+        assert set(groups[support]).isdisjoint(groups[queries])
+        assert len(set(groups[support])) == len(support)  # one support file per group
+        counts = {t: sum(t in tags[i] for i in support) for t in {t for ts in tags for t in ts}}
+        assert min(counts.values()) >= shots
+        if not multilabel:
+            assert all(c == shots for c in counts.values())
+        assert {t for i in queries for t in tags[i]} == set(counts)  # every tag is queried
+        # every file outside the support groups is a query
+        assert set(queries) == {i for i in range(len(tags)) if groups[i] not in set(groups[support])}
+
+
+def test_episodes_are_reproducible_with_a_seed():
+    tags, groups = _dataset(0)
+    a = few_shot_episodes(tags, groups, shots=2, n_episodes=5, seed=7)
+    b = few_shot_episodes(tags, groups, shots=2, n_episodes=5, seed=7)
+    c = few_shot_episodes(tags, groups, shots=2, n_episodes=5, seed=8)
+    first3 = few_shot_episodes(tags, groups, shots=2, n_episodes=3, seed=7)
+    assert all(np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1]) for x, y in zip(a, b))
+    assert all(np.array_equal(x[0], y[0]) for x, y in zip(a, first3))  # episode e does not depend on n_episodes
+    assert any(not np.array_equal(x[0], y[0]) for x, y in zip(a, c))
+    assert len({tuple(s) for s, _ in a}) > 1  # episodes differ from each other
+
+
+def test_episodes_refuse_tags_with_too_few_groups():
+    tags = [("a",), ("a",), ("b",), ("b",)]
+    with pytest.raises(ParameterError, match="at least 2 groups"):
+        few_shot_episodes(tags, ["g1", "g1", "g2", "g3"], shots=1, n_episodes=1)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_folds_are_grouped_and_cover_every_file_once(seed):
+    tags, groups = _dataset(seed, n_groups=25)
+    folds = grouped_folds(tags, groups, n_folds=4, seed=seed)
+    assert len(folds) == 4
+    tested = np.concatenate([te for _, te in folds])
+    assert sorted(tested) == list(range(len(tags)))
+    for train, test in folds:
+        assert set(groups[train]).isdisjoint(groups[test])
+        assert len(train) + len(test) == len(tags)
+    again = grouped_folds(tags, groups, n_folds=4, seed=seed)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(folds, again))
+
+
+# --------------------------------------------------------------------------- metrics
+@pytest.mark.parametrize("seed", range(5))
+def test_single_label_metrics_equal_scikit_learn(seed):
+    rng = np.random.default_rng(seed)
+    n, c = 40, 4
+    t = rng.integers(0, c, n)
+    scores = rng.dirichlet(np.ones(c), n)  # rows sum to 1, like kNN vote shares
+    if seed % 2:
+        scores = np.round(scores * 5) / 5  # many tied scores, as with a few neighbours
+    p = scores.argmax(axis=1)
+    y_true, y_pred = np.eye(c, dtype=int)[t], np.eye(c, dtype=int)[p]
+    m, per = track_metrics(y_true, scores, y_pred, multilabel=False)
+    assert m["accuracy"] == pytest.approx(skm.accuracy_score(t, p))
+    assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(t, p))
+    assert m["macro_f1"] == pytest.approx(skm.f1_score(t, p, average="macro"))
+    prec, rec, _, _ = skm.precision_recall_fscore_support(t, p, labels=range(c), zero_division=0)
+    np.testing.assert_allclose(per["precision"], prec)
+    np.testing.assert_allclose(per["recall"], rec)
+    roc = [skm.roc_auc_score(t == j, scores[:, j]) for j in range(c)]
+    ap = [skm.average_precision_score(t == j, scores[:, j]) for j in range(c)]
+    np.testing.assert_allclose(per["roc_auc"], roc)
+    assert m["roc_auc"] == pytest.approx(np.mean(roc))
+    assert m["pr_auc"] == pytest.approx(np.mean(ap))
+    # scikit-learn's own macro one-vs-rest ROC-AUC agrees (it needs rows that sum to 1)
+    if seed % 2 == 0:
+        assert m["roc_auc"] == pytest.approx(skm.roc_auc_score(t, scores, multi_class="ovr"))
+
+
+def test_metrics_on_a_known_confusion():
+    # true a a a b b c ; predicted a a b b c c
+    t = np.array([0, 0, 0, 1, 1, 2])
+    p = np.array([0, 0, 1, 1, 2, 2])
+    eye = np.eye(3, dtype=int)
+    m, per = track_metrics(eye[t], eye[p].astype(float), eye[p], multilabel=False)
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["balanced_accuracy"] == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+    np.testing.assert_allclose(per["precision"], [1.0, 0.5, 0.5])
+    np.testing.assert_allclose(per["recall"], [2 / 3, 0.5, 1.0])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_multilabel_metrics_equal_scikit_learn(seed):
+    rng = np.random.default_rng(seed)
+    n, c = 50, 3
+    y_true = (rng.random((n, c)) < 0.4).astype(int)
+    y_true[0] = 1
+    y_true[1] = 0
+    scores = np.clip(y_true * 0.3 + rng.random((n, c)) * 0.7, 0, 1)
+    if seed % 2:
+        scores = np.round(scores * 4) / 4
+    y_pred = (scores >= 0.5).astype(int)
+    m, per = track_metrics(y_true, scores, y_pred, multilabel=True)
+    assert m["accuracy"] == pytest.approx(skm.accuracy_score(y_true, y_pred))
+    assert m["macro_f1"] == pytest.approx(skm.f1_score(y_true, y_pred, average="macro"))
+    assert m["roc_auc"] == pytest.approx(skm.roc_auc_score(y_true, scores, average="macro"))
+    assert m["pr_auc"] == pytest.approx(skm.average_precision_score(y_true, scores, average="macro"))
+    assert m["balanced_accuracy"] == pytest.approx(
+        np.mean([skm.balanced_accuracy_score(y_true[:, j], y_pred[:, j]) for j in range(c)])
+    )
+    np.testing.assert_allclose(per["recall"], skm.recall_score(y_true, y_pred, average=None))
+    np.testing.assert_allclose(per["precision"], skm.precision_score(y_true, y_pred, average=None, zero_division=0))
+
+
+def test_ranking_metrics_are_nan_for_a_tag_without_negatives():
+    y = np.array([[1, 0], [1, 0]])
+    m, per = track_metrics(y, np.array([[0.9, 0.1], [0.8, 0.2]]), y, multilabel=False)
+    assert np.isnan(per["roc_auc"]).all() and np.isnan(m["roc_auc"])
+    assert m["accuracy"] == 1.0
+
+
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_chance_levels_match_random_guessing(rng, multilabel):
+    """The chance figures are what a guesser that ignores the audio scores on average."""
+    n, c = 300, 3
+    if multilabel:
+        y = (rng.random((n, c)) < np.array([0.2, 0.5, 0.7])).astype(int)
+    else:
+        y = np.eye(c, dtype=int)[rng.choice(c, n, p=[0.5, 0.3, 0.2])]
+    chance = chance_levels(y, multilabel)
+    sims = []
+    for _ in range(100):
+        if multilabel:
+            pred = (rng.random((n, c)) < 0.5).astype(int)
+        else:
+            pred = np.eye(c, dtype=int)[rng.integers(0, c, n)]
+        sims.append(track_metrics(y, rng.random((n, c)), pred, multilabel)[0])
+    for name in ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc", "pr_auc"):
+        observed = np.mean([s[name] for s in sims])
+        assert observed == pytest.approx(chance[name], abs=0.015), name
+
+
+# --------------------------------------------------------------------------- evaluate on vectors
+def _embedded(tags, groups, vectors_per_file, rng, snippets=2, noise=0.05):
+    vec, track = [], []
+    for i, v in enumerate(vectors_per_file):
+        for _ in range(snippets):
+            vec.append(v + noise * rng.standard_normal(v.shape))
+            track.append(i)
+    return Embedded(
+        snippet_seconds=10.0, hop_seconds=10.0, vectors=np.asarray(vec, dtype=np.float32),
+        track=np.asarray(track), paths=[f"f{i}.wav" for i in range(len(tags))], tags=list(tags),
+        groups=np.asarray(groups, dtype=object), encoder={"name": "test"},
+    )
+
+
+def test_grouping_stops_a_leak_that_file_level_splits_would_reward(rng):
+    """Files of one group sound alike but their tags are random: only a leaky split can 'learn' them."""
+    n_groups, per_group, dim = 40, 3, 16
+    centres = rng.standard_normal((n_groups, dim))
+    tags, groups, vecs = [], [], []
+    for g in range(n_groups):
+        tag = ("a",) if g % 2 else ("b",)
+        for _ in range(per_group):
+            tags.append(tag)
+            groups.append(f"g{g}")
+            vecs.append(centres[g])
+    grouped = _embedded(tags, groups, vecs, rng)
+    leaky = _embedded(tags, [f"file{i}" for i in range(len(tags))], vecs, rng)
+    kw = dict(shots=(15,), n_episodes=8, folds=4, k=1, weights="uniform", baselines=False)
+    honest = evaluate(grouped, **kw).rows(method="knn", k=1, weights="uniform").set_index("protocol")
+    inflated = evaluate(leaky, **kw).rows(method="knn", k=1, weights="uniform").set_index("protocol")
+    assert (honest["accuracy"] < 0.65).all(), honest["accuracy"]
+    # cross-validation: every query has a same-group twin among the training files
+    assert inflated.loc["cv", "accuracy"] > 0.9
+    # episodes: only queries whose group has a support file are found
+    assert inflated.loc["episodes", "accuracy"] > honest.loc["episodes", "accuracy"] + 0.15
+
+
+def test_knn_scores_are_those_of_the_tagger_path(rng):
+    """The evaluation's kNN track scores equal KNNTagger.predict_proba pooled by aggregate()."""
+    from clapknn.aggregate import aggregate
+    from clapknn.evaluate import _indicator, _knn_scores
+    from clapknn.vote import KNNTagger
+
+    X_s = rng.standard_normal((30, 8)).astype(np.float32)
+    tags_s = [("a",) if i % 3 else ("b", "c") for i in range(30)]
+    X_q = rng.standard_normal((12, 8)).astype(np.float32)
+    qgroups = np.repeat(np.arange(4), 3)
+    Y_s = _indicator(tags_s, ["a", "b", "c"])
+    got = _knn_scores(X_s, Y_s, X_q, (1, 5), ("uniform", "similarity"), qgroups, 4, "mean")
+    for k in (1, 5):
+        for w in ("uniform", "similarity"):
+            est = KNNTagger(k, weights=w).fit(X_s, [list(t) for t in tags_s])
+            want = aggregate(est.predict_proba(X_q), qgroups, method="mean", n_groups=4)
+            np.testing.assert_allclose(got[(k, w)], want)
+
+
+def test_evaluate_is_reproducible_and_relabel_shares_vectors(rng):
+    tags, groups = _dataset(3, n_groups=24, n_tags=2)
+    vecs = [rng.standard_normal(8) + (3 if t == ("t0",) else 0) for t in tags]
+    emb = _embedded(tags, groups, vecs, rng)
+    a = evaluate(emb, shots=(1, 2), n_episodes=4, folds=0, k=(1, 3), seed=5)
+    b = evaluate(emb, shots=(1, 2), n_episodes=4, folds=0, k=(1, 3), seed=5)
+    np.testing.assert_array_equal(a.runs["balanced_accuracy"].to_numpy(), b.runs["balanced_accuracy"].to_numpy())
+    knn = a.rows(method="knn", protocol="episodes", k=1, weights="uniform")
+    assert (knn["balanced_accuracy"] > knn["chance_balanced_accuracy"] + 0.2).all()
+    flipped = emb.relabel({p: ("x",) if t == ("t0",) else ("y",) for p, t in zip(emb.paths, emb.tags)})
+    assert flipped.vectors is not emb.vectors and np.array_equal(flipped.vectors, emb.vectors)
+    c = evaluate(flipped, shots=(1, 2), n_episodes=4, folds=0, k=(1, 3), seed=5)
+    assert c.tags == ["x", "y"]
+    np.testing.assert_allclose(c.runs["balanced_accuracy"], a.runs["balanced_accuracy"])
+
+
+# --------------------------------------------------------------------------- end to end on audio
+@pytest.fixture(scope="module")
+def labelled_csv(tmp_path_factory):
+    """Synthesised examples listed in a CSV with a group column (pairs of files share a group)."""
+    root = tmp_path_factory.mktemp("evaluate")
+    make_examples(root / "audio", per_tag=6, seconds=3.0)
+    rows = []
+    for tag in ("calm", "energetic"):
+        for i in range(6):
+            rows.append((f"audio/{tag}/{tag}_{i}.wav", tag, f"{tag}-{i // 2}"))
+    path = root / "labels.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "tags", "group"])
+        w.writerows(rows)
+    return path
+
+
+def test_evaluate_end_to_end_writes_tables_and_plots(labelled_csv, tmp_path):
+    from clapknn.labels import load_examples
+
+    ex = load_examples(labelled_csv)
+    assert {e.group for e in ex.examples} == {f"{t}-{g}" for t in ("calm", "energetic") for g in range(3)}
+    report = evaluate(
+        labelled_csv, shots=(1, 2), n_episodes=3, folds=3, k=(1, 5), weights=("uniform", "similarity"),
+        snippet_seconds=(1.0, 1.5), out_dir=tmp_path / "out", cache=tmp_path / "cache",
+    )
+    assert report.dataset["n_groups"] == 6 and report.dataset["n_tracks"] == 12
+    t = report.table
+    assert set(t["method"]) == {"knn", "majority", "centroid", "logreg"}
+    assert set(t["snippet_seconds"]) == {1.0, 1.5}
+    assert set(t["protocol"]) == {"episodes", "cv"}
+    knn = report.rows(method="knn", protocol="episodes", snippet_seconds=1.0)
+    assert (knn["accuracy"] > 0.9).all()
+    majority = report.rows(method="majority", protocol="episodes", snippet_seconds=1.0)
+    np.testing.assert_allclose(majority["balanced_accuracy"], 0.5)
+    assert (t["chance_accuracy"] == 0.5).all()
+    for name in ("confusion", "learning_curve", "snippet_length", "embedding_map"):
+        assert report.plots[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    payload = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert payload["dataset"]["n_tracks"] == 12 and len(payload["table"]) == len(t)
+    text = report.text()
+    assert "chance" in text and "logistic regression" in text and "snippet length" in text
+    assert len([d for d in (tmp_path / "cache").iterdir() if (d / "settings.json").exists()]) == 2
+
+
+def test_embeddings_are_read_back_from_the_cache(labelled_csv, tmp_path):
+    from clapknn.encoders.features import FeaturesEncoder
+    from clapknn.evaluate import embed_examples
+
+    first = embed_examples(labelled_csv, snippet_seconds=1.0, cache=tmp_path)
+
+    class Refuses(FeaturesEncoder):
+        def embed(self, snippets):
+            raise AssertionError("embedded again instead of reading the cache")
+
+    again = embed_examples(labelled_csv, Refuses(), snippet_seconds=1.0, cache=tmp_path)
+    np.testing.assert_array_equal(first.vectors, again.vectors)
+    assert again.paths == first.paths and list(again.groups) == list(first.groups)
+
+
+def test_parallel_embedding_gives_the_same_vectors(labelled_csv):
+    from clapknn.evaluate import embed_examples
+
+    one = embed_examples(labelled_csv, snippet_seconds=1.5)
+    two = embed_examples(labelled_csv, snippet_seconds=1.5, n_jobs=2)
+    np.testing.assert_array_equal(one.track, two.track)
+    np.testing.assert_allclose(one.vectors, two.vectors, atol=1e-6)
+
+
+def test_cli_evaluate(labelled_csv, tmp_path, capsys):
+    from clapknn.cli import main
+
+    code = main([
+        "evaluate", str(labelled_csv), "--shots", "1,2", "--episodes", "2", "--folds", "0", "-k", "1,3",
+        "--snippet-seconds", "1", "--out", str(tmp_path / "ev"), "--no-plots", "-q",
+    ])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "kNN (k=3, similarity)" in out or "kNN (k=1, similarity)" in out
+    assert (tmp_path / "ev" / "summary.csv").exists()
+    assert not list((tmp_path / "ev").glob("*.png"))
+
+
+def test_cli_evaluate_reports_a_bad_setting(labelled_csv, capsys):
+    from clapknn.cli import main
+
+    assert main(["evaluate", str(labelled_csv), "--weights", "loud", "-q"]) == 2
+    assert "clapknn: error:" in capsys.readouterr().err
