@@ -42,6 +42,7 @@ __all__ = ["FileEmbedding", "iter_embeddings", "embed_files_streamed"]
 logger = logging.getLogger(__name__)
 
 _QUEUE_SNIPPETS = 64  # snippets decoded ahead of the encoder
+_HIT_BATCH = 64  # cache hits handed to the consumer per queue message
 
 
 @dataclass
@@ -203,6 +204,7 @@ def _source(paths, encoder, length, hop, hashes, cache, key, workers, q, stop):
         state.sha256 = state.sha256 or sha
         return put(("file", i, state))
 
+    hits: list = []  # cache hits not yet handed over: sent in groups, one queue message each
     try:
         window = 2 * workers
         inflight: deque = deque()  # (i, path, sha, future or cache-hit state), in input order
@@ -223,9 +225,17 @@ def _source(paths, encoder, length, hop, hashes, cache, key, workers, q, stop):
                             state.error = _empty_reason(entry.n_silent)
                         if inflight:
                             inflight.append((i, p, sha, state))
-                        elif not put(("file", i, state)):
-                            return
+                        else:
+                            hits.append((i, state))
+                            if len(hits) >= _HIT_BATCH:
+                                if not put(("files", hits)):
+                                    return
+                                hits = []
                         continue
+                if hits:  # hand over the hits gathered so far before anything else
+                    if not put(("files", hits)):
+                        return
+                    hits = []
             if not workers:
                 if not stream(i, p, sha):
                     return
@@ -245,6 +255,8 @@ def _source(paths, encoder, length, hop, hashes, cache, key, workers, q, stop):
             ):
                 if not emit(*inflight.popleft()):
                     return
+        if hits and not put(("files", hits)):
+            return
         while inflight:
             if not emit(*inflight.popleft()):
                 return
@@ -366,6 +378,9 @@ def iter_embeddings(
                 outstanding[i] = outstanding.get(i, 0) + 1
                 if len(pending) >= batch_size:
                     flush()
+            elif kind == "files":
+                for i, state in item[1]:
+                    done[i] = state
             else:
                 _, i, state = item
                 done[i] = state
@@ -408,7 +423,7 @@ def embed_files_streamed(
     from .encode import EmbeddedFiles, progress_bar
 
     vectors: list[np.ndarray] = []
-    snippet_rows: list[pd.DataFrame] = []
+    file_ids, starts, ends = [], [], []
     file_rows = []
     n_cached = 0
     bar = progress_bar(len(paths), desc, enabled=progress)
@@ -421,7 +436,9 @@ def embed_files_streamed(
                 logger.info("skipped %s: %s", fe.path, fe.error)
             elif fe.n_snippets:
                 vectors.append(fe.vectors)
-                snippet_rows.append(pd.DataFrame({"file": fe.index, "path": fe.path, "start": fe.starts, "end": fe.ends}))
+                file_ids.append(np.full(fe.n_snippets, fe.index, dtype=np.int64))
+                starts.append(fe.starts)
+                ends.append(fe.ends)
             n_cached += fe.cached
             file_rows.append((fe.path, fe.duration, fe.n_snippets, fe.n_silent, fe.sha256, fe.error))
             bar.update(1)
@@ -430,11 +447,16 @@ def embed_files_streamed(
     if cache:
         logger.info("embedding cache: %d of %d file(s) from the cache", n_cached, len(file_rows))
     out_vectors = np.concatenate(vectors) if vectors else np.zeros((0, encoder.dim), dtype=np.float32)
-    if snippet_rows:
-        snippets = pd.concat(snippet_rows, ignore_index=True)
-    else:
-        snippets = pd.DataFrame({"file": pd.Series(dtype="int64"), "path": pd.Series(dtype=object),
-                                 "start": pd.Series(dtype="float64"), "end": pd.Series(dtype="float64")})
+    ids = np.concatenate(file_ids) if file_ids else np.zeros(0, dtype=np.int64)
+    names = [file_rows[i][0] for i in ids.tolist()]
+    snippets = pd.DataFrame(
+        {
+            "file": ids,
+            "path": names,
+            "start": np.concatenate(starts) if starts else np.zeros(0),
+            "end": np.concatenate(ends) if ends else np.zeros(0),
+        }
+    )
     files = pd.DataFrame(file_rows, columns=["path", "duration", "n_snippets", "n_silent", "sha256", "error"])
     out = EmbeddedFiles(out_vectors, snippets, files)
     out.n_cached = n_cached

@@ -132,7 +132,7 @@ def build_index(
             "start": emb.snippets["start"].astype(float),
             "end": emb.snippets["end"].astype(float),
             "tags": [tags_of[i] for i in emb.snippets["file"]],
-            "sha256": [files["sha256"].iat[i] for i in emb.snippets["file"]],
+            "sha256": files["sha256"].to_numpy(dtype=object)[emb.snippets["file"].to_numpy(dtype=np.int64)].tolist(),
             "kind": "audio",
         }
     )
