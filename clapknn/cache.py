@@ -128,6 +128,7 @@ class CachedFile:
     n_silent: int
 
     def to_bytes(self) -> bytes:
+        """The entry as stored: header, start and end times, vectors, then a CRC-32 of it all."""
         v = np.ascontiguousarray(self.vectors, dtype=np.float32)
         n, dim = v.shape
         payload = b"".join(

@@ -53,6 +53,7 @@ def _parse_prompts(items: Sequence[str] | None) -> dict[str, list[str]]:
 
 # --------------------------------------------------------------------------- commands
 def cmd_build(args) -> int:
+    """``clapknn build``: embed labelled examples and save an index."""
     from .tagger import INDEX_HOME, build_index
 
     out = Path(args.out) if args.out else INDEX_HOME / Path(args.examples).resolve().stem
@@ -79,6 +80,7 @@ def cmd_build(args) -> int:
 
 
 def cmd_tag(args) -> int:
+    """``clapknn tag``: tag files and folders; optionally explain the votes and write the tags into the files."""
     from .output import format_table, write_table
     from .tagger import Tagger
 
@@ -137,6 +139,7 @@ def _write_file_tags(tracks, args) -> list[tuple[str, str]]:
 
 
 def cmd_info(args) -> int:
+    """``clapknn info``: what an index holds (encoder, snippet length, vectors, tags)."""
     import json
 
     from .tagger import load_index
@@ -169,6 +172,7 @@ def _csv_list(text: str, kind, what: str) -> list:
 
 
 def cmd_evaluate(args) -> int:
+    """``clapknn evaluate``: few-shot episodes and grouped folds on labelled examples, with baselines."""
     from .evaluate import evaluate
 
     report = evaluate(
@@ -189,6 +193,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_add(args) -> int:
+    """``clapknn add``: add labelled examples to an index without rebuilding it."""
     from .incremental import add_examples
 
     index, report = add_examples(
@@ -208,6 +213,7 @@ def cmd_add(args) -> int:
 
 
 def cmd_remove(args) -> int:
+    """``clapknn remove``: remove example files, folders or whole tags from an index."""
     from .incremental import remove_examples
 
     index, report = remove_examples(args.index, args.paths, tags=args.tag or (), out=args.out)
@@ -224,6 +230,7 @@ def cmd_remove(args) -> int:
 
 
 def cmd_index_library(args) -> int:
+    """``clapknn index-library``: embed a music library for similarity search."""
     from .library import index_library
 
     lib = index_library(
@@ -241,6 +248,7 @@ def cmd_index_library(args) -> int:
 
 
 def cmd_similar(args) -> int:
+    """``clapknn similar``: the library tracks nearest to a file."""
     from .library import similar
     from .output import format_table, write_table
 
@@ -254,6 +262,7 @@ def cmd_similar(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    """``clapknn demo``: build from a few bundled mood clips, tag the rest, print the accuracy."""
     from .demo import run_demo
 
     return run_demo(per_tag=args.per_tag, out=args.out, quiet=args.quiet)
@@ -284,6 +293,7 @@ def _cache(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of every command; the command-line defaults live here."""
     from . import __version__
 
     parser = argparse.ArgumentParser(

@@ -109,6 +109,7 @@ class Embedded:
 
     @property
     def n_tracks(self) -> int:
+        """Number of tracks (files) embedded."""
         return len(self.paths)
 
     def relabel(self, tags: Mapping[str, Sequence[str]], groups: Mapping[str, str] | None = None) -> "Embedded":

@@ -183,6 +183,7 @@ class Index:
     # ------------------------------------------------------------------ properties
     @property
     def dim(self) -> int:
+        """Length of each vector."""
         return int(self.vectors.shape[1])
 
     @property
@@ -192,14 +193,17 @@ class Index:
 
     @property
     def encoder_identity(self) -> dict[str, Any]:
+        """The encoder identity recorded at build time (name, checkpoint hash, sample rate, ...)."""
         return dict(self.manifest["encoder"])
 
     @property
     def snippet_seconds(self) -> float:
+        """Length of the example snippets, seconds."""
         return float(self.manifest["snippet_seconds"])
 
     @property
     def hop_seconds(self) -> float:
+        """Hop between example snippets, seconds."""
         return float(self.manifest["hop_seconds"])
 
     def __len__(self) -> int:

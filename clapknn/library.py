@@ -211,10 +211,12 @@ class LibraryIndex:
 
     @property
     def kind(self) -> str:
+        """The FAISS index type chosen for the library (as recorded in its manifest)."""
         return str(self.manifest["kind"])
 
     @property
     def encoder_identity(self) -> dict[str, Any]:
+        """The encoder identity recorded when the library was indexed."""
         return dict(self.manifest["encoder"])
 
     @classmethod

@@ -81,6 +81,7 @@ class FileEmbedding:
 
     @property
     def n_snippets(self) -> int:
+        """Number of snippet vectors of the file."""
         return int(len(self.vectors))
 
 

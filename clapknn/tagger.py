@@ -45,6 +45,7 @@ class BuildReport:
 
     @property
     def n_used(self) -> int:
+        """Example files that were used (decoded and not silent)."""
         return int((self.files["error"] == "").sum()) if len(self.files) else 0
 
     @property

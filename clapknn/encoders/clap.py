@@ -118,10 +118,12 @@ class CheckpointSpec:
 
     @property
     def filename(self) -> str:
+        """The checkpoint's file name, ``<name>.pt``."""
         return f"{self.name}.pt"
 
     @property
     def url(self) -> str:
+        """Where to download it (``$CLAPKNN_CHECKPOINT_URL`` replaces the base address)."""
         return os.environ.get(ENV_BASE_URL, BASE_URL) + self.filename
 
 

@@ -83,6 +83,8 @@ class FeaturesEncoder(Encoder):
         return sum(cls._block_sizes().values())
 
     def identity(self) -> dict[str, Any]:
+        """The base identity plus the feature recipe version and STFT settings (so an index built
+        with another recipe is refused)."""
         ident = super().identity()
         ident.update(recipe=RECIPE_VERSION, n_fft=_N_FFT, hop_length=_HOP, n_mfcc=_N_MFCC)
         return ident
@@ -142,6 +144,10 @@ class FeaturesEncoder(Encoder):
         }
 
     def embed(self, snippets: np.ndarray) -> np.ndarray:
+        """Feature vectors of mono snippets at :attr:`sample_rate`.
+
+        ``(n, samples)`` (or one ``(samples,)`` snippet) → ``(n, dim)`` float32, L2-normalised rows.
+        """
         snippets = np.atleast_2d(np.asarray(snippets, dtype=np.float32))
         out = np.zeros((snippets.shape[0], self.dim), dtype=np.float32)
         for i, y in enumerate(snippets):
