@@ -332,14 +332,14 @@ def run_ours(y: np.ndarray) -> dict:
 
     out = {}
     t = time.perf_counter()
-    k = estimate_key(y, SR, profile="krumhansl")
+    k = estimate_key(y, SR, profile="albrecht")
     out["time:ours key"] = time.perf_counter() - t
-    out["key:ours (krumhansl)"] = (k.tonic, k.mode)
-    for prof in ("temperley", "albrecht"):
+    out["key:ours (albrecht, default)"] = (k.tonic, k.mode)
+    for prof in ("krumhansl", "temperley"):
         k = estimate_key(y, SR, profile=prof)
         out[f"key:ours ({prof})"] = (k.tonic, k.mode)
-    k = estimate_key(y, SR, profile="krumhansl", window=10.0)
-    out["key:ours (krumhansl, 10 s windows)"] = (k.tonic, k.mode)
+    k = estimate_key(y, SR, profile="albrecht", window=10.0)
+    out["key:ours (albrecht, 10 s windows)"] = (k.tonic, k.mode)
     t = time.perf_counter()
     te = estimate_tempo(y, SR)
     out["time:ours tempo+beats"] = time.perf_counter() - t

@@ -2,8 +2,9 @@
 
 Key: a constant-Q chromagram of the harmonic part of the signal, tuned to the recording's own
 reference pitch, summed over the track (or over sliding windows), correlated with the 24 rotations of a
-major and a minor key profile (Krumhansl-Schmuckler). The confidence is the margin between the best and
-the runner-up correlation.
+major and a minor key profile (the Krumhansl-Schmuckler method; profiles by Krumhansl & Kessler,
+Temperley, or Albrecht & Shanahan, the default). The confidence is the margin between the best and the
+runner-up correlation.
 
 Tempo: an onset-strength envelope, its autocorrelation (a strength-weighted histogram of every
 inter-onset interval), a comb over the first multiples of each candidate period (so that a period is
@@ -19,7 +20,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Iterable, Literal
 
 import numpy as np
 
@@ -27,6 +28,7 @@ from .errors import ParameterError
 
 __all__ = [
     "PROFILES",
+    "DEFAULT_PROFILE",
     "KEY_NAMES",
     "SAMPLE_RATE",
     "KeyEstimate",
@@ -77,6 +79,10 @@ PROFILES: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "temperley": (TEMPERLEY_MAJOR, TEMPERLEY_MINOR),
     "albrecht": (ALBRECHT_MAJOR, ALBRECHT_MINOR),
 }
+
+#: The profile set used when none is named: the most accurate of the three in bench/key_tempo.py
+#: (docs/analysis.md).
+DEFAULT_PROFILE = "albrecht"
 
 #: Tonic spellings by pitch class (0 = C), the usual ones for each mode (Bb major, C# minor, ...).
 MAJOR_NAMES = ("C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
@@ -133,7 +139,7 @@ class KeyEstimate:
     mode: str | None
     confidence: float
     scores: dict[str, float] = field(default_factory=dict, repr=False)
-    profile: str = "krumhansl"
+    profile: str = DEFAULT_PROFILE
     tuning: float = 0.0
 
     @property
@@ -211,9 +217,12 @@ def chromagram(
 ) -> tuple[np.ndarray, float]:
     """Constant-Q chromagram used for key finding.
 
-    The harmonic part of the signal (median-filtering HPSS) is analysed so that drums do not smear
-    energy over all pitch classes; the reference pitch is estimated from the signal when ``tuning`` is
-    None, and the CQT bins are centred on it.
+    The reference pitch is estimated from the signal when ``tuning`` is None and the constant-Q
+    bins (three per semitone, C1 to B7) are centred on it. With ``harmonic``, percussive energy is
+    removed by median-filtering harmonic/percussive separation of the constant-Q magnitude (sustained
+    partials are horizontal ridges, drum hits vertical ones), which is far cheaper than separating
+    the full-resolution STFT. Each frame is then folded into 12 pitch classes and scaled to a
+    maximum of 1.
 
     Parameters
     ----------
@@ -222,24 +231,25 @@ def chromagram(
     sr : float
         Sample rate in Hz.
     harmonic : bool
-        Analyse only the harmonic component.
+        Suppress percussion before folding into pitch classes.
     tuning : float or None
-        Deviation from A440 in fractions of a bin; estimated when None.
+        Deviation from A440 in semitones (-0.5..0.5); estimated when None.
     hop_length : int
         Hop between chroma frames, samples.
 
     Returns
     -------
     chroma : np.ndarray [shape=(12, t)]
-        Non-negative pitch-class energy per frame, not normalised (row 0 = C).
+        Pitch-class energy per frame, each frame scaled to a maximum of 1 (row 0 = C). Frames more
+        than 40 dB below the loudest frame are zero, so that silence and reverb tails do not count.
     tuning : float
-        The tuning used, fractions of a semitone.
+        The tuning used, semitones.
     """
+    import warnings
+
     import librosa
 
     y = _check_audio(y, sr)
-    if harmonic:
-        y = librosa.effects.harmonic(y, margin=2.0)
     if tuning is None:
         tuning = float(librosa.estimate_tuning(y=y, sr=sr, bins_per_octave=12))
         if not np.isfinite(tuning):
@@ -248,20 +258,42 @@ def chromagram(
     n_octaves = CQT_OCTAVES
     while n_octaves > 1 and CQT_FMIN * 2 ** (n_octaves + tuning / 12) >= sr / 2:
         n_octaves -= 1
+    with warnings.catch_warnings():
+        # Very short clips make librosa warn that its filters are longer than the signal.
+        warnings.filterwarnings("ignore", message=".*too large for input signal.*")
+        warnings.filterwarnings("ignore", message=".*too short for.*")
+        C = np.abs(
+            librosa.cqt(
+                y,
+                sr=sr,
+                hop_length=hop_length,
+                fmin=CQT_FMIN,
+                n_bins=n_octaves * CQT_BINS_PER_OCTAVE,
+                bins_per_octave=CQT_BINS_PER_OCTAVE,
+                tuning=tuning,
+            )
+        )
+    if harmonic and C.shape[1] >= 3:
+        # kernels: 9 frames (~0.8 s) along time for the harmonic part, 31 bins (~10 semitones)
+        # along frequency for the percussive part
+        C = librosa.decompose.hpss(C, kernel_size=(9, 31))[0]
     chroma = librosa.feature.chroma_cqt(
-        y=y,
+        C=C,
         sr=sr,
         hop_length=hop_length,
         fmin=CQT_FMIN,
         n_octaves=n_octaves,
         bins_per_octave=CQT_BINS_PER_OCTAVE,
-        tuning=tuning,
         norm=None,
     )
-    return np.maximum(chroma, 0.0), tuning
+    chroma = np.maximum(chroma, 0.0)
+    peak = chroma.max(axis=0)
+    loud = peak > (10 ** (-40 / 20)) * max(float(peak.max(initial=0.0)), 1e-12)
+    chroma = np.where(loud, chroma / np.maximum(peak, 1e-12), 0.0)
+    return chroma, tuning
 
 
-def key_scores(pc_profile: np.ndarray, *, profile: str = "krumhansl") -> np.ndarray:
+def key_scores(pc_profile: np.ndarray, *, profile: str = DEFAULT_PROFILE) -> np.ndarray:
     """Pearson correlation of a pitch-class profile with all 24 keys.
 
     Parameters
@@ -292,20 +324,11 @@ def key_scores(pc_profile: np.ndarray, *, profile: str = "krumhansl") -> np.ndar
     return xc @ t.T
 
 
-def _compress(chroma: np.ndarray) -> np.ndarray:
-    # Logarithmic compression, relative to the loudest bin: sustained loud notes and their
-    # overtones should not outweigh the many quieter notes that also belong to the key.
-    peak = float(chroma.max()) if chroma.size else 0.0
-    if peak <= 0:
-        return chroma
-    return np.log1p(100.0 * chroma / peak)
-
-
 def estimate_key(
     y: np.ndarray,
     sr: float = SAMPLE_RATE,
     *,
-    profile: str = "krumhansl",
+    profile: str = DEFAULT_PROFILE,
     window: float | None = None,
     hop: float | None = None,
     harmonic: bool = True,
@@ -361,7 +384,6 @@ def estimate_key(
         return KeyEstimate(None, None, 0.0, {}, profile, 0.0)
 
     chroma, tuning = chromagram(y, sr, harmonic=harmonic, tuning=tuning)
-    chroma = _compress(chroma)
     if not np.any(chroma > 0):
         return KeyEstimate(None, None, 0.0, {}, profile, tuning)
 
@@ -405,17 +427,42 @@ def onset_envelope(y: np.ndarray, sr: float = SAMPLE_RATE, *, hop_length: int = 
     import librosa
 
     y = _check_audio(y, sr)
-    return librosa.onset.onset_strength(y=y, sr=sr, hop_length=hop_length, n_fft=1024, n_mels=64, fmax=8000)
+    return librosa.onset.onset_strength(y=y, sr=sr, hop_length=hop_length, n_fft=2048, n_mels=128)
+
+
+def _detrend(env: np.ndarray) -> np.ndarray:
+    """Onset envelope minus its local mean (~0.4 s), positive part only: the onsets' peaks."""
+    from scipy.ndimage import uniform_filter1d
+
+    return np.maximum(env - uniform_filter1d(env, size=35, mode="nearest"), 0.0)
+
+
+def _grid_strength(x: np.ndarray, period: float) -> tuple[float, float]:
+    """Mean onset strength on the best-aligned grid of ``period`` frames, and halfway between."""
+    from scipy.ndimage import maximum_filter1d
+
+    xm = maximum_filter1d(x, size=3, mode="nearest")  # tolerate +-1 frame of timing jitter
+    n = xm.size
+    best_on, best_mid = 0.0, 0.0
+    for phase in np.arange(0.0, period, 1.0):
+        on_idx = np.round(np.arange(phase, n - 1, period)).astype(int)
+        mid_idx = np.round(np.arange(phase + period / 2, n - 1, period)).astype(int)
+        if on_idx.size < 2 or mid_idx.size < 1:
+            continue
+        on = float(xm[on_idx].mean())
+        if on > best_on:
+            best_on, best_mid = on, float(xm[mid_idx].mean())
+    return best_on, best_mid
 
 
 def _periodicity(env: np.ndarray, max_lag: int) -> np.ndarray:
-    """Normalised, bias-corrected autocorrelation of a detrended onset envelope (lags 0..max_lag)."""
-    from scipy.ndimage import uniform_filter1d
+    """Normalised, bias-corrected autocorrelation of a detrended onset envelope (lags 0..max_lag).
 
-    # Subtract a local mean (~0.4 s) and keep the positive part: only the peaks (onsets) remain, so
-    # the autocorrelation counts coincidences of onsets rather than of slow loudness changes.
-    x = env - uniform_filter1d(env, size=35, mode="nearest")
-    x = np.maximum(x, 0.0)
+    Only the onsets' peaks are kept (:func:`_detrend`), so the autocorrelation counts coincidences
+    of onsets rather than of slow loudness changes: a strength-weighted histogram of all
+    inter-onset intervals.
+    """
+    x = _detrend(env)
     n = x.size
     nfft = 1 << int(math.ceil(math.log2(2 * n)))
     spec = np.fft.rfft(x, nfft)
@@ -446,6 +493,8 @@ def estimate_tempo(
     prior_bpm: float = 120.0,
     prior_octaves: float = 1.0,
     n_multiples: int = 4,
+    double_ratio: float | None = 0.75,
+    double_max_bpm: float = 200.0,
     beats: bool = True,
     onset_env: np.ndarray | None = None,
     hop_length: int = ONSET_HOP,
@@ -465,6 +514,11 @@ def estimate_tempo(
         between metrical levels (double/half tempo).
     n_multiples : int
         Number of multiples of a candidate beat period whose periodicity counts toward its salience.
+    double_ratio : float or None
+        Octave check: if the onset strength halfway between the found beats is at least this
+        fraction of the strength on the beats, the tempo is doubled (None: no check).
+    double_max_bpm : float
+        The octave check never doubles to a tempo above this.
     beats : bool
         Also track beats (dynamic programming at the estimated tempo).
     onset_env : np.ndarray or None
@@ -551,6 +605,15 @@ def estimate_tempo(
     period = float(np.median(estimates)) if estimates else float(lag0)
     bpm = 60.0 * fps / period
 
+    if double_ratio is not None and 2 * bpm <= double_max_bpm:
+        # Octave check: a pulse found by the autocorrelation may be every other beat (a backbeat,
+        # a waltz bar, a shuffle). If the points halfway between our beats carry on average nearly
+        # as much onset strength as the beats themselves, the true beat is twice as fast.
+        on, mid = _grid_strength(_detrend(env), period)
+        if on > 0 and mid >= double_ratio * on:
+            period /= 2
+            bpm *= 2
+
     far = np.abs(np.log(bpm_axis / bpm)) > math.log(1.04)
     runner_up = float(salience[far].max()) if np.any(far) else 0.0
     confidence = float(np.clip(1.0 - runner_up / salience[i], 0.0, 1.0))
@@ -566,15 +629,15 @@ def estimate_tempo(
 
 # --- Files --------------------------------------------------------------------------------------
 
-#: Column order of :func:`analyze_files`.
-COLUMNS = ("file", "key", "mode", "key_confidence", "bpm", "tempo_confidence")
+#: Column order of :func:`analyze_files` (``path`` as in the tables of :mod:`clapknn.tagger`).
+COLUMNS = ("path", "key", "mode", "key_confidence", "bpm", "tempo_confidence")
 
 
 def analyze(
     y: np.ndarray,
     sr: float = SAMPLE_RATE,
     *,
-    profile: str = "krumhansl",
+    profile: str = DEFAULT_PROFILE,
     key_window: float | None = None,
 ) -> tuple[KeyEstimate, TempoEstimate]:
     """Key and tempo of one audio buffer (see :func:`estimate_key`, :func:`estimate_tempo`)."""
@@ -587,7 +650,7 @@ def analyze(
 def analyze_file(
     path: str | Path,
     *,
-    profile: str = "krumhansl",
+    profile: str = DEFAULT_PROFILE,
     key_window: float | None = None,
     offset: float = 0.0,
     duration: float | None = None,
@@ -609,8 +672,8 @@ def analyze_file(
     Returns
     -------
     dict
-        ``file, key, mode, key_confidence, bpm, tempo_confidence`` (and ``beats``). ``key``, ``mode``
-        and ``bpm`` are None for silent or unpitched/unpulsed audio.
+        ``path, key, mode, key_confidence, bpm, tempo_confidence`` (and ``beats``). ``key``, ``mode``
+        and ``bpm`` are None for silent, unpitched or unpulsed audio.
 
     Raises
     ------
@@ -618,6 +681,12 @@ def analyze_file(
         The file is missing or cannot be decoded.
     ParameterError
         Unknown profile or bad window.
+
+    Examples
+    --------
+    >>> from clapknn.analysis import analyze_file
+    >>> analyze_file("song.wav")  # doctest: +SKIP
+    {'path': 'song.wav', 'key': 'A', 'mode': 'minor', 'key_confidence': 0.121, 'bpm': 96.02, 'tempo_confidence': 0.41}
     """
     from .decode import load
 
@@ -626,7 +695,7 @@ def analyze_file(
     k = estimate_key(y, SAMPLE_RATE, profile=profile, window=key_window)
     t = estimate_tempo(y, SAMPLE_RATE, beats=beats)
     row: dict[str, Any] = {
-        "file": str(path),
+        "path": str(path),
         "key": k.key,
         "mode": k.mode,
         "key_confidence": round(k.confidence, 4),
@@ -641,7 +710,7 @@ def analyze_file(
 def analyze_files(
     paths: Iterable[str | Path],
     *,
-    profile: str = "krumhansl",
+    profile: str = DEFAULT_PROFILE,
     key_window: float | None = None,
     errors: Literal["raise", "skip"] = "raise",
     progress: bool = False,
@@ -651,19 +720,28 @@ def analyze_files(
     Parameters
     ----------
     paths : iterable of str or Path
+        Audio files (folders are not scanned here; see :func:`clapknn.labels.scan_audio`).
     profile : {"krumhansl", "temperley", "albrecht"}
     key_window : float or None
         See ``window`` in :func:`estimate_key`.
     errors : {"raise", "skip"}
-        On an unreadable file: raise its :class:`~clapknn.errors.AudioError`, or log a warning and
-        leave the file out.
+        On a file that cannot be decoded: raise its :class:`~clapknn.errors.AudioError`, or leave it
+        out and list it, as ``(path, reason)``, in ``table.attrs["skipped"]``.
     progress : bool
-        Log one line per file at INFO level.
+        Show a progress bar (tqdm, on stderr).
 
     Returns
     -------
     pandas.DataFrame
-        One row per file, columns ``file, key, mode, key_confidence, bpm, tempo_confidence``.
+        One row per analysed file, columns ``path, key, mode, key_confidence, bpm,
+        tempo_confidence`` (:data:`COLUMNS`), in the order of ``paths``.
+
+    Raises
+    ------
+    AudioError
+        With ``errors="raise"``, the first file that cannot be decoded.
+    ParameterError
+        Unknown profile or ``errors`` value.
     """
     import pandas as pd
 
@@ -672,17 +750,24 @@ def analyze_files(
     if errors not in ("raise", "skip"):
         raise ParameterError(f"errors must be 'raise' or 'skip'; got {errors!r}")
     _check_profile(profile)
-    rows = []
     paths = list(paths)
-    for i, path in enumerate(paths, 1):
+    rows, skipped = [], []
+    iterator: Iterable = paths
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(paths, desc="analyse", unit="file", leave=False)
+    for path in iterator:
         try:
             rows.append(analyze_file(path, profile=profile, key_window=key_window))
         except AudioError as exc:
             if errors == "raise":
                 raise
             log.warning("skipping %s", exc)
-            continue
-        if progress:
-            r = rows[-1]
-            log.info("[%d/%d] %s: %s %s, %s BPM", i, len(paths), path, r["key"], r["mode"], r["bpm"])
-    return pd.DataFrame(rows, columns=list(COLUMNS))
+            reason = str(exc)
+            if reason.startswith(f"{path}: "):
+                reason = reason[len(f"{path}: ") :]
+            skipped.append((str(path), reason))
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    table.attrs["skipped"] = skipped
+    return table

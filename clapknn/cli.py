@@ -138,6 +138,38 @@ def _write_file_tags(tracks, args) -> list[tuple[str, str]]:
     return [(c.path, f"tags not written: {c.reason}") for c in changes if not c.ok]
 
 
+def cmd_analyze(args) -> int:
+    """``clapknn analyze``: key, mode and tempo of audio files, without ML."""
+    from .analysis import analyze_files
+    from .errors import ClapknnError
+    from .labels import scan_audio
+    from .output import format_table, write_table
+
+    files: list = []
+    problems: list[tuple[str, str]] = []
+    for p in args.paths:
+        p = Path(p).expanduser()
+        if p.exists() or p.is_symlink():
+            found = scan_audio(p, problems=problems)
+            if p.is_dir() and not found:
+                problems.append((str(p), "no audio files found in folder"))
+            files.extend(found)
+        else:
+            problems.append((str(p), "no such file"))
+    if not files:
+        detail = "; ".join(f"{w}: {r}" for w, r in problems[:3])
+        raise ClapknnError(f"nothing to analyse ({detail})" if detail else "nothing to analyse")
+    table = analyze_files(files, profile=args.profile, errors="skip", progress=not args.quiet)
+    skipped = problems + list(table.attrs.get("skipped", []))
+    if args.out:
+        write_table(table, args.out)
+        print(f"wrote {len(table)} row(s) to {args.out}", file=sys.stderr)
+    if not args.quiet or not args.out:
+        print(format_table(table) if len(table) else "(no file analysed)")
+    _print_skipped(skipped, args.quiet)
+    return EXIT_SKIPPED if skipped else EXIT_OK
+
+
 def cmd_info(args) -> int:
     """``clapknn info``: what an index holds (encoder, snippet length, vectors, tags)."""
     import json
@@ -339,6 +371,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_encoder_runtime(p)
     _add_pipeline(p)
     p.set_defaults(func=cmd_tag)
+
+    p = sub.add_parser(
+        "analyze", help="key, mode and tempo of audio files (no ML)",
+        description="Estimate key (chroma x key profiles) and tempo (onset periodicity) of audio files or folders.",
+    )
+    p.add_argument("paths", nargs="+", metavar="FILE", help="audio files and/or folders")
+    p.add_argument("--profile", default="albrecht", choices=["albrecht", "krumhansl", "temperley"], help="key profiles (default albrecht)")
+    p.add_argument("--out", help="also write the table to .csv, .json or .parquet")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar (and no table when --out is given)")
+    p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("info", help="show what is in an index")
     p.add_argument("index", help="index directory (or a name under index/)")
