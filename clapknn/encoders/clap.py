@@ -49,7 +49,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..errors import AudioError, CheckpointError, ClapknnError, ParameterError
-from .base import Encoder, l2_normalize
+from .base import Encoder
 
 __all__ = [
     "ClapEncoder",
@@ -219,7 +219,7 @@ def resolve_checkpoint(
     if allow_download and not _is_offline():
         return download_checkpoint(spec.name, cache=cache), spec
     why = (
-        "downloading is off (HF_HUB_OFFLINE/CLAPKNN_OFFLINE is set)"
+        "not downloading because offline (HF_HUB_OFFLINE or CLAPKNN_OFFLINE is set)"
         if allow_download
         else "downloading was not requested (pass --allow-download / allow_download=True)"
     )
@@ -970,7 +970,7 @@ class ClapEncoder(Encoder):
             for i in range(0, len(x), self.batch_size):
                 wave = torch.from_numpy(x[i : i + self.batch_size]).to(self.device)
                 out.append(self._forward(wave).float().cpu().numpy())
-        return l2_normalize(np.concatenate(out))
+        return np.concatenate(out)  # rows already unit length (F.normalize in the forward)
 
     # -- text ------------------------------------------------------------------------------------
 
@@ -1073,7 +1073,7 @@ class ClapEncoder(Encoder):
                     attention_mask=tokens["attention_mask"].to(self.device),
                 )["pooler_output"]
                 out.append(F.normalize(self.model.text_projection(hidden), dim=-1).float().cpu().numpy())
-        return l2_normalize(np.concatenate(out))
+        return np.concatenate(out)
 
     # -- identity --------------------------------------------------------------------------------
 
