@@ -91,9 +91,9 @@ def render_midi(
     sr: int = 22050,
     *,
     soundfont: str | Path | None = None,
-    peak: float = 0.9,
+    peak: float | None = 0.9,
 ) -> Path:
-    """Render a Standard MIDI File to a mono 16-bit WAV, peak-normalised.
+    """Render a Standard MIDI File to a mono 16-bit WAV, peak-normalised (unless ``peak=None``).
 
     Parameters
     ----------
@@ -104,8 +104,9 @@ def render_midi(
         Sample rate in Hz.
     soundfont : str or Path or None
         A ``.sf2``; default :func:`default_soundfont`.
-    peak : float
-        Target peak amplitude (0..1).
+    peak : float or None
+        Target peak amplitude (0..1). ``None`` keeps the synthesiser's own level (the same fixed
+        gain for every file), so MIDI velocities stay differences in loudness between files.
 
     Returns
     -------
@@ -122,8 +123,10 @@ def render_midi(
     except ImportError:
         y = _render_fluidsynth(midi_path, sr, sf2)
     top = float(np.max(np.abs(y))) if y.size else 0.0
-    if top > 0:
+    if peak is not None and top > 0:
         y = y * (peak / top)
+    elif top > 1.0:
+        y = y / top  # never clip
     wav_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = wav_path.with_name(wav_path.name + ".part")
     sf.write(str(tmp), y.astype(np.float32), sr, subtype="PCM_16", format="WAV")
