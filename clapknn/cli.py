@@ -79,6 +79,28 @@ def cmd_build(args) -> int:
     return EXIT_SKIPPED if report.skipped else EXIT_OK
 
 
+def _check_resume(args) -> None:
+    from .errors import ParameterError
+
+    if not args.out or Path(args.out).suffix.lower() != ".csv":
+        raise ParameterError("--resume needs --out RESULTS.csv (rows are appended as tracks are tagged)")
+    clash = [o for o, on in (("--per-snippet", args.per_snippet), ("--explain", args.explain), ("--key-tempo", args.key_tempo),
+                              ("--write", args.write), ("--dry-run", args.dry_run)) if on]
+    if clash:
+        raise ParameterError(f"--resume writes the per-track table only; it cannot be combined with {', '.join(clash)}")
+
+
+def _tag_resumable(tagger, args) -> int:
+    """``tag --resume``: stream rows into a CSV, skipping paths already there."""
+    from .stream import tag_to_csv
+
+    report = tag_to_csv(tagger, args.paths, args.out, resume=True, cache=_cache(args), workers=args.workers, progress=not args.quiet)
+    already = f", {report.n_already} already in {args.out}" if report.n_already else ""
+    print(f"tagged {report.n_tagged} of {report.n_files} track(s){already}; rows in {args.out}", file=sys.stderr)
+    _print_skipped(report.skipped, args.quiet)
+    return EXIT_SKIPPED if report.skipped else EXIT_OK
+
+
 def cmd_tag(args) -> int:
     """``clapknn tag``: tag files and folders; optionally explain the votes and write the tags into the files."""
     from .output import format_table, write_table
@@ -88,11 +110,15 @@ def cmd_tag(args) -> int:
         from .filetags import check_field
 
         check_field(args.tag_field)  # fail before the tagging work, not after
+    if args.resume:
+        _check_resume(args)
     tagger = Tagger(
         args.index, k=args.k, weights=args.weights, aggregate=args.aggregate, threshold=args.threshold,
         top_n=args.top_n, hop_seconds=args.hop_seconds, batch_size=args.batch_size,
         encoder_options=_encoder_options(args),
     )
+    if args.resume:
+        return _tag_resumable(tagger, args)
     result = tagger.tag(args.paths, progress=not args.quiet, explain=args.explain, cache=_cache(args), workers=args.workers)
     table = result.snippets if args.per_snippet else result.tracks
     if args.key_tempo and len(result.tracks):
@@ -362,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--explain", action="store_true", help="list the nearest examples that voted for each track")
     p.add_argument("--key-tempo", action="store_true", help="add key, mode and BPM columns (no ML)")
     p.add_argument("--out", help="also write the table to .csv, .json or .parquet")
+    p.add_argument("--resume", action="store_true", help="append rows to the --out CSV as tracks are tagged; skip paths already in it")
     g = p.add_argument_group("tags in the audio files")
     g.add_argument("--write", action="store_true", help="write each track's tags into its file (ID3 TMOO, Vorbis MOOD, MP4 mood, ...)")
     g.add_argument("--dry-run", action="store_true", help="show what --write would change, write nothing")

@@ -242,7 +242,9 @@ class LibraryIndex:
         from .encoders.base import l2_normalize
         from .index import _versions
 
-        vectors = l2_normalize(np.atleast_2d(np.asarray(vectors, dtype=np.float32)))
+        vectors = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
+        if not np.allclose(np.einsum("ij,ij->i", vectors, vectors), 1.0, atol=1e-4):
+            vectors = l2_normalize(vectors)  # (already unit rows are used as they are: no copy of a big library)
         tracks = pd.DataFrame(tracks).reset_index(drop=True)
         if len(tracks) != len(vectors):
             raise ParameterError(f"{len(vectors)} vectors but {len(tracks)} track rows")
