@@ -683,19 +683,52 @@ class _AudioForward:
             self.amin = float(lm.amin)
             self.db_offset = 10.0 * math.log10(max(float(lm.amin), float(lm.ref)))
         self.fusion = fusion
-        # Per block: relative-position bias (+ shift mask), laid out for scaled_dot_product_attention.
-        self.masks = []
-        for layer in self.branch.layers:
+        # The token sequence is kept in the window order of the block about to run, so a block
+        # costs one gather instead of a roll + window partition + reverse + roll of copies.
+        # Per layer: for each block (block, gather index from the previous order or None, mask);
+        # then the index back to row-major order before patch merging (None when not needed).
+        self.plan = []
+        for li, layer in enumerate(self.branch.layers):
+            h, w = layer.blocks[0].input_resolution
+            current = torch.arange(h * w)  # stored[j] = token current[j] (row-major index)
+            blocks = []
             for blk in layer.blocks:
-                attn = blk.attn
-                n = attn.window_size[0] * attn.window_size[1]
-                bias = attn.relative_position_bias_table[attn.relative_position_index.view(-1)]
-                bias = bias.view(n, n, -1).permute(2, 0, 1)  # heads, n, n
-                if blk.attn_mask is not None:
-                    full = (bias.unsqueeze(0) + blk.attn_mask.unsqueeze(1)).reshape(1, -1, n, n)
+                order = self._window_order(h, w, blk.window_size, blk.shift_size)
+                if torch.equal(order, current):
+                    gather = None
                 else:
-                    full = bias.unsqueeze(0)
-                self.masks.append(full.contiguous())
+                    inverse = torch.empty_like(current)
+                    inverse[current] = torch.arange(h * w)
+                    gather = inverse[order].to(device)
+                current = order
+                blocks.append((blk, gather, self._mask(blk).to(device)))
+            restore = None
+            if layer.downsample is not None and not torch.equal(current, torch.arange(h * w)):
+                restore = torch.empty_like(current)
+                restore[current] = torch.arange(h * w)
+                restore = restore.to(device)
+            self.plan.append((layer, blocks, restore))
+
+    @staticmethod
+    def _window_order(h: int, w: int, ws: int, shift: int):
+        """Row-major token indices in the order of the (shifted) windows, window by window."""
+        import torch
+
+        grid = torch.arange(h * w).view(h, w)
+        if shift > 0:
+            grid = torch.roll(grid, shifts=(-shift, -shift), dims=(0, 1))
+        return grid.view(h // ws, ws, w // ws, ws).permute(0, 2, 1, 3).reshape(-1)
+
+    @staticmethod
+    def _mask(blk):
+        """Relative-position bias (+ shift mask) laid out for scaled_dot_product_attention."""
+        attn = blk.attn
+        n = attn.window_size[0] * attn.window_size[1]
+        bias = attn.relative_position_bias_table[attn.relative_position_index.view(-1)]
+        bias = bias.view(n, n, -1).permute(2, 0, 1)  # heads, n, n
+        if blk.attn_mask is not None:
+            return (bias.unsqueeze(0) + blk.attn_mask.unsqueeze(1)).reshape(1, -1, n, n).contiguous()
+        return bias.unsqueeze(0).contiguous()
 
     def logmel(self, wave):
         import torch
@@ -712,32 +745,21 @@ class _AudioForward:
         return mel.unsqueeze(1)  # (B, 1, T, M)
 
     def _block(self, blk, x, mask):
-        import torch
+        """One Swin block on tokens already in its window order."""
         import torch.nn.functional as F
 
-        h, w = blk.input_resolution
-        b, _, c = x.shape
-        ws, ss, attn = blk.window_size, blk.shift_size, blk.attn
-        heads = attn.num_heads
+        b, length, c = x.shape
+        ws, attn = blk.window_size, blk.attn
+        heads, n = attn.num_heads, ws * ws
         hd = c // heads
-        shortcut = x
-        y = blk.norm1(x).view(b, h, w, c)
-        if ss > 0:
-            y = torch.roll(y, shifts=(-ss, -ss), dims=(1, 2))
-        y = y.view(b, h // ws, ws, w // ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, ws * ws, c)
-        bw, n, _ = y.shape
-        qkv = attn.qkv(y).reshape(bw, n, 3, heads, hd).permute(2, 0, 3, 1, 4)
+        bw = b * (length // n)
+        qkv = attn.qkv(blk.norm1(x).view(bw, n, c)).reshape(bw, n, 3, heads, hd).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]  # (bw, heads, n, hd)
         if blk.attn_mask is not None:  # windows of one image share the mask: fold them into heads
-            nw = bw // b
-            q, k, v = (t.reshape(b, nw * heads, n, hd) for t in (q, k, v))
+            q, k, v = (t.reshape(b, -1, n, hd) for t in (q, k, v))
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scale)
-        o = o.reshape(bw, heads, n, hd).transpose(1, 2).reshape(bw, n, c)
-        o = attn.proj(o)
-        o = o.view(b, h // ws, w // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
-        if ss > 0:
-            o = torch.roll(o, shifts=(ss, ss), dims=(1, 2))
-        x = shortcut + o.reshape(b, h * w, c)
+        o = attn.proj(o.reshape(bw, heads, n, hd).transpose(1, 2).reshape(b, length, c))
+        x = x + o
         return x + blk.mlp(blk.norm2(x))
 
     def __call__(self, wave):
@@ -749,14 +771,17 @@ class _AudioForward:
         x = ab.reshape_wav2img(x)
         # Fusion models see four identical copies of a 10-s mel and use only the first.
         x = ab.patch_embed(x, longer_idx=[]) if self.fusion else ab.patch_embed(x)
-        i = 0
-        for layer in ab.layers:
-            for blk in layer.blocks:
-                x = self._block(blk, x, self.masks[i])
-                i += 1
+        for layer, blocks, restore in self.plan:
+            for blk, gather, mask in blocks:
+                if gather is not None:
+                    x = x[:, gather]
+                x = self._block(blk, x, mask)
             if layer.downsample is not None:
+                if restore is not None:
+                    x = x[:, restore]
                 x = layer.downsample(x)
-        x = ab.norm(x).mean(dim=1)  # = HTSAT's average pool over all tokens
+        # HTSAT's average pool over all tokens (order-free, so the last window order can stay)
+        x = ab.norm(x).mean(dim=1)
         return F.normalize(self.model.audio_projection(x), dim=-1)
 
 
