@@ -253,6 +253,33 @@ def test_lean_forward_equals_laion_forward_on_perturbed_weights():
     assert (ours - theirs).abs().max().item() < LAION_TOL
 
 
+def test_fusion_model_on_10s_snippets():
+    """Fusion checkpoints see four copies of one 10-s mel computed with an HTK filterbank (what
+    laion-clap builds with torchaudio, which is not installed): the filterbank matches librosa's
+    HTK one, and the lean forward matches laion-clap's fusion forward fed that mel."""
+    import librosa
+    import torch
+
+    fb = clapmod._htk_mel_filterbank(48000, 1024, 64, 50, 14000).numpy()
+    ref = librosa.filters.mel(sr=48000, n_fft=1024, n_mels=64, fmin=50, fmax=14000, htk=True, norm=None).T
+    np.testing.assert_allclose(fb, ref, rtol=0, atol=1e-5)
+
+    torch.manual_seed(3)
+    model, cfg = clapmod.build_model("HTSAT-tiny", enable_fusion=True)
+    state = dict(model.state_dict())
+    assert clapmod._detect_architecture(state, "x")["fusion"] is True
+    fwd = clapmod._AudioForward(model, cfg, fusion=True)
+    x = torch.from_numpy(clapmod._prepare(_signals(2)))
+    with torch.inference_mode():
+        ours = fwd(x)
+        mel = fwd.logmel(x)[:, 0]  # (B, T, 64)
+        theirs = model.get_audio_embedding(
+            [{"mel_fusion": torch.stack([m] * 4), "longer": torch.tensor([False]), "waveform": w} for m, w in zip(mel, x)]
+        )
+    assert ours.shape == (2, 512)
+    assert (ours - theirs).abs().max().item() < LAION_TOL
+
+
 def test_htsat_base_builds_and_embeds():
     import torch
 
