@@ -504,9 +504,9 @@ def report(results: list[dict], essentia_note: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Key/tempo benchmark: clapknn vs librosa vs Essentia")
     p.add_argument("--limit", type=int, default=None, help="at most N pieces per set")
-    p.add_argument("--chorales", type=int, default=100)
-    p.add_argument("--folk", type=int, default=60)
-    p.add_argument("--grooves", type=int, default=60)
+    p.add_argument("--chorales", type=int, default=80)
+    p.add_argument("--folk", type=int, default=50)
+    p.add_argument("--grooves", type=int, default=50)
     p.add_argument("--seconds", type=float, default=30.0, help="analyse the first N seconds of each piece")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))

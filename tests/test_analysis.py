@@ -280,3 +280,19 @@ def test_cli_analyze_nothing_to_do(tmp_path, capsys):
 
     assert main(["analyze", str(tmp_path / "nope.wav")]) == 2
     assert "clapknn: error: nothing to analyse" in capsys.readouterr().err
+
+
+def test_cli_tag_with_key_tempo(built_index, tmp_path):
+    from clapknn.cli import main
+
+    _, root = built_index
+    out = tmp_path / "tags.json"
+    code = main(["tag", str(root / "examples" / "calm"), "--index", str(root / "index"), "--key-tempo", "--out", str(out), "-q"])
+    assert code == 0
+    rows = json.loads(out.read_text())
+    assert len(rows) == 3
+    for r in rows:
+        assert {"key", "mode", "bpm", "key_confidence", "tempo_confidence"} <= set(r)
+        # the "calm" examples are single tones (no key to speak of) pulsing at 60 BPM
+        assert r["mode"] in ("major", "minor")
+        assert r["bpm"] == pytest.approx(60, rel=0.04) or r["bpm"] == pytest.approx(120, rel=0.04)
