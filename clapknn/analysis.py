@@ -124,8 +124,8 @@ class KeyEstimate:
         Tonic, e.g. ``"F#"`` or ``"Bb"``; ``None`` when the audio holds no pitched content.
     mode : {"major", "minor"} or None
     confidence : float
-        Correlation of the best key minus that of the runner-up (0 = a tie; the margin rarely
-        exceeds 0.3). Small margins usually mean the relative or a neighbouring key is as likely.
+        Correlation of the best key minus that of the runner-up (0 = a tie; usually 0.01-0.4).
+        Small margins mean the runner-up (often the relative key or one a fifth away) is as likely.
     scores : dict
         Correlation (-1..1) of the chroma profile with each of the 24 keys, keyed by ``"C major"`` ...
         ``"B minor"`` (see :data:`KEY_NAMES`); empty when ``key`` is None.
