@@ -1,0 +1,353 @@
+"""More than one machine: the embedding stage on Ray Data, writing parquet shards that indexes consume.
+
+Pipeline (streaming: decoding, encoding and writing overlap, across as many nodes as the cluster has)::
+
+    paths ─► decode tasks (CPU, one file each) ─► encoder actors (GPU when the cluster has one)
+              snippet rows: path, start, end,        batches of snippets → vectors
+              audio (float32 bytes); then one              │
+              status row per file                          ▼
+                                                   parquet shards + shards.json
+
+- :func:`embed_with_ray` runs it and writes a shard directory: ``*.parquet`` files with one row per
+  snippet (``file``, ``path``, ``kind="snippet"``, ``start``, ``end``, ``vector``) plus one status row
+  per file (``kind="file"``: ``duration``, ``n_silent``, ``sha256``, ``error``), and ``shards.json``
+  (encoder identity, snippet settings, dim, file count).
+- :func:`read_shards` turns a shard directory back into :class:`~clapknn.encode.EmbeddedFiles`, exactly
+  what :func:`~clapknn.encode.embed_files` returns for the same files (same vectors: the encoders are
+  batch-independent).
+- :func:`index_from_shards` builds a labelled tagging :class:`~clapknn.index.Index` from shards and an
+  example set; :func:`library_from_shards` builds a :class:`~clapknn.library.LibraryIndex`.
+
+Ray is an optional dependency (``pip install 'clapknn[distributed]'``); nothing here imports it
+until :func:`embed_with_ray` runs. Reading shards needs only pyarrow. See ``docs/scale.md`` for a
+real cluster.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .errors import ClapknnError, IndexFormatError, LabelError, ParameterError
+from .snippet import DEFAULT_SNIPPET_SECONDS
+
+__all__ = ["embed_with_ray", "read_shards", "index_from_shards", "library_from_shards", "SHARDS_MANIFEST"]
+
+logger = logging.getLogger(__name__)
+
+SHARDS_MANIFEST = "shards.json"
+SHARDS_FORMAT = 1
+
+
+def _decode_file(row: dict, *, sample_rate: int, length: float, hop: float | None):
+    """Ray flat_map: one file → its snippet rows, then one status row (streamed, window by window)."""
+    from .stream import _file_events
+
+    base = {"file": int(row["file"]), "path": str(row["path"])}
+    for ev in _file_events(base["path"], sample_rate, length, hop, True):
+        if ev[0] == "snippet":
+            yield {**base, "kind": "snippet", "start": float(ev[1]), "end": float(ev[2]),
+                   "audio": np.ascontiguousarray(ev[3], dtype="<f4").tobytes(),
+                   "duration": 0.0, "n_silent": 0, "sha256": "", "error": ""}
+        else:
+            s = ev[1]
+            yield {**base, "kind": "file", "start": 0.0, "end": 0.0, "audio": b"",
+                   "duration": float(s.duration), "n_silent": int(s.n_silent), "sha256": s.sha256, "error": s.error}
+
+
+class _EncodeActor:
+    """Ray actor: holds one encoder and turns batches of snippet rows into vector rows."""
+
+    def __init__(self, name: str, options: dict[str, Any]) -> None:
+        from .encoders import get_encoder
+
+        self.encoder = get_encoder(name, **options)
+
+    def __call__(self, batch: dict[str, np.ndarray]):
+        import pyarrow as pa
+
+        kind = np.asarray(batch["kind"]).astype(str)
+        snip = kind == "snippet"
+        dim = int(self.encoder.dim)
+        vectors = np.zeros((len(kind), dim), dtype=np.float32)
+        if snip.any():
+            audio = np.stack([np.frombuffer(b, dtype="<f4") for b in np.asarray(batch["audio"], dtype=object)[snip]])
+            vectors[snip] = np.asarray(self.encoder.embed(audio), dtype=np.float32)
+        cols = {k: pa.array(np.asarray(v).tolist() if k in ("path", "kind", "sha256", "error") else np.asarray(v))
+                for k, v in batch.items() if k != "audio"}
+        cols["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), type=pa.float32()), dim)
+        return pa.table(cols)
+
+
+def embed_with_ray(
+    paths: str | Path | Sequence[str | Path],
+    out: str | Path,
+    *,
+    encoder: str = "features",
+    encoder_options: Mapping[str, Any] | None = None,
+    snippet_seconds: float = DEFAULT_SNIPPET_SECONDS,
+    hop_seconds: float | None = None,
+    batch_size: int = 16,
+    num_encoders: int | None = None,
+    gpus_per_encoder: float | None = None,
+    cpus_per_encoder: float = 1.0,
+    cpus_per_decode: float = 1.0,
+    address: str | None = None,
+    progress: bool = False,
+) -> Path:
+    """Embed audio files on a Ray cluster and write parquet shards to ``out``.
+
+    Parameters
+    ----------
+    paths : path or sequence of paths
+        Audio files and/or folders (scanned here, on the driver). On a multi-node cluster every node
+        must see them at the same paths (a shared or object-store-backed file system).
+    out : path
+        Shard directory to write (replaced atomically; must be visible to every node on a cluster).
+    encoder : {"features", "clap"}
+    encoder_options : mapping, optional
+        Settings for :func:`clapknn.encoders.get_encoder` in each actor (``checkpoint`` path...).
+        On GPU actors ``device`` defaults to ``"cuda"``.
+    snippet_seconds, hop_seconds : float
+    batch_size : int
+        Snippets per encoder call.
+    num_encoders : int, optional
+        Encoder actors. Default: one per GPU when the cluster has GPUs, else one per 2 CPUs (at least 1).
+    gpus_per_encoder : float, optional
+        GPUs per actor; default 1 when the cluster has GPUs, else 0.
+    cpus_per_encoder, cpus_per_decode : float
+        CPUs reserved per encoder actor and per decode task.
+    address : str, optional
+        Ray cluster address (``"auto"`` on a cluster node); default: the running Ray instance, or a
+        new local one.
+    progress : bool
+        Ray Data's progress bars and progress log.
+
+    Returns
+    -------
+    Path
+        The shard directory.
+    """
+    try:
+        import ray
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ClapknnError("the Ray pipeline needs Ray: pip install 'clapknn[distributed]'") from exc
+    from .encoders import get_encoder
+    from .tagger import Tagger
+
+    out = Path(out).expanduser().absolute()
+    if out.exists() and not (out / SHARDS_MANIFEST).is_file() and any(out.iterdir()):
+        raise ParameterError(f"{out}: exists and is not a clapknn shard directory; refusing to overwrite it")
+    files, problems = Tagger.collect_files(paths)
+    for where, reason in problems:
+        logger.warning("skipped %s: %s", where, reason)
+    options = dict(encoder_options or {})
+    if not ray.is_initialized():
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    resources = ray.cluster_resources()
+    n_gpus = float(resources.get("GPU", 0))
+    if gpus_per_encoder is None:
+        gpus_per_encoder = 1.0 if n_gpus >= 1 else 0.0
+    if gpus_per_encoder and encoder == "clap":
+        options.setdefault("device", "cuda")
+    if num_encoders is None:
+        num_encoders = max(1, int(n_gpus // gpus_per_encoder) if gpus_per_encoder else int(resources.get("CPU", 2) // 2))
+    # the identity the shards are written with: built here once (for CLAP that loads the checkpoint)
+    local_options = {k: v for k, v in options.items() if k != "device"}
+    identity = get_encoder(encoder, **local_options).identity()
+    hop = snippet_seconds if hop_seconds is None else hop_seconds
+
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:12]}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = bool(progress)
+    ctx.enable_operator_progress_bars = bool(progress)
+    items = [{"file": i, "path": str(p)} for i, p in enumerate(files)]
+    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 200)))
+    ds = ds.flat_map(
+        _decode_file, fn_kwargs={"sample_rate": identity["sample_rate"], "length": snippet_seconds, "hop": hop},
+        num_cpus=cpus_per_decode,
+    )
+    ds = ds.map_batches(
+        _EncodeActor, fn_constructor_kwargs={"name": encoder, "options": options}, batch_size=batch_size,
+        batch_format="numpy", concurrency=num_encoders, num_cpus=cpus_per_encoder, num_gpus=gpus_per_encoder or None,
+    )
+    try:
+        ds.write_parquet(str(tmp))
+        manifest = {
+            "format": "clapknn-shards",
+            "format_version": SHARDS_FORMAT,
+            "encoder": identity,
+            "snippet_seconds": float(snippet_seconds),
+            "hop_seconds": float(hop),
+            "dim": int(identity["dim"]),
+            "n_files": len(files),
+            "skipped_inputs": [list(p) for p in problems],
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        tmp.mkdir(parents=True, exist_ok=True)  # no rows at all still makes a (valid, empty) directory
+        (tmp / SHARDS_MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _shard_manifest(shards: Path) -> dict[str, Any]:
+    mpath = shards / SHARDS_MANIFEST
+    if not mpath.is_file():
+        raise IndexFormatError(f"{shards}: not a clapknn shard directory (no {SHARDS_MANIFEST})")
+    manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    if manifest.get("format") != "clapknn-shards" or manifest.get("format_version") != SHARDS_FORMAT:
+        raise IndexFormatError(f"{shards}: unsupported shard format {manifest.get('format')!r} v{manifest.get('format_version')!r}")
+    return manifest
+
+
+def read_shards(shards: str | Path):
+    """Read a shard directory into :class:`~clapknn.encode.EmbeddedFiles` (with ``.manifest``).
+
+    Rows are put back in input order (file, then start time); snippets of files that failed are
+    dropped, as :func:`~clapknn.encode.embed_files` drops them.
+    """
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .encode import EmbeddedFiles
+
+    shards = Path(shards).expanduser()
+    manifest = _shard_manifest(shards)
+    dim = int(manifest["dim"])
+    parts = sorted(shards.glob("*.parquet"))
+    tables = [pq.read_table(p) for p in parts]
+    tables = [t for t in tables if t.num_rows]
+    if tables:
+        table = pa.concat_tables(tables, promote_options="default")
+        vec = table.column("vector").combine_chunks()
+        if hasattr(vec, "storage"):
+            vec = vec.storage
+        vectors = np.asarray(vec.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, dim)
+        frame = table.drop_columns(["vector"]).to_pandas()
+    else:
+        vectors = np.zeros((0, dim), np.float32)
+        frame = pd.DataFrame(columns=["file", "path", "kind", "start", "end", "duration", "n_silent", "sha256", "error"])
+    frame["_row"] = np.arange(len(frame))
+    status = frame[frame["kind"] == "file"].sort_values("file")
+    n_files = int(manifest["n_files"])
+    if len(status) != n_files or (len(status) and not np.array_equal(status["file"].to_numpy(), np.arange(n_files))):
+        raise IndexFormatError(f"{shards}: {len(status)} file status rows for {n_files} files; the shards are incomplete")
+    failed = set(status.loc[status["error"] != "", "file"].astype(int))
+    snips = frame[(frame["kind"] == "snippet") & ~frame["file"].isin(failed)].sort_values(["file", "start"], kind="stable")
+    counts = snips.groupby("file").size()
+    files = pd.DataFrame(
+        {
+            "path": status["path"].astype(str).to_numpy(),
+            "duration": status["duration"].astype(float).to_numpy(),
+            "n_snippets": [int(counts.get(i, 0)) for i in status["file"]],
+            "n_silent": status["n_silent"].astype(int).to_numpy(),
+            "sha256": status["sha256"].astype(str).to_numpy(),
+            "error": status["error"].astype(str).to_numpy(),
+        }
+    )
+    snippets = pd.DataFrame(
+        {
+            "file": snips["file"].astype(np.int64).to_numpy(),
+            "path": snips["path"].astype(str).tolist(),
+            "start": snips["start"].astype(float).to_numpy(),
+            "end": snips["end"].astype(float).to_numpy(),
+        }
+    )
+    out = EmbeddedFiles(vectors[snips["_row"].to_numpy()], snippets, files)
+    out.manifest = manifest
+    return out
+
+
+def index_from_shards(
+    shards: str | Path,
+    examples,
+    out: str | Path | None = None,
+    *,
+    labels: str | Path | None = None,
+):
+    """Build a tagging :class:`~clapknn.index.Index` from shards and an example set.
+
+    Every example file must be in the shards (embed the example set's files with
+    :func:`embed_with_ray`); files of the shards that are not examples are ignored.
+
+    Raises
+    ------
+    LabelError
+        When no example has vectors in the shards.
+    """
+    import pandas as pd
+
+    from .index import Index
+    from .labels import ExampleSet, load_examples
+    from .tagger import BuildReport
+
+    emb = read_shards(shards)
+    m = emb.manifest
+    example_set = examples if isinstance(examples, ExampleSet) else load_examples(examples, labels=labels)
+
+    def norm(p) -> str:
+        return os.path.normcase(os.path.abspath(str(p)))
+
+    tags_of = {norm(e.path): e.tags for e in example_set.examples}
+    file_norm = [norm(p) for p in emb.files["path"]]
+    found = set(file_norm)
+    missing = [(str(e.path), "not in the shards") for e in example_set.examples if norm(e.path) not in found]
+    keep_files = [i for i, p in enumerate(file_norm) if p in tags_of]
+    files = emb.files.iloc[keep_files].reset_index(drop=True)
+    files.insert(1, "tags", [";".join(tags_of[file_norm[i]]) for i in keep_files])
+    mask = emb.snippets["file"].isin(keep_files).to_numpy()
+    snip = emb.snippets[mask]
+    meta = pd.DataFrame(
+        {
+            "path": snip["path"].astype(str).to_numpy(),
+            "start": snip["start"].to_numpy(),
+            "end": snip["end"].to_numpy(),
+            "tags": [tags_of[file_norm[i]] for i in snip["file"]],
+            "sha256": [emb.files["sha256"].iat[i] for i in snip["file"]],
+            "kind": "audio",
+        }
+    )
+    if not len(meta):
+        raise LabelError(f"no example has vectors in {shards} ({len(missing)} not in the shards)")
+    index = Index.from_arrays(
+        emb.vectors[mask], meta, encoder=m["encoder"], snippet_seconds=m["snippet_seconds"], hop_seconds=m["hop_seconds"],
+        extra={"source": f"ray shards {Path(shards).name}"},
+    )
+    index.report = BuildReport(files, list(example_set.problems) + missing, list(example_set.notes))
+    if out is not None:
+        index.save(out)
+    return index
+
+
+def library_from_shards(shards: str | Path, out: str | Path | None = None, *, kind: str = "auto", target_recall: float = 0.95):
+    """Build a :class:`~clapknn.library.LibraryIndex` (one vector per track) from shards."""
+    from .library import LibraryIndex, _track_vectors
+
+    emb = read_shards(shards)
+    m = emb.manifest
+    vectors, tracks = _track_vectors(emb)
+    if not len(vectors):
+        raise ClapknnError(f"no track has vectors in {shards}")
+    lib = LibraryIndex.from_vectors(
+        vectors, tracks, encoder=m["encoder"], snippet_seconds=m["snippet_seconds"], hop_seconds=m["hop_seconds"],
+        kind=kind, target_recall=target_recall,
+    )
+    lib.skipped = [tuple(p) for p in m.get("skipped_inputs", [])] + list(emb.failures)
+    if out is not None:
+        lib.save(out)
+    return lib

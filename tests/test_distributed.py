@@ -1,0 +1,88 @@
+"""The embedding stage on Ray Data, on a local Ray cluster started here; indexes built from its shards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ray = pytest.importorskip("ray")  # in the dev extra: CI runs this
+
+from clapknn import Tagger, build_index  # noqa: E402
+from clapknn.distributed import embed_with_ray, index_from_shards, library_from_shards, read_shards  # noqa: E402
+from clapknn.encode import embed_files  # noqa: E402
+from clapknn.encoders import get_encoder  # noqa: E402
+from clapknn.errors import IndexFormatError, ParameterError  # noqa: E402
+from clapknn.library import similar  # noqa: E402
+
+from conftest import STYLES, make_examples, tone, write_audio  # noqa: E402
+
+SNIP = 2.0
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local two-CPU Ray cluster for this module (decode tasks and one encoder actor)."""
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=150 * 1024**2, log_to_driver=False,
+             configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def shards(cluster, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ray")
+    examples = make_examples(root / "examples", per_tag=2, seconds=4.0)
+    (examples / "calm" / "broken.wav").write_bytes(b"RIFF....WAVEnope")
+    write_audio(examples / "energetic" / "quiet.wav", np.zeros(22050 * 3, np.float32))
+    out = embed_with_ray(examples, root / "shards", snippet_seconds=SNIP, batch_size=3)
+    return examples, out
+
+
+def test_shards_hold_what_embed_files_gives(shards):
+    examples, out = shards
+    assert (out / "shards.json").is_file() and list(out.glob("*.parquet"))
+    got = read_shards(out)
+    files, _ = Tagger.collect_files(examples)
+    want = embed_files(files, get_encoder("features"), snippet_seconds=SNIP)
+    # Ray workers run BLAS with one thread: the same vectors up to float rounding
+    np.testing.assert_allclose(got.vectors, want.vectors, atol=1e-6)
+    pd.testing.assert_frame_equal(got.snippets, want.snippets, check_dtype=False)
+    pd.testing.assert_frame_equal(got.files, want.files, check_dtype=False)
+    reasons = dict(got.failures)
+    assert "cannot decode" in reasons[str(examples / "calm" / "broken.wav")]
+    assert reasons[str(examples / "energetic" / "quiet.wav")].startswith("silent")
+
+
+def test_index_and_library_from_shards(shards, tmp_path):
+    examples, out = shards
+    index = index_from_shards(out, examples, tmp_path / "idx")
+    reference = build_index(examples, snippet_seconds=SNIP)
+    np.testing.assert_allclose(index.vectors, reference.vectors, atol=1e-6)
+    pd.testing.assert_frame_equal(index.metadata, reference.metadata, check_dtype=False)
+    query = write_audio(tmp_path / "q.wav", tone(STYLES["energetic"]["freq"] * 1.01, 4.0, seed=5, pulse_bpm=150.0))
+    assert Tagger(tmp_path / "idx").tag(query).tracks["top"].iat[0] == "energetic"
+    assert len(index.report.skipped) == 2
+
+    lib = library_from_shards(out, tmp_path / "lib")
+    assert len(lib) == 4 and lib.kind == "flat"
+    table = similar(tmp_path / "lib", examples / "calm" / "calm_0.wav", k=1, cache=False)
+    assert Path(table["path"].iat[0]).name == "calm_1.wav"
+
+
+def test_shard_directory_checks(shards, tmp_path):
+    _, out = shards
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(ParameterError, match="refusing"):
+        embed_with_ray([tmp_path], other)
+    with pytest.raises(IndexFormatError):
+        read_shards(other)
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "shards.json").write_text((out / "shards.json").read_text())
+    with pytest.raises(IndexFormatError, match="incomplete"):
+        read_shards(partial)
