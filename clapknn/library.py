@@ -50,6 +50,7 @@ __all__ = [
     "choose_kind",
     "build_ann",
     "recall_at_k",
+    "exact_knn",
     "KINDS",
     "RECALL_QUERIES",
 ]
@@ -136,6 +137,27 @@ def build_ann(vectors: np.ndarray, kind: str = "auto", *, nlist: int | None = No
     return index, kind, {"nlist": nlist, "train_points": int(n_train)}
 
 
+def exact_knn(queries: np.ndarray, vectors: np.ndarray, k: int, *, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` inner products of each query over ``vectors``: ``(similarities, ids)``.
+
+    Blocked matrix products through numpy's BLAS; on two cores this is several times faster than
+    ``faiss.knn`` for a few hundred queries against a million vectors (3 s against 14 s, measured).
+    """
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    k = int(min(k, len(vectors)))
+    best_s = np.full((len(q), 0), -np.inf, dtype=np.float32)
+    best_i = np.zeros((len(q), 0), dtype=np.int64)
+    for a in range(0, len(vectors), chunk):
+        s = q @ vectors[a : a + chunk].T
+        kk = min(k, s.shape[1])
+        part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
+        best_s = np.concatenate([best_s, np.take_along_axis(s, part, 1)], axis=1)
+        best_i = np.concatenate([best_i, part + a], axis=1)
+        order = np.argsort(-best_s, axis=1, kind="stable")[:, :k]
+        best_s, best_i = np.take_along_axis(best_s, order, 1), np.take_along_axis(best_i, order, 1)
+    return best_s, best_i
+
+
 def recall_at_k(found: np.ndarray, truth: np.ndarray, k: int) -> float:
     """Mean fraction of each row's true top-``k`` ids that appear in the found top-``k``."""
     hits = [len(set(f[:k].tolist()) & set(t[:k].tolist()) - {-1}) for f, t in zip(found, truth)]
@@ -166,7 +188,7 @@ def _measure(index, kind: str, vectors: np.ndarray, k: int, target: float, n_que
     qid = np.sort(rng.choice(n, size=m, replace=False))
     queries = vectors[qid]
     kk = min(k + 1, n)
-    _, exact = faiss.knn(queries, vectors, kk, metric=faiss.METRIC_INNER_PRODUCT)
+    _, exact = exact_knn(queries, vectors, kk)
     truth = _without_self(exact, qid, k)
     steps = _EF_STEPS if kind == "hnsw" else [p for p in _NPROBE_STEPS if p <= faiss.extract_index_ivf(index).nlist]
     depth, recall = steps[-1], 0.0
