@@ -7,9 +7,12 @@ and memory stays bounded by the queue, whatever the number or length of the file
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
+import os
 import queue
+import stat
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +32,12 @@ _QUEUE_SNIPPETS = 64  # snippets decoded ahead of the encoder
 
 
 def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
+    """Hex SHA-256 of a file's bytes.
+
+    Raises ``OSError`` for anything but a regular file (reading a named pipe would block forever).
+    """
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError(errno.EINVAL, "not a regular file (pipe, socket or device)", str(path))
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(chunk), b""):

@@ -145,9 +145,13 @@ def _decode_in_worker(path: str, sr: int, length: float, hop: float | None, hash
     from .snippet import WHOLE_FILE_SECONDS
 
     try:
+        import os
+        import stat
+
         import soundfile as sf
 
-        if sf.info(path).duration > WHOLE_FILE_SECONDS:
+        # only a regular file goes to libsndfile here: opening a named pipe would block forever
+        if stat.S_ISREG(os.stat(path).st_mode) and sf.info(path).duration > WHOLE_FILE_SECONDS:
             return None
     except Exception:  # noqa: BLE001 - not readable by libsndfile: the decoder below says why
         pass

@@ -1,0 +1,424 @@
+"""The bad-input corpus: whatever a music folder holds, clapknn gets through it, names every file it
+skips with a reason, and its exit code says whether anything was skipped.
+
+The corpus is synthesised here (see :func:`write_corpus`); ``docs/robustness.md`` lists every input
+and its outcome.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from clapknn import decode, snippet
+from clapknn.cli import main
+from clapknn.index import Index
+from clapknn.tagger import Tagger
+
+from conftest import make_examples, tone
+
+SR = 22050  # Hz
+USED = None  # expectation: the file is tagged
+EITHER = "either"  # expectation: tagged, or skipped with some reason (depends on the libsndfile build)
+
+
+def _write(path: Path | bytes, y: np.ndarray, sr: int = SR, **kwargs) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    sf.write(path if isinstance(path, bytes) else str(path), y, sr, **kwargs)
+
+
+def _flip(data: bytes, seed: int, n: int = 24, span: int = 200) -> bytes:
+    """Invert ``n`` seeded bytes among the first ``span``: a header that no longer parses."""
+    out = bytearray(data)
+    for i in np.random.default_rng(seed).integers(0, min(span, len(out)), n):
+        out[i] ^= 0xFF
+    return bytes(out)
+
+
+def write_corpus(root: Path) -> dict[str, str | None]:
+    """Write the corpus under ``root``; return ``{name relative to root: expected skip reason}``.
+
+    The reason is a regular expression the skip reason must match; :data:`USED` means the file
+    must be tagged, :data:`EITHER` that either outcome is fine.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    y = tone(440, 1.5)
+    rng = np.random.default_rng(7)
+    expect: dict[str, str | None] = {}
+
+    # --- well-formed audio of every format, layout and odd size: all must be used
+    good = {
+        "good.wav": {}, "good.flac": {}, "good.ogg": {}, "good.mp3": {},
+        "pcm_u8.wav": {"subtype": "PCM_U8"}, "pcm_24.wav": {"subtype": "PCM_24"},
+        "float32.wav": {"subtype": "FLOAT"}, "float64.wav": {"subtype": "DOUBLE"},
+        "pcm_24.aiff": {"subtype": "PCM_24"}, "flac_24.flac": {"subtype": "PCM_24"},
+    }
+    for name, kw in good.items():
+        _write(root / name, y, **kw)
+        expect[name] = USED
+    _write(root / "six_channels.wav", np.stack([y * (0.5 + 0.1 * c) for c in range(6)], axis=1))
+    _write(root / "rate_8k.wav", tone(440, 1.5, 8000), 8000)
+    _write(root / "rate_96k.flac", tone(440, 1.5, 96000), 96000)
+    _write(root / "clip_20ms.wav", y[: int(0.02 * SR)])  # repeat-padded to a full snippet
+    _write(root / "one_sample.wav", np.array([0.5], np.float32))  # a full snippet of DC
+    _write(root / "float_peak_20.wav", 20 * y, subtype="FLOAT")  # over full scale, but real audio
+    _write(root / "dc_offset.wav", np.full(SR, 0.25, np.float32))
+    _write(root / "square_clipped.wav", np.sign(y))
+    _write(root / "Ünïcødé 音楽 🎵.wav", y)
+    _write(root / "two  spaces, a comma; 'quotes' \"too\".flac", y)
+    _write(root / "new\nline.wav", y)
+    (root / "Dossier à accents").mkdir()
+    _write(root / "Dossier à accents" / "piste 01.ogg", y)
+    os.symlink("good.wav", root / "link_to_good.wav")
+    for name in ("six_channels.wav", "rate_8k.wav", "rate_96k.flac", "clip_20ms.wav", "one_sample.wav",
+                 "float_peak_20.wav", "dc_offset.wav", "square_clipped.wav", "Ünïcødé 音楽 🎵.wav",
+                 "two  spaces, a comma; 'quotes' \"too\".flac", "new\nline.wav", "Dossier à accents/piste 01.ogg",
+                 "link_to_good.wav"):
+        expect[name] = USED
+
+    # --- broken downloads: truncated and corrupt headers
+    long_y = tone(440, 4.0, 44100)
+    for ext in ("wav", "flac", "ogg", "mp3"):
+        data = (root / f"good.{ext}").read_bytes()
+        (root / f"zero_bytes.{ext}").write_bytes(b"")
+        expect[f"zero_bytes.{ext}"] = r"^empty file \(0 bytes\)$"
+        (root / f"header_only.{ext}").write_bytes(data[:20])
+        expect[f"header_only.{ext}"] = r"^cannot decode audio \(.+\)$"
+        (root / f"flipped_header.{ext}").write_bytes(_flip(data, seed=1))
+        expect[f"flipped_header.{ext}"] = EITHER  # mp3 has no magic: the decoder resyncs on later frames
+        (root / f"half.{ext}").write_bytes(data[: len(data) // 2])
+    for ext in ("wav", "flac", "ogg"):
+        data = (root / f"good.{ext}").read_bytes()
+        (root / f"bad_magic.{ext}").write_bytes(b"XXXX" + data[4:])
+        expect[f"bad_magic.{ext}"] = r"^cannot decode audio \(format not recognised\)$"
+    expect["half.wav"] = USED  # the first half decodes
+    expect["half.mp3"] = USED
+    expect["half.ogg"] = r"no audio samples could be decoded|cannot decode audio"
+    expect["half.flac"] = r"^cannot decode audio \(flac decoder lost sync\)$"  # broken inside the first block
+    _write(root / "long.flac", long_y, 44100)
+    data = (root / "long.flac").read_bytes()
+    (root / "long.flac").unlink()
+    (root / "cut_at_80_percent.flac").write_bytes(data[: int(len(data) * 0.8)])
+    expect["cut_at_80_percent.flac"] = USED  # the blocks before the break are used
+
+    # --- things that are not audio, under audio names
+    (root / "notes.wav").write_text("these are my notes, not audio\n" * 40)
+    expect["notes.wav"] = r"^cannot decode audio \(format not recognised\)$"
+    (root / "cover.mp3").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + rng.bytes(6000))
+    expect["cover.mp3"] = r"^cannot decode audio \("
+    (root / "404.flac").write_text("<html><body><h1>404 Not Found</h1></body></html>\n")
+    expect["404.flac"] = r"^cannot decode audio \(format not recognised\)$"
+    (root / "archive.m4a").write_bytes(b"PK\x03\x04" + rng.bytes(3000))
+    expect["archive.m4a"] = r"^cannot decode audio \("
+    (root / "noise_bytes.ogg").write_bytes(rng.bytes(20000))
+    expect["noise_bytes.ogg"] = r"^cannot decode audio \(format not recognised\)$"
+    (root / "tags_only.mp3").write_bytes(b"ID3\x04\x00\x00\x00\x00\x10\x00" + b"\x00" * 2048)
+    expect["tags_only.mp3"] = r"^cannot decode audio \(|^no audio samples"
+    _write(root / "no_frames.wav", np.zeros(0, np.float32))
+    expect["no_frames.wav"] = r"no audio|cannot decode audio"
+
+    # --- unusable samples
+    bad = y.copy()
+    bad[100] = np.nan
+    _write(root / "nan.wav", bad, subtype="FLOAT")
+    expect["nan.wav"] = r"^audio contains NaN or infinite samples$"
+    bad = y.copy()
+    bad[100] = np.inf
+    _write(root / "inf.wav", bad, subtype="FLOAT")
+    expect["inf.wav"] = r"^audio contains NaN or infinite samples$"
+    _write(root / "peak_1e30.wav", 1e30 * y, subtype="FLOAT")
+    expect["peak_1e30.wav"] = r"times full scale; the file is corrupt$"
+    _write(root / "silence.wav", np.zeros(SR, np.float32))
+    expect["silence.wav"] = r"^silent \(all 1 snippet\(s\) below -80 dBFS\)$"
+    _write(root / "hiss_-110dBFS.wav", (3e-6 * rng.standard_normal(SR)).astype(np.float32), subtype="FLOAT")
+    expect["hiss_-110dBFS.wav"] = r"^silent"
+
+    # --- file-system oddities
+    os.symlink("no_such_target.wav", root / "dangling_link.wav")
+    expect["dangling_link.wav"] = r"^broken symbolic link"
+    os.symlink("self_loop.mp3", root / "self_loop.mp3")
+    expect["self_loop.mp3"] = r"^symbolic link loop$"
+    os.mkfifo(root / "named_pipe.wav")
+    expect["named_pipe.wav"] = r"^not a regular file"
+    (root / "loops").mkdir()
+    _write(root / "loops" / "inside.wav", y)
+    expect["loops/inside.wav"] = USED
+    os.symlink("..", root / "loops" / "back_up")  # walking it would find the whole corpus again
+    expect["loops/back_up"] = r"already scanned \(symlink loop"
+    latin1 = os.fsencode(root) + b"/caf\xe9 latin-1.wav"
+    _write(latin1, y)
+    expect["caf\\xe9 latin-1.wav"] = r"not valid UTF-8"
+    # not audio by extension, or hidden: not looked at, not reported
+    (root / "cover.jpg").write_bytes(b"\xff\xd8\xff\xe0" + rng.bytes(100))
+    (root / "README.txt").write_text("hello")
+    _write(root / ".hidden.wav", y)
+    return expect
+
+
+def _key(root: Path, where: str) -> str:
+    """A reported path as a corpus key (relative, undecodable bytes as ``\\xNN``)."""
+    shown = os.fsencode(where).decode("utf-8", "backslashreplace") if "\\x" not in where else where
+    return os.path.relpath(shown, os.fsencode(root).decode("utf-8", "backslashreplace"))
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad") / "music"
+    return root, write_corpus(root)
+
+
+def _outcomes(root: Path, result) -> dict[str, list[str | None]]:
+    seen: dict[str, list[str | None]] = {}
+    for path in result.tracks["path"]:
+        seen.setdefault(_key(root, path), []).append(USED)
+    for where, reason in result.skipped:
+        assert reason and reason.strip(), f"empty reason for {where}"
+        seen.setdefault(_key(root, where), []).append(reason)
+    return seen
+
+
+def _check(expect: dict[str, str | None], seen: dict[str, list[str | None]]) -> list[str]:
+    wrong = []
+    for name, want in expect.items():
+        got = seen.get(name)
+        if not got or len(got) != 1:
+            wrong.append(f"{name!r}: reported {got!r} (want exactly one outcome)")
+            continue
+        if want is EITHER:
+            continue
+        if want is USED and got[0] is not USED:
+            wrong.append(f"{name!r}: skipped ({got[0]}) but should be used")
+        elif want is not USED and (got[0] is USED or not re.search(want, got[0])):
+            wrong.append(f"{name!r}: got {got[0]!r}, want /{want}/")
+    wrong += [f"{name!r}: reported but not in the corpus" for name in set(seen) - set(expect)]
+    return wrong
+
+
+@pytest.mark.parametrize("engine", ["thread", "process", "cached"])
+def test_every_input_is_used_or_skipped_with_its_reason(corpus, built_index, tmp_path, engine):
+    """Each file gets exactly one outcome: tagged, or skipped with the expected reason, whichever
+    embedding engine runs (decode thread, decode worker process, embedding cache)."""
+    root, expect = corpus
+    index, _ = built_index
+    kwargs = {"thread": {}, "process": {"workers": 1}, "cached": {"cache": tmp_path / "cache"}}[engine]
+    result = Tagger(index).tag(root, **kwargs)
+    wrong = _check(expect, _outcomes(root, result))
+    assert not wrong, "\n".join(wrong)
+    assert np.isfinite(result.tracks.filter(like="score").to_numpy()).all()
+
+
+def test_truncated_files_keep_what_decodes(corpus, caplog):
+    root, _ = corpus
+    y = decode.load(root / "cut_at_80_percent.flac", sr=44100)
+    assert 2.5 < y.size / 44100 < 4.0  # some of the 4 s, not nothing
+    y = decode.load(root / "half.mp3", sr=SR)
+    assert 0.4 < y.size / SR < 1.2
+    assert any("header announces" in r.getMessage() or "stopped after" in r.getMessage() for r in caplog.records)
+
+
+def test_truncated_long_file_read_window_by_window(tmp_path, monkeypatch, caplog):
+    """A long file cut short: the windows before the cut come out, then a warning, no error."""
+    path = tmp_path / "mix.flac"
+    _write(path, tone(330, 40.0, 8000), 8000)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    monkeypatch.setattr(snippet, "WHOLE_FILE_SECONDS", 5.0)  # 40 s counts as long: windowed reads
+    got = list(snippet.iter_file_snippets(path, 8000, 4.0))
+    assert 2 <= len(got) < 10 and all(a is not None for _, _, a in got)
+    assert any("audio ends near" in r.getMessage() for r in caplog.records)
+
+
+def test_cli_tag_lists_each_skipped_file_and_exits_1(corpus, built_index, tmp_path, capsys):
+    root, expect = corpus
+    _, session = built_index
+    out = tmp_path / "tags.csv"
+    rc = main(["tag", str(root), "--index", str(session / "index"), "--out", str(out)])  # not -q: list all
+    err = capsys.readouterr().err
+    skipped = {k for k, v in expect.items() if v is not USED and v is not EITHER}
+    assert rc == 1
+    assert re.search(r"skipped (\d+) input", err) and int(re.search(r"skipped (\d+) input", err)[1]) >= len(skipped)
+    for name in skipped:
+        assert os.path.basename(name.split("\n")[0]) in err, name
+    # odd names survive the table: unicode, commas, quotes, a newline
+    table = pd.read_csv(out)
+    names = {os.path.relpath(p, root) for p in table["path"]}
+    assert {"Ünïcødé 音楽 🎵.wav", "two  spaces, a comma; 'quotes' \"too\".flac", "new\nline.wav"} <= names
+
+
+@pytest.mark.parametrize("fmt", [".json", ".parquet"])
+def test_odd_names_round_trip_through_json_and_parquet(corpus, built_index, tmp_path, fmt):
+    root, _ = corpus
+    _, session = built_index
+    out = tmp_path / f"tags{fmt}"
+    files = [str(root / "Ünïcødé 音楽 🎵.wav"), str(root / "new\nline.wav"), str(root / "dangling_link.wav")]
+    assert main(["tag", *files, "--index", str(session / "index"), "-q", "--out", str(out)]) == 1
+    table = pd.read_json(out) if fmt == ".json" else pd.read_parquet(out)
+    assert sorted(table["path"]) == sorted(files[:2])
+
+
+def test_cli_subprocess_never_shows_a_traceback(corpus, built_index, tmp_path):
+    """The real command over the corpus: exit 1, a skip list, no traceback; all-bad input: exit 2."""
+    root, _ = corpus
+    _, session = built_index
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, "-m", "clapknn", "tag", str(root), "--index", str(session / "index"), "-q"]
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr and "skipped" in run.stderr
+    assert "Ünïcødé" in run.stdout
+
+    only_bad = [str(root / n) for n in ("notes.wav", "nan.wav", "zero_bytes.wav")]
+    examples = tmp_path / "bad_examples"
+    for i, name in enumerate(only_bad):
+        (examples / f"tag{i}").mkdir(parents=True)
+        os.symlink(name, examples / f"tag{i}" / Path(name).name)
+    cmd = [sys.executable, "-m", "clapknn", "build", str(examples), "--out", str(tmp_path / "idx"), "-q"]
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.startswith("clapknn: error: no usable example") and len(run.stderr.splitlines()) == 1
+    assert not (tmp_path / "idx").exists()
+
+
+def test_tagging_only_bad_files_finishes_with_exit_1(corpus, built_index, capsys):
+    """Every input skipped is still a finished run: an empty table, the reasons, exit 1."""
+    root, _ = corpus
+    _, session = built_index
+    names = [str(root / n) for n in ("notes.wav", "silence.wav", "self_loop.mp3")]
+    assert main(["tag", *names, "--index", str(session / "index"), "-q"]) == 1
+    captured = capsys.readouterr()
+    assert "(no track tagged)" in captured.out and "skipped 3 input(s)" in captured.err
+    assert main(["tag", str(root / "nothing_here.wav"), "--index", str(session / "index"), "-q"]) == 2
+
+
+def test_build_over_a_folder_with_bad_examples(corpus, tmp_path, capsys):
+    """Bad files among the examples are skipped with reasons; the index holds the good ones."""
+    root, _ = corpus
+    examples = make_examples(tmp_path / "examples", per_tag=2, seconds=3.0)
+    for name in ("notes.wav", "nan.wav", "half.flac", "self_loop.mp3"):
+        os.symlink(root / name, examples / "calm" / name)
+    _write(os.fsencode(examples / "calm") + b"/caf\xe9.wav", tone(220, 3.0))
+    _write(examples / "lonely" / "only_one.wav", tone(220, 3.0))
+    out = tmp_path / "idx"
+    rc = main(["build", str(examples), "--out", str(out), "--snippet-seconds", "1", "-q"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "skipped 5 input(s)" in err
+    for reason in ("not valid UTF-8", "symbolic link loop", "NaN", "format not recognised", "lost sync"):
+        assert reason in err
+    assert "note: tag 'lonely' has a single example" in err
+    used = {Path(p).name for p in Index.load(out).metadata["path"]}
+    assert used == {"calm_0.wav", "calm_1.wav", "energetic_0.wav", "energetic_1.wav", "only_one.wav"}
+
+
+_UNREADABLE_SCRIPT = r"""
+import os, pwd, sys
+from clapknn.cli import main
+
+work = sys.argv[1]
+args = ["--index", os.path.join(work, "index"), "-q"]
+# a first run imports every module the tag path needs: the interpreter itself may live where
+# nobody can read (e.g. under /root), so nothing may be imported after dropping root
+main(["tag", os.path.join(work, "warm.wav"), *args])
+if os.geteuid() == 0:
+    nobody = pwd.getpwnam("nobody")
+    os.setgroups([])
+    os.setgid(nobody.pw_gid)
+    os.setuid(nobody.pw_uid)
+    assert os.geteuid() != 0
+for stream in (sys.stdout, sys.stderr):
+    print("=== unprivileged run", file=stream, flush=True)
+sys.exit(main(["tag", os.path.join(work, "music"), *args]))
+"""
+
+
+def test_unreadable_file_is_skipped_with_permission_denied(built_index):
+    """A file we may not read is reported ("Permission denied") and the run goes on.
+
+    root reads any file whatever its mode, so when the tests run as root the command switches to the
+    ``nobody`` user (after a first run has imported everything) in a world-readable scratch folder.
+    """
+    _, session = built_index
+    work = Path(tempfile.mkdtemp(prefix="clapknn-perm-"))
+    try:
+        shutil.copytree(session / "index", work / "index")
+        _write(work / "warm.wav", tone(440, 1.5))
+        _write(work / "music" / "readable.wav", tone(440, 1.5))
+        _write(work / "music" / "locked.wav", tone(440, 1.5))
+        for p in [work, *work.rglob("*")]:
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
+        os.chmod(work / "music" / "locked.wav", 0o000)
+        run = subprocess.run([sys.executable, "-c", _UNREADABLE_SCRIPT, str(work)], capture_output=True,
+                             text=True, cwd=work, timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+        out = run.stdout.split("=== unprivileged run")[-1]
+        err = run.stderr.split("=== unprivileged run")[-1]
+        assert run.returncode == 1, run.stderr
+        assert "readable.wav" in out and "locked.wav" not in out
+        assert re.search(r"locked\.wav: cannot open \(Permission denied\)", err), err
+        assert "Traceback" not in run.stderr
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+_MEMORY_SCRIPT = r"""
+import resource, sys
+import numpy as np, soundfile as sf
+from clapknn import snippet
+from clapknn.encode import embed_files
+from clapknn.encoders.base import Encoder
+
+class Mean(Encoder):
+    name, sample_rate, dim = "mean", 22050, 4
+    def embed(self, x):
+        v = np.stack([x.mean(1), x.std(1), np.abs(x).max(1), np.ones(len(x))], 1)
+        return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+path, hours = sys.argv[1], float(sys.argv[2])
+sr = 4000
+with sf.SoundFile(path, "w", sr, 1, subtype="PCM_16") as f:   # written in 1-minute chunks
+    rng = np.random.default_rng(0)
+    t = np.arange(60 * sr) / sr
+    for i in range(int(hours * 60)):
+        f.write((0.3 * np.sin(2 * np.pi * (200 + i) * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32))
+
+def rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+# warm up every code path (imports, threads, buffers) so that it counts in the baseline
+warm = path + ".warm.wav"
+sf.write(warm, np.zeros(30 * sr, np.float32) + 0.1, sr)
+snippet.WHOLE_FILE_SECONDS, keep = 0.0, snippet.WHOLE_FILE_SECONDS
+list(snippet.iter_file_snippets(warm, 22050, 10.0))
+embed_files([warm], Mean(), snippet_seconds=10.0, hashes=True)
+snippet.WHOLE_FILE_SECONDS = keep
+base = rss_mb()
+n = sum(1 for _ in snippet.iter_file_snippets(path, 22050, 10.0))
+after_iter = rss_mb()
+emb = embed_files([path], Mean(), snippet_seconds=10.0, hashes=True)
+after_embed = rss_mb()
+print(n, len(emb.vectors), emb.files["duration"].iat[0], base, after_iter, after_embed)
+"""
+
+
+def test_very_long_file_streams_in_bounded_memory(tmp_path):
+    """A 2-hour file (longer than WHOLE_FILE_SECONDS) is read window by window: peak memory grows by a
+    few snippets' worth, not by the 635 MB its decoded audio would take at 22,050 Hz."""
+    path = tmp_path / "two_hours.wav"
+    run = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, str(path), "2"], capture_output=True,
+                         text=True, timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert run.returncode == 0, run.stderr
+    n, n_vectors, duration, base, after_iter, after_embed = run.stdout.split()
+    assert int(n) == int(n_vectors) == 720 and float(duration) == pytest.approx(7200.0)
+    whole_mb = 7200 * 22050 * 4 / 2**20
+    assert float(after_iter) - float(base) < 40, run.stdout  # one window at a time
+    assert float(after_embed) - float(base) < 100 < whole_mb, run.stdout  # + the bounded queue
