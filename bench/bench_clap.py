@@ -90,7 +90,11 @@ def worker(side: str, ckpt: str, files: list[str], amodel: str, threads: int, ba
         import contextlib
         import io
 
-        from clapknn.encoders.clap import _import_laion_clap, _laion_guard, _roberta_model
+        from clapknn.encoders.clap import (
+            _import_laion_clap,
+            _laion_guard,
+            _roberta_model,
+        )
 
         lc = _import_laion_clap()  # offline import; laion-clap's code runs unchanged from here on
         with _laion_guard(_roberta_model):
@@ -150,7 +154,7 @@ def _spawn(side, ckpt, files, args) -> dict:
     ]
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.setdefault("HF_HUB_OFFLINE", "1")
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if res.returncode != 0:
         raise SystemExit(f"{side} worker failed:\n{res.stderr[-4000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])

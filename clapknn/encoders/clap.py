@@ -42,9 +42,10 @@ import os
 import sys
 import threading
 import types
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -52,18 +53,18 @@ from ..errors import AudioError, CheckpointError, ClapknnError, ParameterError
 from .base import Encoder
 
 __all__ = [
-    "ClapEncoder",
-    "CheckpointSpec",
     "CHECKPOINTS",
-    "DEFAULT_CHECKPOINT",
     "CLAP_SAMPLE_RATE",
     "CLIP_SAMPLES",
+    "DEFAULT_CHECKPOINT",
+    "CheckpointSpec",
+    "ClapEncoder",
+    "build_model",
     "cache_dir",
-    "resolve_checkpoint",
     "download_checkpoint",
     "read_checkpoint",
+    "resolve_checkpoint",
     "save_checkpoint",
-    "build_model",
 ]
 
 logger = logging.getLogger(__name__)
@@ -87,19 +88,19 @@ ROBERTA_REPOS = ("FacebookAI/roberta-base", "roberta-base")
 ROBERTA_VOCAB = 50265
 
 # roberta-base's architecture, so the text model is built from a configuration, not downloaded.
-_ROBERTA_CONFIG = dict(
-    vocab_size=ROBERTA_VOCAB,
-    hidden_size=768,
-    num_hidden_layers=12,
-    num_attention_heads=12,
-    intermediate_size=3072,
-    max_position_embeddings=514,
-    type_vocab_size=1,
-    layer_norm_eps=1e-5,
-    pad_token_id=1,
-    bos_token_id=0,
-    eos_token_id=2,
-)
+_ROBERTA_CONFIG = {
+    "vocab_size": ROBERTA_VOCAB,
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "max_position_embeddings": 514,
+    "type_vocab_size": 1,
+    "layer_norm_eps": 1e-5,
+    "pad_token_id": 1,
+    "bos_token_id": 0,
+    "eos_token_id": 2,
+}
 
 # HTSAT patch-embedding width -> laion-clap model config name.
 _AMODEL_BY_WIDTH = {96: "HTSAT-tiny", 128: "HTSAT-base", 256: "HTSAT-large"}
@@ -173,7 +174,7 @@ def _is_offline() -> bool:
 
 
 def _spec_for(name: str) -> CheckpointSpec | None:
-    key = name[:-3] if name.endswith(".pt") else name
+    key = name.removesuffix(".pt")
     return CHECKPOINTS.get(key)
 
 
@@ -388,7 +389,7 @@ def read_checkpoint(path: str | os.PathLike, *, trust: bool | None = None) -> di
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not state or not all(isinstance(k, str) for k in state):
         raise CheckpointError(f"{path} does not hold a model state dict (got {type(obj).__name__})")
-    state = {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
+    state = {(k.removeprefix("module.")): v for k, v in state.items()}
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"{path}: state dict entry {bad[0]!r} is not a tensor")
@@ -494,7 +495,7 @@ def _torchvision_works() -> bool:
         return False
     before = set(sys.modules)
     try:
-        import torchvision.ops.misc  # noqa: F401
+        import torchvision.ops.misc
         import torchvision.transforms  # noqa: F401
 
         return True
@@ -513,7 +514,14 @@ def _laion_guard(text_factory=None) -> Iterator[None]:
     ``text_factory()`` (a placeholder by default). Everything is restored on exit, and the context
     is serialised by a lock so no other thread sees the swapped methods for longer than needed.
     """
-    from transformers import BartModel, BartTokenizer, BertModel, BertTokenizer, RobertaModel, RobertaTokenizer
+    from transformers import (
+        BartModel,
+        BartTokenizer,
+        BertModel,
+        BertTokenizer,
+        RobertaModel,
+        RobertaTokenizer,
+    )
 
     def tokenizer_stub(cls, name_or_path=None, *args, **kwargs):
         return _NotLoaded(f"{cls.__name__}({name_or_path!r})")
@@ -1163,7 +1171,8 @@ def _hf_cached_tokenizer() -> Path | None:
         try:
             vocab = try_to_load_from_cache(repo, "vocab.json")
             merges = try_to_load_from_cache(repo, "merges.txt")
-        except Exception:  # noqa: BLE001 - a malformed cache is the same as no cache
+        except Exception as exc:  # noqa: BLE001 - a malformed cache is the same as no cache
+            logger.debug("Hugging Face cache lookup for %s failed: %s", repo, exc)
             continue
         if isinstance(vocab, str) and isinstance(merges, str):
             return Path(vocab).parent
