@@ -31,8 +31,17 @@ from clapknn.encoders import clap as clapmod
 from clapknn.errors import AudioError, CheckpointError, ParameterError
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-from make_random_checkpoint import write_random_checkpoint
+
+
+def _load_bench_helper():
+    """bench/make_random_checkpoint.py, imported by path (bench/ is no package; not put on sys.path)."""
+    spec = importlib.util.spec_from_file_location("clapknn_bench_make_random_checkpoint", ROOT / "bench" / "make_random_checkpoint.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+write_random_checkpoint = _load_bench_helper().write_random_checkpoint
 
 N = clapmod.CLIP_SAMPLES
 BATCH_TOL = 1e-5
