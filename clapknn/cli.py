@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -174,7 +175,7 @@ def cmd_analyze(args) -> int:
     files: list = []
     problems: list[tuple[str, str]] = []
     for p in args.paths:
-        p = Path(p).expanduser()
+        p = Path(os.path.expanduser(p))  # Path.expanduser raises on '~x'
         if p.exists() or p.is_symlink():
             found = scan_audio(p, problems=problems)
             if p.is_dir() and not found:

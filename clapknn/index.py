@@ -268,7 +268,7 @@ class Index:
         """
         import faiss
 
-        path = Path(path).expanduser().absolute()
+        path = Path(os.path.expanduser(path)).absolute()
         path.parent.mkdir(parents=True, exist_ok=True)
         backup = _backup_of(path)
         with _locked(path):
@@ -319,7 +319,7 @@ class Index:
         IndexFormatError
             Missing directory or file, unknown format version, checksum or count mismatch.
         """
-        path = Path(path).expanduser()
+        path = Path(os.path.expanduser(path))
         with _locked(path.absolute(), shared=True):
             if not path.exists():
                 backup = _backup_of(path.absolute())

@@ -191,7 +191,7 @@ def _from_csv(csv_path: Path, base: Path | None) -> ExampleSet:
                 if not tags:
                     problems.append((where, f"{raw}: no tags"))
                     continue
-                p = Path(raw).expanduser()
+                p = Path(os.path.expanduser(raw))  # unlike Path.expanduser, leaves "~x.wav" alone
                 p = Path(os.path.normpath(p if p.is_absolute() else base / p))
                 if p in merged:
                     # one row per (file, tag) is a common way to write multi-label data: merge

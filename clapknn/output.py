@@ -18,7 +18,7 @@ def write_table(df, path: str | Path) -> Path:
     """Write a DataFrame to ``path``; the format follows the extension (``.csv``, ``.json``,
     ``.parquet``). The file is written to a temporary name first and renamed, so a reader never
     sees half a file."""
-    path = Path(path).expanduser()
+    path = Path(os.path.expanduser(path))
     ext = path.suffix.lower()
     if ext not in OUTPUT_FORMATS:
         raise ParameterError(f"{path}: unknown output format {ext or '(none)'}; use one of {', '.join(OUTPUT_FORMATS)}")

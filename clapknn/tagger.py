@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -168,7 +169,7 @@ def build_index(
 
 def load_index(path: str | Path) -> Index:
     """Read an index directory (a bare name is looked up under ``index/`` too)."""
-    p = Path(path).expanduser()
+    p = Path(os.path.expanduser(path))  # Path.expanduser raises on '~x'
     if not p.exists() and not p.is_absolute() and len(p.parts) == 1 and (INDEX_HOME / p).exists():
         p = INDEX_HOME / p
     return Index.load(p)
@@ -354,7 +355,7 @@ class Tagger:
         problems: list[tuple[str, str]] = []
         files: list[Path] = []
         for p in paths:
-            p = Path(p).expanduser()
+            p = Path(os.path.expanduser(p))  # Path.expanduser raises on '~x'
             if p.is_dir():
                 found = scan_audio(p, problems=problems)
                 if not found:
