@@ -29,14 +29,12 @@ _LAZY = {
     "get_encoder": "encoders",
     "Encoder": "encoders",
     "embed_files": "encode",
-    "aggregate": "aggregate",
     "ClapknnError": "errors",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .aggregate import aggregate
     from .encode import embed_files
     from .encoders import Encoder, get_encoder
     from .errors import ClapknnError

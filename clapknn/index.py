@@ -65,9 +65,17 @@ def _versions() -> dict[str, str]:
 
 
 def describe_mismatch(built: dict[str, Any], query: dict[str, Any]) -> list[str]:
-    """Human-readable differences between two encoder identities (empty when they match)."""
+    """Human-readable differences between two encoder identities (empty when they match).
+
+    A checkpoint is identified by its content: when both sides record the same
+    ``checkpoint_sha256``, a different ``checkpoint`` location (a moved or renamed file) is no
+    difference.
+    """
+    same_weights = built.get("checkpoint_sha256") and built.get("checkpoint_sha256") == query.get("checkpoint_sha256")
     diffs = []
     for key in sorted(set(built) | set(query)):
+        if key == "checkpoint" and same_weights:
+            continue
         if built.get(key) != query.get(key):
             diffs.append(f"{key}: index has {built.get(key)!r}, query encoder has {query.get(key)!r}")
     return diffs

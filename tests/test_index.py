@@ -169,3 +169,12 @@ def test_tag_array_and_files_agree(built_index, tmp_path):
     from_array = tagger.tag_array(y, 22050).tracks
     assert from_file["top"].iat[0] == from_array["top"].iat[0] == "energetic"
     np.testing.assert_allclose(from_file["score"], from_array["score"], atol=1e-5)
+
+
+def test_moved_checkpoint_with_same_hash_is_no_mismatch():
+    from clapknn.index import describe_mismatch
+
+    built = {"name": "clap", "checkpoint": "/old/ckpt.pt", "checkpoint_sha256": "ab" * 32}
+    assert describe_mismatch(built, dict(built, checkpoint="/new/ckpt.pt")) == []
+    other = dict(built, checkpoint="/new/ckpt.pt", checkpoint_sha256="cd" * 32)
+    assert [d.split(":")[0] for d in describe_mismatch(built, other)] == ["checkpoint", "checkpoint_sha256"]
