@@ -59,11 +59,16 @@ def cmd_build(args) -> int:
 
     out = Path(args.out) if args.out else INDEX_HOME / Path(args.examples).resolve().stem
     options = _encoder_options(args)
-    index = build_index(
-        args.examples, out, labels=args.labels, encoder=args.encoder, encoder_options=options,
-        snippet_seconds=args.snippet_seconds, hop_seconds=args.hop_seconds, prompts=_parse_prompts(args.prompt),
-        batch_size=args.batch_size, progress=not args.quiet, cache=_cache(args), workers=args.workers,
-    )
+    if args.from_shards:
+        from .distributed import index_from_shards
+
+        index = index_from_shards(args.from_shards, args.examples, out, labels=args.labels)
+    else:
+        index = build_index(
+            args.examples, out, labels=args.labels, encoder=args.encoder, encoder_options=options,
+            snippet_seconds=args.snippet_seconds, hop_seconds=args.hop_seconds, prompts=_parse_prompts(args.prompt),
+            batch_size=args.batch_size, progress=not args.quiet, cache=_cache(args), workers=args.workers,
+        )
     report = index.report
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -290,14 +295,22 @@ def cmd_remove(args) -> int:
 
 def cmd_index_library(args) -> int:
     """``clapknn index-library``: embed a music library for similarity search."""
+    from .errors import ParameterError
     from .library import index_library
 
-    lib = index_library(
-        args.paths, args.out, encoder=args.encoder, encoder_options=_encoder_options(args),
-        snippet_seconds=args.snippet_seconds, hop_seconds=args.hop_seconds, kind=args.kind,
-        target_recall=args.target_recall, batch_size=args.batch_size, cache=_cache(args), workers=args.workers,
-        progress=not args.quiet,
-    )
+    if bool(args.paths) == bool(args.from_shards):
+        raise ParameterError("give audio files/folders, or --from-shards SHARDS (not both)")
+    if args.from_shards:
+        from .distributed import library_from_shards
+
+        lib = library_from_shards(args.from_shards, args.out, kind=args.kind, target_recall=args.target_recall)
+    else:
+        lib = index_library(
+            args.paths, args.out, encoder=args.encoder, encoder_options=_encoder_options(args),
+            snippet_seconds=args.snippet_seconds, hop_seconds=args.hop_seconds, kind=args.kind,
+            target_recall=args.target_recall, batch_size=args.batch_size, cache=_cache(args), workers=args.workers,
+            progress=not args.quiet,
+        )
     m = lib.manifest
     params = ", ".join(f"{k} {v}" for k, v in m["params"].items())
     measured = f"recall@10 {m['recall_at_10']:.3f} against exact search on {m['recall_queries']} tracks" if m["recall_queries"] else "exact search"
@@ -317,6 +330,42 @@ def cmd_similar(args) -> int:
         print(f"wrote {len(table)} row(s) to {args.out}", file=sys.stderr)
     if not args.out or not args.quiet:
         print(format_table(table, columns=["rank", "similarity", "path"], float_digits=3) if len(table) else "(no neighbour)")
+    return EXIT_OK
+
+
+def cmd_embed_ray(args) -> int:
+    """``clapknn embed-ray``: the embedding stage on a Ray cluster, written as parquet shards."""
+    from .distributed import embed_with_ray, read_shards
+
+    out = embed_with_ray(
+        args.paths, args.out, encoder=args.encoder, encoder_options=_encoder_options(args),
+        snippet_seconds=args.snippet_seconds, hop_seconds=args.hop_seconds, batch_size=args.batch_size,
+        num_encoders=args.num_encoders, gpus_per_encoder=args.gpus_per_encoder, address=args.address,
+        progress=not args.quiet,
+    )
+    emb = read_shards(out)
+    skipped = [tuple(p) for p in emb.manifest.get("skipped_inputs", [])] + emb.failures
+    print(f"wrote {len(emb.vectors)} vectors of {len(emb.files) - len(emb.failures)} file(s) to {out}")
+    _print_skipped(skipped, args.quiet)
+    return EXIT_SKIPPED if skipped else EXIT_OK
+
+
+def cmd_cache(args) -> int:
+    """``clapknn cache``: what the embedding cache holds; ``--clear`` empties it."""
+    from .cache import EmbeddingCache, default_cache_dir
+
+    root = Path(args.dir) if args.dir else default_cache_dir()
+    if root is None:
+        print("the embedding cache is switched off ($CLAPKNN_EMBEDDING_CACHE)")
+        return EXIT_OK
+    cache = EmbeddingCache(root)
+    if args.clear:
+        print(f"removed {cache.clear()} entries from {root}")
+        return EXIT_OK
+    s = cache.stats()
+    print(f"embedding cache {root}: {s['entries']} entries, {s['bytes'] / 1e6:.1f} MB")
+    for key, v in s["settings"].items():
+        print(f"  {key}  {v['encoder'] or '?':<9} {v['entries']:>8} entries {v['bytes'] / 1e6:9.1f} MB")
     return EXIT_OK
 
 
@@ -372,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hop-seconds", type=float, help="hop between snippets (default: the snippet length)")
     p.add_argument("--prompt", action="append", metavar="TAG=TEXT", help="text anchor for a tag (CLAP only; repeatable)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--from-shards", metavar="SHARDS", help="take the vectors from Ray shards (clapknn embed-ray) instead of embedding")
     _add_encoder_runtime(p)
     _add_pipeline(p)
     p.set_defaults(func=cmd_build)
@@ -471,7 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Embed every track (one vector per track) and build a FAISS index: exact up to 20,000 tracks, "
         "HNSW up to 250,000, IVF beyond; recall@10 is measured against exact search and stored.",
     )
-    p.add_argument("paths", nargs="+", help="audio files and/or folders")
+    p.add_argument("paths", nargs="*", help="audio files and/or folders")
+    p.add_argument("--from-shards", metavar="SHARDS", help="take the vectors from Ray shards (clapknn embed-ray) instead of embedding")
     p.add_argument("--out", required=True, help="library directory to write")
     p.add_argument("--encoder", default="features", choices=["features", "clap"], help="embedding model (default: features)")
     p.add_argument("--snippet-seconds", type=float, default=10.0, help="snippet length in seconds (default 10)")
@@ -494,6 +545,28 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cache", metavar="DIR", help="embedding cache folder (default: the usual one)")
     g.add_argument("--no-cache", action="store_true", help="neither read nor write the embedding cache")
     p.set_defaults(func=cmd_similar)
+
+    p = sub.add_parser(
+        "embed-ray", help="embed files on a Ray cluster into parquet shards",
+        description="Decode tasks (CPU) stream snippets into encoder actors (GPU when the cluster has one); the "
+        "vectors are written as parquet shards for build/index-library --from-shards.",
+    )
+    p.add_argument("paths", nargs="+", help="audio files and/or folders (at the same paths on every node)")
+    p.add_argument("--out", required=True, help="shard directory to write (shared by every node)")
+    p.add_argument("--address", help="Ray cluster address ('auto' on a cluster node; default: a local Ray)")
+    p.add_argument("--encoder", default="features", choices=["features", "clap"], help="embedding model (default: features)")
+    p.add_argument("--snippet-seconds", type=float, default=10.0, help="snippet length in seconds (default 10)")
+    p.add_argument("--hop-seconds", type=float, help="hop between snippets (default: the snippet length)")
+    p.add_argument("--num-encoders", type=int, help="encoder actors (default: one per GPU, else one per 2 CPUs)")
+    p.add_argument("--gpus-per-encoder", type=float, help="GPUs per encoder actor (default 1 when the cluster has GPUs)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    _add_encoder_runtime(p)
+    p.set_defaults(func=cmd_embed_ray)
+
+    p = sub.add_parser("cache", help="show (or clear) the embedding cache")
+    p.add_argument("--dir", help="cache folder (default $CLAPKNN_EMBEDDING_CACHE, else ~/.cache/clapknn/embeddings)")
+    p.add_argument("--clear", action="store_true", help="delete every cached embedding and the hash memo")
+    p.set_defaults(func=cmd_cache)
 
     p = sub.add_parser("demo", help="build from a few bundled mood clips, tag the rest, print accuracy")
     p.add_argument("--per-tag", type=int, default=2, help="examples per mood used to build (default 2)")

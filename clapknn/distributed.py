@@ -16,7 +16,8 @@ Pipeline (streaming: decoding, encoding and writing overlap, across as many node
   what :func:`~clapknn.encode.embed_files` returns for the same files (same vectors: the encoders are
   batch-independent).
 - :func:`index_from_shards` builds a labelled tagging :class:`~clapknn.index.Index` from shards and an
-  example set; :func:`library_from_shards` builds a :class:`~clapknn.library.LibraryIndex`.
+  example set; :func:`library_from_shards` builds a :class:`~clapknn.library.LibraryIndex`;
+  :func:`tag_shards` tags the shards' tracks with an index.
 
 Ray is an optional dependency (``pip install 'clapknn[distributed]'``); nothing here imports it
 until :func:`embed_with_ray` runs. Reading shards needs only pyarrow. See ``docs/scale.md`` for a
@@ -39,7 +40,7 @@ import numpy as np
 from .errors import ClapknnError, IndexFormatError, LabelError, ParameterError
 from .snippet import DEFAULT_SNIPPET_SECONDS
 
-__all__ = ["embed_with_ray", "read_shards", "index_from_shards", "library_from_shards", "SHARDS_MANIFEST"]
+__all__ = ["embed_with_ray", "read_shards", "index_from_shards", "library_from_shards", "tag_shards", "SHARDS_MANIFEST"]
 
 logger = logging.getLogger(__name__)
 
@@ -351,3 +352,26 @@ def library_from_shards(shards: str | Path, out: str | Path | None = None, *, ki
     if out is not None:
         lib.save(out)
     return lib
+
+
+def tag_shards(tagger, shards: str | Path):
+    """Tag every track of a shard directory with a :class:`~clapknn.Tagger` (no decoding, no encoding).
+
+    The shards must have been written with the tagger's encoder and the index's snippet length.
+
+    Returns
+    -------
+    TagResult
+        As :meth:`clapknn.Tagger.tag` returns for the same files.
+    """
+    from .errors import EncoderMismatchError
+
+    emb = read_shards(shards)
+    m = emb.manifest
+    tagger.index.check_encoder(m["encoder"])
+    if float(m["snippet_seconds"]) != tagger.index.snippet_seconds:
+        raise EncoderMismatchError(
+            f"{shards}: snippets of {m['snippet_seconds']:g} s, the index uses {tagger.index.snippet_seconds:g} s"
+        )
+    skipped = [tuple(p) for p in m.get("skipped_inputs", [])] + list(emb.failures)
+    return tagger._result(emb.vectors, emb.snippets, list(emb.files["path"].astype(str)), skipped, False)

@@ -278,6 +278,11 @@ class LibraryIndex:
         depth, recall, m = _measure(index, kind, vectors, 10, target_recall, recall_queries, seed)
         if depth is not None:
             params["efSearch" if kind == "hnsw" else "nprobe"] = int(depth)
+        if recall < target_recall:
+            logger.warning(
+                "%s index: recall@10 %.3f at the deepest search tried, below the target %.2f "
+                "(vectors without cluster structure?); kind='flat' gives exact results", kind, recall, target_recall,
+            )
         manifest = {
             "format": "clapknn-library",
             "format_version": LIBRARY_FORMAT,
@@ -287,6 +292,7 @@ class LibraryIndex:
             "recall_at_10": round(float(recall), 4),
             "recall_queries": int(m),
             "target_recall": float(target_recall),
+            "target_reached": bool(recall >= target_recall),
             "build_seconds": round(build_s, 3),
             "encoder": dict(encoder),
             "snippet_seconds": float(snippet_seconds),

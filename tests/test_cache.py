@@ -241,3 +241,26 @@ def test_default_dir_and_resolve(tmp_path, monkeypatch):
 
     with pytest.raises(ParameterError):
         resolve_cache(3)
+
+
+def test_cli_build_uses_the_cache_and_cache_command(examples_dir, tmp_path, capsys):
+    from clapknn.cli import main
+
+    cache = tmp_path / "c"
+    args = ["build", str(examples_dir), "--out", str(tmp_path / "idx"), "--snippet-seconds", "2", "-q", "--cache", str(cache)]
+    assert main(args) == 0
+    first = _index_vectors(tmp_path / "idx")
+    assert main(args + ["--workers", "1"]) == 0
+    np.testing.assert_array_equal(_index_vectors(tmp_path / "idx"), first)
+    capsys.readouterr()
+    assert main(["cache", "--dir", str(cache)]) == 0
+    assert "6 entries" in capsys.readouterr().out
+    assert main(["cache", "--dir", str(cache), "--clear"]) == 0
+    assert "removed 6 entries" in capsys.readouterr().out
+    assert EmbeddingCache(cache).stats()["entries"] == 0
+
+
+def _index_vectors(path):
+    from clapknn.index import Index
+
+    return Index.load(path).vectors

@@ -86,3 +86,37 @@ def test_shard_directory_checks(shards, tmp_path):
     (partial / "shards.json").write_text((out / "shards.json").read_text())
     with pytest.raises(IndexFormatError, match="incomplete"):
         read_shards(partial)
+
+
+def test_cli_embed_ray_then_build_and_index_library(shards, tmp_path, capsys):
+    from clapknn.cli import main
+
+    examples, _ = shards
+    out = tmp_path / "cli-shards"
+    rc = main(["embed-ray", str(examples), "--out", str(out), "--snippet-seconds", "2", "-q"])
+    captured = capsys.readouterr()
+    assert rc == 1 and "wrote 8 vectors of 4 file(s)" in captured.out and "broken.wav" in captured.err
+    rc = main(["build", str(examples), "--from-shards", str(out), "--out", str(tmp_path / "idx"), "-q"])
+    assert rc == 1 and "built" in capsys.readouterr().out  # the two unusable examples are listed
+    assert len(Tagger(tmp_path / "idx").index) == 8
+    rc = main(["index-library", "--from-shards", str(out), "--out", str(tmp_path / "lib"), "-q"])
+    assert rc == 1 and "indexed 4 track(s)" in capsys.readouterr().out
+    assert main(["index-library", str(examples), "--from-shards", str(out), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_tag_shards_equals_tag(shards, tmp_path):
+    from clapknn.distributed import tag_shards
+
+    examples, out = shards
+    index = build_index(examples, snippet_seconds=SNIP)
+    got = tag_shards(Tagger(index), out)
+    want = Tagger(index).tag(examples)
+    pd.testing.assert_frame_equal(got.tracks.drop(columns=[c for c in got.tracks if c.startswith("score")]),
+                                  want.tracks.drop(columns=[c for c in want.tracks if c.startswith("score")]))
+    np.testing.assert_allclose(got.tracks["score"], want.tracks["score"], atol=1e-5)
+    assert sorted(p for p, _ in got.skipped) == sorted(p for p, _ in want.skipped)
+    other = build_index(examples, snippet_seconds=1.0)
+    from clapknn.errors import EncoderMismatchError
+
+    with pytest.raises(EncoderMismatchError):
+        tag_shards(Tagger(other), out)

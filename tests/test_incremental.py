@@ -168,3 +168,23 @@ def test_concurrent_adds_keep_both(two_sets, tmp_path):
     idx = _check_consistent(idx_path)
     names = {Path(p).name for p in idx.metadata["path"]}
     assert {"calm_2.wav", "energetic_2.wav"} <= names
+
+
+def test_cli_add_and_remove(two_sets, tmp_path, capsys):
+    from clapknn.cli import main
+
+    full, idx_path = two_sets
+    rc = main(["add", str(idx_path), str(full / "calm" / "calm_2.wav"), str(tmp_path / "missing.wav"),
+               "--tag", "calm", "-q", "--no-cache"])
+    captured = capsys.readouterr()
+    assert rc == 1 and "added 1 file(s)" in captured.out and "missing.wav" in captured.err
+    rc = main(["add", str(idx_path), str(full / "calm" / "calm_2.wav"), "--tag", "calm", "-q", "--cache", str(tmp_path / "c")])
+    assert rc == 0 and "already indexed (replaced)" in capsys.readouterr().out
+    rc = main(["remove", str(idx_path), str(full / "calm" / "calm_2.wav")])
+    captured = capsys.readouterr()
+    assert rc == 0 and "removed 1 example(s)" in captured.out and "calm_2.wav" in captured.out
+    assert main(["remove", str(idx_path), str(tmp_path / "nope.wav")]) == 1
+    capsys.readouterr()
+    assert main(["remove", str(idx_path), "--tag", "calm", "--tag", "energetic"]) == 2
+    assert "empty" in capsys.readouterr().err
+    _check_consistent(idx_path)
