@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import logging
 import math
+import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 
 from .errors import AudioError
 
-__all__ = ["AudioInfo", "AUDIO_EXTENSIONS", "MAX_PEAK", "info", "load", "resample", "to_mono"]
+__all__ = ["AudioInfo", "AUDIO_EXTENSIONS", "MAX_PEAK", "SAMPLE_RATE_RANGE", "info", "load", "resample", "to_mono"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def _check_path(path: Path) -> None:
 def _sndfile_reason(path: Path, exc: BaseException) -> str:
     """libsndfile's message without its ``Error opening '<path>': `` prefix, lower-cased."""
     text = _reason(exc)
-    for prefix in (f"Error opening {str(path)!r}: ", "Error : ", "Error: "):
+    for prefix in (f"Error opening {str(path)!r}: ", f"Error opening {os.fsencode(path)!r}: ", "Error : ", "Error: "):
         if text.startswith(prefix):
             text = text[len(prefix):]
     text = text.strip().rstrip(".")
@@ -80,6 +81,16 @@ def _sndfile_reason(path: Path, exc: BaseException) -> str:
         # libsndfile's MP3 reader says this of any file it cannot parse; the path was checked above
         text = "not recognised as audio"
     return (text[:1].lower() + text[1:]) or type(exc).__name__
+
+
+def _sf_name(path: Path) -> str | bytes:
+    """The name to give libsndfile: bytes when the path is not valid UTF-8 (soundfile would fail
+    to encode it)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+    return str(path)
 
 
 def info(path: str | Path) -> AudioInfo:
@@ -95,10 +106,13 @@ def info(path: str | Path) -> AudioInfo:
     import soundfile as sf
 
     try:
-        i = sf.info(str(path))
+        i = sf.info(_sf_name(path))
         if i.frames > 0 and i.samplerate > 0:
+            _check_rate(path, int(i.samplerate))
             return AudioInfo(i.frames / i.samplerate, int(i.samplerate), int(i.channels), int(i.frames))
         why = "no audio frames in the stream (empty or truncated)"
+    except AudioError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any libsndfile failure means "try the fallback"
         why = _sndfile_reason(path, exc)
     y, sr = _load_fallback(path, sr=None, offset=0.0, duration=None, why=why)
@@ -129,7 +143,16 @@ _SNDFILE_EXTENSIONS = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".opu
 #: Largest accepted sample magnitude (full scale = 1.0). Float files may exceed full scale a little;
 #: beyond +60 dBFS the "samples" are garbage bytes, not loud music, and would poison the features.
 MAX_PEAK = 1e3
+#: Accepted sample rates, Hz. A corrupt header can claim 0 or 1 Hz; resampling that to 22,050 Hz
+#: would turn a 40 kB file into gigabytes.
+SAMPLE_RATE_RANGE = (1000, 1_000_000)
 _BLOCK_FRAMES = 1 << 16  # frames per read: small enough that a decoder error part-way loses little
+
+
+def _check_rate(path: Path, sr: int) -> None:
+    lo, hi = SAMPLE_RATE_RANGE
+    if not lo <= sr <= hi:
+        raise AudioError(f"{path}: sample rate {sr} Hz is outside {lo}-{hi} Hz; the header is corrupt")
 
 
 def _load_fallback(path: Path, *, sr: int | None, offset: float, duration: float | None, why: str):
@@ -152,6 +175,7 @@ def _load_fallback(path: Path, *, sr: int | None, offset: float, duration: float
         if path.suffix.lower() in _SNDFILE_EXTENSIONS and why:
             raise AudioError(f"{path}: cannot decode audio ({why})") from exc
         raise AudioError(f"{path}: cannot decode audio ({why}; fallback decoder: {_reason(exc)})") from exc
+    _check_rate(path, int(file_sr))
     if sr is not None:
         y = resample(y, int(file_sr), sr)
         file_sr = sr
@@ -168,13 +192,16 @@ def _read_sndfile(path: Path, offset: float, duration: float | None):
     import soundfile as sf
 
     try:
-        f = sf.SoundFile(str(path))
+        f = sf.SoundFile(_sf_name(path))
     except Exception as exc:  # noqa: BLE001 - libsndfile cannot open it
         return None, 0, _sndfile_reason(path, exc)
     blocks: list[np.ndarray] = []
     error = None
     with f:
         file_sr = int(f.samplerate)
+        _check_rate(path, file_sr)
+        # at most ~256k samples per read whatever the channel count, so memory stays small
+        block_frames = max(256, min(_BLOCK_FRAMES, (1 << 18) // max(int(f.channels), 1)))
         want = -1 if duration is None else int(math.ceil(duration * file_sr))
         got = 0
         try:
@@ -184,7 +211,7 @@ def _read_sndfile(path: Path, offset: float, duration: float | None):
                     return np.zeros(0, np.float32), file_sr, None
                 f.seek(start)
             while want < 0 or got < want:
-                n = _BLOCK_FRAMES if want < 0 else min(_BLOCK_FRAMES, want - got)
+                n = block_frames if want < 0 else min(block_frames, want - got)
                 block = f.read(n, dtype="float32", always_2d=True)
                 if not len(block):
                     break

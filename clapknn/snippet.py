@@ -61,13 +61,22 @@ def snippet_starts(duration: float, length: float, hop: float | None = None) -> 
     Returns ``[0.0]`` for a track shorter than ``length`` (it will be repeat-padded) and an empty
     array for an empty track.
     """
+    chunks = list(_start_chunks(duration, length, hop))
+    return np.concatenate(chunks) if chunks else np.zeros(0)
+
+
+def _start_chunks(duration: float, length: float, hop: float | None, chunk: int = 4096) -> Iterator[np.ndarray]:
+    """:func:`snippet_starts` in pieces of at most ``chunk`` values, so a header that claims years of
+    audio costs nothing until its windows are actually read."""
     hop = _check(length, hop)
     if duration <= 0:
-        return np.zeros(0)
+        return
     if duration < length:
-        return np.zeros(1)
+        yield np.zeros(1)
+        return
     count = int(np.floor((duration - length) / hop + 1e-9)) + 1
-    return np.round(np.arange(count) * hop, 6)
+    for a in range(0, count, chunk):
+        yield np.round(np.arange(a, min(a + chunk, count)) * hop, 6)
 
 
 def repeat_pad(y: np.ndarray, size: int) -> np.ndarray:
@@ -160,7 +169,7 @@ def iter_file_snippets(
     size = n_samples(length, sr)
     whole = decode.load(path, sr=sr) if meta.duration <= WHOLE_FILE_SECONDS else None
     duration = whole.size / sr if whole is not None else meta.duration
-    for s in snippet_starts(duration, length, hop):
+    for s in (s for part in _start_chunks(duration, length, hop) for s in part):
         if whole is not None:
             i = int(round(s * sr))
             x = whole[i : i + size]

@@ -125,6 +125,14 @@ def write_corpus(root: Path) -> dict[str, str | None]:
     expect["noise_bytes.ogg"] = r"^cannot decode audio \(format not recognised\)$"
     (root / "tags_only.mp3").write_bytes(b"ID3\x04\x00\x00\x00\x00\x10\x00" + b"\x00" * 2048)
     expect["tags_only.mp3"] = r"^cannot decode audio \(|^no audio samples"
+    wav = bytearray((root / "good.wav").read_bytes())
+    wav[24:28] = (1).to_bytes(4, "little")  # the fmt chunk's sample rate
+    (root / "claims_1_hz.wav").write_bytes(bytes(wav))  # resampled, 1.5 s would become 9 hours
+    expect["claims_1_hz.wav"] = r"^sample rate 1 Hz is outside 1000-1000000 Hz; the header is corrupt$"
+    mp3 = bytearray((root / "good.mp3").read_bytes())
+    mp3[21:25] = b"\x7f\xff\xff\xff"  # the Xing frame count: the header claims ~2 years
+    (root / "claims_years.mp3").write_bytes(bytes(mp3))
+    expect["claims_years.mp3"] = USED  # the 1.5 s that exist are read window by window, then it stops
     _write(root / "no_frames.wav", np.zeros(0, np.float32))
     expect["no_frames.wav"] = r"no audio|cannot decode audio"
 
@@ -422,3 +430,23 @@ def test_very_long_file_streams_in_bounded_memory(tmp_path):
     whole_mb = 7200 * 22050 * 4 / 2**20
     assert float(after_iter) - float(base) < 40, run.stdout  # one window at a time
     assert float(after_embed) - float(base) < 100 < whole_mb, run.stdout  # + the bounded queue
+
+
+def test_paths_that_look_like_home_directories(built_index, capsys):
+    """``~name`` with no such user is a plain (missing) path, not a crash."""
+    _, session = built_index
+    assert main(["tag", "~no_such_user_x.wav", "--index", str(session / "index"), "-q"]) == 2
+    assert main(["info", "~no_such_user_index"]) == 2
+    err = capsys.readouterr().err
+    assert "~no_such_user_x.wav: no such file" in err and "~no_such_user_index: no such index" in err
+
+
+def test_fuzz_the_loader_briefly():
+    """The fuzz script (fuzz/fuzz_decode.py) for a few seconds: mutated files of every format either
+    decode to sane audio or raise AudioError."""
+    script = Path(__file__).resolve().parents[1] / "fuzz" / "fuzz_decode.py"
+    run = subprocess.run([sys.executable, str(script), "--seconds", "6", "--timeout", "20"], capture_output=True,
+                         text=True, timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    found = re.search(r"fuzzed (\d+) inputs .* (\d+) failure", run.stdout)
+    assert found and int(found[1]) > 50 and found[2] == "0", run.stdout
