@@ -46,6 +46,8 @@ def _reason(exc: BaseException) -> str:
 
 def _check_path(path: Path) -> None:
     """Raise :class:`AudioError` unless ``path`` is a non-empty regular file we may read."""
+    if "\0" in str(path):
+        raise AudioError(f"{path!r}: a file name cannot contain a NUL byte")
     try:
         st = path.stat()
     except OSError as exc:

@@ -191,6 +191,9 @@ def _from_csv(csv_path: Path, base: Path | None) -> ExampleSet:
                 if not tags:
                     problems.append((where, f"{raw}: no tags"))
                     continue
+                if "\0" in raw or any("\0" in t for t in tags):
+                    problems.append((where, f"{raw!r}: contains a NUL byte (is this a text file?)"))
+                    continue
                 p = Path(os.path.expanduser(raw))  # unlike Path.expanduser, leaves "~x.wav" alone
                 p = Path(os.path.normpath(p if p.is_absolute() else base / p))
                 if p in merged:

@@ -23,6 +23,7 @@ import soundfile as sf
 
 from clapknn import decode, snippet
 from clapknn.cli import main
+from clapknn.errors import AudioError
 from clapknn.index import Index
 from clapknn.tagger import Tagger
 
@@ -332,6 +333,7 @@ def test_build_over_a_folder_with_bad_examples(corpus, tmp_path, capsys):
 _UNREADABLE_SCRIPT = r"""
 import os, pwd, sys
 from clapknn.cli import main
+from clapknn.errors import AudioError
 
 work = sys.argv[1]
 args = ["--index", os.path.join(work, "index"), "-q"]
@@ -450,3 +452,90 @@ def test_fuzz_the_loader_briefly():
     assert run.returncode == 0, run.stderr[-3000:]
     found = re.search(r"fuzzed (\d+) inputs .* (\d+) failure", run.stdout)
     assert found and int(found[1]) > 50 and found[2] == "0", run.stdout
+
+
+# --------------------------------------------------------------------------- label problems
+def _csv(tmp_path: Path, text: str, name: str = "labels.csv") -> Path:
+    f = tmp_path / name
+    f.write_text(text, encoding="utf-8")
+    return f
+
+
+def test_label_csv_problems_are_reported_by_line(tmp_path):
+    from clapknn.labels import load_examples
+
+    f = _csv(tmp_path, (
+        "Path,TAGS,rating,comment\n"        # header names are case-insensitive; extra columns noted
+        "a.wav,happy,5,\n"
+        "b.wav,,3,no tags\n"                # line 3: empty tags
+        ",sad,,\n"                           # line 4: empty path
+        "c.wav, ; | ,,\n"                   # line 5: only separators
+        "\"d\nsplit.wav\",sad,,\n"         # a quoted name over two lines (ends on line 7)
+        "e.wav,;;,,\n"                       # line 8
+    ))
+    ex = load_examples(f)
+    assert [e.path.name for e in ex.examples] == ["a.wav", "d\nsplit.wav"]
+    assert [(w.rsplit(":", 1)[1], r) for w, r in ex.problems] == [
+        ("3", "b.wav: no tags"), ("4", "empty path"), ("5", "c.wav: no tags"), ("8", "e.wav: no tags"),
+    ]
+    assert any("ignored column(s) rating, comment" in n for n in ex.notes)
+
+
+def test_repeated_files_merge_their_tags_with_a_note(tmp_path):
+    from clapknn.labels import load_examples
+
+    f = _csv(tmp_path, "path,tags\na.wav,happy\n./a.wav,sad\nsub/../a.wav,happy\nb.wav,Happy\n")
+    ex = load_examples(f)
+    assert [(e.path.name, e.tags) for e in ex.examples] == [("a.wav", ("happy", "sad")), ("b.wav", ("Happy",))]
+    notes = "\n".join(ex.notes)
+    assert "labels.csv:3: ./a.wav is listed again with other tags; tags merged, it now carries happy;sad" in notes
+    assert "multi-label" in notes
+    assert "labels.csv:4: sub/../a.wav is listed again with the same tags; the repeat is ignored" in notes
+    assert "'Happy', 'happy' differ only in letter case" in notes
+
+
+def test_tsv_and_unusable_label_files(tmp_path):
+    from clapknn.errors import LabelError
+    from clapknn.labels import load_examples
+
+    ex = load_examples(_csv(tmp_path, "path\ttags\na, b.wav\tx;y\n", "labels.tsv"))
+    assert [(e.path.name, e.tags) for e in ex.examples] == [("a, b.wav", ("x", "y"))]
+    ex = load_examples(_csv(tmp_path, "path,tags\na.wav,x\0y\nb\0.wav,z\nc.wav,z\n", "nul.csv"))
+    assert [e.path.name for e in ex.examples] == ["c.wav"]
+    assert [r for _, r in ex.problems] == ["'a.wav': contains a NUL byte (is this a text file?)",
+                                           "'b\\x00.wav': contains a NUL byte (is this a text file?)"]
+    with pytest.raises(AudioError, match="cannot contain a NUL byte"):
+        decode.load("b\0.wav", sr=SR)
+    for name, content, match in [
+        ("latin1.csv", None, "not a UTF-8 text file"),
+        ("noheader.csv", "a.wav,happy\n", "needs a header with 'path' and 'tags'"),
+    ]:
+        f = tmp_path / name
+        if content is None:
+            f.write_bytes("path,tags\ncafé.wav,x\n".encode("latin-1"))
+        else:
+            f.write_text(content)
+        with pytest.raises(LabelError, match=match):
+            load_examples(f)
+
+
+def test_build_reports_label_problems_and_missing_files(tmp_path, capsys):
+    examples = make_examples(tmp_path / "ex", per_tag=2, seconds=3.0)
+    (examples / "empty_tag").mkdir()
+    f = _csv(examples, (
+        "path,tags,notes\n"
+        "calm/calm_0.wav,calm\ncalm/calm_1.wav,calm\nenergetic/energetic_0.wav,energetic\n"
+        "energetic/energetic_1.wav,\n"       # line 5: no tags
+        "gone.wav,calm\n"                     # listed, but not on disk
+        "calm/calm_0.wav,quiet\n"             # line 7: merged, the index becomes multi-label
+    ))
+    assert main(["build", str(f), "--out", str(tmp_path / "idx"), "--snippet-seconds", "1", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "note: " in err and "ignored column(s) notes" in err and "tags merged" in err
+    assert re.search(r"labels\.csv:5: energetic/energetic_1\.wav: no tags", err)
+    assert re.search(r"gone\.wav: no such file", err) and "skipped 2 input(s)" in err
+    assert "note: tag 'energetic' has a single example" in err and "note: tag 'quiet' has a single example" in err
+    # the folder layout: an empty tag folder is a note, not an error
+    capsys.readouterr()
+    assert main(["build", str(examples), "--out", str(tmp_path / "idx2"), "--snippet-seconds", "1", "-q"]) == 0
+    assert "tag folder 'empty_tag' holds no audio files" in capsys.readouterr().err
