@@ -283,6 +283,8 @@ class Index:
             # Recover from a save killed between its two renames.
             if not path.exists() and backup.exists():
                 os.rename(backup, path)
+            if path.exists() and not path.is_dir():
+                raise IndexFormatError(f"{path}: exists and is not a directory; refusing to overwrite it")
             if path.exists() and not (path / MANIFEST_FILE).is_file() and any(path.iterdir()):
                 raise IndexFormatError(f"{path}: exists and is not a clapknn index; refusing to overwrite it")
             for stale in path.parent.glob(f".{path.name}.tmp-*"):

@@ -148,6 +148,14 @@ def test_index_path_that_is_not_a_directory(tmp_path, what):
         Index.load(target)
 
 
+def test_save_over_a_file_is_refused(tmp_path):
+    target = tmp_path / "notes.txt"
+    target.write_text("keep me")
+    with pytest.raises(IndexFormatError, match="not a directory; refusing to overwrite"):
+        make(1).save(target)
+    assert target.read_text() == "keep me" and _leftovers(tmp_path) == []
+
+
 # --------------------------------------------------------------------------- concurrency
 _WRITER = _MAKE + textwrap.dedent(
     """
