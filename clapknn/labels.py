@@ -130,7 +130,7 @@ def scan_audio(root: str | Path, *, problems: list[tuple[str, str]] | None = Non
         if key in seen_dirs:  # a symlink loop, or a second link to a folder: do not walk it twice
             dirnames[:] = []
             if problems is not None:
-                problems.append((_shown(dirpath), "folder already scanned (symlink loop or second link), skipped"))
+                problems.append((_shown(dirpath), "folder already scanned (symlink loop or second link)"))
             continue
         seen_dirs.add(key)
         dirnames.sort()
