@@ -31,7 +31,7 @@ def _print_skipped(skipped, quiet: bool, limit: int = 20) -> None:
 
 def _encoder_options(args) -> dict:
     opts = {}
-    for name in ("checkpoint", "device", "threads"):
+    for name in ("checkpoint", "device", "threads", "tokenizer_path"):
         value = getattr(args, name, None)
         if value is not None:
             opts[name] = value
@@ -382,6 +382,10 @@ def _add_encoder_runtime(p: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint", help="CLAP checkpoint: an official name or a local .pt path")
     g.add_argument("--device", help="torch device for CLAP (cpu, cuda, cuda:1); default: cuda when present")
     g.add_argument("--threads", type=int, help="CPU threads for the model")
+    g.add_argument(
+        "--tokenizer", dest="tokenizer_path", metavar="DIR",
+        help="folder with the roberta-base tokenizer files, for CLAP text prompts (default: $CLAPKNN_TOKENIZER or the HF cache)",
+    )
     g.add_argument("--allow-download", action="store_true", help="download a named CLAP checkpoint once if missing")
     g.add_argument("--batch-size", type=int, default=16, help="snippets per forward pass (default 16)")
 

@@ -127,3 +127,11 @@ def test_demo_end_to_end(tmp_path, capsys, monkeypatch):
     assert len(df) == 18 and set(df["truth"]) == {"calm", "energetic", "happy", "nostalgic", "tender"}
     assert df["correct"].mean() > 0.4  # chance is 0.2
     assert (tmp_path / "index" / "demo" / "manifest.json").is_file()
+
+
+def test_encoder_settings_are_checked(workspace, capsys):
+    code = main(["build", str(workspace / "examples"), "--out", str(workspace / "idx3"), "--checkpoint", "x.pt", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no setting 'checkpoint'" in err
+    # runtime-only settings are harmless for an encoder that has no use for them
+    assert main(["tag", str(workspace / "queries"), "--index", str(workspace / "idx"), "--threads", "1", "-q"]) == 0

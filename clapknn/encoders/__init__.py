@@ -13,29 +13,44 @@ from typing import Any
 from ..errors import ParameterError
 from .base import Encoder, l2_normalize
 
-__all__ = ["Encoder", "ENCODERS", "get_encoder", "encoder_from_identity", "l2_normalize"]
+__all__ = ["Encoder", "ENCODERS", "RUNTIME_OPTIONS", "get_encoder", "encoder_from_identity", "l2_normalize"]
 
 #: Registered encoder names.
 ENCODERS = ("features", "clap")
 
 
+#: Settings that only say how to run a model (not what it computes): an encoder that has no use
+#: for one of them ignores it, so e.g. ``--threads`` never breaks a ``features`` index.
+RUNTIME_OPTIONS = frozenset({"device", "threads", "allow_download", "tokenizer_path", "cache_dir"})
+
+
 def get_encoder(name: str = "features", **kwargs: Any) -> Encoder:
     """Build the encoder called ``name`` with its keyword settings.
+
+    Runtime-only settings (:data:`RUNTIME_OPTIONS`) that the encoder does not take are ignored.
 
     Raises
     ------
     ParameterError
-        For an unknown name.
+        For an unknown name, or a setting the encoder does not have.
     """
+    import inspect
+
     if name == "features":
-        from .features import FeaturesEncoder
-
-        return FeaturesEncoder(**kwargs)
-    if name == "clap":
-        from .clap import ClapEncoder
-
-        return ClapEncoder(**kwargs)
-    raise ParameterError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}")
+        from .features import FeaturesEncoder as cls
+    elif name == "clap":
+        from .clap import ClapEncoder as cls
+    else:
+        raise ParameterError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}")
+    params = inspect.signature(cls.__init__).parameters
+    accepted = {k for k, p in params.items() if k != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    unknown = sorted(k for k in kwargs if k not in accepted and k not in RUNTIME_OPTIONS)
+    if unknown:
+        raise ParameterError(
+            f"encoder {name!r} has no setting {', '.join(map(repr, unknown))}"
+            f" (its settings: {', '.join(sorted(accepted)) or 'none'})"
+        )
+    return cls(**{k: v for k, v in kwargs.items() if k in accepted})
 
 
 def encoder_from_identity(identity: dict[str, Any], **overrides: Any) -> Encoder:
