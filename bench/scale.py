@@ -99,7 +99,7 @@ def child(args) -> int:
     assert report.n_tagged == args.n, (report.n_tagged, report.skipped[:3])
     self_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     kids_peak = watcher.peak_mb
-    print(json.dumps({"encoder": args.encoder, "n": args.n, "seconds": seconds, "rss_ready_mb": rss_ready,
+    print(json.dumps({"encoder": args.encoder, "identity": enc.identity(), "n": args.n, "seconds": seconds, "rss_ready_mb": rss_ready,
                       "peak_mb": self_peak, "workers_peak_mb": kids_peak, "snippets_per_track": 1}))
     return 0
 
@@ -153,6 +153,8 @@ def main(argv=None) -> int:
                 return 1
             row = json.loads(res.stdout.strip().splitlines()[-1])
             rows.append(row)
+            if n == sizes[0]:
+                print(f"  {enc}: {row['identity']}", flush=True)
             print(f"  {enc:>8} {n:>6} tracks: {row['seconds']:.1f} s, {n / row['seconds']:.1f} tracks/s, "
                   f"peak {row['peak_mb']:.0f} MB", flush=True)
 

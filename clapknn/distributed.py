@@ -67,10 +67,15 @@ def _decode_file(row: dict, *, sample_rate: int, length: float, hop: float | Non
 class _EncodeActor:
     """Ray actor: holds one encoder and turns batches of snippet rows into vector rows."""
 
-    def __init__(self, name: str, options: dict[str, Any]) -> None:
+    def __init__(self, name: str, options: dict[str, Any], identity: dict[str, Any]) -> None:
         from .encoders import get_encoder
+        from .errors import EncoderMismatchError
+        from .index import describe_mismatch
 
         self.encoder = get_encoder(name, **options)
+        diffs = describe_mismatch(identity, self.encoder.identity())
+        if diffs:  # another clapknn version or checkpoint on this node than on the driver
+            raise EncoderMismatchError("the encoder on a Ray worker differs from the driver's: " + "; ".join(diffs))
 
     def __call__(self, batch: dict[str, np.ndarray]):
         import pyarrow as pa
@@ -178,8 +183,9 @@ def embed_with_ray(
         num_cpus=cpus_per_decode,
     )
     ds = ds.map_batches(
-        _EncodeActor, fn_constructor_kwargs={"name": encoder, "options": options}, batch_size=batch_size,
-        batch_format="numpy", concurrency=num_encoders, num_cpus=cpus_per_encoder, num_gpus=gpus_per_encoder or None,
+        _EncodeActor, fn_constructor_kwargs={"name": encoder, "options": options, "identity": identity}, batch_size=batch_size,
+        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=num_encoders), num_cpus=cpus_per_encoder,
+        num_gpus=gpus_per_encoder or None,
     )
     try:
         ds.write_parquet(str(tmp))

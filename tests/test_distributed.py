@@ -120,3 +120,13 @@ def test_tag_shards_equals_tag(shards, tmp_path):
 
     with pytest.raises(EncoderMismatchError):
         tag_shards(Tagger(other), out)
+
+
+def test_worker_with_another_encoder_is_refused():
+    from clapknn.distributed import _EncodeActor
+    from clapknn.errors import EncoderMismatchError
+
+    identity = get_encoder("features").identity()
+    _EncodeActor("features", {}, identity)  # the same encoder: accepted
+    with pytest.raises(EncoderMismatchError, match="Ray worker"):
+        _EncodeActor("features", {}, {**identity, "recipe": -1})
