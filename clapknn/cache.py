@@ -30,12 +30,14 @@ found to be entirely silent is, because that is a property of its bytes.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
 import sqlite3
+import stat as stat_mod
 import struct
 import threading
 import uuid
@@ -223,6 +225,8 @@ class EmbeddingCache:
 
         real = os.path.realpath(path)
         st = os.stat(real)
+        if not stat_mod.S_ISREG(st.st_mode):  # a pipe or device: reading it to hash could block forever
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
         stamp = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
         con = self._db()
         if con is not None:

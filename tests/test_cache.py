@@ -264,3 +264,10 @@ def _index_vectors(path):
     from clapknn.index import Index
 
     return Index.load(path).vectors
+
+
+def test_a_named_pipe_is_not_hashed(tmp_path):
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError):
+        EmbeddingCache(tmp_path / "c").file_sha256(fifo)  # would block forever if it were read
