@@ -95,6 +95,9 @@ class Embedded:
     encoder : dict
         Identity of the encoder that made the vectors.
     skipped : list of (path, reason)
+    knn_options : dict
+        The encoder's settings for :class:`~clapknn.vote.KNNTagger` (``encoder.knn_options()``,
+        e.g. standardisation), used exactly as :class:`~clapknn.tagger.Tagger` uses them.
     """
 
     snippet_seconds: float
@@ -106,6 +109,7 @@ class Embedded:
     groups: np.ndarray
     encoder: dict = field(default_factory=dict)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    knn_options: dict = field(default_factory=dict)
 
     @property
     def n_tracks(self) -> int:
@@ -221,6 +225,7 @@ def embed_examples(
         groups=np.array([ex[i].group if ex[i].group else str(paths[i]) for i in used], dtype=object),
         encoder=enc.identity(),
         skipped=list(example_set.problems) + [tuple(x) for x in failures],
+        knn_options=enc.knn_options() if hasattr(enc, "knn_options") else {},
     )
 
 
@@ -451,12 +456,19 @@ def _track_scores(snippet_scores: np.ndarray, qgroups: np.ndarray, n: int, metho
     return aggregate(snippet_scores, qgroups, method=method, n_groups=n)
 
 
-def _knn_scores(X_s, Y_s, X_q, ks, weights, qgroups, n_q, agg) -> dict[tuple[int, str], np.ndarray]:
-    """Track scores for every (k, weighting) from one neighbour search with the largest k."""
+def _knn_scores(X_s, Y_s, X_q, ks, weights, qgroups, n_q, agg, options=None, groups=None, k_fit=None, w_fit=None):
+    """Track scores for every (k, weighting) from one neighbour search with the largest k, and the
+    fitted estimator: ``({(k, weighting): scores}, estimator)``.
+
+    The estimator is fitted as :class:`~clapknn.tagger.Tagger` fits it (``groups``: the file of
+    each support snippet; ``k_fit``, ``w_fit``: the k and weighting its own choices, such as
+    ``standardize="auto"``, are made with).
+    """
     from .vote import KNNTagger, vote_scores
 
     kmax = max(ks)
-    est = KNNTagger(kmax).fit(X_s, Y_s)  # indicator y: classes are the columns, in order
+    est = KNNTagger(k_fit or kmax, weights=w_fit or "similarity", **dict(options or {}))
+    est.fit(X_s, Y_s, groups=groups)  # indicator y: classes are its columns
     sims, ids = est.similarities(X_q, kmax)
     labels = Y_s[ids].astype(np.float64)
     out = {}
@@ -464,7 +476,7 @@ def _knn_scores(X_s, Y_s, X_q, ks, weights, qgroups, n_q, agg) -> dict[tuple[int
         kk = min(k, sims.shape[1])
         for w in weights:
             out[(k, w)] = _track_scores(vote_scores(sims[:, :kk], labels[:, :kk], w), qgroups, n_q, agg)
-    return out
+    return out, est
 
 
 def _centroid_scores(X_s, Y_s, X_q, multilabel) -> np.ndarray:
@@ -542,6 +554,9 @@ class EvaluationReport:
     plots, files : dict of name -> Path
         What was written to ``out_dir``.
     notes, skipped : list
+    spaces : pandas.DataFrame
+        When the encoder lets the vote choose its space (``standardize="auto"``): per snippet
+        length and episode/fold, the space chosen and the leave-one-file-out accuracy of each.
     """
 
     table: Any
@@ -558,6 +573,7 @@ class EvaluationReport:
     notes: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     embeddings: dict = field(default_factory=dict, repr=False)
+    spaces: Any = None
 
     def rows(self, *, method: str | None = None, protocol: str | None = None, snippet_seconds=None,
              k: int | None = None, weights: str | None = None):
@@ -691,6 +707,13 @@ class EvaluationReport:
                         f"{r['roc_auc']:>12.2f}"
                         f"{r['pr_auc']:>7.2f}±{r['pr_auc_sd']:.2f} [{r['chance_pr_auc']:.2f}]"
                     )
+        if self.spaces is not None and len(self.spaces):
+            sp = self.spaces[np.isclose(self.spaces["snippet_seconds"], h["snippet_seconds"])]
+            parts = []
+            for (protocol, shots), g in sp.groupby(["protocol", "shots"], dropna=False, sort=True):
+                label = f"{int(shots)} shots" if protocol == "episodes" else "cv"
+                parts.append(f"{label} {g['standardized'].mean():.0%}")
+            lines.append("\nvote space chosen by leave-one-file-out on the examples (share standardised): " + ", ".join(parts))
         for note in self.notes:
             lines.append(f"note: {note}")
         return "\n".join(lines)
@@ -912,6 +935,7 @@ def evaluate(
     methods = METHODS if baselines else ("knn",)
     run_rows: list[dict] = []
     tag_rows: list[dict] = []
+    space_rows: list[dict] = []
     confusion: dict[tuple, np.ndarray] = {}
     for emb in embedded:
         for protocol, n_shots, rep, sup, qry in splits:
@@ -925,8 +949,17 @@ def evaluate(
             y_true = Y[q_tracks]
             chance = chance_levels(y_true, multilabel)
             results: dict[tuple, np.ndarray] = {}
-            for (kk, w), sc in _knn_scores(X_s, Y_s, X_q, ks, ws, qpos, n_q, aggregate).items():
+            knn, est = _knn_scores(X_s, Y_s, X_q, ks, ws, qpos, n_q, aggregate, emb.knn_options,
+                                   groups=emb.track[s_mask], k_fit=headline["k"], w_fit=headline["weights"])
+            if hasattr(est, "loo_accuracy_"):
+                space_rows.append({"snippet_seconds": emb.snippet_seconds, "protocol": protocol, "shots": n_shots,
+                                   "run": rep, "standardized": bool(est.standardized_),
+                                   "loo_standardized": est.loo_accuracy_["standardized"],
+                                   "loo_plain": est.loo_accuracy_["plain"]})
+            for (kk, w), sc in knn.items():
                 results[("knn", kk, w)] = sc
+            # the baselines work in the same space as the kNN search (standardised when it is)
+            X_s, X_q = est.transform(X_s), est.transform(X_q)
             if baselines:
                 prior = Y[sup].mean(axis=0).astype(np.float64)
                 results[("majority", 0, "")] = np.tile(prior, (n_q, 1))
@@ -986,6 +1019,7 @@ def evaluate(
         notes=notes,
         skipped=list(base.skipped),
         embeddings={e.snippet_seconds: e for e in embedded},
+        spaces=pd.DataFrame(space_rows),
     )
     if out_dir is not None:
         report.save(out_dir, plots=plots)

@@ -261,7 +261,13 @@ class Tagger:
         self.multilabel = any(len(t) > 1 for t in tags)
         self.threshold = threshold if threshold is not None else (0.5 if self.multilabel else 0.0)
         self.top_n = top_n if top_n is not None else (None if self.multilabel else 1)
-        self.estimator = KNNTagger(k, weights=weights, threshold=self.threshold).fit(self.index.vectors, [list(t) for t in tags])
+        # an encoder may ask for a search-space transform fitted on the index's own vectors (the
+        # features encoder: per-dimension standardisation); it is recomputed from the stored vectors
+        # on every load, so build and query always agree
+        knn_options = encoder.knn_options() if hasattr(encoder, "knn_options") else {}
+        self.estimator = KNNTagger(k, weights=weights, threshold=self.threshold, **knn_options).fit(
+            self.index.vectors, [list(t) for t in tags], groups=self.index.metadata["path"].astype(str).to_numpy()
+        )
         # every vector has tags, so classes_ is the index vocabulary
         self.tags = [str(t) for t in self.estimator.classes_]
 

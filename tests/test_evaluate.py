@@ -216,7 +216,8 @@ def test_grouping_stops_a_leak_that_file_level_splits_would_reward(rng):
     assert inflated.loc["episodes", "accuracy"] > honest.loc["episodes", "accuracy"] + 0.15
 
 
-def test_knn_scores_are_those_of_the_tagger_path(rng):
+@pytest.mark.parametrize("standardize", [False, True])
+def test_knn_scores_are_those_of_the_tagger_path(rng, standardize):
     """The evaluation's kNN track scores equal KNNTagger.predict_proba pooled by aggregate()."""
     from clapknn.aggregate import aggregate
     from clapknn.evaluate import _indicator, _knn_scores
@@ -227,10 +228,11 @@ def test_knn_scores_are_those_of_the_tagger_path(rng):
     X_q = rng.standard_normal((12, 8)).astype(np.float32)
     qgroups = np.repeat(np.arange(4), 3)
     Y_s = _indicator(tags_s, ["a", "b", "c"])
-    got = _knn_scores(X_s, Y_s, X_q, (1, 5), ("uniform", "similarity"), qgroups, 4, "mean")
+    options = {"standardize": True, "feature_blocks": [(0, 3, 1.5), (3, 8, 0.5)]} if standardize else {}
+    got, _ = _knn_scores(X_s, Y_s, X_q, (1, 5), ("uniform", "similarity"), qgroups, 4, "mean", options)
     for k in (1, 5):
         for w in ("uniform", "similarity"):
-            est = KNNTagger(k, weights=w).fit(X_s, [list(t) for t in tags_s])
+            est = KNNTagger(k, weights=w, **options).fit(X_s, [list(t) for t in tags_s])
             want = aggregate(est.predict_proba(X_q), qgroups, method="mean", n_groups=4)
             np.testing.assert_allclose(got[(k, w)], want)
 
