@@ -506,7 +506,8 @@ def _logreg_scores(X_s, Y_s, X_q, multilabel, seed) -> np.ndarray:
 
     def model():
         return make_pipeline(
-            StandardScaler(), LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced", random_state=seed)
+            StandardScaler(),
+            LogisticRegression(C=1.0, max_iter=500, tol=1e-3, class_weight="balanced", random_state=seed),
         )
 
     out = np.zeros((len(X_q), Y_s.shape[1]))
