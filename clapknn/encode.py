@@ -1,8 +1,10 @@
 """Encode stage: run an encoder over files, snippet by snippet, with decoding overlapped.
 
-A background thread decodes and cuts files (:mod:`clapknn.decode`, :mod:`clapknn.snippet`) into a
-bounded queue while the calling thread embeds full batches, so the model never waits for the disk
-and memory stays bounded by the queue, whatever the number or length of the files.
+:func:`embed_files` collects every snippet vector of a list of files into arrays. The work is done
+by the streaming engine of :mod:`clapknn.stream`: a background thread (or N worker processes)
+decodes and cuts files (:mod:`clapknn.decode`, :mod:`clapknn.snippet`) into a bounded queue while
+the calling thread embeds full batches, so the model never waits for the disk and memory stays
+bounded by the queue, whatever the number or length of the files.
 """
 
 from __future__ import annotations
@@ -11,24 +13,21 @@ import errno
 import hashlib
 import logging
 import os
-import queue
 import stat
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from .encoders.base import Encoder
 from .errors import AudioError, ParameterError
-from .snippet import DEFAULT_SNIPPET_SECONDS, iter_file_snippets
+from .snippet import DEFAULT_SNIPPET_SECONDS
 
 __all__ = ["EmbeddedFiles", "embed_files", "file_sha256", "progress_bar"]
 
 logger = logging.getLogger(__name__)
 
-_QUEUE_SNIPPETS = 64  # snippets decoded ahead of the encoder
 
 
 def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
@@ -71,63 +70,20 @@ class EmbeddedFiles:
     files : pandas.DataFrame
         One row per input file: ``path``, ``duration``, ``n_snippets``, ``n_silent``, ``sha256``,
         ``error`` (empty when the file was used).
+    n_cached : int
+        Files whose vectors came from the embedding cache.
     """
 
     vectors: np.ndarray
     snippets: "pd.DataFrame"  # noqa: F821
     files: "pd.DataFrame"  # noqa: F821
+    n_cached: int = 0
 
     @property
     def failures(self) -> list[tuple[str, str]]:
         """``(path, reason)`` for each file that gave no vector."""
         bad = self.files[self.files["error"] != ""]
         return list(zip(bad["path"], bad["error"]))
-
-
-@dataclass
-class _FileState:
-    path: str
-    duration: float = 0.0
-    n_snippets: int = 0
-    n_silent: int = 0
-    sha256: str = ""
-    error: str = ""
-    rows: list = field(default_factory=list)
-
-
-def _produce(paths, encoder, length, hop, hashes, q, stop):
-    try:
-        for i, p in enumerate(paths):
-            if stop.is_set():
-                return
-            state = _FileState(str(p))
-            try:
-                for start, end, audio in iter_file_snippets(p, encoder.sample_rate, length, hop):
-                    state.duration = max(state.duration, end)
-                    if audio is None:
-                        state.n_silent += 1
-                        continue
-                    state.n_snippets += 1
-                    q.put(("snippet", i, start, end, audio))
-                    if stop.is_set():
-                        return
-                if hashes:
-                    state.sha256 = file_sha256(p)
-                if state.n_snippets == 0 and not state.error:
-                    state.error = (
-                        f"silent (all {state.n_silent} snippet(s) below -80 dBFS)" if state.n_silent else "no audio"
-                    )
-            except AudioError as exc:
-                state.error = str(exc).split(": ", 1)[-1] if str(exc).startswith(str(p)) else str(exc)
-            except OSError as exc:
-                state.error = exc.strerror or f"{type(exc).__name__}: {exc}"
-            except (ValueError, RuntimeError, MemoryError) as exc:
-                state.error = f"{type(exc).__name__}: {exc}"
-            q.put(("file", i, state))
-    except BaseException as exc:  # pragma: no cover - surfaced in the consumer
-        q.put(("crash", exc))
-    finally:
-        q.put(("end",))
 
 
 def embed_files(
@@ -164,90 +120,56 @@ def embed_files(
         Reuse and store vectors in an embedding cache (:mod:`clapknn.cache`); ``True`` uses the
         default folder. Unchanged files are then neither decoded nor encoded.
     workers : int
-        Decode in this many worker processes (:mod:`clapknn.stream`); 0 decodes in a thread.
+        Decode in this many worker processes; 0 decodes in a thread while the encoder runs.
+
+    Notes
+    -----
+    The work is done by :mod:`clapknn.stream` (decoding ahead of the encoder, cache lookups),
+    collected here into arrays.
     """
     import pandas as pd
 
+    from .stream import iter_embeddings
+
     if batch_size < 1:
         raise ParameterError(f"batch_size must be >= 1, got {batch_size}")
-    if (cache is not None and cache is not False) or workers:
-        from .stream import embed_files_streamed
-
-        return embed_files_streamed(
-            paths, encoder, snippet_seconds=snippet_seconds, hop_seconds=hop_seconds, batch_size=batch_size,
-            hashes=hashes, progress=progress, desc=desc, cache=cache, workers=workers,
-        )
-    paths = [Path(p) for p in paths]
-    q: queue.Queue = queue.Queue(maxsize=_QUEUE_SNIPPETS)
-    stop = threading.Event()
-    worker = threading.Thread(
-        target=_produce, args=(paths, encoder, snippet_seconds, hop_seconds, hashes, q, stop), daemon=True
-    )
-    worker.start()
-
-    chunks: list[np.ndarray] = []
-    rows: list[tuple[int, str, float, float]] = []
-    pending: list[np.ndarray] = []
-    states: dict[int, _FileState] = {}
-
-    def flush() -> None:
-        if pending:
-            chunks.append(np.asarray(encoder.embed(np.stack(pending)), dtype=np.float32))
-            pending.clear()
-
+    vectors: list[np.ndarray] = []
+    file_ids, starts, ends = [], [], []
+    file_rows = []
+    n_cached = 0
     bar = progress_bar(len(paths), desc, enabled=progress)
     try:
-        while True:
-            item = q.get()
-            kind = item[0]
-            if kind == "end":
-                break
-            if kind == "crash":
-                raise item[1]
-            if kind == "snippet":
-                _, i, start, end, audio = item
-                pending.append(audio)
-                rows.append((i, str(paths[i]), start, end))
-                if len(pending) >= batch_size:
-                    flush()
-            else:
-                _, i, state = item
-                states[i] = state
-                if state.error:
-                    logger.info("skipped %s: %s", state.path, state.error)
-                bar.update(1)
-        flush()
+        for fe in iter_embeddings(
+            paths, encoder, snippet_seconds=snippet_seconds, hop_seconds=hop_seconds, batch_size=batch_size,
+            hashes=hashes, cache=cache or None, workers=workers,
+        ):
+            if fe.error:
+                logger.info("skipped %s: %s", fe.path, fe.error)
+            elif fe.n_snippets:
+                vectors.append(fe.vectors)
+                file_ids.append(np.full(fe.n_snippets, fe.index, dtype=np.int64))
+                starts.append(fe.starts)
+                ends.append(fe.ends)
+            n_cached += fe.cached
+            file_rows.append((fe.path, fe.duration, fe.n_snippets, fe.n_silent, fe.sha256, fe.error))
+            bar.update(1)
     finally:
-        stop.set()
         bar.close()
-        # drain so the producer can exit
-        while worker.is_alive():
-            try:
-                q.get(timeout=0.1)
-            except queue.Empty:
-                pass
-        worker.join()
-
-    vectors = np.concatenate(chunks) if chunks else np.zeros((0, encoder.dim), dtype=np.float32)
-    snippets = pd.DataFrame(rows, columns=["file", "path", "start", "end"])
-    # a vector with NaN/inf would poison every later search: drop its whole file, with a reason
-    for i in sorted({rows[r][0] for r in np.flatnonzero(~np.isfinite(vectors).all(axis=1))}):
-        if not states[i].error:
-            states[i].error = "the encoder gave non-finite values (NaN or inf) for this audio"
-    failed = {i for i, s in states.items() if s.error}
-    if failed and len(snippets):
-        keep = ~snippets["file"].isin(failed).to_numpy()
-        vectors, snippets = vectors[keep], snippets[keep].reset_index(drop=True)
-        for i in failed:
-            states[i].n_snippets = 0
-    files = pd.DataFrame(
-        [
-            (s.path, s.duration, s.n_snippets, s.n_silent, s.sha256, s.error)
-            for s in (states[i] for i in range(len(paths)))
-        ],
-        columns=["path", "duration", "n_snippets", "n_silent", "sha256", "error"],
+    if cache:
+        logger.info("embedding cache: %d of %d file(s) from the cache", n_cached, len(file_rows))
+    out_vectors = np.concatenate(vectors) if vectors else np.zeros((0, encoder.dim), dtype=np.float32)
+    ids = np.concatenate(file_ids) if file_ids else np.zeros(0, dtype=np.int64)
+    names = [file_rows[i][0] for i in ids.tolist()]
+    snippets = pd.DataFrame(
+        {
+            "file": ids,
+            "path": names,
+            "start": np.concatenate(starts) if starts else np.zeros(0),
+            "end": np.concatenate(ends) if ends else np.zeros(0),
+        }
     )
-    return EmbeddedFiles(vectors, snippets, files)
+    files = pd.DataFrame(file_rows, columns=["path", "duration", "n_snippets", "n_silent", "sha256", "error"])
+    return EmbeddedFiles(out_vectors, snippets, files, n_cached)
 
 
 def embed_array(

@@ -74,19 +74,9 @@ def _learning_curve(report, plt, path: Path) -> Path | None:
         ax.fill_between(x, y - sd, y + sd, color=_COLORS[method], alpha=0.15 if method == "knn" else 0.08, lw=0)
     c = t.groupby("shots")[f"chance_{_METRIC}"].mean()
     ax.plot(c.index, c.to_numpy(), ls="--", color="black", lw=1, label="chance")
-    ax.set_xscale("log")
     shots = sorted(t["shots"].unique())
-    ax.set_xticks(shots, [str(int(s)) for s in shots])
-    ax.minorticks_off()
-    ax.set_xlabel("labelled files per tag (shots)")
-    ax.set_ylabel("balanced accuracy (track level)")
-    ax.set_title(f"Few-shot learning curve ({_setting(report)})\nmean ± sd over episodes", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish_curve(plt, fig, ax, path, shots, [str(int(s)) for s in shots], "labelled files per tag (shots)",
+                         f"Few-shot learning curve ({_setting(report)})")
 
 
 def _snippet_length(report, plt, path: Path) -> Path | None:
@@ -109,13 +99,19 @@ def _snippet_length(report, plt, path: Path) -> Path | None:
         ax.plot(x, y, marker="o", color=color, label=label)
         ax.fill_between(x, y - sd, y + sd, color=color, alpha=0.1, lw=0)
     ax.axhline(float(t[f"chance_{_METRIC}"].mean()), ls="--", color="black", lw=1, label="chance")
-    ax.set_xscale("log")
     lengths = sorted(t["snippet_seconds"].unique())
-    ax.set_xticks(lengths, [f"{s:g}" for s in lengths])
+    return _finish_curve(plt, fig, ax, path, lengths, [f"{s:g}" for s in lengths], "snippet length (seconds)",
+                         f"Snippet length (kNN k={h['k']}, {h['weights']})")
+
+
+def _finish_curve(plt, fig, ax, path: Path, ticks, labels, xlabel: str, title: str) -> Path:
+    """Log x axis with the measured points as ticks, labels, grid and legend; save and close."""
+    ax.set_xscale("log")
+    ax.set_xticks(ticks, labels)
     ax.minorticks_off()
-    ax.set_xlabel("snippet length (seconds)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("balanced accuracy (track level)")
-    ax.set_title(f"Snippet length (kNN k={h['k']}, {h['weights']})\nmean ± sd over episodes", fontsize=9)
+    ax.set_title(f"{title}\nmean ± sd over episodes", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()

@@ -26,7 +26,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -119,6 +119,65 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def save_directory(
+    path: Path,
+    manifest: dict[str, Any],
+    write: Callable[[Path], Iterable[str]],
+    *,
+    kind: str,
+    verify: Callable[[Path], Any] | None = None,
+) -> dict[str, Any]:
+    """Replace the directory ``path`` atomically with new contents; the one save routine of indexes
+    and libraries.
+
+    ``write(tmp)`` writes the data files into a fresh hidden sibling folder and returns their names;
+    the manifest (``manifest`` plus the files' SHA-256 under ``"checksums"``) is written last, every
+    file and the folder are fsynced, ``verify(tmp)`` (if given) must read it back, and only then is
+    the old directory renamed to ``.<name>.previous`` and the new one renamed into place, all under
+    the exclusive lock. A failure or a kill at any moment leaves the old directory (or its
+    ``.previous`` copy, which the next save or load picks up). A non-empty folder without a
+    manifest is refused (``kind`` names what was expected). Returns the manifest written.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    backup = _backup_of(path)
+    with _locked(path):
+        if not path.exists() and backup.exists():  # a save killed between its two renames
+            os.rename(backup, path)
+        if path.exists() and not path.is_dir():
+            raise IndexFormatError(f"{path}: exists and is not a directory; refusing to overwrite it")
+        if path.exists() and not (path / MANIFEST_FILE).is_file() and any(path.iterdir()):
+            raise IndexFormatError(f"{path}: exists and is not a {kind}; refusing to overwrite it")
+        for stale in path.parent.glob(f".{path.name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
+        tmp.mkdir()
+        try:
+            names = tuple(write(tmp))
+            manifest = dict(manifest)
+            manifest["checksums"] = {name: _sha256(tmp / name) for name in names}
+            with open(tmp / MANIFEST_FILE, "w", encoding="utf-8") as fh:
+                json.dump(manifest, fh, indent=2, sort_keys=True)
+                fh.flush()
+                os.fsync(fh.fileno())
+            for name in names:
+                with open(tmp / name, "rb") as fh:
+                    os.fsync(fh.fileno())
+            _fsync_dir(tmp)
+            if verify is not None:
+                verify(tmp)  # never swap in something that cannot be read back
+            if path.exists():
+                if backup.exists():
+                    shutil.rmtree(backup)
+                os.rename(path, backup)
+            os.rename(tmp, path)
+            _fsync_dir(path.parent)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        shutil.rmtree(backup, ignore_errors=True)
+    return manifest
 
 
 class Index:
@@ -276,48 +335,15 @@ class Index:
         """
         import faiss
 
+        def write(tmp: Path) -> tuple[str, ...]:
+            faiss.write_index(self.faiss_index, str(tmp / INDEX_FILE))
+            meta = self.metadata.copy()
+            meta["tags"] = [list(t) for t in meta["tags"]]
+            meta.to_parquet(tmp / METADATA_FILE, index=False)
+            return INDEX_FILE, METADATA_FILE
+
         path = Path(os.path.expanduser(path)).absolute()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        backup = _backup_of(path)
-        with _locked(path):
-            # Recover from a save killed between its two renames.
-            if not path.exists() and backup.exists():
-                os.rename(backup, path)
-            if path.exists() and not path.is_dir():
-                raise IndexFormatError(f"{path}: exists and is not a directory; refusing to overwrite it")
-            if path.exists() and not (path / MANIFEST_FILE).is_file() and any(path.iterdir()):
-                raise IndexFormatError(f"{path}: exists and is not a clapknn index; refusing to overwrite it")
-            for stale in path.parent.glob(f".{path.name}.tmp-*"):
-                shutil.rmtree(stale, ignore_errors=True)
-            tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
-            tmp.mkdir()
-            try:
-                faiss.write_index(self.faiss_index, str(tmp / INDEX_FILE))
-                meta = self.metadata.copy()
-                meta["tags"] = [list(t) for t in meta["tags"]]
-                meta.to_parquet(tmp / METADATA_FILE, index=False)
-                manifest = dict(self.manifest)
-                manifest["checksums"] = {INDEX_FILE: _sha256(tmp / INDEX_FILE), METADATA_FILE: _sha256(tmp / METADATA_FILE)}
-                with open(tmp / MANIFEST_FILE, "w", encoding="utf-8") as fh:
-                    json.dump(manifest, fh, indent=2, sort_keys=True)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                for name in (INDEX_FILE, METADATA_FILE):
-                    with open(tmp / name, "rb") as fh:
-                        os.fsync(fh.fileno())
-                _fsync_dir(tmp)
-                Index._read(tmp)  # never swap in something we cannot read back
-                if path.exists():
-                    if backup.exists():
-                        shutil.rmtree(backup)
-                    os.rename(path, backup)
-                os.rename(tmp, path)
-                _fsync_dir(path.parent)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-            shutil.rmtree(backup, ignore_errors=True)
-            self.manifest = manifest
+        self.manifest = save_directory(path, self.manifest, write, kind="clapknn index", verify=Index._read)
         return path
 
     @classmethod

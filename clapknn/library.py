@@ -34,8 +34,6 @@ import json
 import logging
 import math
 import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -343,45 +341,18 @@ class LibraryIndex:
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
         """Write the library atomically to the directory ``path`` (an existing library is replaced;
-        any other non-empty folder is refused)."""
+        any other non-empty folder is refused; see :func:`clapknn.index.save_directory`)."""
         import faiss
 
-        from .index import _backup_of, _fsync_dir, _locked, _sha256
+        from .index import save_directory
+
+        def write(tmp: Path) -> tuple[str, ...]:
+            faiss.write_index(self.index, str(tmp / LIBRARY_FILE))
+            self.tracks.to_parquet(tmp / TRACKS_FILE, index=False)
+            return LIBRARY_FILE, TRACKS_FILE
 
         path = Path(path).expanduser().absolute()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        backup = _backup_of(path)
-        with _locked(path):
-            if not path.exists() and backup.exists():
-                os.rename(backup, path)
-            if path.exists() and not (path / MANIFEST_FILE).is_file() and any(path.iterdir()):
-                raise IndexFormatError(f"{path}: exists and is not a clapknn library; refusing to overwrite it")
-            tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
-            tmp.mkdir()
-            try:
-                faiss.write_index(self.index, str(tmp / LIBRARY_FILE))
-                self.tracks.to_parquet(tmp / TRACKS_FILE, index=False)
-                manifest = dict(self.manifest)
-                manifest["checksums"] = {f: _sha256(tmp / f) for f in (LIBRARY_FILE, TRACKS_FILE)}
-                with open(tmp / MANIFEST_FILE, "w", encoding="utf-8") as fh:
-                    json.dump(manifest, fh, indent=2, sort_keys=True)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                for f in (LIBRARY_FILE, TRACKS_FILE):
-                    with open(tmp / f, "rb") as fh:
-                        os.fsync(fh.fileno())
-                _fsync_dir(tmp)
-                if path.exists():
-                    if backup.exists():
-                        shutil.rmtree(backup)
-                    os.rename(path, backup)
-                os.rename(tmp, path)
-                _fsync_dir(path.parent)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-            shutil.rmtree(backup, ignore_errors=True)
-            self.manifest = manifest
+        self.manifest = save_directory(path, self.manifest, write, kind="clapknn library")
         return path
 
     @classmethod

@@ -1,7 +1,7 @@
 """Streaming embedding: cached, multi-process decoding feeding one batched encoder, file by file.
 
-:func:`iter_embeddings` is the engine behind ``embed_files(..., cache=..., workers=...)`` and behind
-resumable tagging (:func:`tag_to_csv`). Data flow::
+:func:`iter_embeddings` is the one embedding engine: behind :func:`clapknn.encode.embed_files`
+(index building, tagging, evaluation) and resumable tagging (:func:`tag_to_csv`). Data flow::
 
     paths ──► source thread ──► bounded queue ──► caller thread: batches ──► encoder.embed
                │  sha256 (memo) → cache hit? ─────────────────────────► (vectors from the cache)
@@ -16,8 +16,8 @@ resumable tagging (:func:`tag_to_csv`). Data flow::
   :data:`~clapknn.snippet.WHOLE_FILE_SECONDS` are streamed window by window in this process instead,
   so no worker ever holds a whole long file.
 - **Order and results.** Files come out in input order, each as soon as its last snippet is
-  encoded. Batches are cut exactly as in the single-thread path of :func:`clapknn.encode.embed_files`
-  (cache hits simply drop out of the stream), so the vectors are the same.
+  encoded. Batches are cut in input order whatever the number of workers (cache hits simply drop
+  out of the stream), and encoders are batch-independent, so the vectors are the same.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -37,7 +37,7 @@ from .encoders.base import Encoder
 from .errors import AudioError, ClapknnError, ParameterError
 from .snippet import DEFAULT_SNIPPET_SECONDS
 
-__all__ = ["FileEmbedding", "iter_embeddings", "embed_files_streamed", "tag_to_csv", "TagProgress"]
+__all__ = ["FileEmbedding", "iter_embeddings", "tag_to_csv", "TagProgress"]
 
 logger = logging.getLogger(__name__)
 
@@ -406,66 +406,6 @@ def iter_embeddings(
         worker.join()
         if store is not None:
             store.close()
-
-
-def embed_files_streamed(
-    paths: Sequence[str | Path],
-    encoder: Encoder,
-    *,
-    snippet_seconds: float = DEFAULT_SNIPPET_SECONDS,
-    hop_seconds: float | None = None,
-    batch_size: int = 16,
-    hashes: bool = True,
-    progress: bool = False,
-    desc: str = "embedding",
-    cache: "bool | str | Path | EmbeddingCache | None" = None,
-    workers: int = 0,
-):
-    """:func:`iter_embeddings` collected into an :class:`~clapknn.encode.EmbeddedFiles`
-    (what ``embed_files(..., cache=..., workers=...)`` returns)."""
-    import pandas as pd
-
-    from .encode import EmbeddedFiles, progress_bar
-
-    vectors: list[np.ndarray] = []
-    file_ids, starts, ends = [], [], []
-    file_rows = []
-    n_cached = 0
-    bar = progress_bar(len(paths), desc, enabled=progress)
-    try:
-        for fe in iter_embeddings(
-            paths, encoder, snippet_seconds=snippet_seconds, hop_seconds=hop_seconds, batch_size=batch_size,
-            hashes=hashes, cache=cache, workers=workers,
-        ):
-            if fe.error:
-                logger.info("skipped %s: %s", fe.path, fe.error)
-            elif fe.n_snippets:
-                vectors.append(fe.vectors)
-                file_ids.append(np.full(fe.n_snippets, fe.index, dtype=np.int64))
-                starts.append(fe.starts)
-                ends.append(fe.ends)
-            n_cached += fe.cached
-            file_rows.append((fe.path, fe.duration, fe.n_snippets, fe.n_silent, fe.sha256, fe.error))
-            bar.update(1)
-    finally:
-        bar.close()
-    if cache:
-        logger.info("embedding cache: %d of %d file(s) from the cache", n_cached, len(file_rows))
-    out_vectors = np.concatenate(vectors) if vectors else np.zeros((0, encoder.dim), dtype=np.float32)
-    ids = np.concatenate(file_ids) if file_ids else np.zeros(0, dtype=np.int64)
-    names = [file_rows[i][0] for i in ids.tolist()]
-    snippets = pd.DataFrame(
-        {
-            "file": ids,
-            "path": names,
-            "start": np.concatenate(starts) if starts else np.zeros(0),
-            "end": np.concatenate(ends) if ends else np.zeros(0),
-        }
-    )
-    files = pd.DataFrame(file_rows, columns=["path", "duration", "n_snippets", "n_silent", "sha256", "error"])
-    out = EmbeddedFiles(out_vectors, snippets, files)
-    out.n_cached = n_cached
-    return out
 
 
 @dataclass
