@@ -156,8 +156,6 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore", category=UserWarning)
-    from dataclasses import replace
-
     from clapknn.evaluate import evaluate
 
     t_start = time.perf_counter()
@@ -198,11 +196,11 @@ def main(argv: list[str] | None = None) -> int:
                     f"{int(r.shots):>2}: {r.accuracy:.3f} ± {r.accuracy_sd:.3f}" for r in g.sort_values("shots").itertuples()))
             plots["snippet_length"] = sweep.plots["snippet_length"]
         table += summary_rows(task, report)
-        # the same episodes with the vote's standardised space forced (what "auto" picks from)
+        # the same episodes with the vote's standardised space forced (``--space standardized``;
+        # what "auto" picks from)
         if head[0].knn_options.get("standardize") == "auto":
-            forced = replace(head[0], knn_options={**head[0].knn_options, "standardize": True})
-            fr = evaluate(forced, shots=SHOWN_SHOTS, n_episodes=episodes, folds=0, k=report.headline["k"],
-                          weights=report.headline["weights"], baselines=False, seed=0)
+            fr = evaluate(head, shots=SHOWN_SHOTS, n_episodes=episodes, folds=0, k=report.headline["k"],
+                          weights=report.headline["weights"], space="standardized", baselines=False, seed=0)
             for row, s in zip(table[-len(SHOWN_SHOTS):], SHOWN_SHOTS):
                 r = fr.rows(method="knn", protocol="episodes")
                 r = r[r["shots"] == s]

@@ -121,7 +121,7 @@ def cmd_tag(args) -> int:
     tagger = Tagger(
         args.index, k=args.k, weights=args.weights, aggregate=args.aggregate, threshold=args.threshold,
         top_n=args.top_n, hop_seconds=args.hop_seconds, batch_size=args.batch_size,
-        encoder_options=_encoder_options(args),
+        encoder_options=_encoder_options(args), space=args.space,
     )
     if args.resume:
         return _tag_resumable(tagger, args)
@@ -244,7 +244,7 @@ def cmd_evaluate(args) -> int:
         shots=_csv_list(args.shots, int, "--shots"), n_episodes=args.episodes, folds=args.folds,
         k=_csv_list(args.k, int, "-k"), weights=_csv_list(args.weights, str, "--weights"),
         snippet_seconds=_csv_list(args.snippet_seconds, float, "--snippet-seconds"), hop_seconds=args.hop_seconds,
-        aggregate=args.aggregate, baselines=not args.no_baselines, seed=args.seed, out_dir=args.out,
+        aggregate=args.aggregate, space=args.space, baselines=not args.no_baselines, seed=args.seed, out_dir=args.out,
         plots=not args.no_plots, n_jobs=args.jobs, cache=args.cache, batch_size=args.batch_size,
         progress=not args.quiet,
     )
@@ -390,11 +390,19 @@ def _add_encoder_runtime(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, default=16, help="snippets per forward pass (default 16)")
 
 
-def _add_pipeline(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("embedding pipeline")
-    g.add_argument("--workers", type=int, default=0, metavar="N", help="decode in N processes while the model encodes (default 0: a decoding thread)")
+def _add_pipeline(p: argparse.ArgumentParser, *, workers: bool = True) -> None:
+    g = p.add_argument_group("embedding pipeline" if workers else "embedding cache")
+    if workers:
+        g.add_argument("--workers", type=int, default=0, metavar="N", help="decode in N processes while the model encodes (default 0: a decoding thread)")
     g.add_argument("--cache", metavar="DIR", help="embedding cache (default $CLAPKNN_EMBEDDING_CACHE, else ~/.cache/clapknn/embeddings)")
     g.add_argument("--no-cache", action="store_true", help="neither read nor write the embedding cache")
+
+
+def _add_model(p: argparse.ArgumentParser) -> None:
+    """The embedding model and the snippets it sees (build, index-library, embed-ray)."""
+    p.add_argument("--encoder", default="features", choices=["features", "clap"], help="embedding model (default: features)")
+    p.add_argument("--snippet-seconds", type=float, default=10.0, help="snippet length in seconds (default 10)")
+    p.add_argument("--hop-seconds", type=float, help="hop between snippets (default: the snippet length)")
 
 
 def _cache(args):
@@ -420,9 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("examples", help="folder with one sub-folder per tag, or a CSV of path,tags")
     p.add_argument("--labels", help="CSV of path,tags (paths relative to EXAMPLES)")
     p.add_argument("--out", help="index directory to write (default: index/<name of EXAMPLES>)")
-    p.add_argument("--encoder", default="features", choices=["features", "clap"], help="embedding model (default: features)")
-    p.add_argument("--snippet-seconds", type=float, default=10.0, help="snippet length in seconds (default 10)")
-    p.add_argument("--hop-seconds", type=float, help="hop between snippets (default: the snippet length)")
+    _add_model(p)
     p.add_argument("--prompt", action="append", metavar="TAG=TEXT", help="text anchor for a tag (CLAP only; repeatable)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--from-shards", metavar="SHARDS", help="take the vectors from Ray shards (clapknn embed-ray) instead of embedding")
@@ -436,6 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", "--k", type=int, default=5, help="neighbours per snippet (default 5)")
     p.add_argument("--weights", default="similarity", choices=["uniform", "distance", "similarity"], help="vote weighting (default similarity)")
     p.add_argument("--aggregate", default="mean", choices=["mean", "max", "vote"], help="snippet→track pooling (default mean)")
+    p.add_argument("--space", default="auto", choices=["auto", "plain", "standardized"],
+                   help="the vote's search space: auto (default: the encoder decides on the index's own examples), "
+                   "plain vectors, or standardised per dimension on the index")
     p.add_argument("--threshold", type=float, help="minimum score for a tag (default 0.5 multi-label, 0 single-label)")
     p.add_argument("--top-n", type=int, help="at most N tags per track (default 1 single-label, all multi-label)")
     p.add_argument("--hop-seconds", type=float, help="hop between query snippets (default: the index's)")
@@ -485,6 +494,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--snippet-seconds", default="10", help="snippet lengths to compare, e.g. 3,5,10,30 (default 10)")
     p.add_argument("--hop-seconds", type=float, help="hop between snippets (default: the snippet length)")
     p.add_argument("--aggregate", default="mean", choices=["mean", "max", "vote"], help="snippet→track pooling (default mean)")
+    p.add_argument("--space", default="auto", choices=["auto", "plain", "standardized"],
+                   help="the vote's search space: auto (default: the encoder decides on the index's own examples), "
+                   "plain vectors, or standardised per dimension on the index")
     p.add_argument("--no-baselines", action="store_true", help="skip majority / nearest-centroid / logistic-regression")
     p.add_argument("--seed", type=int, default=0, help="seed of the episodes and folds (default 0)")
     p.add_argument("--out", help="folder for summary.csv, runs.csv, per_tag.csv, report.json/.txt and PNG plots")
@@ -528,9 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="*", help="audio files and/or folders")
     p.add_argument("--from-shards", metavar="SHARDS", help="take the vectors from Ray shards (clapknn embed-ray) instead of embedding")
     p.add_argument("--out", required=True, help="library directory to write")
-    p.add_argument("--encoder", default="features", choices=["features", "clap"], help="embedding model (default: features)")
-    p.add_argument("--snippet-seconds", type=float, default=10.0, help="snippet length in seconds (default 10)")
-    p.add_argument("--hop-seconds", type=float, help="hop between snippets (default: the snippet length)")
+    _add_model(p)
     p.add_argument("--kind", default="auto", choices=["auto", "flat", "hnsw", "ivf"], help="index kind (default: by library size)")
     p.add_argument("--target-recall", type=float, default=0.95, help="recall@10 the search depth is tuned to (default 0.95)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -545,9 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="also write the table to .csv, .json or .parquet")
     p.add_argument("-q", "--quiet", action="store_true", help="no table when --out is given")
     _add_encoder_runtime(p)
-    g = p.add_argument_group("embedding cache")
-    g.add_argument("--cache", metavar="DIR", help="embedding cache folder (default: the usual one)")
-    g.add_argument("--no-cache", action="store_true", help="neither read nor write the embedding cache")
+    _add_pipeline(p, workers=False)
     p.set_defaults(func=cmd_similar)
 
     p = sub.add_parser(
@@ -558,9 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="audio files and/or folders (at the same paths on every node)")
     p.add_argument("--out", required=True, help="shard directory to write (shared by every node)")
     p.add_argument("--address", help="Ray cluster address ('auto' on a cluster node; default: a local Ray)")
-    p.add_argument("--encoder", default="features", choices=["features", "clap"], help="embedding model (default: features)")
-    p.add_argument("--snippet-seconds", type=float, default=10.0, help="snippet length in seconds (default 10)")
-    p.add_argument("--hop-seconds", type=float, help="hop between snippets (default: the snippet length)")
+    _add_model(p)
     p.add_argument("--num-encoders", type=int, help="encoder actors (default: one per GPU, else one per 2 CPUs)")
     p.add_argument("--gpus-per-encoder", type=float, help="GPUs per encoder actor (default 1 when the cluster has GPUs)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")

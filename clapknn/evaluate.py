@@ -786,6 +786,7 @@ def evaluate(
     snippet_seconds: float | Sequence[float] = 10.0,
     hop_seconds: float | None = None,
     aggregate: str = "mean",
+    space: str = "auto",
     baselines: bool = True,
     seed: int = 0,
     out_dir: str | Path | None = None,
@@ -821,6 +822,8 @@ def evaluate(
         Hop between snippets (default: the snippet length).
     aggregate : {"mean", "max", "vote"}
         Snippet → track pooling, as ``clapknn tag --aggregate``.
+    space : {"auto", "plain", "standardized"}
+        The vote's search space, as ``clapknn tag --space`` (:func:`~clapknn.vote.space_options`).
     baselines : bool
         Also run the majority-class, nearest-centroid and logistic-regression baselines.
     seed : int
@@ -849,7 +852,7 @@ def evaluate(
 
     from .aggregate import AGGREGATIONS
     from .tagger import DEFAULT_K, DEFAULT_WEIGHTS
-    from .vote import WEIGHTS
+    from .vote import WEIGHTS, space_options
 
     shots_t = tuple(sorted(set(_as_tuple(shots, int)))) if shots is not None else ()
     ks = tuple(sorted(set(_as_tuple(k, int))))
@@ -863,6 +866,7 @@ def evaluate(
         raise ParameterError(f"unknown weights {', '.join(map(repr, bad)) or '(none)'}; choose from {', '.join(WEIGHTS)}")
     if aggregate not in AGGREGATIONS:
         raise ParameterError(f"unknown aggregation {aggregate!r}; choose one of {', '.join(AGGREGATIONS)}")
+    space_options({}, space)  # refuses an unknown space before any embedding
     if n_episodes < 1 and shots_t:
         raise ParameterError(f"n_episodes must be at least 1, got {n_episodes}")
     if folds < 0 or folds == 1:
@@ -933,7 +937,6 @@ def evaluate(
     if not splits:
         raise ParameterError("no evaluation could be run: " + "; ".join(notes))
 
-    methods = METHODS if baselines else ("knn",)
     run_rows: list[dict] = []
     tag_rows: list[dict] = []
     space_rows: list[dict] = []
@@ -950,13 +953,13 @@ def evaluate(
             y_true = Y[q_tracks]
             chance = chance_levels(y_true, multilabel)
             results: dict[tuple, np.ndarray] = {}
-            knn, est = _knn_scores(X_s, Y_s, X_q, ks, ws, qpos, n_q, aggregate, emb.knn_options,
+            knn, est = _knn_scores(X_s, Y_s, X_q, ks, ws, qpos, n_q, aggregate, space_options(emb.knn_options, space),
                                    groups=emb.track[s_mask], k_fit=headline["k"], w_fit=headline["weights"])
-            if hasattr(est, "loo_accuracy_"):
+            if hasattr(est, "loo_score_"):
                 space_rows.append({"snippet_seconds": emb.snippet_seconds, "protocol": protocol, "shots": n_shots,
                                    "run": rep, "standardized": bool(est.standardized_),
-                                   "loo_standardized": est.loo_accuracy_["standardized"],
-                                   "loo_plain": est.loo_accuracy_["plain"]})
+                                   "loo_standardized": est.loo_score_["standardized"],
+                                   "loo_plain": est.loo_score_["plain"]})
             for (kk, w), sc in knn.items():
                 results[("knn", kk, w)] = sc
             # the baselines work in the same space as the kNN search (standardised when it is)
@@ -1013,7 +1016,7 @@ def evaluate(
         multilabel=multilabel,
         headline=headline,
         config=dict(shots=list(shots_t), n_episodes=n_episodes, folds=folds, k=list(ks), weights=list(ws),
-                    snippet_seconds=lengths, hop_seconds=hop_seconds, aggregate=aggregate, baselines=baselines,
+                    snippet_seconds=lengths, hop_seconds=hop_seconds, aggregate=aggregate, space=space, baselines=baselines,
                     seed=seed),
         dataset=dict(n_tracks=base.n_tracks, n_groups=int(len(set(map(str, groups)))), tag_counts=counts,
                      encoder=enc_id.get("name", "?"), encoder_identity=enc_id),

@@ -229,6 +229,10 @@ class Tagger:
         Hop between query snippets (the snippet length always comes from the index).
     encoder_options : mapping, optional
         Passed when rebuilding the encoder (e.g. a local ``checkpoint`` path, ``device``).
+    space : {"auto", "plain", "standardized"}
+        The vote's search space (:func:`~clapknn.vote.space_options`): ``"auto"`` lets the
+        encoder's settings decide (the features encoder picks plain or standardised on the index's
+        own examples); the others force one. ``clapknn evaluate --space`` measures each.
     """
 
     def __init__(
@@ -244,7 +248,11 @@ class Tagger:
         hop_seconds: float | None = None,
         batch_size: int = 16,
         encoder_options: Mapping[str, Any] | None = None,
+        space: str = "auto",
     ) -> None:
+        from .vote import space_options
+
+        space_options({}, space)  # refuse a bad space before loading anything
         self.index = index if isinstance(index, Index) else load_index(index)
         if len(self.index) == 0:
             raise ParameterError("the index is empty")
@@ -264,7 +272,8 @@ class Tagger:
         # an encoder may ask for a search-space transform fitted on the index's own vectors (the
         # features encoder: per-dimension standardisation); it is recomputed from the stored vectors
         # on every load, so build and query always agree
-        knn_options = encoder.knn_options() if hasattr(encoder, "knn_options") else {}
+        knn_options = space_options(encoder.knn_options() if hasattr(encoder, "knn_options") else {}, space)
+        self.space = space
         self.estimator = KNNTagger(k, weights=weights, threshold=self.threshold, **knn_options).fit(
             self.index.vectors, [list(t) for t in tags], groups=self.index.metadata["path"].astype(str).to_numpy()
         )

@@ -17,7 +17,11 @@ evaluation on human-labelled mood data (EMOPIA; see ``docs/evaluation.md``):
 - **timbre** — MFCC 1-19 (no loudness term): mean and spread;
 - **spectral** — brightness (centroid), width (bandwidth) and their variation, flatness;
 - **onsets** — onset-flux statistics: how busy and how percussive;
-- **tempo** — a tempogram folded into 8 log-spaced tempo bands (30-300 BPM).
+- **tempo** — a tempogram folded into 8 log-spaced tempo bands (30-300 BPM);
+- **notes** — how many notes start per second and how many sound at once, counted on the semitone
+  spectrum (rises of a semitone band, peaks picked in time; bands within 20 and 30 dB of the
+  loudest): note density and polyphony, measured relative to the snippet's own level, so they mean
+  the same in a quiet recording and a loud master.
 
 Each block is moved and scaled by fixed constants to values of order one, scaled to unit length
 (except ``level``, whose size is the point) and weighted (:data:`FEATURE_BLOCKS`), and the whole
@@ -28,12 +32,14 @@ Fixed constants cannot suit every collection (solo piano and full mixes differ b
 every timbre statistic), so the encoder also offers the kNN vote a second space
 (:meth:`FeaturesEncoder.knn_options`, used by :class:`~clapknn.tagger.Tagger` and
 :mod:`clapknn.evaluate`): every dimension **standardised** on the index's own vectors, then each
-block scaled to unit length times its weight. Which space serves a given index better is decided
+block scaled to unit length times its weight and its **relevance** to the index's tags (how far
+apart the tags' files lie in that block, relative to the spread within a tag: loudness counts for an
+energy vocabulary, tonality for a happy/sad one). Which space serves a given index better is decided
 by leave-one-file-out on its own examples (``standardize="auto"`` in
-:class:`~clapknn.vote.KNNTagger`: the standardised space only when it beats both the plain one and
-chance there). On EMOPIA the standardised space is worth about ten points of accuracy; on the
-bundled demo clips, whose moods follow absolute key and tempo, the plain one wins. The choice is
-recomputed from the stored vectors whenever an index is loaded.
+:class:`~clapknn.vote.KNNTagger`: the standardised space only when its gain is larger than its
+noise). On EMOPIA the standardised space is worth ten to fifteen points of accuracy; on the bundled
+demo clips, whose moods follow absolute key and tempo, the plain one wins. The choice is recomputed
+from the stored vectors whenever an index is loaded; ``clapknn tag --space`` forces one.
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ __all__ = ["FeaturesEncoder", "FEATURE_BLOCKS", "RECIPE_VERSION"]
 _QUIET = 0.05  # plain-vector weight of the blocks meant for the standardised space only
 
 #: Version of the feature recipe; bump it whenever the vectors change, so old indexes are refused.
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 
 #: Blocks in vector order: ``name: (weight in the plain vector, weight in the standardised space)``.
 #: The plain vector (the encoder's output) is a weighted set of unit-length patterns of timbre,
@@ -69,6 +75,7 @@ FEATURE_BLOCKS: dict[str, tuple[float, float]] = {
     "tonal": (_QUIET, 1.0),
     "key": (_QUIET, 1.0),
     "harmony": (_QUIET, 0.5),
+    "notes": (_QUIET, 1.0),
 }
 
 _N_FFT = 2048
@@ -92,15 +99,19 @@ _MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3
 _BLOCK_SIZES = {
     "timbre": _N_MFCC - 1, "timbre_var": _N_MFCC - 1, "chroma": 12, "chroma_var": 12, "contrast": 7,
     "contrast_var": 7, "spectral": 5, "rhythm": 5 + _TEMPO_BANDS, "level": 4, "tonal": 12, "key": 4, "harmony": 6,
+    "notes": 7,
 }
 #: Blocks kept in their fixed units (their size is the point); every other block is a unit pattern.
-_MAGNITUDE_BLOCKS = ("level", "key", "harmony")
+_MAGNITUDE_BLOCKS = ("level", "key", "harmony", "notes")
 _MFCC_CENTRE = np.r_[130.0, -30.0, 15.0, np.zeros(_N_MFCC - 4)]
 _MFCC_SCALE = np.r_[30.0, 20.0, 10.0, np.full(_N_MFCC - 4, 6.0)]
 _MFCC_SD_CENTRE = np.r_[24.0, 14.0, 10.0, np.full(_N_MFCC - 4, 8.0)]
 _MFCC_SD_SCALE = np.r_[16.0, 7.0, 4.0, np.full(_N_MFCC - 4, 3.0)]
 _KEY_CENTRE = np.array([0.7, 0.7, 0.0, 0.75])
 _KEY_SCALE = np.array([0.12, 0.12, 0.17, 0.1])
+_NOTE_RISE_DB = (6.0, 10.0)  # a semitone band rising this much over two frames (93 ms) starts a note
+_NOTES_CENTRE = np.array([4.5, 4.2, 0.5, 8.0, 3.3, 0.4, 2.3])
+_NOTES_SCALE = np.array([0.5, 0.5, 0.2, 0.5, 0.5, 0.25, 0.5])
 
 
 def _key_profiles() -> np.ndarray:
@@ -116,6 +127,30 @@ def _semitone_filterbank(sr: int, n_fft: int) -> np.ndarray:
     midi = 69 + 12 * np.log2(np.maximum(freqs, 1e-3) / 440.0)
     notes = np.arange(_PITCH_LO, _PITCH_HI)
     return np.maximum(0.0, 1.0 - np.abs(midi[None, :] - notes[:, None]))
+
+
+def _notes(pitch: np.ndarray, seconds: float) -> np.ndarray:
+    """Note density and polyphony from a semitone power spectrogram ``(bands, frames)``: note
+    starts per second at two rise thresholds, the share of frames where a note starts, the rise per
+    second, the mean (and relative spread) of bands within 30 dB of the loudest, and of bands
+    within 20 dB. Everything is relative to the loudest band, so a gain change leaves it unchanged."""
+    db = 10.0 * np.log10(pitch + 1e-10)
+    top = db.max()
+    rise = db[:, 2:] - db[:, :-2]
+    alive = db[:, 2:] > top - 40.0
+    before = np.pad(rise, ((0, 0), (1, 0)), constant_values=-np.inf)[:, :-1]
+    after = np.pad(rise, ((0, 0), (0, 1)), constant_values=-np.inf)[:, 1:]
+    peak = alive & (rise >= before) & (rise >= after)
+    seconds = max(seconds, 1e-3)
+    starts = [np.log((peak & (rise > t)).sum() / seconds + 1.0) for t in _NOTE_RISE_DB]
+    onset_frames = ((rise > _NOTE_RISE_DB[1]) & alive).any(axis=0).mean() if rise.size else 0.0
+    flow = np.log((np.maximum(rise, 0.0) * alive).sum() / seconds + 1.0)
+    active = (db > top - 30.0).sum(axis=0)
+    loud = (db > top - 20.0).sum(axis=0)
+    return np.array([
+        *starts, onset_frames, flow,
+        np.log(active.mean() + 1.0), active.std() / (active.mean() + 1.0), np.log(loud.mean() + 1.0),
+    ])
 
 
 class FeaturesEncoder(Encoder):
@@ -154,8 +189,9 @@ class FeaturesEncoder(Encoder):
     def knn_options(self) -> dict[str, Any]:
         """Settings for :class:`~clapknn.vote.KNNTagger`: search either the plain vectors or
         every dimension standardised on the indexed vectors with each block at unit length times its
-        weight, whichever does better leave-one-file-out on the index (``standardize="auto"``)."""
-        return {"standardize": "auto", "feature_blocks": self.feature_blocks()}
+        weight and its relevance to the index's tags, whichever does clearly better leave-one-file-out
+        on the index (``standardize="auto"``, ``block_relevance=True``)."""
+        return {"standardize": "auto", "feature_blocks": self.feature_blocks(), "block_relevance": True}
 
     @staticmethod
     def feature_blocks() -> list[tuple[int, int, float]]:
@@ -249,6 +285,7 @@ class FeaturesEncoder(Encoder):
         # tonality: semitone spectrum -> pitch-class profile per frame (log-compressed, unit norm)
         S_pitch = np.abs(librosa.stft(y, n_fft=_N_FFT_PITCH, hop_length=_HOP_PITCH)).astype(np.float64) ** 2
         pitch = self._bank("semitones") @ S_pitch
+        notes = (_notes(pitch, len(y) / sr) - _NOTES_CENTRE) / _NOTES_SCALE
         pitch = np.log1p(1000.0 * pitch / (pitch.max() + 1e-12))
         n_oct = (_PITCH_HI - _PITCH_LO) // 12
         # fold octaves; rows start at A (MIDI 33), so roll to put C first
@@ -279,6 +316,7 @@ class FeaturesEncoder(Encoder):
             "tonal": tonal,
             "key": key,
             "harmony": harmony,
+            "notes": notes,
         }
 
     def embed(self, snippets: np.ndarray) -> np.ndarray:

@@ -1,0 +1,73 @@
+"""The weights-free features encoder: layout of its vector, and the note-density / polyphony block
+measured on synthesised notes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clapknn.encoders.features import _BLOCK_SIZES, FEATURE_BLOCKS, FeaturesEncoder
+
+SR = 22050
+NAMES = list(FEATURE_BLOCKS)
+
+
+def _tone(midi: float, seconds: float, sr: int = SR) -> np.ndarray:
+    """A decaying harmonic tone, roughly a plucked or struck string."""
+    t = np.arange(int(seconds * sr)) / sr
+    f0 = 440.0 * 2 ** ((midi - 69) / 12)
+    y = sum(np.sin(2 * np.pi * f0 * h * t) / h for h in range(1, 5) if f0 * h < sr / 2)
+    return y * np.exp(-3.0 * t)
+
+
+def _notes(per_second: float, chord: int = 1, seconds: float = 10.0, seed: int = 0) -> np.ndarray:
+    """Notes starting ``per_second`` times a second, ``chord`` pitches at a time."""
+    rng = np.random.default_rng(seed)
+    y = np.zeros(int(seconds * SR))
+    step = 1.0 / per_second
+    for start in np.arange(0.0, seconds - 0.1, step):
+        a = int(start * SR)
+        for pitch in rng.choice(np.arange(48, 84), size=chord, replace=False):
+            tone = _tone(float(pitch), min(1.0, seconds - start))
+            y[a : a + len(tone)] += tone[: len(y) - a]
+    return (0.3 * y / np.abs(y).max()).astype(np.float32)
+
+
+def _block(vector: np.ndarray, name: str) -> np.ndarray:
+    start = sum(_BLOCK_SIZES[n] for n in NAMES[: NAMES.index(name)])
+    return vector[start : start + _BLOCK_SIZES[name]]
+
+
+def test_blocks_tile_the_vector_and_rows_are_unit_length():
+    enc = FeaturesEncoder()
+    blocks = enc.feature_blocks()
+    assert blocks[0][0] == 0 and blocks[-1][1] == enc.dim
+    assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
+    v = enc.embed(np.stack([_notes(2.0), _notes(6.0, chord=3)]))
+    assert v.shape == (2, enc.dim) and np.isfinite(v).all()
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(v, enc.embed(np.stack([_notes(2.0), _notes(6.0, chord=3)])))
+
+
+def test_note_block_counts_notes_and_voices_whatever_the_level():
+    enc = FeaturesEncoder()
+    sparse, dense, chords = _notes(1.5), _notes(8.0), _notes(1.5, chord=4)
+    b = {name: enc._blocks(y)["notes"] for name, y in (("sparse", sparse), ("dense", dense), ("chords", chords))}
+    # starts per second (both thresholds) and share of frames with a start: more notes, more starts
+    assert (b["dense"][:3] > b["sparse"][:3]).all()
+    # bands sounding within 30 dB and 20 dB of the loudest: more voices, more bands
+    assert b["chords"][4] > b["sparse"][4] and b["chords"][6] > b["sparse"][6]
+    # relative to the snippet's own level: a 40 dB quieter copy gives the same block (up to the odd
+    # rise that lands the other side of a threshold in float32)
+    np.testing.assert_allclose(enc._blocks(dense * 0.01)["notes"], b["dense"], atol=0.05)
+
+
+@pytest.mark.parametrize("name", ["level", "notes"])
+def test_level_moves_with_gain_and_notes_do_not(name):
+    enc = FeaturesEncoder()
+    y = _notes(4.0, chord=2)
+    loud, quiet = enc._blocks(y)[name], enc._blocks(y * 0.1)[name]
+    if name == "level":
+        assert (loud > quiet).all()
+    else:
+        np.testing.assert_allclose(loud, quiet, atol=0.05)
