@@ -26,7 +26,6 @@ SPACES = ("auto", "plain", "standardized")
 _TIE_MARGIN = 8  # extra neighbours fetched so ties at the k-th place are broken by id
 _SHRINK = 0.1  # standardize: spreads are shrunk towards their pooled value by this share
 _LOO_MAX = 4000  # standardize="auto": fitted samples voted on, at most
-_LOO_REFIT_MAX = 300  # standardize="auto" with block_relevance: relevance re-measured per left-out file up to this many files
 
 
 def _is_multilabel(y) -> bool:
@@ -219,10 +218,9 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
 
     def _standardized_similarity(self, X: np.ndarray, inv: np.ndarray, n_groups: int):
         """Similarities in the standardised space as seen by each left-out group: with
-        ``block_relevance``, the blocks are weighted by relevance measured without that group
-        (so the choice of space never uses the left-out file's own tags), up to
-        :data:`_LOO_REFIT_MAX` groups; beyond that one relevance for all (a file moves it little)."""
-        if self.block_relevance_ is None or n_groups > _LOO_REFIT_MAX:
+        ``block_relevance``, the blocks are weighted by relevance measured without that group, so
+        the choice of space never uses the left-out file's own tags."""
+        if self.block_relevance_ is None:
             T = self._space(X, True)
             return lambda r: T[r] @ T.T
         from .encoders.base import l2_normalize
@@ -232,16 +230,14 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
         present = np.stack([(np.abs(u).sum(axis=1) > 0).astype(np.float64) for u in units])  # (blocks, n)
         means, has = self._group_means(Z.astype(np.float64), inv, n_groups)
         base = np.array([w for _, _, w in self._blocks])
-        keep = np.ones(n_groups, dtype=bool)
-        w2 = np.empty((n_groups, len(units)))
-        for g in range(n_groups):
-            keep[g] = False
-            w2[g] = (base * self._relevance_of(means[keep], has[keep])) ** 2
-            keep[g] = True
+        w2 = (base * self._relevance_of(means, has, leave_one_out=True)) ** 2  # (groups, blocks)
+
+        U = np.concatenate(units, axis=1)
+        sizes = [u.shape[1] for u in units]
 
         def similarity(r):
             wr = w2[inv[r]]  # (m, blocks)
-            dots = sum(wr[:, i : i + 1] * (u[r] @ u.T) for i, u in enumerate(units))
+            dots = (U[r] * np.repeat(wr, sizes, axis=1)) @ U.T
             norm_r = np.sqrt(np.maximum((wr * present[:, r].T).sum(axis=1), 1e-24))
             norm_all = np.sqrt(np.maximum(wr @ present, 1e-24))
             return dots / norm_r[:, None] / norm_all
@@ -284,28 +280,41 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
         np.add.at(tags, inv, self._Y)
         return means / counts[:, None], tags / counts[:, None] > 0.5
 
-    def _relevance_of(self, means: np.ndarray, has: np.ndarray) -> np.ndarray:
-        """Per-block relevance from file means and tags (see ``block_relevance``): the mean over
-        the block's dimensions and the tags of the one-way F ratio, tag against the rest; 1 for
-        every block when some tag lacks two files on either side."""
-        ones = np.ones(len(self._blocks))
-        n = len(means)
-        ratios = []
+    def _relevance_of(self, means: np.ndarray, has: np.ndarray, *, leave_one_out: bool = False) -> np.ndarray:
+        """Per-block relevance from file means ``(files, dims)`` and tags ``(files, tags)`` (see
+        ``block_relevance``): the mean over the block's dimensions and the tags of the one-way F
+        ratio, tag against the rest; 1 for every block when some tag lacks two files on either side.
+
+        With ``leave_one_out``: one row per file, the relevance measured without that file
+        (``(files, blocks)``; each file's sums taken out of its side, in closed form).
+        """
+        sq = means**2
+        rows = len(means) if leave_one_out else 1
+        ratios = np.zeros((rows, means.shape[1]))
+        valid = np.ones(rows, dtype=bool)
         for t in range(has.shape[1]):
-            pos = has[:, t]
-            if min(pos.sum(), n - pos.sum()) < 2:
-                return ones  # too few files on one side to measure a spread
-            centre = means.mean(axis=0)
-            between = np.zeros(means.shape[1])
-            within = np.zeros(means.shape[1])
-            for side in (pos, ~pos):
-                m = means[side].mean(axis=0)
-                between += side.sum() * (m - centre) ** 2
-                within += ((means[side] - m) ** 2).sum(axis=0)
-            ratios.append(between / (within / (n - 2) + 1e-12))
-        f = np.mean(ratios, axis=0)
-        rel = np.array([np.sqrt(f[a:b].mean()) for a, b, _ in self._blocks])
-        return rel if np.isfinite(rel).all() and rel.max() > 0 else ones
+            sides = []
+            for side in (has[:, t], ~has[:, t]):
+                # row i leaves file i out: its mean comes off the sums of its own side
+                out = side.astype(np.float64)[:, None] if leave_one_out else np.zeros((1, 1))
+                count = side.sum() - out[:, 0]  # (rows,)
+                total = means[side].sum(axis=0) - out * (means if leave_one_out else 0.0)  # (rows, dims)
+                total_sq = sq[side].sum(axis=0) - out * (sq if leave_one_out else 0.0)
+                sides.append((count, total, total_sq))
+            counts = np.stack([c for c, _, _ in sides])  # (2, rows)
+            valid &= counts.min(axis=0) >= 2  # too few files on one side to measure a spread
+            safe = np.maximum(counts, 1)[:, :, None]
+            side_means = np.stack([tot for _, tot, _ in sides]) / safe
+            centre = (sides[0][1] + sides[1][1]) / np.maximum(counts.sum(axis=0), 1)[:, None]
+            between = sum(counts[i][:, None] * (side_means[i] - centre) ** 2 for i in range(2))
+            within = sum(sides[i][2] - counts[i][:, None] * side_means[i] ** 2 for i in range(2))
+            dof = np.maximum(counts.sum(axis=0) - 2, 1)[:, None]
+            ratios += between / (np.maximum(within, 0.0) / dof + 1e-12)
+        f = ratios / max(has.shape[1], 1)
+        rel = np.stack([np.sqrt(f[:, a:b].mean(axis=1)) for a, b, _ in self._blocks], axis=1)
+        usable = valid & np.isfinite(rel).all(axis=1) & (rel.max(axis=1) > 0)
+        rel[~usable] = 1.0
+        return rel if leave_one_out else rel[0]
 
     # -------------------------------------------------------------- fitting
     def fit(self, X, y, groups=None) -> "KNNTagger":
