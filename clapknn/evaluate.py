@@ -937,6 +937,8 @@ def evaluate(
     if not splits:
         raise ParameterError("no evaluation could be run: " + "; ".join(notes))
 
+    # the space choice of the vote leaves out whole groups (source tracks), as the splits do
+    group_ids = np.unique(np.asarray(groups).astype(str), return_inverse=True)[1]
     run_rows: list[dict] = []
     tag_rows: list[dict] = []
     space_rows: list[dict] = []
@@ -954,7 +956,7 @@ def evaluate(
             chance = chance_levels(y_true, multilabel)
             results: dict[tuple, np.ndarray] = {}
             knn, est = _knn_scores(X_s, Y_s, X_q, ks, ws, qpos, n_q, aggregate, space_options(emb.knn_options, space),
-                                   groups=emb.track[s_mask], k_fit=headline["k"], w_fit=headline["weights"])
+                                   groups=group_ids[emb.track[s_mask]], k_fit=headline["k"], w_fit=headline["weights"])
             if hasattr(est, "loo_score_"):
                 space_rows.append({"snippet_seconds": emb.snippet_seconds, "protocol": protocol, "shots": n_shots,
                                    "run": rep, "standardized": bool(est.standardized_),

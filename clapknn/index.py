@@ -192,7 +192,9 @@ class Index:
         L2-normalised embeddings; row ``i`` is FAISS id ``i``.
     metadata : pandas.DataFrame
         Row ``i`` describes vector ``i``: ``path``, ``start``, ``end`` (seconds), ``tags`` (tuple of
-        str), ``sha256`` of the source file, ``kind`` (``"audio"`` or ``"text"``).
+        str), ``sha256`` of the source file, ``kind`` (``"audio"`` or ``"text"``), and, in indexes
+        built since it was added, ``group`` (the example's source track or album from a labels CSV;
+        empty when none was given).
     manifest : dict
         See the module docstring.
     """

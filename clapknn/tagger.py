@@ -136,6 +136,9 @@ def build_index(
             "tags": [tags_of[i] for i in emb.snippets["file"]],
             "sha256": files["sha256"].to_numpy(dtype=object)[emb.snippets["file"].to_numpy(dtype=np.int64)].tolist(),
             "kind": "audio",
+            # the source track / album of the example ("" when the file is its own), from a labels
+            # CSV's group column: the vote's choice of space leaves whole groups out
+            "group": [example_set.examples[i].group or "" for i in emb.snippets["file"]],
         }
     )
     vectors = emb.vectors
@@ -149,7 +152,7 @@ def build_index(
             raise ParameterError(f"encoder {enc.name!r} has no text branch; text prompts need --encoder clap")
         tv = np.asarray(enc.embed_text(texts), dtype=np.float32)
         meta = pd.concat(
-            [meta, pd.DataFrame({"path": texts, "start": 0.0, "end": 0.0, "tags": text_tags, "sha256": "", "kind": "text"})],
+            [meta, pd.DataFrame({"path": texts, "start": 0.0, "end": 0.0, "tags": text_tags, "sha256": "", "kind": "text", "group": ""})],
             ignore_index=True,
         )
         vectors = np.concatenate([vectors, tv]) if len(vectors) else tv
@@ -204,6 +207,16 @@ class TagResult:
 
     def __len__(self) -> int:
         return len(self.tracks)
+
+
+def example_groups(metadata) -> np.ndarray:
+    """Per index row, what a leave-one-out vote must leave out together: the example's group (its
+    source track or album, from a labels CSV) where one was given, else its file."""
+    paths = metadata["path"].astype(str).to_numpy()
+    if "group" not in metadata:
+        return np.char.add("file:", paths.astype(str))
+    group = metadata["group"].fillna("").astype(str).to_numpy()
+    return np.where(group != "", np.char.add("group:", group.astype(str)), np.char.add("file:", paths.astype(str)))
 
 
 class Tagger:
@@ -275,7 +288,7 @@ class Tagger:
         knn_options = space_options(encoder.knn_options() if hasattr(encoder, "knn_options") else {}, space)
         self.space = space
         self.estimator = KNNTagger(k, weights=weights, threshold=self.threshold, **knn_options).fit(
-            self.index.vectors, [list(t) for t in tags], groups=self.index.metadata["path"].astype(str).to_numpy()
+            self.index.vectors, [list(t) for t in tags], groups=example_groups(self.index.metadata)
         )
         # every vector has tags, so classes_ is the index vocabulary
         self.tags = [str(t) for t in self.estimator.classes_]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from sklearn import metrics as skm
@@ -214,6 +216,31 @@ def test_grouping_stops_a_leak_that_file_level_splits_would_reward(rng):
     assert inflated.loc["cv", "accuracy"] > 0.9
     # episodes: only queries whose group has a support file are found
     assert inflated.loc["episodes", "accuracy"] > honest.loc["episodes", "accuracy"] + 0.15
+
+
+def test_the_votes_space_choice_leaves_whole_groups_out(rng, monkeypatch):
+    """In cross-validation the support holds several files of a group; the vote's leave-one-out
+    (its choice of space) must leave the group out, as the split does, not just the file."""
+    import clapknn.vote as vote
+
+    n_groups, per_group = 12, 2
+    tags = [("a",) if g % 2 else ("b",) for g in range(n_groups) for _ in range(per_group)]
+    groups = [f"g{g}" for g in range(n_groups) for _ in range(per_group)]
+    emb = _embedded(tags, groups, rng.standard_normal((len(tags), 6)), rng)
+    emb = replace(emb, knn_options={"standardize": "auto"})
+    seen = []
+    fit = vote.KNNTagger.fit
+
+    def spy(self, X, y, groups=None):
+        seen.append(np.asarray(groups))
+        return fit(self, X, y, groups)
+
+    monkeypatch.setattr(vote.KNNTagger, "fit", spy)
+    evaluate(emb, shots=(), folds=3, k=1, weights="uniform", baselines=False)
+    assert len(seen) == 3
+    for g in seen:
+        # two files (four snippets) per group in the support: four rows share each id
+        assert set(np.unique(g, return_counts=True)[1]) == {2 * per_group}
 
 
 @pytest.mark.parametrize("standardize", [False, True])

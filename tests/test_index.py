@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -178,3 +179,42 @@ def test_moved_checkpoint_with_same_hash_is_no_mismatch():
     assert describe_mismatch(built, dict(built, checkpoint="/new/ckpt.pt")) == []
     other = dict(built, checkpoint="/new/ckpt.pt", checkpoint_sha256="cd" * 32)
     assert [d.split(":")[0] for d in describe_mismatch(built, other)] == ["checkpoint", "checkpoint_sha256"]
+
+
+def test_groups_from_the_labels_csv_are_kept_and_left_out_together(tmp_path, monkeypatch):
+    """A labels CSV's group column is stored per vector, survives save/load, and the vote's
+    leave-one-out (the choice of space) leaves a whole group out rather than a file."""
+    import clapknn.vote as vote
+    from clapknn import build_index, load_index
+    from clapknn.tagger import example_groups
+
+    make_examples(tmp_path / "ex", per_tag=2)
+    csv = tmp_path / "ex" / "labels.csv"
+    csv.write_text(
+        "path,tags,group\n"
+        "calm/calm_0.wav,calm,album-a\n"
+        "calm/calm_1.wav,calm,album-a\n"
+        "energetic/energetic_0.wav,energetic,\n"
+        "energetic/energetic_1.wav,energetic,album-b\n"
+    )
+    build_index(csv, tmp_path / "idx", snippet_seconds=2.0)
+    index = load_index(tmp_path / "idx")
+    by_file = index.metadata.groupby(index.metadata["path"].map(lambda p: Path(p).name))["group"].first()
+    assert by_file.to_dict() == {"calm_0.wav": "album-a", "calm_1.wav": "album-a", "energetic_0.wav": "", "energetic_1.wav": "album-b"}
+    groups = example_groups(index.metadata)
+    names = index.metadata["path"].map(lambda p: Path(p).name).to_numpy()
+    assert len(set(groups[np.isin(names, ["calm_0.wav", "calm_1.wav"])])) == 1  # one album
+    assert len(set(groups[names == "energetic_0.wav"])) == 1 and groups[names == "energetic_0.wav"][0].startswith("file:")
+    seen = {}
+    fit = vote.KNNTagger.fit
+
+    def spy(self, X, y, groups=None):
+        seen["groups"] = groups
+        return fit(self, X, y, groups)
+
+    monkeypatch.setattr(vote.KNNTagger, "fit", spy)
+    Tagger(index)
+    np.testing.assert_array_equal(seen["groups"], groups)
+    # an index without the column (built before it existed) groups by file
+    old = index.metadata.drop(columns=["group"])
+    assert len(set(example_groups(old))) == 4
