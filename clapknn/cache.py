@@ -3,21 +3,25 @@
 An entry holds the snippet vectors of one file (plus their start/end times, the file's duration and
 its count of silent snippets) and is keyed by
 
-- the SHA-256 of the file's bytes (so a renamed or copied file is still a hit, and an edited file is
-  a miss), and
+- the file's **content key** (:meth:`EmbeddingCache.content_key`): a SHA-256 of its audio data and
+  stream parameters, leaving out the tags around them (:func:`clapknn.filetags.audio_digest`:
+  MP3, FLAC, Ogg, MP4, WAV, AIFF, WMA...), else of the whole file. A renamed or copied file is still
+  a hit, an edited one a miss, and one whose tags were written (``clapknn tag --write``, or any
+  tag editor) is still a hit; and
 - a *settings key*: a hash of the encoder's :meth:`~clapknn.encoders.base.Encoder.identity`
   (name, sample rate, dim, checkpoint hash, recipe version...), the snippet length and the hop.
 
 Hashing a file still reads it, so the cache also keeps a memo ``(real path, size, mtime, ctime,
-inode) -> SHA-256`` in a small SQLite file. An unchanged library is then not even read on a
-re-run: one ``stat`` and one lookup per file. Any write to a file changes its mtime and ctime
-(``ctime`` cannot be set back by ``touch``), so a changed file is re-hashed and re-done.
+inode) -> SHA-256, content key`` in a small SQLite file. An unchanged library is then not even read
+on a re-run: one ``stat`` and one lookup per file. Any write to a file changes its mtime and ctime
+(``ctime`` cannot be set back by ``touch``), so a changed file is re-hashed (and, if only its tags
+changed, found again in the cache by its content key).
 
 Layout (under :func:`default_cache_dir`)::
 
-    hashes.sqlite                       the (path, size, mtime, ctime, inode) -> sha256 memo
+    hashes.sqlite                       the (path, size, mtime, ctime, inode) -> sha256, content memo
     <settings key>/settings.json        what the key stands for (encoder identity, snippet, hop)
-    <settings key>/<sha[:2]>/<sha>.emb  one entry per file
+    <settings key>/<key[:2]>/<key>.emb  one entry per content key
 
 Entries are written to a temporary name and renamed, so readers never see half of one, and are
 checked (magic, sizes, CRC-32) when read: a damaged entry is a miss and is replaced. Several
@@ -53,6 +57,7 @@ from .errors import ParameterError
 __all__ = [
     "CachedFile",
     "EmbeddingCache",
+    "audio_content_key",
     "default_cache_dir",
     "resolve_cache",
     "settings_key",
@@ -71,6 +76,25 @@ _MAGIC = b"CKE1"
 _HEADER = struct.Struct("<4sIIId")  # magic, n snippets, dim, n silent, duration (s)
 _CRC = struct.Struct("<I")
 _OFF = {"", "0", "off", "no", "false", "none"}
+
+
+def audio_content_key(path: str | os.PathLike) -> str | None:
+    """Hex SHA-256 of a file's audio content: its audio data without the tags around it
+    (:func:`clapknn.filetags.audio_digest`) together with the stream's parameters (container
+    type, sample rate, channels, bit depth, which the data alone may not fix: a WAV ``data`` chunk
+    read at another rate is other audio). ``None`` for a format whose layout is not followed."""
+    try:
+        import mutagen
+
+        from .filetags import audio_digest
+
+        digest = audio_digest(path)
+        info = mutagen.File(str(path)).info
+    except Exception as exc:  # noqa: BLE001 - any parse failure: the caller keys on the whole file
+        logger.debug("no audio content key for %s: %s", path, exc)
+        return None
+    params = [type(info).__name__] + [str(getattr(info, a, "")) for a in ("sample_rate", "channels", "bits_per_sample")]
+    return hashlib.sha256(f"clapknn-audio-1|{'|'.join(params)}|{digest}".encode()).hexdigest()
 
 
 def default_cache_dir() -> Path | None:
@@ -172,8 +196,8 @@ class EmbeddingCache:
     root : path
         The cache folder (created on first write).
     memo : bool
-        Keep and use the ``(path, size, mtime, ctime, inode) -> sha256`` memo. Without it every
-        lookup hashes the whole file.
+        Keep and use the ``(path, size, mtime, ctime, inode) -> sha256, content key`` memo.
+        Without it every lookup hashes the whole file.
     """
 
     def __init__(self, root: str | os.PathLike, *, memo: bool = True) -> None:
@@ -188,7 +212,7 @@ class EmbeddingCache:
     def __repr__(self) -> str:
         return f"EmbeddingCache({str(self.root)!r})"
 
-    # ------------------------------------------------------------------ sha256 memo
+    # ------------------------------------------------------------------ hash memo
     def _db(self) -> sqlite3.Connection | None:
         if not self.memo or self._memo_broken:
             return None
@@ -202,8 +226,10 @@ class EmbeddingCache:
             con.execute("PRAGMA synchronous=NORMAL")
             con.execute(
                 "CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, "
-                "ctime_ns INTEGER, inode INTEGER, sha256 TEXT)"
+                "ctime_ns INTEGER, inode INTEGER, sha256 TEXT, content TEXT)"
             )
+            if "content" not in {row[1] for row in con.execute("PRAGMA table_info(hashes)")}:
+                con.execute("ALTER TABLE hashes ADD COLUMN content TEXT")  # a memo from before content keys
             con.commit()
         except (sqlite3.Error, OSError) as exc:
             logger.warning("embedding cache: hash memo unusable (%s); files will be re-hashed", exc)
@@ -211,6 +237,37 @@ class EmbeddingCache:
             return None
         self._local.con = con
         return con
+
+    def _memo(self, path: str | os.PathLike) -> tuple[str, tuple, tuple | None]:
+        """``(real path, stamp, (sha256, content) from the memo or None)``."""
+        real = os.path.realpath(path)
+        st = os.stat(real)
+        if not stat_mod.S_ISREG(st.st_mode):  # a pipe or device: reading it to hash could block forever
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        stamp = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        con = self._db()
+        row = None
+        if con is not None:
+            try:
+                row = con.execute(
+                    "SELECT size, mtime_ns, ctime_ns, inode, sha256, content FROM hashes WHERE path = ?", (real,)
+                ).fetchone()
+            except sqlite3.Error as exc:
+                logger.warning("embedding cache: hash memo unreadable (%s); files will be re-hashed", exc)
+                self._memo_broken = True
+                row = None
+        known = (str(row[4]), str(row[5] or "")) if row is not None and tuple(row[:4]) == stamp else None
+        return real, stamp, known
+
+    def _remember(self, real: str, stamp: tuple, sha256: str, content: str) -> None:
+        con = self._db()
+        if con is not None and not self._memo_broken:
+            try:
+                con.execute("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?, ?, ?)", (real, *stamp, sha256, content or None))
+                con.commit()
+            except sqlite3.Error as exc:  # e.g. a read-only cache: keep going without the memo
+                logger.warning("embedding cache: cannot update the hash memo (%s)", exc)
+                self._memo_broken = True
 
     def file_sha256(self, path: str | os.PathLike) -> str:
         """SHA-256 of a file, from the memo when the file's size, mtime, ctime and inode are
@@ -223,40 +280,43 @@ class EmbeddingCache:
         """
         from .encode import file_sha256
 
-        real = os.path.realpath(path)
-        st = os.stat(real)
-        if not stat_mod.S_ISREG(st.st_mode):  # a pipe or device: reading it to hash could block forever
-            raise OSError(errno.EINVAL, "not a regular file", str(path))
-        stamp = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-        con = self._db()
-        if con is not None:
-            try:
-                row = con.execute(
-                    "SELECT size, mtime_ns, ctime_ns, inode, sha256 FROM hashes WHERE path = ?", (real,)
-                ).fetchone()
-            except sqlite3.Error as exc:
-                logger.warning("embedding cache: hash memo unreadable (%s); files will be re-hashed", exc)
-                self._memo_broken = True
-                row = None
-            if row is not None and tuple(row[:4]) == stamp:
-                return str(row[4])
+        real, stamp, known = self._memo(path)
+        if known is not None:
+            return known[0]
         digest = file_sha256(real)
-        if con is not None and not self._memo_broken:
-            try:
-                con.execute("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?, ?)", (real, *stamp, digest))
-                con.commit()
-            except sqlite3.Error as exc:  # e.g. a read-only cache: keep going without the memo
-                logger.warning("embedding cache: cannot update the hash memo (%s)", exc)
-                self._memo_broken = True
+        self._remember(real, stamp, digest, "")
         return digest
 
-    # ------------------------------------------------------------------ entries
-    def _entry_path(self, key: str, sha256: str) -> Path:
-        return self.root / key / sha256[:2] / f"{sha256}.emb"
+    def content_key(self, path: str | os.PathLike) -> tuple[str, str]:
+        """``(sha256, content key)`` of a file, from the memo when it is unchanged.
 
-    def get(self, key: str, sha256: str, *, dim: int | None = None) -> CachedFile | None:
-        """The entry for a file's hash under a settings key, or ``None`` (a damaged entry is removed)."""
-        path = self._entry_path(key, sha256)
+        The content key (what entries are stored under) is :func:`audio_content_key` where the
+        format's layout is known, else the file's SHA-256: writing tags into a file leaves it as
+        it was, so the file's vectors are found again.
+
+        Raises
+        ------
+        OSError
+            When the file cannot be read.
+        """
+        from .encode import file_sha256
+
+        real, stamp, known = self._memo(path)
+        if known is not None and known[1]:
+            return known
+        sha = known[0] if known is not None else file_sha256(real)
+        content = audio_content_key(real) or sha
+        self._remember(real, stamp, sha, content)
+        return sha, content
+
+    # ------------------------------------------------------------------ entries
+    def _entry_path(self, key: str, content: str) -> Path:
+        return self.root / key / content[:2] / f"{content}.emb"
+
+    def get(self, key: str, content: str, *, dim: int | None = None) -> CachedFile | None:
+        """The entry for a file's content key (:meth:`content_key`) under a settings key, or
+        ``None`` (a damaged entry is removed)."""
+        path = self._entry_path(key, content)
         try:
             data = path.read_bytes()
         except OSError:
@@ -275,9 +335,9 @@ class EmbeddingCache:
         self.hits += 1
         return entry
 
-    def put(self, key: str, sha256: str, entry: CachedFile, *, settings: dict[str, Any] | None = None) -> None:
+    def put(self, key: str, content: str, entry: CachedFile, *, settings: dict[str, Any] | None = None) -> None:
         """Store an entry atomically. A cache that cannot be written is logged, never fatal."""
-        path = self._entry_path(key, sha256)
+        path = self._entry_path(key, content)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -311,6 +311,7 @@ def index_from_shards(
         return os.path.normcase(os.path.abspath(str(p)))
 
     tags_of = {norm(e.path): e.tags for e in example_set.examples}
+    group_of = {norm(e.path): e.group or "" for e in example_set.examples}
     file_norm = [norm(p) for p in emb.files["path"]]
     found = set(file_norm)
     missing = [(str(e.path), "not in the shards") for e in example_set.examples if norm(e.path) not in found]
@@ -327,6 +328,7 @@ def index_from_shards(
             "tags": [tags_of[file_norm[i]] for i in snip["file"]],
             "sha256": [emb.files["sha256"].iat[i] for i in snip["file"]],
             "kind": "audio",
+            "group": [group_of[file_norm[i]] for i in snip["file"]],
         }
     )
     if not len(meta):

@@ -4,7 +4,7 @@
 (index building, tagging, evaluation) and resumable tagging (:func:`tag_to_csv`). Data flow::
 
     paths ──► source thread ──► bounded queue ──► caller thread: batches ──► encoder.embed
-               │  sha256 (memo) → cache hit? ─────────────────────────► (vectors from the cache)
+               │  content key (memo) → cache hit? ────────────────────► (vectors from the cache)
                └► decode: in the thread (workers=0) or in N worker processes (workers=N)
 
 - **Cache.** With an :class:`~clapknn.cache.EmbeddingCache`, a file whose bytes, encoder identity
@@ -95,6 +95,7 @@ class _State:
     error: str = ""
     cacheable: bool = True  # False after a decoding error: those are not cached
     entry: CachedFile | None = None  # set for a cache hit
+    content: str = ""  # the cache's key for the file's audio (EmbeddingCache.content_key)
 
 
 def _empty_reason(n_silent: int) -> str:
@@ -181,19 +182,19 @@ def _source(paths, encoder, length, hop, hashes, cache, key, workers, q, stop):
                 continue
         return False
 
-    def stream(i: int, p: str, sha: str) -> bool:
+    def stream(i: int, p: str, sha: str, content: str) -> bool:
         for ev in _file_events(p, encoder.sample_rate, length, hop, hashes and not sha):
             if ev[0] == "snippet":
                 if not put(("snippet", i, ev[1], ev[2], ev[3])):
                     return False
             else:
                 state = ev[1]
-                state.sha256 = state.sha256 or sha
+                state.sha256, state.content = state.sha256 or sha, content
                 if not put(("file", i, state)):
                     return False
         return True
 
-    def emit(i: int, p: str, sha: str, job) -> bool:
+    def emit(i: int, p: str, sha: str, content: str, job) -> bool:
         if isinstance(job, _State):  # a cache hit
             return put(("file", i, job))
         try:
@@ -201,35 +202,35 @@ def _source(paths, encoder, length, hop, hashes, cache, key, workers, q, stop):
         except Exception as exc:  # noqa: BLE001 - a worker died (killed, out of memory)
             raise ClapknnError(f"decode worker failed on {p}: {type(exc).__name__}: {exc}") from exc
         if result is None:  # a long file: stream it here, window by window
-            return stream(i, p, sha)
+            return stream(i, p, sha, content)
         state, starts, ends, audio = result
         for j in range(len(starts)):
             if not put(("snippet", i, starts[j], ends[j], audio[j])):
                 return False
-        state.sha256 = state.sha256 or sha
+        state.sha256, state.content = state.sha256 or sha, content
         return put(("file", i, state))
 
     hits: list = []  # cache hits not yet handed over: sent in groups, one queue message each
     try:
         window = 2 * workers
-        inflight: deque = deque()  # (i, path, sha, future or cache-hit state), in input order
+        inflight: deque = deque()  # (i, path, sha, content key, future or cache-hit state), in input order
         for i, p in enumerate(paths):
             if stop.is_set():
                 return
-            sha = ""
+            sha = content = ""
             if cache is not None:
                 try:
-                    sha = cache.file_sha256(p)
+                    sha, content = cache.content_key(p)
                 except OSError:
-                    sha = ""  # missing or unreadable: the decoder reports it
-                if sha:
-                    entry = cache.get(key, sha, dim=encoder.dim)
+                    sha = content = ""  # missing or unreadable: the decoder reports it
+                if content:
+                    entry = cache.get(key, content, dim=encoder.dim)
                     if entry is not None:
                         state = _State(p, entry.duration, len(entry.vectors), entry.n_silent, sha, entry=entry)
                         if not len(entry.vectors):
                             state.error = _empty_reason(entry.n_silent)
                         if inflight:
-                            inflight.append((i, p, sha, state))
+                            inflight.append((i, p, sha, content, state))
                         else:
                             hits.append((i, state))
                             if len(hits) >= _HIT_BATCH:
@@ -242,7 +243,7 @@ def _source(paths, encoder, length, hop, hashes, cache, key, workers, q, stop):
                         return
                     hits = []
             if not workers:
-                if not stream(i, p, sha):
+                if not stream(i, p, sha, content):
                     return
                 continue
             if pool is None:  # started on the first file to decode: a warm cache never pays for it
@@ -251,12 +252,12 @@ def _source(paths, encoder, length, hop, hashes, cache, key, workers, q, stop):
 
                 pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
             job = pool.submit(_decode_in_worker, p, encoder.sample_rate, length, hop, hashes and not sha)
-            inflight.append((i, p, sha, job))
+            inflight.append((i, p, sha, content, job))
             # emit whatever is ready at the head; block only when the window is full
             while inflight and (
-                isinstance(inflight[0][3], _State)
-                or inflight[0][3].done()
-                or sum(not isinstance(x[3], _State) for x in inflight) > window
+                isinstance(inflight[0][4], _State)
+                or inflight[0][4].done()
+                or sum(not isinstance(x[4], _State) for x in inflight) > window
             ):
                 if not emit(*inflight.popleft()):
                     return
@@ -361,8 +362,8 @@ def iter_embeddings(
         else:
             vectors = np.stack(acc[2]).astype(np.float32, copy=False)
             starts, ends = np.asarray(acc[0], dtype=np.float64), np.asarray(acc[1], dtype=np.float64)
-        if store is not None and state.cacheable and state.sha256:
-            store.put(key, state.sha256, CachedFile(vectors, starts, ends, state.duration, state.n_silent), settings=cache_settings)
+        if store is not None and state.cacheable and state.content:
+            store.put(key, state.content, CachedFile(vectors, starts, ends, state.duration, state.n_silent), settings=cache_settings)
         return FileEmbedding(i, paths[i], vectors, starts, ends, state.duration, state.n_silent, state.sha256, state.error)
 
     try:

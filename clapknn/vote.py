@@ -131,9 +131,9 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
         the square root of its relevance to the fitted tags, the mean over its dimensions and over
         the tags of the between-file / within-file variance ratio (the one-way ANOVA F statistic
         of file means, each tag against the rest). A block that separates the examples' tags
-        counts more, one that does not counts less. Needs at least two files with and two without
-        each tag; otherwise every relevance is 1. No training: two means and two variances per
-        dimension.
+        counts more, one that does not counts less. A tag is measured when at least two files have
+        it and two do not; with no such tag every relevance is 1. No training: two means and two
+        variances per dimension.
 
     Attributes
     ----------
@@ -283,7 +283,8 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
     def _relevance_of(self, means: np.ndarray, has: np.ndarray, *, leave_one_out: bool = False) -> np.ndarray:
         """Per-block relevance from file means ``(files, dims)`` and tags ``(files, tags)`` (see
         ``block_relevance``): the mean over the block's dimensions and the tags of the one-way F
-        ratio, tag against the rest; 1 for every block when some tag lacks two files on either side.
+        ratio, tag against the rest. A tag without two files on either side cannot be measured and
+        is left out of the mean; with no tag left, every block gets 1.
 
         With ``leave_one_out``: one row per file, the relevance measured without that file
         (``(files, blocks)``; each file's sums taken out of its side, in closed form).
@@ -291,7 +292,7 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
         sq = means**2
         rows = len(means) if leave_one_out else 1
         ratios = np.zeros((rows, means.shape[1]))
-        valid = np.ones(rows, dtype=bool)
+        measured = np.zeros(rows)
         for t in range(has.shape[1]):
             sides = []
             for side in (has[:, t], ~has[:, t]):
@@ -302,17 +303,20 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
                 total_sq = sq[side].sum(axis=0) - out * (sq if leave_one_out else 0.0)
                 sides.append((count, total, total_sq))
             counts = np.stack([c for c, _, _ in sides])  # (2, rows)
-            valid &= counts.min(axis=0) >= 2  # too few files on one side to measure a spread
+            valid = counts.min(axis=0) >= 2  # else too few files on one side to measure a spread
+            if not valid.any():
+                continue
             safe = np.maximum(counts, 1)[:, :, None]
             side_means = np.stack([tot for _, tot, _ in sides]) / safe
             centre = (sides[0][1] + sides[1][1]) / np.maximum(counts.sum(axis=0), 1)[:, None]
             between = sum(counts[i][:, None] * (side_means[i] - centre) ** 2 for i in range(2))
             within = sum(sides[i][2] - counts[i][:, None] * side_means[i] ** 2 for i in range(2))
             dof = np.maximum(counts.sum(axis=0) - 2, 1)[:, None]
-            ratios += between / (np.maximum(within, 0.0) / dof + 1e-12)
-        f = ratios / max(has.shape[1], 1)
+            ratios += valid[:, None] * between / (np.maximum(within, 0.0) / dof + 1e-12)
+            measured += valid
+        f = ratios / np.maximum(measured, 1)[:, None]
         rel = np.stack([np.sqrt(f[:, a:b].mean(axis=1)) for a, b, _ in self._blocks], axis=1)
-        usable = valid & np.isfinite(rel).all(axis=1) & (rel.max(axis=1) > 0)
+        usable = (measured > 0) & np.isfinite(rel).all(axis=1) & (rel.max(axis=1) > 0)
         rel[~usable] = 1.0
         return rel if leave_one_out else rel[0]
 

@@ -271,3 +271,61 @@ def test_a_named_pipe_is_not_hashed(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(OSError):
         EmbeddingCache(tmp_path / "c").file_sha256(fifo)  # would block forever if it were read
+
+
+@pytest.mark.parametrize("suffix", [".flac", ".wav", ".ogg"])
+def test_writing_tags_into_a_file_keeps_its_cache_entry(tmp_path, suffix):
+    """``clapknn tag --write`` changes a file's bytes but not its audio: the next run finds it."""
+    from clapknn.filetags import write_tags
+
+    f = write_audio(tmp_path / f"a{suffix}", tone(440.0, 4.0))
+    cache = tmp_path / "cache"
+    first = _embed([f], BandEncoder(), cache=cache)
+    assert write_tags(f, ["calm"]).status == "written"
+    enc = BandEncoder()
+    again = _embed([f], enc, cache=cache)
+    assert enc.calls == 0 and again.n_cached == 1
+    assert again.files["sha256"][0] != first.files["sha256"][0]  # the file's bytes did change
+    _same(first, again)
+    # new audio under the same tags is a miss
+    write_audio(f, tone(660.0, 4.0))
+    write_tags(f, ["calm"])
+    enc = BandEncoder()
+    _embed([f], enc, cache=cache)
+    assert enc.snippets == 2
+
+
+def test_content_key_covers_the_stream_parameters_and_falls_back_to_the_file(tmp_path):
+    from clapknn.cache import audio_content_key
+    from clapknn.encode import file_sha256
+
+    y = tone(440.0, 2.0)
+    a = write_audio(tmp_path / "a.wav", y, subtype="PCM_16")
+    same = write_audio(tmp_path / "same.wav", y, subtype="PCM_16")
+    faster = write_audio(tmp_path / "faster.wav", y, sr=2 * SR, subtype="PCM_16")  # same data chunk bytes
+    assert audio_content_key(a) == audio_content_key(same)
+    assert audio_content_key(a) != audio_content_key(faster)
+    odd = tmp_path / "odd.bin"
+    odd.write_bytes(b"\x00" * 1000)
+    assert audio_content_key(odd) is None
+    cache = EmbeddingCache(tmp_path / "cache")
+    assert cache.content_key(odd) == (file_sha256(odd), file_sha256(odd))
+    sha, key = cache.content_key(a)
+    assert sha == file_sha256(a) and key == audio_content_key(a)
+    assert cache.content_key(a) == (sha, key)  # from the memo now
+    cache.close()
+
+
+def test_a_memo_from_before_content_keys_is_upgraded(library, tmp_path):
+    root = tmp_path / "cache"
+    root.mkdir()
+    con = sqlite3.connect(root / "hashes.sqlite")
+    con.execute("CREATE TABLE hashes (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, inode INTEGER, sha256 TEXT)")
+    con.execute("INSERT INTO hashes VALUES ('/nowhere', 1, 2, 3, 4, 'ab')")
+    con.commit()
+    con.close()
+    enc = BandEncoder()
+    first = _embed(library, enc, cache=root)
+    enc2 = BandEncoder()
+    again = _embed(library, enc2, cache=root)
+    assert enc2.calls == 0 and again.n_cached == first.n_cached + len(library) - 1

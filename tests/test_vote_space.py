@@ -207,3 +207,15 @@ def test_auto_measures_relevance_without_the_left_out_file(rng):
         T = _unit(np.concatenate([w * r * _unit(Z[:, a:b]) for (a, b, w), r in zip(blocks, rel)], axis=1))
         rows = np.flatnonzero(g == left_out)
         np.testing.assert_allclose(similarity(rows), T[rows] @ T.T, atol=1e-5)
+
+
+def test_block_relevance_leaves_out_a_tag_it_cannot_measure(rng):
+    """A tag on every file has nothing to be compared with: relevance comes from the other tags."""
+    X, y, g = _relevance_data(rng)
+    blocks = [(0, 3, 1.0), (3, 6, 1.0)]
+    single = KNNTagger(3, standardize=True, feature_blocks=blocks, block_relevance=True).fit(X, y, groups=g)
+    multi = KNNTagger(3, standardize=True, feature_blocks=blocks, block_relevance=True).fit(
+        X, [[t, "everywhere"] for t in y], groups=g
+    )
+    assert single.block_relevance_[0] > 2 * single.block_relevance_[1]
+    np.testing.assert_allclose(multi.block_relevance_, single.block_relevance_)
