@@ -557,7 +557,7 @@ class EvaluationReport:
     notes, skipped : list
     spaces : pandas.DataFrame
         When the encoder lets the vote choose its space (``standardize="auto"``): per snippet
-        length and episode/fold, the space chosen and the leave-one-file-out accuracy of each.
+        length and episode/fold, the space chosen and the leave-one-group-out vote share of each.
     """
 
     table: Any
@@ -714,7 +714,7 @@ class EvaluationReport:
             for (protocol, shots), g in sp.groupby(["protocol", "shots"], dropna=False, sort=True):
                 label = f"{int(shots)} shots" if protocol == "episodes" else "cv"
                 parts.append(f"{label} {g['standardized'].mean():.0%}")
-            lines.append("\nvote space chosen by leave-one-file-out on the examples (share standardised): " + ", ".join(parts))
+            lines.append("\nvote space chosen by leave-one-group-out on the examples (share standardised): " + ", ".join(parts))
         for note in self.notes:
             lines.append(f"note: {note}")
         return "\n".join(lines)

@@ -35,7 +35,7 @@ every timbre statistic), so the encoder also offers the kNN vote a second space
 block scaled to unit length times its weight and its **relevance** to the index's tags (how far
 apart the tags' files lie in that block, relative to the spread within a tag: loudness counts for an
 energy vocabulary, tonality for a happy/sad one). Which space serves a given index better is decided
-by leave-one-file-out on its own examples (``standardize="auto"`` in
+by leave-one-group-out (a file, or a labels CSV group) on its own examples (``standardize="auto"`` in
 :class:`~clapknn.vote.KNNTagger`: the standardised space only when its gain is larger than its
 noise). On EMOPIA the standardised space is worth ten to fifteen points of accuracy; on the bundled
 demo clips, whose moods follow absolute key and tempo, the plain one wins. The choice is recomputed
@@ -189,7 +189,7 @@ class FeaturesEncoder(Encoder):
     def knn_options(self) -> dict[str, Any]:
         """Settings for :class:`~clapknn.vote.KNNTagger`: search either the plain vectors or
         every dimension standardised on the indexed vectors with each block at unit length times its
-        weight and its relevance to the index's tags, whichever does clearly better leave-one-file-out
+        weight and its relevance to the index's tags, whichever does clearly better leave-one-group-out
         on the index (``standardize="auto"``, ``block_relevance=True``)."""
         return {"standardize": "auto", "feature_blocks": self.feature_blocks(), "block_relevance": True}
 
