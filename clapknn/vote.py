@@ -26,6 +26,9 @@ SPACES = ("auto", "plain", "standardized")
 _TIE_MARGIN = 8  # extra neighbours fetched so ties at the k-th place are broken by id
 _SHRINK = 0.1  # standardize: spreads are shrunk towards their pooled value by this share
 _LOO_MAX = 4000  # standardize="auto": fitted samples voted on, at most
+# standardize="auto": the leave-one-out vote asks this many times n_neighbors neighbours; a wider
+# vote gives a smoother share, so two spaces are told apart on fewer examples
+_LOO_NEIGHBOURS = 2
 
 
 def _is_multilabel(y) -> bool:
@@ -199,10 +202,11 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
         return l2_normalize(X)
 
     def _loo_shares(self, similarity, groups: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """For each fitted sample in ``rows``: the share of its vote, by its ``n_neighbors``
-        nearest samples of other groups, that goes to its own tags (0 when it has no neighbour).
-        ``similarity(r)`` gives the similarities of samples ``r`` to every fitted sample."""
-        k = max(1, min(int(self.n_neighbors), len(groups) - 1))
+        """For each fitted sample in ``rows``: the share of its vote, by its
+        ``_LOO_NEIGHBOURS * n_neighbors`` nearest samples of other groups, that goes to its own
+        tags (0 when it has no neighbour). ``similarity(r)`` gives the similarities of samples
+        ``r`` to every fitted sample."""
+        k = max(1, min(_LOO_NEIGHBOURS * int(self.n_neighbors), len(groups) - 1))
         out = np.zeros(len(rows))
         for start in range(0, len(rows), 256):
             r = rows[start : start + 256]

@@ -81,12 +81,16 @@ def test_leave_one_out_keeps_a_group_out_of_its_own_vote(rng):
 
 
 def test_loo_score_is_the_share_of_the_vote_for_the_own_tag():
-    """Four files on a line, tags a a b b, one snippet each: by hand, k=2 uniform."""
+    """Four files on a line, tags a a b b, one snippet each: by hand, uniform votes. The
+    leave-one-out vote asks twice n_neighbors neighbours."""
     X = np.array([[1.0, 0.0], [0.9, 0.1], [0.1, 0.9], [0.0, 1.0]], dtype=np.float32)
     y = ["a", "a", "b", "b"]
-    est = KNNTagger(2, weights="uniform", standardize="auto").fit(X, y)
+    est = KNNTagger(1, weights="uniform", standardize="auto").fit(X, y)
     # each sample's two nearest others: one of its own tag and one of the other -> share 1/2
     assert est.loo_score_["plain"] == pytest.approx(0.5)
+    # k=2 -> four neighbours, capped at the three others: one of three has the sample's tag
+    est = KNNTagger(2, weights="uniform", standardize="auto").fit(X, y)
+    assert est.loo_score_["plain"] == pytest.approx(1 / 3)
     assert est.loo_score_["chance"] == pytest.approx(0.5)
 
 
