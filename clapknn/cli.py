@@ -341,7 +341,7 @@ def cmd_embed_ray(args) -> int:
         args.paths, args.out, encoder=args.encoder, encoder_options=_encoder_options(args),
         snippet_seconds=args.snippet_seconds, hop_seconds=args.hop_seconds, batch_size=args.batch_size,
         num_encoders=args.num_encoders, gpus_per_encoder=args.gpus_per_encoder, address=args.address,
-        progress=not args.quiet,
+        progress=not args.quiet, cache=_cache(args),
     )
     emb = read_shards(out)
     skipped = [tuple(p) for p in emb.manifest.get("skipped_inputs", [])] + emb.failures
@@ -571,6 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-encoder", type=float, help="GPUs per encoder actor (default 1 when the cluster has GPUs)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     _add_encoder_runtime(p)
+    _add_pipeline(p, workers=False)
     p.set_defaults(func=cmd_embed_ray)
 
     p = sub.add_parser("cache", help="show (or clear) the embedding cache")

@@ -10,8 +10,10 @@ Pipeline (streaming: decoding, encoding and writing overlap, across as many node
 
 - :func:`embed_with_ray` runs it and writes a shard directory: ``*.parquet`` files with one row per
   snippet (``file``, ``path``, ``kind="snippet"``, ``start``, ``end``, ``vector``) plus one status row
-  per file (``kind="file"``: ``duration``, ``n_silent``, ``sha256``, ``error``), and ``shards.json``
-  (encoder identity, snippet settings, dim, file count).
+  per file (``kind="file"``: ``duration``, ``n_silent``, ``sha256``, ``content``, ``error``), and
+  ``shards.json`` (encoder identity, snippet settings, dim, file count). With an embedding cache
+  (:mod:`clapknn.cache`), decode tasks take the files found there instead of decoding them, and the
+  driver stores the fresh ones once the shards are written.
 - :func:`read_shards` turns a shard directory back into :class:`~clapknn.encode.EmbeddedFiles`, exactly
   what :func:`~clapknn.encode.embed_files` returns for the same files (same vectors: the encoders are
   batch-independent).
@@ -48,20 +50,46 @@ SHARDS_MANIFEST = "shards.json"
 SHARDS_FORMAT = 1
 
 
-def _decode_file(row: dict, *, sample_rate: int, length: float, hop: float | None):
-    """Ray flat_map: one file → its snippet rows, then one status row (streamed, window by window)."""
-    from .stream import _file_events
+def _decode_file(row: dict, *, sample_rate: int, length: float, hop: float | None, cache: str | None = None,
+                 key: str = "", dim: int = 0):
+    """Ray flat_map: one file → its snippet rows, then one status row (streamed, window by window).
+
+    With an embedding ``cache`` folder (visible to this node): a file found there (by its content
+    key under the settings ``key``) gives ``cached`` rows that carry their vectors instead of audio,
+    and is not decoded; the status row names the content key either way."""
+    from .stream import _empty_reason, _file_events
 
     base = {"file": int(row["file"]), "path": str(row["path"])}
-    for ev in _file_events(base["path"], sample_rate, length, hop, True):
+    sha = content = ""
+    if cache:
+        from .cache import EmbeddingCache
+
+        store = EmbeddingCache(cache, memo=False)  # no SQLite memo on a shared file system
+        try:
+            sha, content = store.content_key(base["path"])
+        except OSError:
+            sha = content = ""  # missing or unreadable: the decoder reports it
+        entry = store.get(key, content, dim=dim) if content else None
+        if entry is not None:
+            for start, end, vector in zip(entry.starts, entry.ends, entry.vectors):
+                yield {**base, "kind": "cached", "start": float(start), "end": float(end),
+                       "audio": np.ascontiguousarray(vector, dtype="<f4").tobytes(),
+                       "duration": 0.0, "n_silent": 0, "sha256": "", "content": "", "error": ""}
+            error = "" if len(entry.vectors) else _empty_reason(entry.n_silent)
+            yield {**base, "kind": "file", "start": 0.0, "end": 0.0, "audio": b"", "duration": float(entry.duration),
+                   "n_silent": int(entry.n_silent), "sha256": sha, "content": "", "error": error}
+            return
+    for ev in _file_events(base["path"], sample_rate, length, hop, not sha):
         if ev[0] == "snippet":
             yield {**base, "kind": "snippet", "start": float(ev[1]), "end": float(ev[2]),
                    "audio": np.ascontiguousarray(ev[3], dtype="<f4").tobytes(),
-                   "duration": 0.0, "n_silent": 0, "sha256": "", "error": ""}
+                   "duration": 0.0, "n_silent": 0, "sha256": "", "content": "", "error": ""}
         else:
             s = ev[1]
-            yield {**base, "kind": "file", "start": 0.0, "end": 0.0, "audio": b"",
-                   "duration": float(s.duration), "n_silent": int(s.n_silent), "sha256": s.sha256, "error": s.error}
+            # the content key marks a file whose fresh vectors the driver stores once the shards are written
+            yield {**base, "kind": "file", "start": 0.0, "end": 0.0, "audio": b"", "duration": float(s.duration),
+                   "n_silent": int(s.n_silent), "sha256": s.sha256 or sha, "content": content if s.cacheable else "",
+                   "error": s.error}
 
 
 class _EncodeActor:
@@ -82,12 +110,17 @@ class _EncodeActor:
 
         kind = np.asarray(batch["kind"]).astype(str)
         snip = kind == "snippet"
+        cached = kind == "cached"  # vectors from the embedding cache, carried in the audio column
         dim = int(self.encoder.dim)
         vectors = np.zeros((len(kind), dim), dtype=np.float32)
+        payload = np.asarray(batch["audio"], dtype=object)
         if snip.any():
-            audio = np.stack([np.frombuffer(b, dtype="<f4") for b in np.asarray(batch["audio"], dtype=object)[snip]])
+            audio = np.stack([np.frombuffer(b, dtype="<f4") for b in payload[snip]])
             vectors[snip] = np.asarray(self.encoder.embed(audio), dtype=np.float32)
-        cols = {k: pa.array(np.asarray(v).tolist() if k in ("path", "kind", "sha256", "error") else np.asarray(v))
+        if cached.any():
+            vectors[cached] = np.stack([np.frombuffer(b, dtype="<f4") for b in payload[cached]])
+        batch = {**batch, "kind": np.where(cached, "snippet", kind)}
+        cols = {k: pa.array(np.asarray(v).tolist() if k in ("path", "kind", "sha256", "content", "error") else np.asarray(v))
                 for k, v in batch.items() if k != "audio"}
         cols["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), type=pa.float32()), dim)
         return pa.table(cols)
@@ -108,6 +141,7 @@ def embed_with_ray(
     cpus_per_decode: float = 1.0,
     address: str | None = None,
     progress: bool = False,
+    cache=None,
 ) -> Path:
     """Embed audio files on a Ray cluster and write parquet shards to ``out``.
 
@@ -136,6 +170,11 @@ def embed_with_ray(
         new local one.
     progress : bool
         Ray Data's progress bars and progress log.
+    cache : bool, path or EmbeddingCache, optional
+        The embedding cache (:mod:`clapknn.cache`; ``True`` for the default folder). Decode tasks
+        look files up there and skip decoding and encoding the ones found; the driver stores the
+        fresh files' vectors once the shards are written. On a multi-node cluster the folder must
+        be shared, like the audio (the tasks hash files without the SQLite memo).
 
     Returns
     -------
@@ -170,6 +209,10 @@ def embed_with_ray(
     local_options = {k: v for k, v in options.items() if k != "device"}
     identity = get_encoder(encoder, **local_options).identity()
     hop = snippet_seconds if hop_seconds is None else hop_seconds
+    from .cache import resolve_cache, settings_key
+
+    store = resolve_cache(cache)
+    key = settings_key(identity, snippet_seconds, hop) if store is not None else ""
 
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:12]}"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -179,7 +222,9 @@ def embed_with_ray(
     items = [{"file": i, "path": str(p)} for i, p in enumerate(files)]
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 200)))
     ds = ds.flat_map(
-        _decode_file, fn_kwargs={"sample_rate": identity["sample_rate"], "length": snippet_seconds, "hop": hop},
+        _decode_file, fn_kwargs={"sample_rate": identity["sample_rate"], "length": snippet_seconds, "hop": hop,
+                                 "cache": str(store.root) if store is not None else None, "key": key,
+                                 "dim": int(identity["dim"])},
         num_cpus=cpus_per_decode,
     )
     ds = ds.map_batches(
@@ -208,7 +253,40 @@ def embed_with_ray(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if store is not None:
+        try:
+            _store_fresh(out, store, key, identity, snippet_seconds, hop)
+        finally:
+            store.close()
     return out
+
+
+def _store_fresh(shards: Path, store, key: str, identity: dict[str, Any], snippet_seconds: float, hop: float) -> None:
+    """Put the vectors of the files the shards embedded afresh (status rows with a content key)
+    into the embedding cache."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .cache import CachedFile
+
+    tables = [pq.read_table(p, columns=["file", "kind", "content"]) for p in sorted(shards.glob("*.parquet"))]
+    tables = [t for t in tables if t.num_rows]
+    if not tables:
+        return
+    emb = read_shards(shards)
+    status = pa.concat_tables(tables).to_pandas()
+    fresh = status[(status["kind"] == "file") & (status["content"].astype(str) != "")]
+    settings = {"encoder": identity, "snippet_seconds": snippet_seconds, "hop_seconds": hop}
+    by_file = emb.snippets.groupby("file").indices if len(emb.snippets) else {}
+    for i, content in zip(fresh["file"].astype(int), fresh["content"].astype(str)):
+        row = emb.files.iloc[i]
+        if row["error"] and not row["error"].startswith("silent"):
+            continue
+        rows = by_file.get(i, np.zeros(0, dtype=np.int64))
+        snips = emb.snippets.iloc[rows]
+        entry = CachedFile(emb.vectors[rows], snips["start"].to_numpy(float), snips["end"].to_numpy(float),
+                           float(row["duration"]), int(row["n_silent"]))
+        store.put(key, content, entry, settings=settings)
 
 
 def _shard_manifest(shards: Path) -> dict[str, Any]:

@@ -130,3 +130,34 @@ def test_worker_with_another_encoder_is_refused():
     _EncodeActor("features", {}, identity)  # the same encoder: accepted
     with pytest.raises(EncoderMismatchError, match="Ray worker"):
         _EncodeActor("features", {}, {**identity, "recipe": -1})
+
+
+def test_ray_pipeline_reads_and_fills_the_embedding_cache(shards, tmp_path):
+    """A first run stores every fresh file (silent ones too, not undecodable ones); a second run's
+    decode tasks take them from the cache instead of decoding, and the shards come out the same;
+    the cache is shared with the in-process pipeline both ways."""
+    from clapknn.cache import EmbeddingCache, settings_key
+    from clapknn.distributed import _decode_file
+
+    examples, _ = shards
+    cache = tmp_path / "cache"
+    first = embed_with_ray(examples, tmp_path / "a", snippet_seconds=SNIP, batch_size=3, cache=cache)
+    assert EmbeddingCache(cache).stats()["entries"] == 5  # 4 usable files and the silent one
+    identity = get_encoder("features").identity()
+    key = settings_key(identity, SNIP, SNIP)
+    files, _ = Tagger.collect_files(examples)
+    kinds = {Path(p).name: {r["kind"] for r in _decode_file({"file": 0, "path": str(p)}, sample_rate=22050, length=SNIP,
+                                                          hop=SNIP, cache=str(cache), key=key, dim=identity["dim"])}
+             for p in files}
+    assert kinds["broken.wav"] == {"file"}  # not cached: decoded (and failing) again
+    assert kinds["quiet.wav"] == {"file"}  # silent: no vectors, but found
+    assert all(k == {"cached", "file"} for name, k in kinds.items() if name not in ("broken.wav", "quiet.wav"))
+    second = embed_with_ray(examples, tmp_path / "b", snippet_seconds=SNIP, batch_size=3, cache=cache)
+    a, b = read_shards(first), read_shards(second)
+    np.testing.assert_array_equal(a.vectors, b.vectors)
+    pd.testing.assert_frame_equal(a.snippets, b.snippets)
+    pd.testing.assert_frame_equal(a.files, b.files)
+    # the in-process pipeline finds what Ray stored
+    got = embed_files(files, get_encoder("features"), snippet_seconds=SNIP, cache=cache)
+    assert got.n_cached == 5
+    np.testing.assert_allclose(got.vectors, a.vectors, atol=1e-6)
