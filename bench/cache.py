@@ -6,7 +6,9 @@ three times with the same embedding cache:
 1. cold: every file is hashed, decoded and encoded (and the cache filled);
 2. warm: nothing changed, so every file is a cache hit (one ``stat`` + one memo lookup + one entry
    read per file): no decoding, no encoding;
-3. after rewriting ``--change`` files with new audio: only those are decoded and encoded.
+3. after rewriting ``--change`` files with new audio: only those are decoded and encoded;
+4. after writing tags into ten times as many other files (as ``clapknn tag --write`` does): their
+   bytes changed but not their audio, so nothing is decoded or encoded.
 
 Then ``Tagger.tag`` over the same files, cold and warm (tagging uses the cache the same way).
 Every build's vectors are checked to be identical to the cold build's for the unchanged files.
@@ -85,6 +87,16 @@ def main(argv=None) -> int:
     same = ~part.metadata["path"].isin({str(paths[i]) for i in changed}).to_numpy()
     assert np.array_equal(part.vectors[same], cold.vectors[same]), "unchanged files got other vectors"
     assert n_warm == 0 and n_part == len(changed), (n_warm, n_part)
+
+    # tags written into files (what `clapknn tag --write` does): new bytes, same audio
+    from clapknn.filetags import write_tags
+
+    tagged = [i for i in range(len(paths)) if i not in set(changed)][: max(args.change, 1) * 10]
+    for i in tagged:
+        assert write_tags(paths[i], ["bench"]).status == "written"
+    _, t_tags, n_tags = build("tags-written")
+    rows.append((f"build, tags written into {len(tagged)}", t_tags, n_tags, t_cold / t_tags))
+    assert n_tags == 0, n_tags
 
     tagger = Tagger(part)
     shutil.rmtree(work / "tag-cache", ignore_errors=True)
