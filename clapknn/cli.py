@@ -210,6 +210,9 @@ def cmd_info(args) -> int:
 
     index = load_index(args.index)
     s = index.summary()
+    vote = _vote_summary(index)
+    if vote is not None:
+        s["vote"] = vote
     if args.json:
         print(json.dumps(s, indent=2))
         return EXIT_OK
@@ -223,7 +226,39 @@ def cmd_info(args) -> int:
     for tag, c in s["tags"].items():
         text = f", {c['text']} text prompt(s)" if c["text"] else ""
         print(f"  {tag:<20} {c['files']:>5} file(s) {c['snippets']:>6} snippet(s){text}")
+    if vote is not None:
+        line = f"vote:      k={vote['k']}, {vote['weights']} weights, {vote['space']} space"
+        if "loo_vote_share" in vote:
+            shares = vote["loo_vote_share"]
+            line += (f" (leave-one-out vote share: standardised {shares['standardized']:.2f}, plain "
+                     f"{shares['plain']:.2f}, chance {shares['chance']:.2f})")
+        print(line)
+        if vote.get("block_relevance"):
+            ranked = sorted(vote["block_relevance"].items(), key=lambda kv: -kv[1])
+            print("relevance: " + ", ".join(f"{name} {value:.2f}" for name, value in ranked)
+                  + ("" if vote["space"] == "standardised" else " (used in the standardised space)"))
     return EXIT_OK
+
+
+def _vote_summary(index) -> dict | None:
+    """The default tagger's vote on an index of the ``features`` encoder (cheap to rebuild): the
+    space ``auto`` picks, the leave-one-out evidence and each feature block's relevance."""
+    if index.encoder_identity.get("name") != "features":
+        return None  # a model encoder is not loaded just to describe its (plain) vote
+    from .encoders.features import FEATURE_BLOCKS
+    from .errors import ClapknnError
+    from .tagger import Tagger
+
+    try:
+        est = Tagger(index).estimator
+    except ClapknnError as exc:  # e.g. an index of an older recipe
+        return {"error": str(exc)}
+    out = {"k": int(est.n_neighbors), "weights": est.weights, "space": "standardised" if est.standardized_ else "plain"}
+    if hasattr(est, "loo_score_"):
+        out["loo_vote_share"] = {k: round(float(v), 4) for k, v in est.loo_score_.items()}
+    if getattr(est, "block_relevance_", None) is not None:
+        out["block_relevance"] = {name: round(float(r), 3) for name, r in zip(FEATURE_BLOCKS, est.block_relevance_)}
+    return out
 
 
 def _csv_list(text: str, kind, what: str) -> list:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -75,9 +76,18 @@ def test_info(workspace, capsys):
     assert main(["info", str(workspace / "idx")]) == 0
     out = capsys.readouterr().out
     assert "features" in out and "calm" in out and "2 s" in out
+    # the vote the tagger will use: its space, the evidence for it, and what each block weighs
+    assert re.search(r"vote: +k=5, similarity weights, (plain|standardised) space \(leave-one-out vote share", out)
+    assert "relevance: " in out and "level" in out and "notes" in out
     assert main(["info", str(workspace / "idx"), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["tags"]["calm"]["files"] == 3
+    from clapknn import Tagger
+
+    est = Tagger(workspace / "idx").estimator
+    assert data["vote"]["space"] == ("standardised" if est.standardized_ else "plain")
+    assert data["vote"]["loo_vote_share"]["plain"] == pytest.approx(est.loo_score_["plain"], abs=1e-4)
+    assert len(data["vote"]["block_relevance"]) == len(est.block_relevance_)
 
 
 @pytest.mark.parametrize(
