@@ -88,8 +88,11 @@ def audio_content_key(path: str | os.PathLike) -> str | None:
 
         from .filetags import audio_digest
 
-        digest = audio_digest(path)
-        info = mutagen.File(str(path)).info
+        parsed = mutagen.File(str(path))
+        if parsed is None:
+            return None  # not an audio format mutagen knows
+        digest = audio_digest(path, parsed=parsed)
+        info = parsed.info
     except Exception as exc:  # noqa: BLE001 - any parse failure: the caller keys on the whole file
         logger.debug("no audio content key for %s: %s", path, exc)
         return None

@@ -131,8 +131,6 @@ def embed_files(
 
     from .stream import iter_embeddings
 
-    if batch_size < 1:
-        raise ParameterError(f"batch_size must be >= 1, got {batch_size}")
     vectors: list[np.ndarray] = []
     file_ids, starts, ends = [], [], []
     file_rows = []

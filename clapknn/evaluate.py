@@ -944,6 +944,7 @@ def evaluate(
     space_rows: list[dict] = []
     confusion: dict[tuple, np.ndarray] = {}
     for emb in embedded:
+        options = space_options(emb.knn_options, space)
         for protocol, n_shots, rep, sup, qry in splits:
             s_mask = np.isin(emb.track, sup)
             q_mask = np.isin(emb.track, qry)
@@ -955,7 +956,7 @@ def evaluate(
             y_true = Y[q_tracks]
             chance = chance_levels(y_true, multilabel)
             results: dict[tuple, np.ndarray] = {}
-            knn, est = _knn_scores(X_s, Y_s, X_q, ks, ws, qpos, n_q, aggregate, space_options(emb.knn_options, space),
+            knn, est = _knn_scores(X_s, Y_s, X_q, ks, ws, qpos, n_q, aggregate, options,
                                    groups=group_ids[emb.track[s_mask]], k_fit=headline["k"], w_fit=headline["weights"])
             if hasattr(est, "loo_score_"):
                 space_rows.append({"snippet_seconds": emb.snippet_seconds, "protocol": protocol, "shots": n_shots,

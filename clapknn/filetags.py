@@ -551,7 +551,7 @@ def _ogg_digest(f, h) -> None:
         state[page.serial] = (done, buf)
 
 
-def audio_digest(path: str | Path) -> str:
+def audio_digest(path: str | Path, *, parsed=None) -> str:
     """SHA-256 of the audio data of a file, leaving out the tags around it.
 
     Equal before and after :func:`write_tags` means the audio was not touched. What is hashed:
@@ -560,6 +560,8 @@ def audio_digest(path: str | Path) -> str:
     after the metadata blocks; Ogg (Vorbis, Opus, FLAC, Speex): every packet except each stream's
     comment header; MP4/M4A: the ``mdat`` boxes; WAV: the ``data`` chunk; AIFF: the ``SSND`` chunk;
     WMA: the ASF data object.
+
+    ``parsed``: the file as ``mutagen.File`` already read it, to save parsing it again.
 
     Raises
     ------
@@ -570,7 +572,10 @@ def audio_digest(path: str | Path) -> str:
 
     path = Path(path).expanduser()
     try:
-        kind = type(mutagen.File(str(path))).__name__ if path.is_file() else None
+        if parsed is not None:
+            kind = type(parsed).__name__
+        else:
+            kind = type(mutagen.File(str(path))).__name__ if path.is_file() else None
     except mutagen.MutagenError as exc:
         raise FileTagError(f"{path}: cannot parse ({_first_line(exc)})") from exc
     if kind is None:

@@ -220,19 +220,19 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
             out[start : start + len(r)] = (votes * (self._Y[r] > 0)).sum(axis=1) / np.maximum(votes.sum(axis=1), 1e-12)
         return out
 
-    def _standardized_similarity(self, X: np.ndarray, inv: np.ndarray, n_groups: int):
+    def _standardized_similarity(self, X: np.ndarray, inv: np.ndarray, group_stats):
         """Similarities in the standardised space as seen by each left-out group: with
-        ``block_relevance``, the blocks are weighted by relevance measured without that group, so
-        the choice of space never uses the left-out file's own tags."""
-        if self.block_relevance_ is None:
+        ``block_relevance`` (``group_stats``: the standardised vectors, group means and group
+        tags fit measured them from), the blocks are weighted by relevance measured without that
+        group, so the choice of space never uses the left-out file's own tags."""
+        if group_stats is None:
             T = self._space(X, True)
             return lambda r: T[r] @ T.T
         from .encoders.base import l2_normalize
 
-        Z = (l2_normalize(X) - self.mean_) / self.scale_
+        Z, means, has = group_stats
         units = [l2_normalize(Z[:, a:b]) for a, b, _ in self._blocks]
         present = np.stack([(np.abs(u).sum(axis=1) > 0).astype(np.float64) for u in units])  # (blocks, n)
-        means, has = self._group_means(Z.astype(np.float64), inv, n_groups)
         base = np.array([w for _, _, w in self._blocks])
         w2 = (base * self._relevance_of(means, has, leave_one_out=True)) ** 2  # (groups, blocks)
 
@@ -248,17 +248,15 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
 
         return similarity
 
-    def _choose_space(self, X: np.ndarray, groups: np.ndarray) -> bool:
+    def _choose_space(self, X: np.ndarray, groups: np.ndarray, inv: np.ndarray, group_stats) -> bool:
         """``standardize="auto"``: whether the standardised space wins the leave-one-group-out vote
         clearly: per group, the mean share of the vote that goes to the samples' own tags; the
         standardised space is chosen when its mean gain over the plain space exceeds the gain's
         standard error (at most :data:`_LOO_MAX` samples, evenly spread)."""
         n = len(X)
         rows = np.arange(n) if n <= _LOO_MAX else np.linspace(0, n - 1, _LOO_MAX).round().astype(np.int64)
-        _, inv = np.unique(groups, return_inverse=True)
-        n_groups = int(inv.max()) + 1
         plain = self._space(X, False)
-        spaces = {"standardized": self._standardized_similarity(X, inv, n_groups), "plain": lambda r: plain[r] @ plain.T}
+        spaces = {"standardized": self._standardized_similarity(X, inv, group_stats), "plain": lambda r: plain[r] @ plain.T}
         _, row_group = np.unique(inv[rows], return_inverse=True)
         counts = np.bincount(row_group).astype(np.float64)
         per_group = {}
@@ -386,17 +384,20 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
         groups = np.arange(len(X)) if groups is None else np.asarray(groups)
         if len(groups) != len(X):
             raise ParameterError(f"X has {len(X)} rows but groups has {len(groups)}")
+        _, inv = np.unique(groups, return_inverse=True)
         self.block_relevance_ = None
+        group_stats = None  # (standardised vectors, group means, group tags), reused by the space choice
         if self.feature_blocks is not None:
             self._block_weights = np.array([w for _, _, w in self._blocks])
             if self.block_relevance and self.standardize:
-                Z = (l2_normalize(X) - self.mean_) / self.scale_
-                _, inv = np.unique(groups, return_inverse=True)
-                self.block_relevance_ = self._relevance_of(*self._group_means(Z.astype(np.float64), inv, int(inv.max()) + 1))
+                Z = ((l2_normalize(X) - self.mean_) / self.scale_).astype(np.float64)
+                means, has = self._group_means(Z, inv, int(inv.max()) + 1)
+                self.block_relevance_ = self._relevance_of(means, has)
                 self._block_weights = self._block_weights * self.block_relevance_
+                group_stats = (Z, means, has)
         self.standardized_ = bool(self.standardize)
         if self.standardize == "auto":
-            self.standardized_ = self._choose_space(X, groups)
+            self.standardized_ = self._choose_space(X, groups, inv, group_stats)
         T = self.transform(X)
         self._index = faiss.IndexFlatIP(T.shape[1])
         self._index.add(T)

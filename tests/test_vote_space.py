@@ -201,9 +201,9 @@ def test_auto_measures_relevance_without_the_left_out_file(rng):
     blocks = [(0, 3, 1.0), (3, 6, 0.5)]
     est = KNNTagger(3, standardize="auto", feature_blocks=blocks, block_relevance=True).fit(X, y, groups=g)
     _, inv = np.unique(g, return_inverse=True)
-    similarity = est._standardized_similarity(X, inv, 12)
     Z = (_unit(X.astype(np.float64)) - est.mean_) / est.scale_
     means, has = est._group_means(Z, inv, 12)
+    similarity = est._standardized_similarity(X, inv, (Z, means, has))
     for left_out in (0, 7):
         others = np.arange(12) != left_out
         rel = est._relevance_of(means[others], has[others])
