@@ -10,6 +10,11 @@ Usage::
     python bench/emopia.py                       # full run: 3, 10 and 30-s snippets, 20 episodes
     python bench/emopia.py --quick               # 10-s snippets only, 10 episodes
     python bench/emopia.py --level peak          # peak-normalised renders (no loudness cue)
+    python bench/emopia.py --synth tinysoundfont # pip-only renders (pretty_midi's small soundfont)
+
+Renders use fluidsynth with Debian's FluidR3_GM soundfont when installed (``apt-get install
+fluidsynth fluid-soundfont-gm``; the command the data's README gives, and where its reference figures
+come from), else tinysoundfont with pretty_midi's TimGM6mb.sf2.
 
 It prints, per task and shot count, the kNN figures, the baselines and chance (mean ± sd over
 episodes), writes each task's full report (tables, JSON, plots) under the cache folder and copies
@@ -40,20 +45,31 @@ SR = 22050  # Hz
 LEVELS = ("fixed", "peak")
 
 
-def _render_one(job: tuple[str, str, str]) -> str:
+def _render_one(job: tuple[str, str, str, str]) -> str:
     sys.path.insert(0, str(HERE))
     from render_midi import render_midi
 
-    midi, wav, level = job
-    render_midi(midi, wav, sr=SR, peak=None if level == "fixed" else 0.9)
+    midi, wav, level, synth = job
+    render_midi(midi, wav, sr=SR, peak=None if level == "fixed" else 0.9, synth=synth)
     return wav
 
 
-def render_all(data: Path = DATA, cache: Path = CACHE, *, level: str = "fixed", jobs: int = 2) -> Path:
-    """Unpack the MIDI clips and render each to ``cache/wav-<level>/<name>.wav``, skipping those
-    already there."""
+def pick_synth(synth: str = "auto") -> str:
+    """``auto``: fluidsynth when it and a Debian soundfont are installed, else tinysoundfont."""
+    if synth != "auto":
+        return synth
+    sys.path.insert(0, str(HERE))
+    from render_midi import fluidsynth_soundfont
+
+    return "fluidsynth" if shutil.which("fluidsynth") and fluidsynth_soundfont() else "tinysoundfont"
+
+
+def render_all(data: Path = DATA, cache: Path = CACHE, *, level: str = "fixed", synth: str = "tinysoundfont",
+               jobs: int = 2) -> Path:
+    """Unpack the MIDI clips and render each to ``cache/wav-[fluidsynth-]<level>/<name>.wav``,
+    skipping those already there."""
     midi_dir = cache / "midi"
-    wav_dir = cache / f"wav-{level}"
+    wav_dir = cache / (f"wav-{level}" if synth == "tinysoundfont" else f"wav-{synth}-{level}")
     wav_dir.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(data / "midis.zip") as zf:
         names = [n for n in zf.namelist() if n.lower().endswith(".mid")]
@@ -63,7 +79,7 @@ def render_all(data: Path = DATA, cache: Path = CACHE, *, level: str = "fixed", 
             if not target.exists():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(zf.read(n))
-    todo = [(str(midi_dir / Path(n).name), str(wav_dir / (Path(n).stem + ".wav")), level) for n in todo_names]
+    todo = [(str(midi_dir / Path(n).name), str(wav_dir / (Path(n).stem + ".wav")), level, synth) for n in todo_names]
     if todo:
         t0 = time.perf_counter()
         print(f"rendering {len(todo)} of {len(names)} MIDI clips into {wav_dir} ({jobs} processes)", file=sys.stderr)
@@ -142,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=DATA, help="EMOPIA folder with midis.zip and labels.csv")
     ap.add_argument("--cache", type=Path, default=CACHE, help="renders, embeddings and reports (outside the repo)")
     ap.add_argument("--level", choices=LEVELS, default="fixed", help="rendering level (default fixed)")
+    ap.add_argument("--synth", choices=("auto", "fluidsynth", "tinysoundfont"), default="auto",
+                    help="renderer (default auto: fluidsynth + FluidR3_GM when installed, else tinysoundfont)")
     ap.add_argument("--encoder", default="features", help="features (default) or clap")
     ap.add_argument("--snippet-seconds", default="3,10,30", help="snippet lengths to compare (default 3,10,30)")
     ap.add_argument("--episodes", type=int, default=20, help="episodes per shot count (default 20)")
@@ -161,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     lengths = [10.0] if args.quick else [float(v) for v in args.snippet_seconds.split(",")]
     episodes = 10 if args.quick else args.episodes
-    wav_dir = render_all(args.data, args.cache, level=args.level, jobs=args.jobs)
+    synth = pick_synth(args.synth)
+    wav_dir = render_all(args.data, args.cache, level=args.level, synth=synth, jobs=args.jobs)
     rows = read_labels(args.data, wav_dir)
     embedded = embed(rows, lengths, jobs=args.jobs, cache=args.cache / "embeddings", encoder=args.encoder)
     by_path = {r["path"]: r for r in rows}
@@ -171,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     for task in TASKS:
         t0 = time.perf_counter()
         relabelled = [e.relabel({p: (by_path[p][task],) for p in e.paths}) for e in embedded]
-        out_dir = args.cache / "reports" / f"{args.encoder}-{args.level}" / task
+        out_dir = args.cache / "reports" / f"{args.encoder}-{synth}-{args.level}" / task
         head = [e for e in relabelled if e.snippet_seconds == headline]
         # every setting and baseline at the headline snippet length ...
         report = evaluate(
@@ -179,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             weights=("uniform", "distance", "similarity"), seed=0, out_dir=out_dir,
         )
         reports[task] = report
-        print(f"\n=== EMOPIA {task} ({args.encoder} encoder, {args.level}-level renders; "
+        print(f"\n=== EMOPIA {task} ({args.encoder} encoder, {synth} {args.level}-level renders; "
               f"README reference, 5 shots 1-NN: {README_REFERENCE[task]:.2f}) ===")
         print(report.text())
         plots = dict(report.plots)
@@ -211,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
                 for row in table[-len(SHOWN_SHOTS):]:
                     row["auto: std chosen"] = f"{share.get(float(row['shots']), float('nan')):.0%}"
         print(f"[{task}: evaluated in {time.perf_counter() - t0:.0f} s; full report in {out_dir}]", file=sys.stderr)
-        if not args.no_docs and args.encoder == "features" and args.level == "fixed" and not args.quick:
+        if (not args.no_docs and args.encoder == "features" and args.level == "fixed" and synth == "fluidsynth"
+                and not args.quick):
             DOCS_IMG.mkdir(parents=True, exist_ok=True)
             for name, path in plots.items():
                 shutil.copyfile(path, DOCS_IMG / f"emopia-{task}-{name}.png")

@@ -6,9 +6,9 @@ Used by the benchmarks to turn scores with known key and tempo into audio. Two b
   build here) with the ``TimGM6mb.sf2`` General MIDI soundfont that ships inside ``pretty_midi``.
 - the ``fluidsynth`` command line (Debian: ``apt-get install fluidsynth fluid-soundfont-gm``).
 
-``render_midi(midi_path, wav_path, sr=22050)`` picks the first that is available.
+``render_midi(midi_path, wav_path, sr=22050)`` picks the first that is available; ``synth=`` names one.
 
-Usage: ``python bench/render_midi.py song.mid song.wav [--sr 22050] [--soundfont x.sf2]``
+Usage: ``python bench/render_midi.py song.mid song.wav [--sr 22050] [--soundfont x.sf2] [--synth fluidsynth]``
 """
 
 from __future__ import annotations
@@ -22,7 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["render_midi", "default_soundfont"]
+__all__ = ["render_midi", "default_soundfont", "fluidsynth_soundfont", "SYNTHS"]
+
+#: Back ends, in the order ``synth=None`` tries them.
+SYNTHS = ("tinysoundfont", "fluidsynth")
 
 TAIL = 1.5  # seconds of release rendered after the last note-off
 _FLUID_SOUNDFONTS = (
@@ -42,6 +45,15 @@ def default_soundfont() -> Path | None:
             return sf2
     except ImportError:
         pass
+    for p in _FLUID_SOUNDFONTS:
+        if Path(p).exists():
+            return Path(p)
+    return None
+
+
+def fluidsynth_soundfont() -> Path | None:
+    """The soundfont for the ``fluidsynth`` back end: Debian's FluidR3_GM (a sampled piano with
+    velocity layers) when installed, else any Debian General MIDI soundfont, else None."""
     for p in _FLUID_SOUNDFONTS:
         if Path(p).exists():
             return Path(p)
@@ -76,7 +88,7 @@ def _render_fluidsynth(midi_path: Path, sr: int, soundfont: Path) -> np.ndarray:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.wav"
         subprocess.run(
-            [exe, "-ni", "-g", "0.5", "-F", str(out), "-r", str(sr), str(soundfont), str(midi_path)],
+            [exe, "-ni", "-F", str(out), "-r", str(sr), str(soundfont), str(midi_path)],
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -92,6 +104,7 @@ def render_midi(
     *,
     soundfont: str | Path | None = None,
     peak: float | None = 0.9,
+    synth: str | None = None,
 ) -> Path:
     """Render a Standard MIDI File to a mono 16-bit WAV, peak-normalised (unless ``peak=None``).
 
@@ -103,10 +116,14 @@ def render_midi(
     sr : int
         Sample rate in Hz.
     soundfont : str or Path or None
-        A ``.sf2``; default :func:`default_soundfont`.
+        A ``.sf2``; default :func:`default_soundfont` (:func:`fluidsynth_soundfont` with
+        ``synth="fluidsynth"``).
     peak : float or None
         Target peak amplitude (0..1). ``None`` keeps the synthesiser's own level (the same fixed
         gain for every file), so MIDI velocities stay differences in loudness between files.
+    synth : {"tinysoundfont", "fluidsynth"} or None
+        The back end; ``None`` tries them in the order of :data:`SYNTHS`. ``fluidsynth`` runs with
+        its default gain, as the command in the EMOPIA data's README.
 
     Returns
     -------
@@ -115,13 +132,23 @@ def render_midi(
     import soundfile as sf
 
     midi_path, wav_path = Path(midi_path), Path(wav_path)
-    sf2 = Path(soundfont) if soundfont is not None else default_soundfont()
+    if synth not in (None, *SYNTHS):
+        raise ValueError(f"synth must be one of {SYNTHS} or None, not {synth!r}")
+    if soundfont is not None:
+        sf2 = Path(soundfont)
+    else:
+        sf2 = fluidsynth_soundfont() if synth == "fluidsynth" else default_soundfont()
     if sf2 is None or not sf2.exists():
         raise RuntimeError("no General MIDI soundfont found: pip install pretty_midi, or apt-get install fluid-soundfont-gm")
-    try:
-        y = _render_tinysoundfont(midi_path, sr, sf2)
-    except ImportError:
+    if synth == "fluidsynth":
         y = _render_fluidsynth(midi_path, sr, sf2)
+    else:
+        try:
+            y = _render_tinysoundfont(midi_path, sr, sf2)
+        except ImportError:
+            if synth is not None:
+                raise
+            y = _render_fluidsynth(midi_path, sr, sf2)
     top = float(np.max(np.abs(y))) if y.size else 0.0
     if peak is not None and top > 0:
         y = y * (peak / top)
@@ -140,8 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("wav")
     p.add_argument("--sr", type=int, default=22050)
     p.add_argument("--soundfont", default=None)
+    p.add_argument("--synth", choices=SYNTHS, default=None)
     a = p.parse_args(argv)
-    print(render_midi(a.midi, a.wav, a.sr, soundfont=a.soundfont))
+    print(render_midi(a.midi, a.wav, a.sr, soundfont=a.soundfont, synth=a.synth))
     return 0
 
 

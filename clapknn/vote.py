@@ -29,6 +29,11 @@ _LOO_MAX = 4000  # standardize="auto": fitted samples voted on, at most
 # standardize="auto": the leave-one-out vote asks this many times n_neighbors neighbours; a wider
 # vote gives a smoother share, so two spaces are told apart on fewer examples
 _LOO_NEIGHBOURS = 2
+# standardize="auto": the standardised space is chosen when its mean leave-one-out gain exceeds
+# this many standard errors of the gain (0.5: a gain more likely real than not, by a margin; 1.0
+# kept the plain space on too many indexes where the standardised one was better, 0 switched
+# on noise; docs/evaluation.md)
+_CHOICE_MARGIN = 0.5
 
 
 def _is_multilabel(y) -> bool:
@@ -251,8 +256,9 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
     def _choose_space(self, X: np.ndarray, groups: np.ndarray, inv: np.ndarray, group_stats) -> bool:
         """``standardize="auto"``: whether the standardised space wins the leave-one-group-out vote
         clearly: per group, the mean share of the vote that goes to the samples' own tags; the
-        standardised space is chosen when its mean gain over the plain space exceeds the gain's
-        standard error (at most :data:`_LOO_MAX` samples, evenly spread)."""
+        standardised space is chosen when its mean gain over the plain space exceeds
+        :data:`_CHOICE_MARGIN` times the gain's standard error (at most :data:`_LOO_MAX` samples,
+        evenly spread)."""
         n = len(X)
         rows = np.arange(n) if n <= _LOO_MAX else np.linspace(0, n - 1, _LOO_MAX).round().astype(np.int64)
         plain = self._space(X, False)
@@ -269,9 +275,9 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
         # the share a random vote gives a sample's own tags (reported; leave-one-out on a few
         # balanced examples falls below it in both spaces, as leaving a sample out leaves its tag short)
         self.loo_score_["chance"] = float(np.mean(self._Y.sum(axis=1))) / max(self._Y.shape[1], 1)
-        # a gain within its own noise, or no evidence at all (one file per tag: every left-out vote
+        # a gain well within its own noise, or no evidence at all (one file per tag: every left-out vote
         # goes to other tags), keeps the plain vectors, as the encoder made them
-        return bool(gain.mean() > se)
+        return bool(gain.mean() > _CHOICE_MARGIN * se)
 
     def _group_means(self, Z: np.ndarray, inv: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
         """Per group (file): the mean of its rows of ``Z``, and which tags it has."""

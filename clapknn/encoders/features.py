@@ -55,13 +55,15 @@ __all__ = ["FeaturesEncoder", "FEATURE_BLOCKS", "RECIPE_VERSION"]
 _QUIET = 0.05  # plain-vector weight of the blocks meant for the standardised space only
 
 #: Version of the feature recipe; bump it whenever the vectors change, so old indexes are refused.
-RECIPE_VERSION = 3
+RECIPE_VERSION = 4
 
 #: Blocks in vector order: ``name: (weight in the plain vector, weight in the standardised space)``.
 #: The plain vector (the encoder's output) is a weighted set of unit-length patterns of timbre,
-#: pitch classes, spectral shape and rhythm; the blocks whose plain weight is tiny (loudness,
-#: tonality, key, harmony) hardly move its cosine but count fully once the vote standardises
-#: every dimension on the index (standardising undoes any fixed scale).
+#: pitch classes, spectral shape and rhythm, plus loudness and note density in fixed units (between
+#: mastered tracks, whose levels differ little, loudness hardly moves the cosine; between takes
+#: recorded at one gain it carries energy); the blocks whose plain weight is tiny (tonality, key,
+#: harmony) hardly move its cosine but count fully once the vote standardises every dimension on
+#: the index (standardising undoes any fixed scale).
 FEATURE_BLOCKS: dict[str, tuple[float, float]] = {
     "timbre": (1.0, 1.0),
     "timbre_var": (1.0, 0.5),
@@ -71,11 +73,11 @@ FEATURE_BLOCKS: dict[str, tuple[float, float]] = {
     "contrast_var": (0.5, 0.5),
     "spectral": (1.0, 1.0),
     "rhythm": (1.0, 1.0),
-    "level": (_QUIET, 1.5),
+    "level": (1.0, 1.5),
     "tonal": (_QUIET, 1.0),
     "key": (_QUIET, 1.0),
     "harmony": (_QUIET, 0.5),
-    "notes": (_QUIET, 1.0),
+    "notes": (0.5, 1.0),
 }
 
 _N_FFT = 2048
