@@ -114,9 +114,9 @@ def _reference_vector(path: str):
 
 
 def reference_figures(emb, cache: Path, *, shots, n_episodes: int, jobs: int) -> dict:
-    """Track accuracy (mean, sd over episodes) of the crude recipe with a 1-NN (Euclidean) vote on
-    the same few-shot episodes as :func:`clapknn.evaluate.evaluate` (same files, tags, groups and
-    seed), keyed by shots; the vectors are cached in ``cache``."""
+    """Track accuracy per episode of the crude recipe with a 1-NN (Euclidean) vote on the same
+    few-shot episodes as :func:`clapknn.evaluate.evaluate` (same files, tags, groups and seed),
+    ``{shots: array over episodes}``; the vectors are cached in ``cache``."""
     import numpy as np
 
     from clapknn.evaluate import few_shot_episodes
@@ -135,7 +135,7 @@ def reference_figures(emb, cache: Path, *, shots, n_episodes: int, jobs: int) ->
         for support, queries in few_shot_episodes(emb.tags, emb.groups, shots=s, n_episodes=n_episodes, seed=0):
             d = ((V[queries][:, None, :] - V[support][None, :, :]) ** 2).sum(axis=-1)
             accs.append(float(np.mean(labels[support][d.argmin(axis=1)] == labels[queries])))
-        out[s] = (float(np.mean(accs)), float(np.std(accs)))
+        out[s] = np.array(accs)
     return out
 
 
@@ -259,9 +259,15 @@ def main(argv: list[str] | None = None) -> int:
         table += summary_rows(task, report)
         ref = reference_figures(head[0], args.cache / "reference" / f"{wav_dir.name}.npz", shots=SHOWN_SHOTS,
                                 n_episodes=episodes, jobs=args.jobs)
+        runs = report.runs
         for row in table[-len(SHOWN_SHOTS):]:
-            mean, sd = ref[row["shots"]]
-            row["crude reference (1-NN)"] = f"{mean:.3f} ± {sd:.3f}"
+            acc = ref[row["shots"]]
+            row["crude reference (1-NN)"] = f"{acc.mean():.3f} ± {acc.std():.3f}"
+            # paired by episode: the kNN vote's gain over the reference on the very same split
+            knn = runs[(runs["protocol"] == "episodes") & (runs["method"] == "knn") & (runs["shots"] == row["shots"])
+                       & (runs["k"] == report.headline["k"]) & (runs["weights"] == report.headline["weights"])]
+            gain = knn.sort_values("run")["accuracy"].to_numpy() - acc
+            row["kNN - reference (episodes won)"] = f"{gain.mean():+.3f} ± {gain.std():.3f} ({(gain > 0).sum()}/{len(gain)})"
         # the same episodes with the vote's standardised space forced (``--space standardized``;
         # what "auto" picks from)
         if head[0].knn_options.get("standardize") == "auto":

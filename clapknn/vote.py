@@ -127,7 +127,8 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
         dominate) before the cosine search; queries get the same transform. ``"auto"``: search the
         standardised space only if, in a leave-one-group-out vote over the fitted samples (see
         ``groups`` in :meth:`fit`), it gives a larger share of each sample's vote to the sample's
-        own tags than the plain space does; else the plain one. The choice is in
+        own tags than the plain space does, by more than half the gain's standard error across
+        groups; else the plain one. The choice is in
         :attr:`standardized_`. Encoders whose dimensions are hand-made features ask for it
         (``encoder.knn_options()``).
     feature_blocks : sequence of (start, stop, weight), optional

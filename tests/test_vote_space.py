@@ -107,6 +107,23 @@ def test_auto_keeps_the_plain_space_when_the_gain_is_within_its_noise(rng):
     assert kept >= 8
 
 
+def test_auto_needs_the_gain_to_clear_the_margin(rng, monkeypatch):
+    """The standardised space is taken only when its leave-one-out gain exceeds ``_CHOICE_MARGIN``
+    standard errors: an unreachable margin keeps the plain space even where standardising wins
+    clearly, and a negative one takes the standardised space on noise."""
+    import clapknn.vote as vote
+
+    X, y = _dataset(rng)
+    groups = np.arange(len(y)) // 2
+    blocks = [(0, 1, 3.0), (1, 6, 1.0)]
+    monkeypatch.setattr(vote, "_CHOICE_MARGIN", 1e6)
+    assert not KNNTagger(5, standardize="auto", feature_blocks=blocks).fit(X, y, groups=groups).standardized_
+    monkeypatch.setattr(vote, "_CHOICE_MARGIN", -1e6)
+    noise = np.random.default_rng(0).standard_normal((24, 6)).astype(np.float32)
+    est = KNNTagger(5, standardize="auto", feature_blocks=[(0, 3, 1.0), (3, 6, 1.0)])
+    assert est.fit(noise, np.repeat(["a", "b"], 12), groups=np.arange(24) // 2).standardized_
+
+
 def _relevance_data(rng, n_files=12, per_file=3):
     """Block 0 (dims 0-2) separates the tags, block 1 (dims 3-5) is noise of the same spread."""
     y_file = np.array(["a", "b"] * (n_files // 2))

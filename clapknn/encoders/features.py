@@ -36,8 +36,8 @@ block scaled to unit length times its weight and its **relevance** to the index'
 apart the tags' files lie in that block, relative to the spread within a tag: loudness counts for an
 energy vocabulary, tonality for a happy/sad one). Which space serves a given index better is decided
 by leave-one-group-out (a file, or a labels CSV group) on its own examples (``standardize="auto"`` in
-:class:`~clapknn.vote.KNNTagger`: the standardised space only when its gain is larger than its
-noise). On EMOPIA the standardised space is worth ten to fifteen points of accuracy; on the bundled
+:class:`~clapknn.vote.KNNTagger`: the standardised space only when its gain exceeds half its
+standard error). On EMOPIA the standardised space is worth about ten points of accuracy; on the bundled
 demo clips, whose moods follow absolute key and tempo, the plain one wins. The choice is recomputed
 from the stored vectors whenever an index is loaded; ``clapknn tag --space`` forces one.
 """
