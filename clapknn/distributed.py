@@ -265,11 +265,11 @@ def _store_fresh(shards: Path, store, key: str, identity: dict[str, Any], snippe
     """Put the vectors of the files the shards embedded afresh (status rows with a content key)
     into the embedding cache."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from .cache import CachedFile
+    from .index import read_parquet
 
-    tables = [pq.read_table(p, columns=["file", "kind", "content"]) for p in sorted(shards.glob("*.parquet"))]
+    tables = [read_parquet(p, columns=["file", "kind", "content"]) for p in sorted(shards.glob("*.parquet"))]
     tables = [t for t in tables if t.num_rows]
     if not tables:
         return
@@ -307,15 +307,15 @@ def read_shards(shards: str | Path):
     """
     import pandas as pd
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from .encode import EmbeddedFiles
+    from .index import read_parquet
 
     shards = Path(shards).expanduser()
     manifest = _shard_manifest(shards)
     dim = int(manifest["dim"])
     parts = sorted(shards.glob("*.parquet"))
-    tables = [pq.read_table(p) for p in parts]
+    tables = [read_parquet(p) for p in parts]
     tables = [t for t in tables if t.num_rows]
     if tables:
         table = pa.concat_tables(tables, promote_options="default")

@@ -121,6 +121,20 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def read_parquet(path: str | Path, columns: list[str] | None = None):
+    """A parquet file as a pyarrow Table, read in the calling thread.
+
+    ``pandas.read_parquet`` goes through Arrow's dataset scanner, whose worker threads can still be
+    winding down when the interpreter exits right after, and then abort it ("terminate called
+    without an active exception", apache/arrow#39862); a command that reads an index and exits at
+    once is exactly that case. Our files are small, so one thread loses nothing.
+    """
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(str(path)) as f:
+        return f.read(columns=columns, use_threads=False)
+
+
 def save_directory(
     path: Path,
     manifest: dict[str, Any],
@@ -374,7 +388,6 @@ class Index:
     @classmethod
     def _read(cls, path: Path) -> "Index":
         import faiss
-        import pandas as pd
 
         manifest_path = path / MANIFEST_FILE
         if not manifest_path.is_file():
@@ -413,7 +426,7 @@ class Index:
                 raise IndexFormatError(f"{f}: checksum mismatch; the file was modified or truncated after it was written")
         try:
             fidx = faiss.read_index(str(path / INDEX_FILE))
-            meta = pd.read_parquet(path / METADATA_FILE)
+            meta = read_parquet(path / METADATA_FILE).to_pandas(use_threads=False)
         except Exception as exc:  # noqa: BLE001 - faiss/pyarrow raise many types
             raise IndexFormatError(f"{path}: cannot read index files ({str(exc).splitlines()[0] if str(exc) else exc})") from exc
         n, dim = int(manifest["n_vectors"]), int(manifest["dim"])

@@ -365,9 +365,8 @@ class LibraryIndex:
             Missing, not a library, unknown version, checksum or count mismatch.
         """
         import faiss
-        import pandas as pd
 
-        from .index import _backup_of, _sha256
+        from .index import _backup_of, _sha256, read_parquet
 
         path = Path(path).expanduser()
         if not path.exists() and _backup_of(path.absolute()).is_dir():
@@ -393,7 +392,7 @@ class LibraryIndex:
                 raise IndexFormatError(f"{path / f}: checksum mismatch; the file was modified or truncated after it was written")
         try:
             index = faiss.read_index(str(path / LIBRARY_FILE))
-            tracks = pd.read_parquet(path / TRACKS_FILE)
+            tracks = read_parquet(path / TRACKS_FILE).to_pandas(use_threads=False)
         except Exception as exc:  # noqa: BLE001 - faiss/pyarrow raise many types
             raise IndexFormatError(f"{path}: cannot read library files ({str(exc).splitlines()[0] if str(exc) else exc})") from exc
         n = int(manifest.get("n_tracks", -1))

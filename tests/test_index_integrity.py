@@ -135,6 +135,21 @@ def test_untouched_copy_loads(saved, tmp_path):
     assert _same(Index.load(tmp_path / "copy"), 1)
 
 
+def test_loading_reads_parquet_without_arrows_dataset_scanner(saved, monkeypatch):
+    """Index files are read in the calling thread: pandas' reader and
+    ``pyarrow.parquet.read_table`` go through Arrow's dataset scanner, whose threads can abort a
+    process that exits right after reading (as ``clapknn build``, which reads its index back, does)."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    def refused(*args, **kwargs):
+        raise AssertionError("the dataset scanner was used")
+
+    monkeypatch.setattr(pd, "read_parquet", refused)
+    monkeypatch.setattr(pq, "read_table", refused)
+    assert _same(Index.load(saved), 1)
+
+
 @pytest.mark.parametrize("what", ["a file", "a dangling link"])
 def test_index_path_that_is_not_a_directory(tmp_path, what):
     target = tmp_path / "idx"
