@@ -81,6 +81,14 @@ def describe_mismatch(built: dict[str, Any], query: dict[str, Any]) -> list[str]
     return diffs
 
 
+def rebuild_hint(diffs: list[str], command: str = "clapknn build EXAMPLES --out INDEX") -> str:
+    """What to do about a mismatch that only rebuilding mends: the features recipe changed (a
+    newer clapknn computes other vectors) or the stored vectors' size differs."""
+    if any(d.startswith(("recipe:", "dim:")) for d in diffs):
+        return f"; rebuild it with this version of clapknn ({command})"
+    return ""
+
+
 @contextlib.contextmanager
 def _locked(path: Path, *, shared: bool = False) -> Iterator[None]:
     """Hold an advisory lock on ``.<name>.lock`` beside ``path``: exclusive for a save, shared for a
@@ -315,7 +323,7 @@ class Index:
         identity is not the one this index was built with."""
         diffs = describe_mismatch(self.encoder_identity, identity)
         if diffs:
-            raise EncoderMismatchError("query encoder differs from the index's: " + "; ".join(diffs))
+            raise EncoderMismatchError("query encoder differs from the index's: " + "; ".join(diffs) + rebuild_hint(diffs))
 
     def summary(self) -> dict[str, Any]:
         """What is in the index: counts per tag plus the manifest's main fields."""

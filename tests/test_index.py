@@ -46,6 +46,26 @@ def test_encoder_mismatch_names_the_difference(built_index):
         Tagger(Index.load(root / "index"), encoder=FeaturesEncoder(sample_rate=16000))
 
 
+def test_an_index_of_another_features_recipe_says_to_rebuild(built_index, tmp_path):
+    import json
+    import shutil
+
+    from clapknn.index import MANIFEST_FILE
+
+    _, root = built_index
+    old = tmp_path / "old"
+    shutil.copytree(root / "index", old)
+    manifest = json.loads((old / MANIFEST_FILE).read_text())
+    manifest["encoder"]["recipe"] -= 1  # as written by an earlier clapknn
+    (old / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(EncoderMismatchError, match=r"recipe: index has .*rebuild it with this version of clapknn \(clapknn build"):
+        Tagger(Index.load(old))
+    # a difference that rebuilding does not mend gets no such advice
+    with pytest.raises(EncoderMismatchError) as err:
+        Tagger(Index.load(root / "index"), encoder=FeaturesEncoder(sample_rate=16000))
+    assert "rebuild" not in str(err.value)
+
+
 def test_load_errors(tmp_path, built_index):
     _, root = built_index
     with pytest.raises(IndexFormatError, match="no such index"):
