@@ -83,8 +83,8 @@ def describe_mismatch(built: dict[str, Any], query: dict[str, Any]) -> list[str]
 
 def rebuild_hint(diffs: list[str], command: str = "clapknn build EXAMPLES --out INDEX") -> str:
     """What to do about a mismatch that only rebuilding mends: the features recipe changed (a
-    newer clapknn computes other vectors) or the stored vectors' size differs."""
-    if any(d.startswith(("recipe:", "dim:")) for d in diffs):
+    newer clapknn computes other vectors from the same audio)."""
+    if any(d.startswith("recipe:") for d in diffs):
         return f"; rebuild it with this version of clapknn ({command})"
     return ""
 
