@@ -81,12 +81,15 @@ def describe_mismatch(built: dict[str, Any], query: dict[str, Any]) -> list[str]
     return diffs
 
 
-def rebuild_hint(diffs: list[str], command: str = "clapknn build EXAMPLES --out INDEX") -> str:
-    """What to do about a mismatch that only rebuilding mends: the features recipe changed (a
-    newer clapknn computes other vectors from the same audio)."""
-    if any(d.startswith("recipe:") for d in diffs):
-        return f"; rebuild it with this version of clapknn ({command})"
-    return ""
+def check_same_encoder(built: dict[str, Any], query: dict[str, Any], *, what: str, rebuild: str) -> None:
+    """Raise :class:`EncoderMismatchError` naming every difference between the encoder identity a
+    store of vectors (``what``: "index", "library") was built with and a query encoder's. When the
+    features recipe changed (a newer clapknn computes other vectors from the same audio), the
+    message adds ``rebuild``, the command that mends it."""
+    diffs = describe_mismatch(built, query)
+    if diffs:
+        hint = f"; rebuild it with this version of clapknn ({rebuild})" if any(d.startswith("recipe:") for d in diffs) else ""
+        raise EncoderMismatchError(f"query encoder differs from the {what}'s: " + "; ".join(diffs) + hint)
 
 
 @contextlib.contextmanager
@@ -321,9 +324,7 @@ class Index:
     def check_encoder(self, identity: dict[str, Any]) -> None:
         """Raise :class:`EncoderMismatchError` naming every difference when a query encoder's
         identity is not the one this index was built with."""
-        diffs = describe_mismatch(self.encoder_identity, identity)
-        if diffs:
-            raise EncoderMismatchError("query encoder differs from the index's: " + "; ".join(diffs) + rebuild_hint(diffs))
+        check_same_encoder(self.encoder_identity, identity, what="index", rebuild="clapknn build EXAMPLES --out INDEX")
 
     def summary(self) -> dict[str, Any]:
         """What is in the index: counts per tag plus the manifest's main fields."""

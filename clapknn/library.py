@@ -533,13 +533,9 @@ def similar(
         vec = lib.vector(me)
     else:
         enc = encoder or getattr(lib, "encoder", None) or encoder_from_identity(lib.encoder_identity, **dict(encoder_options or {}))
-        from .index import describe_mismatch, rebuild_hint
+        from .index import check_same_encoder
 
-        diffs = describe_mismatch(lib.encoder_identity, enc.identity())
-        if diffs:
-            from .errors import EncoderMismatchError
-
-            raise EncoderMismatchError("query encoder differs from the library's: " + "; ".join(diffs) + rebuild_hint(diffs, "clapknn index-library MUSIC --out LIBRARY"))
+        check_same_encoder(lib.encoder_identity, enc.identity(), what="library", rebuild="clapknn index-library MUSIC --out LIBRARY")
         emb = embed_files(
             [query], enc, snippet_seconds=float(lib.manifest["snippet_seconds"]),
             hop_seconds=float(lib.manifest["hop_seconds"]), cache=cache,
