@@ -191,7 +191,6 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
         when asked (inner products of these rows are the similarities :meth:`similarities` gives)."""
         from sklearn.exceptions import NotFittedError
 
-
         if not hasattr(self, "standardized_"):
             raise NotFittedError("This KNNTagger is not fitted yet; call fit first.")
         return self._space(X, self.standardized_)
@@ -380,8 +379,9 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
                 )
         if self.standardize not in (False, True, "auto"):
             raise ParameterError(f"standardize must be False, True or 'auto', got {self.standardize!r}")
+        unit32 = l2_normalize(X) if self.standardize else None
         if self.standardize:
-            unit = l2_normalize(X).astype(np.float64)
+            unit = unit32.astype(np.float64)
             sd = unit.std(axis=0)
             pooled = float(np.sqrt(np.mean(sd**2)))
             self.mean_ = unit.mean(axis=0).astype(np.float32)
@@ -397,7 +397,7 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
         if self.feature_blocks is not None:
             self._block_weights = np.array([w for _, _, w in self._blocks])
             if self.block_relevance and self.standardize:
-                Z = ((l2_normalize(X) - self.mean_) / self.scale_).astype(np.float64)
+                Z = ((unit32 - self.mean_) / self.scale_).astype(np.float64)
                 means, has = self._group_means(Z, inv, int(inv.max()) + 1)
                 self.block_relevance_ = self._relevance_of(means, has)
                 self._block_weights = self._block_weights * self.block_relevance_
