@@ -96,7 +96,7 @@ def test_info(workspace, capsys):
         (["tag", "nowhere.wav", "--index", "{idx}"], "nothing to tag"),
         (["tag", "{q}", "--index", "no_such_index"], "no such index"),
         (["tag", "{q}", "--index", "{idx}", "--out", "x.txt"], "unknown output format"),
-        (["tag", "{q}", "--index", "{idx}", "-k", "0"], "n_neighbors"),
+        (["tag", "{q}", "--index", "{idx}", "-k", "0"], "k must be an integer of at least 1"),
         (["build", "no_such_folder"], "no such file or folder"),
         (["info", "{q}"], "not an index directory"),
         (["build", "{ex}", "--prompt", "calm=quiet"], "text branch"),
