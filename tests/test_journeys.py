@@ -138,6 +138,7 @@ def test_bad_values_are_refused_up_front_in_one_line(home, capsys, argv, message
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("clapknn: error:") and message in lines[0], err
+    assert err.count(message) == 1  # said once, not once per file
     # nothing was made: no half-built index, no output folder
     assert sorted(p.name for p in (home / "music").iterdir()) == before
 
