@@ -32,7 +32,7 @@ def test_standardized_space_is_zscore_then_weighted_unit_blocks(rng):
     scale = np.sqrt(sd**2 + (0.1 * np.sqrt(np.mean(sd**2))) ** 2)
     Z = (U - mu) / scale
     want = _unit(np.concatenate([2.0 * _unit(Z[:, :2]), 1.0 * _unit(Z[:, 2:])], axis=1))
-    np.testing.assert_allclose(est.transform(X), want, atol=1e-5)
+    np.testing.assert_allclose(est.to_search_space(X), want, atol=1e-5)
     assert est.standardized_
     sims, ids = est.similarities(X[:3], 2)
     np.testing.assert_allclose(sims[:, 0], np.sum(want[:3] * want[ids[:, 0]], axis=1), atol=1e-5)
@@ -66,7 +66,7 @@ def test_auto_without_evidence_keeps_the_plain_space(rng):
     est = KNNTagger(1, standardize="auto").fit(X, y)
     assert est.loo_score_["standardized"] == est.loo_score_["plain"] == 0.0
     assert not est.standardized_
-    np.testing.assert_allclose(est.transform(X), _unit(X), atol=1e-6)
+    np.testing.assert_allclose(est.to_search_space(X), _unit(X), atol=1e-6)
 
 
 def test_leave_one_out_keeps_a_group_out_of_its_own_vote(rng):
@@ -149,7 +149,7 @@ def test_block_relevance_weights_the_block_that_separates_the_tags(rng):
     U = _unit(X.astype(np.float64))
     Z = (U - est.mean_) / est.scale_
     want = _unit(np.concatenate([rel[0] * _unit(Z[:, :3]), rel[1] * _unit(Z[:, 3:])], axis=1))
-    np.testing.assert_allclose(est.transform(X), want, atol=1e-5)
+    np.testing.assert_allclose(est.to_search_space(X), want, atol=1e-5)
     # by hand: F of file means, tag a against the rest, mean over the block's dims, square root
     means = np.array([Z[g == f].mean(axis=0) for f in range(12)])
     pos = np.array([y[g == f][0] == "a" for f in range(12)])
