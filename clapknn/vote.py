@@ -1,11 +1,15 @@
-"""Vote: a scikit-learn shaped k-nearest-neighbour tagger over embeddings (cosine similarity).
+"""Vote: a scikit-learn k-nearest-neighbour classifier over embeddings (cosine similarity).
 
-:class:`KNNTagger` follows scikit-learn's estimator conventions (``fit``/``predict``/
-``predict_proba``/``kneighbors``, ``classes_``) and, for single-label data with ``weights`` set to
-``"uniform"`` or ``"distance"``, gives the same predictions and probabilities as
-``sklearn.neighbors.KNeighborsClassifier(metric="cosine")``. It also handles multi-label data (each
-sample has a set of tags) and a similarity-weighted vote. Search is exact (FAISS ``IndexFlatIP`` over
-L2-normalised vectors).
+:class:`KNNTagger` is a scikit-learn classifier (``fit``/``predict``/``predict_proba``/
+``kneighbors``, ``classes_``; it passes ``sklearn.utils.estimator_checks.check_estimator`` but for
+:data:`EXPECTED_FAILED_CHECKS`). For single-label data, with ``weights="uniform"`` or
+``weights="distance"``, the plain space (``standardize=False``, the default) and ``n_neighbors`` at
+most the number of fitted samples, it gives the same predictions and probabilities as
+``sklearn.neighbors.KNeighborsClassifier(n_neighbors=k, weights=<the same>, metric="cosine")``, up to
+float32 rounding (neighbours whose distances agree to about 1e-6 may come in either order). Its
+default weighting, ``"similarity"``, has no scikit-learn counterpart. It also handles multi-label
+data (each sample has a set of tags). Search is exact (FAISS ``IndexFlatIP`` over L2-normalised
+vectors).
 """
 
 from __future__ import annotations
@@ -19,12 +23,21 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted, c
 
 from .errors import ParameterError
 
-__all__ = ["KNNTagger", "SPACES", "WEIGHTS", "space_options", "vote_scores"]
+__all__ = ["EXPECTED_FAILED_CHECKS", "KNNTagger", "SPACES", "WEIGHTS", "space_options", "vote_scores"]
 
 #: Allowed vote weightings.
 WEIGHTS = ("uniform", "distance", "similarity")
 #: Search spaces a tagger can be asked for (see :func:`space_options`).
 SPACES = ("auto", "plain", "standardized")
+#: The scikit-learn estimator checks :class:`KNNTagger` fails by design, with the reason (the
+#: ``expected_failed_checks`` of ``check_estimator`` / ``parametrize_with_checks``).
+EXPECTED_FAILED_CHECKS = {
+    "check_classifiers_multilabel_output_format_predict_proba": (
+        "multi-label scores are the share of neighbours carrying each tag, so a tag that every "
+        "neighbour (or none) carries scores exactly 1 (or 0); the check wants every score strictly "
+        "inside (0, 1)"
+    ),
+}
 _TIE_MARGIN = 8  # extra neighbours fetched so ties at the k-th place are broken by id
 _SHRINK = 0.1  # standardize: spreads are shrunk towards their pooled value by this share
 _LOO_MAX = 4000  # standardize="auto": fitted samples voted on, at most
@@ -196,6 +209,12 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
     -----
     Neighbours are ordered by decreasing similarity; equal similarities are broken by the lower
     sample index. Ties between classes in :meth:`predict` go to the first class in ``classes_``.
+
+    A scikit-learn classifier: ``check_estimator(KNNTagger(),
+    expected_failed_checks=EXPECTED_FAILED_CHECKS)`` passes (:data:`EXPECTED_FAILED_CHECKS` lists
+    the one check the multi-label scores cannot meet, and why). Unlike
+    ``KNeighborsClassifier``, an ``n_neighbors`` larger than the fitted samples is capped, not
+    refused, and ``y`` may also be a list of tag collections.
     """
 
     def __init__(
