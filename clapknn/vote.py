@@ -193,6 +193,8 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
     multilabel_ : bool
         Whether ``y`` was multi-label.
     n_features_in_ : int
+    feature_names_in_ : np.ndarray
+        Column names, when ``X`` was a data frame with string column names.
     n_samples_fit_ : int
     mean_, scale_ : np.ndarray
         With ``standardize``: the per-dimension centre and spread of the fitted (unit) vectors.
