@@ -3,7 +3,7 @@
 soundfile (libsndfile: wav, flac, ogg/vorbis/opus, mp3, aiff, ...) is tried first because it can
 seek, so a 10-second window of a 3-hour file costs a 10-second read. Files of the formats libsndfile
 reads are decoded by libsndfile only: its verdict on a damaged one is final, whatever other decoders
-are installed. Other formats (m4a/aac, wma, ...) fall back to librosa's audioread path (ffmpeg).
+are installed. Other formats (m4a/aac, wma, ...) fall back to audioread (ffmpeg).
 Resampling uses soxr (high quality); a window is resampled with context around it, so it holds the
 same samples as the whole file resampled at once.
 
@@ -418,65 +418,99 @@ def info(path: str | Path) -> AudioInfo:
         why = _sndfile_reason(path, i)
         if _sndfile_only(path):
             raise AudioError(f"{path}: cannot decode audio ({why})")
-    y, sr = _load_fallback(path, sr=None, offset=0.0, duration=None, why=why)
-    return AudioInfo(len(y) / sr, int(sr), 1, len(y))
+    sr, channels, frames = _count_fallback(path, why)
+    return AudioInfo(frames / sr, sr, channels, frames)
 
 
-def _fallback_rate(path: Path, why: str) -> int:
-    """The native sample rate the fallback decoder sees (to plan a window before decoding it)."""
+def _ffmpeg_available() -> bool:
+    """Whether audioread can use ffmpeg (its backend list is cached per process)."""
+    import audioread
+    from audioread import ffdec
+
+    return ffdec.FFmpegAudioFile in audioread.available_backends()
+
+
+def _open_fallback(path: Path, why: str):
+    """Open ``path`` with audioread (ffmpeg), or raise :class:`AudioError` saying why not."""
+    import audioread
+
     try:
-        import audioread
-
-        with audioread.audio_open(str(path)) as f:
-            return int(f.samplerate)
-    except Exception as exc:  # noqa: BLE001 - the load below reports the failure
-        logger.debug("%s: fallback decoder cannot open it (%s)", path, _reason(exc))
-        return 0
-
-
-def _load_fallback(path: Path, *, sr: int | None, offset: float, duration: float | None, why: str):
-    """Decode with librosa/audioread (ffmpeg) after libsndfile failed for reason ``why``.
-
-    Only for formats libsndfile does not read (see :func:`_sndfile_only`). With ``sr``, a window is
-    planned as in :func:`_plan` (context around it), so it matches the whole file resampled."""
-    import warnings
-
-    import librosa
-
-    plan = None
-    native = 0
-    if sr is not None and (offset > 0 or duration is not None):
-        native = _fallback_rate(path, why)
-        if SAMPLE_RATE_RANGE[0] <= native <= SAMPLE_RATE_RANGE[1]:
-            plan = _plan(offset, duration, native, sr)
-    start = offset if plan is None else plan.start / native
-    length = duration if plan is None else (None if plan.frames is None else plan.frames / native)
-    try:
-        with warnings.catch_warnings():
-            # librosa warns that it is falling back to audioread; we chose that path on purpose.
-            warnings.simplefilter("ignore")
-            y, file_sr = librosa.load(str(path), sr=None, mono=True, offset=start, duration=length)
+        return audioread.audio_open(str(path))
     except Exception as exc:  # noqa: BLE001 - audioread and its backends raise many types
-        if type(exc).__name__ == "NoBackendError":
-            hint = ""
-            if not _sndfile_only(path):
-                hint = f"; reading {path.suffix or 'such'} files needs ffmpeg, which was not found"
-            raise AudioError(f"{path}: cannot decode audio ({why}{hint})") from exc
-        raise AudioError(f"{path}: cannot decode audio ({why}; fallback decoder: {_reason(exc)})") from exc
-    if int(file_sr) <= 0:
-        raise AudioError(f"{path}: cannot decode audio ({why}; the fallback decoder found no audio stream)")
-    _check_rate(path, int(file_sr))
-    y = to_mono(y)
-    if sr is not None:
-        y = resample(y, int(file_sr), sr)
-        if plan is not None and int(file_sr) == native:
-            y = y[plan.lead :]
-            if plan.size is not None:
-                y = y[: plan.size]
-        elif duration is not None:
-            y = y[: int(round(duration * sr))]
-        file_sr = sr
-    return y, int(file_sr)
+        reason = f"{why}; " if why else ""
+        if not _ffmpeg_available():
+            raise AudioError(
+                f"{path}: cannot decode audio ({reason}reading {path.suffix or 'such'} files needs ffmpeg, "
+                "which was not found)"
+            ) from exc
+        detail = _reason(exc) if type(exc).__name__ != "NoBackendError" else "not recognised as audio"
+        raise AudioError(f"{path}: cannot decode audio ({reason}ffmpeg: {detail})") from exc
+
+
+def _fallback_blocks(f):
+    """``(frames, channels)`` int16 blocks of an open audioread file (its buffers may split frames)."""
+    width = 2 * int(f.channels)
+    carry = b""
+    for buf in f:
+        data = carry + bytes(buf)
+        usable = len(data) // width * width
+        carry = data[usable:]
+        if usable:
+            yield np.frombuffer(data[:usable], "<i2").reshape(-1, int(f.channels))
+
+
+def _fallback_format(path: Path, f, why: str) -> tuple[int, int]:
+    file_sr, channels = int(f.samplerate or 0), int(f.channels or 0)
+    if file_sr <= 0 or channels <= 0:
+        raise AudioError(f"{path}: cannot decode audio ({why + '; ' if why else ''}ffmpeg found no audio stream)")
+    _check_rate(path, file_sr)
+    return file_sr, channels
+
+
+def _count_fallback(path: Path, why: str) -> tuple[int, int, int]:
+    """``(sample_rate, channels, frames)`` of a file only the fallback decoder reads, counted by
+    decoding it (container headers give the duration to 0.1 s at best), in bounded memory."""
+    with _open_fallback(path, why) as f:
+        file_sr, channels = _fallback_format(path, f, why)
+        frames = 0
+        try:
+            for block in _fallback_blocks(f):
+                frames += len(block)
+        except Exception as exc:  # noqa: BLE001 - stopped part-way: load() reports it
+            logger.debug("%s: the fallback decoder stopped after %d frames (%s)", path, frames, _reason(exc))
+    if not frames:
+        raise AudioError(f"{path}: no audio samples could be decoded (empty or truncated stream)")
+    return file_sr, channels, frames
+
+
+def _read_fallback(path: Path, offset: float, duration: float | None, sr: int, why: str):
+    """:func:`_read_sndfile` for files only audioread (ffmpeg) reads: decoded from the start (these
+    formats cannot seek here), keeping the frames of the planned window."""
+    blocks: list[np.ndarray] = []
+    error = None
+    with _open_fallback(path, why) as f:
+        file_sr, _ = _fallback_format(path, f, why)
+        plan = _plan(offset, duration, file_sr, sr)
+        stop = None if plan.frames is None else plan.start + plan.frames
+        pos = 0
+        try:
+            for block in _fallback_blocks(f):
+                lo, hi = max(plan.start - pos, 0), len(block) if stop is None else min(len(block), stop - pos)
+                if hi > lo:
+                    blocks.append(to_mono(block[lo:hi]))
+                pos += len(block)
+                if stop is not None and pos >= stop:
+                    break
+        except Exception as exc:  # noqa: BLE001 - a decoder error part-way
+            error = _reason(exc)
+        announced = float(getattr(f, "duration", 0) or 0)
+    y = np.concatenate(blocks) / np.float32(32768) if blocks else np.zeros(0, np.float32)
+    if error is None and duration is None and offset == 0 and announced and y.size < (announced - 1) * file_sr:
+        logger.warning(
+            "%s: only %.1f s of the %.1f s its container announces could be decoded (truncated?); using them",
+            path, y.size / file_sr, announced,
+        )
+    return y.astype(np.float32, copy=False), file_sr, error, plan
 
 
 def _read_sndfile(path: Path, offset: float, duration: float | None, sr: int):
@@ -572,7 +606,12 @@ def load(
     path = Path(path)
     _check_path(path)
     y, file_sr, why, plan = _read_sndfile(path, offset, duration, sr)
-    if y is not None and why is not None:
+    if y is None or (y.size == 0 and why is not None and offset == 0):
+        # libsndfile could not open it, or it broke before its first samples
+        if _sndfile_only(path):
+            raise AudioError(f"{path}: cannot decode audio ({why})")
+        y, file_sr, why, plan = _read_fallback(path, offset, duration, sr, why or "")
+    if why is not None:
         if y.size:
             logger.warning(
                 "%s: decoding stopped after %.1f s (%s); using the audio before that",
@@ -581,14 +620,7 @@ def load(
         elif offset > 0:
             logger.info("%s: nothing decodes from %.1f s on (%s)", path, offset, why)
         else:
-            y = None  # nothing at all
-    if y is None:
-        if _sndfile_only(path):
             raise AudioError(f"{path}: cannot decode audio ({why})")
-        y, _ = _load_fallback(path, sr=sr, offset=offset, duration=duration, why=why or "")
-        if y.size == 0 and offset == 0:
-            raise AudioError(f"{path}: no audio samples could be decoded (empty or truncated stream)")
-        return as_mono(y, where=str(path))
     if y.size == 0 and offset == 0:
         raise AudioError(f"{path}: no audio samples could be decoded (empty or truncated stream)")
     y = as_mono(y, where=str(path))
