@@ -422,18 +422,28 @@ def info(path: str | Path) -> AudioInfo:
     return AudioInfo(frames / sr, sr, channels, frames)
 
 
+def _audioread():
+    """The audioread module (its import warns that the stdlib modules it uses are deprecated)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import audioread
+        import audioread.ffdec
+
+        audioread.available_backends()  # imports the backend modules
+    return audioread
+
+
 def _ffmpeg_available() -> bool:
     """Whether audioread can use ffmpeg (its backend list is cached per process)."""
-    import audioread
-    from audioread import ffdec
-
-    return ffdec.FFmpegAudioFile in audioread.available_backends()
+    audioread = _audioread()
+    return audioread.ffdec.FFmpegAudioFile in audioread.available_backends()
 
 
 def _open_fallback(path: Path, why: str):
     """Open ``path`` with audioread (ffmpeg), or raise :class:`AudioError` saying why not."""
-    import audioread
-
+    audioread = _audioread()
     try:
         return audioread.audio_open(str(path))
     except Exception as exc:  # noqa: BLE001 - audioread and its backends raise many types
