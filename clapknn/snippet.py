@@ -29,6 +29,7 @@ from .errors import ParameterError
 __all__ = [
     "DEFAULT_SNIPPET_SECONDS",
     "SILENCE_RMS",
+    "SNIPPET_RULES",
     "SnippetBatch",
     "snippet_starts",
     "n_samples",
@@ -45,6 +46,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_SNIPPET_SECONDS = 10.0
 #: RMS (full scale = 1.0) below which a snippet counts as silent: -80 dBFS.
 SILENCE_RMS = 1e-4
+#: Version of the windowing rules above (2: the end-aligned tail window, windows of long files
+#: resampled with context). Part of the embedding cache's key, so vectors cut under other rules are
+#: not reused.
+SNIPPET_RULES = 2
 #: A tail left after the last regular window gets a window of its own (aligned to the track's end)
 #: when it lasts at least this fraction of a snippet.
 TAIL_MIN_FRACTION = 0.5
