@@ -260,3 +260,13 @@ def test_files_and_arrays_share_one_validator(tmp_path):
         decode.load(path, sr=22050)
     with pytest.raises(AudioError, match=r"^audio: audio contains NaN or infinite samples$"):
         decode.as_mono(y)
+
+
+def test_embedding_cache_key_names_the_snippet_rules(monkeypatch):
+    """Vectors cut under other windowing rules (no tail window) are not taken from the cache."""
+    import clapknn.cache as cache
+
+    ident = {"name": "features", "sample_rate": 22050}
+    key = cache.settings_key(ident, 10.0, None)
+    monkeypatch.setattr(cache, "SNIPPET_RULES", snippet.SNIPPET_RULES - 1)
+    assert cache.settings_key(ident, 10.0, None) != key
