@@ -270,3 +270,24 @@ def test_embedding_cache_key_names_the_snippet_rules(monkeypatch):
     key = cache.settings_key(ident, 10.0, None)
     monkeypatch.setattr(cache, "SNIPPET_RULES", snippet.SNIPPET_RULES - 1)
     assert cache.settings_key(ident, 10.0, None) != key
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_as_mono_either_refuses_or_gives_finite_mono(seed):
+    """Random shapes and dtypes: a ParameterError/AudioError, or 1-D float32 of the sample axis's
+    length; never another exception, never a silently transposed mix."""
+    r = np.random.default_rng(seed)
+    ndim = int(r.integers(1, 4))
+    shape = tuple(int(r.choice([0, 1, 2, 3, 8, 9, 50])) for _ in range(ndim))
+    dtype = r.choice(["float32", "float64", "float16", "int16", "int32", "uint8", "complex64", "bool"])
+    y = (r.standard_normal(shape) * (100 if dtype.startswith(("int", "uint")) else 0.3)).astype(dtype)
+    try:
+        out = decode.as_mono(y)
+    except (ParameterError, AudioError):
+        return
+    assert out.ndim == 1 and out.dtype == np.float32 and np.isfinite(out).all()
+    if ndim == 2:
+        channels = [n for n in shape if 1 <= n <= decode.MAX_ARRAY_CHANNELS]
+        assert len(channels) == 1 and out.size == shape[1 - shape.index(channels[0])]
+    else:
+        assert ndim == 1 and out.size == shape[0]
