@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from .encoders.base import Encoder
-from .errors import AudioError, ParameterError
+from .errors import ParameterError
 from .snippet import DEFAULT_SNIPPET_SECONDS
 
 __all__ = ["EmbeddedFiles", "embed_files", "file_sha256", "progress_bar"]
