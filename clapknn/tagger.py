@@ -449,7 +449,9 @@ class Tagger:
         return files, problems
 
     def tag_array(self, y: np.ndarray, sr: int, *, name: str = "<array>", explain: bool = False) -> TagResult:
-        """Tag an in-memory signal (mono ``(n,)`` or ``(channels, n)``) sampled at ``sr`` Hz."""
+        """Tag an in-memory signal sampled at ``sr`` Hz: mono ``(n,)``, or ``(n_samples, n_channels)``
+        / ``(n_channels, n_samples)`` with at most 8 channels, float or integer PCM (checked by
+        :func:`clapknn.decode.as_mono`, as decoded files are; an ambiguous shape is a ParameterError)."""
         vectors, snippets = embed_array(
             y, sr, self.encoder, snippet_seconds=self.index.snippet_seconds,
             hop_seconds=self.hop_seconds or self.index.hop_seconds, batch_size=self.batch_size,

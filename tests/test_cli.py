@@ -57,7 +57,8 @@ def test_tag_per_snippet(workspace, capsys):
     out = workspace / "snips.csv"
     assert main(["tag", str(workspace / "queries"), "--index", str(workspace / "idx"), "--per-snippet", "--out", str(out), "-q"]) == 0
     df = pd.read_csv(out)
-    assert len(df) == 4 and list(df["start"]) == [0.0, 2.0, 0.0, 2.0]
+    # 5-s queries, 2-s snippets: 0 and 2 s, then the 1-s tail as a window aligned to the end (3-5 s)
+    assert len(df) == 6 and list(df["start"]) == [0.0, 2.0, 3.0, 0.0, 2.0, 3.0]
 
 
 def test_skipped_input_exit_code_1(workspace, capsys):
