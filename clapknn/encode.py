@@ -68,8 +68,8 @@ class EmbeddedFiles:
         One row per vector: ``file`` (position in the input list), ``path``, ``start``, ``end``
         (seconds).
     files : pandas.DataFrame
-        One row per input file: ``path``, ``duration``, ``n_snippets``, ``n_silent``, ``sha256``,
-        ``error`` (empty when the file was used).
+        One row per input file: ``path``, ``duration`` (seconds its snippets cover), ``n_snippets``,
+        ``n_silent``, ``sha256``, ``error`` (empty when the file was used).
     n_cached : int
         Files whose vectors came from the embedding cache.
     """

@@ -212,7 +212,8 @@ class LibraryIndex:
     ----------
     index : faiss.Index
     tracks : pandas.DataFrame
-        Row ``i`` is FAISS id ``i``: ``path``, ``sha256``, ``duration``, ``n_snippets``.
+        Row ``i`` is FAISS id ``i``: ``path``, ``sha256``, ``duration`` (seconds covered by the
+        track's snippets, see :func:`similar`), ``n_snippets``.
     manifest : dict
     """
 
@@ -509,7 +510,9 @@ def similar(
     Returns
     -------
     pandas.DataFrame
-        ``rank``, ``path``, ``similarity`` (cosine), ``duration``; the query track itself is left
+        ``rank``, ``path``, ``similarity`` (cosine), ``duration`` (seconds of the track its snippets
+        cover: the end of its last snippet, which is the track's length unless a tail shorter than
+        half a snippet was left out or the file is truncated); the query track itself is left
         out unless ``include_self``.
     """
     import pandas as pd

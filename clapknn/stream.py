@@ -59,6 +59,7 @@ class FileEmbedding:
     starts, ends : np.ndarray [shape=(n_snippets,)]
         Seconds.
     duration : float
+        Seconds covered by the file's snippets (the end of the last one, silent ones included).
     n_silent : int
     sha256 : str
         Empty when not computed.
