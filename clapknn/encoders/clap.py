@@ -305,6 +305,7 @@ def locate_checkpoint(
     what = f"the one this index was built with ({recorded}, sha256 {_short(expected)})" if expected else ""
     if checkpoint is not None:
         path, _ = resolve_checkpoint(checkpoint, allow_download=allow_download, cache=cache)
+        path = path.resolve()
         if expected is not None:
             digest = _cached_sha256(path)
             if digest != expected:
