@@ -1024,6 +1024,7 @@ class ClapEncoder(Encoder):
         self.allow_download = bool(allow_download)
         self.cache_dir = cache_dir
         self.trust_checkpoint = trust_checkpoint
+        self.progress = progress
 
         path, spec = resolve_checkpoint(checkpoint, allow_download=allow_download, cache=cache_dir)
         self.checkpoint_path = path.resolve()
@@ -1199,11 +1200,12 @@ class ClapEncoder(Encoder):
             raise CheckpointError(
                 f"the tokenizer in {folder} is not roberta-base (vocabulary of {len(tok)}); get the files from {ROBERTA_URL}"
             )
-        state = read_checkpoint(self.checkpoint_path, trust=self.trust_checkpoint)
-        text_branch = _roberta_model()
-        text_state = {k: v for k, v in state.items() if k.startswith("text_branch.")}
-        del state
-        self._load_weights(_Wrap(text_branch), text_state, self.checkpoint_path, text=True)
+        with _loading_notice(f"loading the CLAP text model of {self.checkpoint_name}", self.progress):
+            state = read_checkpoint(self.checkpoint_path, trust=self.trust_checkpoint)
+            text_branch = _roberta_model()
+            text_state = {k: v for k, v in state.items() if k.startswith("text_branch.")}
+            del state
+            self._load_weights(_Wrap(text_branch), text_state, self.checkpoint_path, text=True)
         text_branch.eval()
         for p in text_branch.parameters():
             p.requires_grad_(False)
