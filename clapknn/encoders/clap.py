@@ -17,10 +17,11 @@ What this module does differently from calling ``laion_clap.CLAP_Module`` direct
   so a tiny/base mix-up is a :class:`~clapknn.errors.CheckpointError` that says what the file holds.
 * **Deterministic input.** Every snippet becomes exactly :data:`CLIP_SAMPLES` samples (10 s at
   48 kHz): shorter ones are repeat-padded the way CLAP was trained (``repeatpad``: whole copies,
-  then zeros), longer ones are refused. A track shorter than the snippet is filled by the same rule
-  before it gets here (:attr:`ClapEncoder.pad` tells :mod:`clapknn.snippet`). ``laion_clap``'s random crop therefore never applies, and
-  the int16 round trip ``laion_clap`` applies to its inputs is reproduced, so vectors match
-  ``CLAP_Module.get_audio_embedding_from_data`` on the same 480,000 samples.
+  then zeros), longer ones are refused; a track shorter than a snippet is filled by the same rule
+  before it gets here (:attr:`ClapEncoder.pad` tells :mod:`clapknn.snippet`). ``laion_clap``'s
+  random crop therefore never applies, and the int16 round trip ``laion_clap`` applies to its
+  inputs is reproduced, so vectors match ``CLAP_Module.get_audio_embedding_from_data`` on the same
+  audio (a 3-s clip included).
 * **Faster inference.** The audio branch runs under :func:`torch.inference_mode` through a lean
   forward pass over ``laion_clap``'s own modules and weights: an FFT spectrogram instead of a
   convolution, fused scaled-dot-product window attention with the relative-position bias and shift
@@ -302,7 +303,6 @@ def locate_checkpoint(
     expected = identity.get("checkpoint_sha256") or None
     recorded = identity.get("checkpoint")
     recorded = os.fspath(recorded) if recorded else None
-    what = f"the one this index was built with ({recorded}, sha256 {_short(expected)})" if expected else ""
     if checkpoint is not None:
         path, _ = resolve_checkpoint(checkpoint, allow_download=allow_download, cache=cache)
         path = path.resolve()
@@ -310,7 +310,8 @@ def locate_checkpoint(
             digest = _cached_sha256(path)
             if digest != expected:
                 raise CheckpointError(
-                    f"checkpoint {path} differs from {what}: its sha256 is {_short(digest)}; give that file, "
+                    f"checkpoint {path} differs from the one this index was built with ({recorded}, sha256 "
+                    f"{_short(expected)}): its sha256 is {_short(digest)}; give that file, "
                     "or rebuild the index with this checkpoint"
                 )
         return path
