@@ -121,12 +121,14 @@ def default_cache_dir() -> Path | None:
 
 def settings_key(encoder_identity: dict[str, Any], snippet_seconds: float, hop_seconds: float | None) -> str:
     """A short hex key for everything besides the audio that decides the vectors."""
+    from .encoders.base import comparable_identity
+
     hop = snippet_seconds if hop_seconds is None else hop_seconds
     blob = json.dumps(
         {
             "format": CACHE_FORMAT,
             "snippet_rules": SNIPPET_RULES,
-            "encoder": encoder_identity,
+            "encoder": comparable_identity(encoder_identity),  # a checkpoint's path is no setting
             "snippet_seconds": round(float(snippet_seconds), 6),
             "hop_seconds": round(float(hop), 6),
         },

@@ -51,7 +51,7 @@ SHARDS_FORMAT = 1
 
 
 def _decode_file(row: dict, *, sample_rate: int, length: float, hop: float | None, cache: str | None = None,
-                 key: str = "", dim: int = 0):
+                 key: str = "", dim: int = 0, pad: str = "repeat"):
     """Ray flat_map: one file → its snippet rows, then one status row (streamed, window by window).
 
     With an embedding ``cache`` folder (visible to this node): a file found there (by its content
@@ -79,7 +79,7 @@ def _decode_file(row: dict, *, sample_rate: int, length: float, hop: float | Non
             yield {**base, "kind": "file", "start": 0.0, "end": 0.0, "audio": b"", "duration": float(entry.duration),
                    "n_silent": int(entry.n_silent), "sha256": sha, "content": "", "error": error}
             return
-    for ev in _file_events(base["path"], sample_rate, length, hop, not sha):
+    for ev in _file_events(base["path"], sample_rate, length, hop, not sha, pad):
         if ev[0] == "snippet":
             yield {**base, "kind": "snippet", "start": float(ev[1]), "end": float(ev[2]),
                    "audio": np.ascontiguousarray(ev[3], dtype="<f4").tobytes(),
@@ -207,7 +207,9 @@ def embed_with_ray(
         num_encoders = max(1, int(n_gpus // gpus_per_encoder) if gpus_per_encoder else int(resources.get("CPU", 2) // 2))
     # the identity the shards are written with: built here once (for CLAP that loads the checkpoint)
     local_options = {k: v for k, v in options.items() if k != "device"}
-    identity = get_encoder(encoder, **local_options).identity()
+    built = get_encoder(encoder, **local_options)
+    identity, pad = built.identity(), built.pad
+    del built  # the actors hold their own
     hop = snippet_seconds if hop_seconds is None else hop_seconds
     from .cache import resolve_cache, settings_key
 
@@ -224,7 +226,7 @@ def embed_with_ray(
     ds = ds.flat_map(
         _decode_file, fn_kwargs={"sample_rate": identity["sample_rate"], "length": snippet_seconds, "hop": hop,
                                  "cache": str(store.root) if store is not None else None, "key": key,
-                                 "dim": int(identity["dim"])},
+                                 "dim": int(identity["dim"]), "pad": pad},
         num_cpus=cpus_per_decode,
     )
     ds = ds.map_batches(

@@ -214,7 +214,7 @@ def embed_array(
     if not ok:
         raise ParameterError(f"sample rate must be a whole number of Hz in {lo}-{hi}, got {sr!r}")
     y = resample(y, int(sr), encoder.sample_rate)
-    batch = cut(y, encoder.sample_rate, snippet_seconds, hop_seconds)
+    batch = cut(y, encoder.sample_rate, snippet_seconds, hop_seconds, pad=encoder.pad)
     parts = [encoder.embed(batch.audio[i : i + batch_size]) for i in range(0, len(batch.audio), batch_size)]
     vectors = np.concatenate(parts) if parts else np.zeros((0, encoder.dim), dtype=np.float32)
     snippets = pd.DataFrame({"file": 0, "path": "<array>", "start": batch.starts, "end": batch.ends})

@@ -69,12 +69,15 @@ def describe_mismatch(built: dict[str, Any], query: dict[str, Any]) -> list[str]
 
     A checkpoint is identified by its content: when both sides record the same
     ``checkpoint_sha256``, a different ``checkpoint`` location (a moved or renamed file) is no
-    difference.
+    difference, and the recorded path (a location key, :data:`~clapknn.encoders.base.LOCATION_KEYS`)
+    never is one.
     """
+    from .encoders.base import LOCATION_KEYS
+
     same_weights = built.get("checkpoint_sha256") and built.get("checkpoint_sha256") == query.get("checkpoint_sha256")
     diffs = []
     for key in sorted(set(built) | set(query)):
-        if key == "checkpoint" and same_weights:
+        if key in LOCATION_KEYS or (key == "checkpoint" and same_weights):
             continue
         if built.get(key) != query.get(key):
             diffs.append(f"{key}: index has {built.get(key)!r}, query encoder has {query.get(key)!r}")
@@ -88,7 +91,7 @@ def check_same_encoder(built: dict[str, Any], query: dict[str, Any], *, what: st
     message adds ``rebuild``, the command that mends it."""
     diffs = describe_mismatch(built, query)
     if diffs:
-        hint = f"; rebuild it with this version of clapknn ({rebuild})" if any(d.startswith("recipe:") for d in diffs) else ""
+        hint = f"; rebuild it with this version of clapknn ({rebuild})" if any(d.startswith(("recipe:", "preprocessing:")) for d in diffs) else ""
         raise EncoderMismatchError(f"query encoder differs from the {what}'s: " + "; ".join(diffs) + hint)
 
 

@@ -8,8 +8,10 @@ Rules (the same for arrays and files):
   ``duration - length`` and overlaps the one before). A shorter tail is not used. So a 29.6-s track
   gives windows at 0, 10 and 19.6 s; a 24-s track gives 0 and 10 s (its last 4 s are not used).
   Reported start and end times are those of the samples each window holds;
-- a track shorter than one window gives a single window at 0, repeat-padded (the audio looped) to
-  the full length, as CLAP was trained;
+- a track shorter than one window gives a single window at 0, padded to the full length by the
+  encoder's rule (:data:`PAD_RULES`, :attr:`clapknn.encoders.Encoder.pad`): ``"repeat"`` loops the
+  audio, ending on a partial copy (the ``features`` encoder); ``"repeatpad"`` repeats as many whole
+  copies as fit, then zeros (LAION-CLAP's training rule, used by the ``clap`` encoder);
 - a window whose RMS is below :data:`SILENCE_RMS` is silent: it is dropped and counted.
 
 Every window has exactly ``round(length * sr)`` samples, so an encoder never crops or pads at random.
@@ -34,6 +36,8 @@ __all__ = [
     "snippet_starts",
     "n_samples",
     "repeat_pad",
+    "PAD_RULES",
+    "pad_to",
     "cut",
     "iter_file_snippets",
     "TAIL_MIN_FRACTION",
@@ -116,6 +120,30 @@ def repeat_pad(y: np.ndarray, size: int) -> np.ndarray:
     return np.tile(y, reps)[:size]
 
 
+#: How a window shorter than the snippet is filled (see the module rules).
+PAD_RULES = ("repeat", "repeatpad")
+
+
+def pad_to(y: np.ndarray, size: int, rule: str = "repeat") -> np.ndarray:
+    """Fill ``y`` to ``size`` samples by ``rule`` (crop when longer).
+
+    ``"repeat"``: :func:`repeat_pad` (loop, the last copy partial). ``"repeatpad"``: as many whole
+    copies as fit, then zeros, exactly as laion-clap's ``get_audio_features(data_filling="repeatpad")``.
+    """
+    if rule == "repeat":
+        return repeat_pad(y, size)
+    if rule != "repeatpad":
+        raise ParameterError(f"unknown padding rule {rule!r}; choose one of {', '.join(PAD_RULES)}")
+    y = np.asarray(y, dtype=np.float32)
+    if y.size >= size:
+        return y[:size]
+    out = np.zeros(size, dtype=np.float32)
+    if y.size:
+        reps = size // y.size
+        out[: reps * y.size] = np.tile(y, reps)
+    return out
+
+
 def _is_silent(x: np.ndarray) -> bool:
     return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) < SILENCE_RMS
 
@@ -134,7 +162,9 @@ class SnippetBatch:
     duration: float
 
 
-def cut(y: np.ndarray, sr: int, length: float = DEFAULT_SNIPPET_SECONDS, hop: float | None = None) -> SnippetBatch:
+def cut(
+    y: np.ndarray, sr: int, length: float = DEFAULT_SNIPPET_SECONDS, hop: float | None = None, *, pad: str = "repeat"
+) -> SnippetBatch:
     """Cut a mono array into snippets (see the module rules).
 
     Parameters
@@ -143,6 +173,8 @@ def cut(y: np.ndarray, sr: int, length: float = DEFAULT_SNIPPET_SECONDS, hop: fl
     sr : int
     length, hop : float
         Seconds; ``hop`` defaults to ``length`` (no overlap).
+    pad : {"repeat", "repeatpad"}
+        How a track shorter than one window is filled (:func:`pad_to`; the encoder's ``pad``).
     """
     y = np.asarray(y, dtype=np.float32)
     if y.ndim != 1:
@@ -155,7 +187,7 @@ def cut(y: np.ndarray, sr: int, length: float = DEFAULT_SNIPPET_SECONDS, hop: fl
     rows, kept, silent = [], [], 0
     for s in starts:
         i = _index(s, sr, size, y.size)
-        x = repeat_pad(y[i : i + size], size)
+        x = pad_to(y[i : i + size], size, pad)
         if _is_silent(x):
             silent += 1
             continue
@@ -174,13 +206,14 @@ WHOLE_FILE_SECONDS = 600.0
 
 
 def iter_file_snippets(
-    path: str | Path, sr: int, length: float = DEFAULT_SNIPPET_SECONDS, hop: float | None = None
+    path: str | Path, sr: int, length: float = DEFAULT_SNIPPET_SECONDS, hop: float | None = None, *, pad: str = "repeat"
 ) -> Iterator[tuple[float, float, np.ndarray | None]]:
     """Yield ``(start, end, audio)`` for each snippet of a file; ``audio`` is ``None`` for a silent one.
 
     The snippets are those :func:`cut` gives for the whole file decoded at ``sr`` (same rules, same
     samples). Files longer than :data:`WHOLE_FILE_SECONDS` are read one window at a time (seeking),
-    so a 3-hour mix never sits in memory whole.
+    so a 3-hour mix never sits in memory whole. ``pad`` is the rule for a track shorter than one
+    window (:func:`pad_to`).
 
     Raises
     ------
@@ -214,5 +247,5 @@ def iter_file_snippets(
                     path, duration, s + x.size / sr,
                 )
                 return
-        x = repeat_pad(x, size)
+        x = pad_to(x, size, pad)
         yield float(s), float(min(s + length, duration)), (None if _is_silent(x) else x)

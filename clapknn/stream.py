@@ -113,14 +113,15 @@ def _error_text(exc: BaseException, path: str) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _file_events(path: str, sr: int, length: float, hop: float | None, hashes: bool) -> Iterator[tuple]:
-    """Yield ``("snippet", start, end, audio)`` per non-silent snippet, then ``("file", state)``."""
+def _file_events(path: str, sr: int, length: float, hop: float | None, hashes: bool, pad: str = "repeat") -> Iterator[tuple]:
+    """Yield ``("snippet", start, end, audio)`` per non-silent snippet, then ``("file", state)``;
+    ``pad`` is the encoder's rule for a track shorter than one snippet."""
     from .encode import file_sha256
     from .snippet import iter_file_snippets
 
     state = _State(path)
     try:
-        for start, end, audio in iter_file_snippets(path, sr, length, hop):
+        for start, end, audio in iter_file_snippets(path, sr, length, hop, pad=pad):
             state.duration = max(state.duration, end)
             if audio is None:
                 state.n_silent += 1
@@ -137,7 +138,7 @@ def _file_events(path: str, sr: int, length: float, hop: float | None, hashes: b
     yield ("file", state)
 
 
-def _decode_in_worker(path: str, sr: int, length: float, hop: float | None, hashes: bool):
+def _decode_in_worker(path: str, sr: int, length: float, hop: float | None, hashes: bool, pad: str = "repeat"):
     """Run in a worker process: decode and cut one file.
 
     Returns ``None`` for a file longer than :data:`~clapknn.snippet.WHOLE_FILE_SECONDS` (the caller
@@ -160,7 +161,7 @@ def _decode_in_worker(path: str, sr: int, length: float, hop: float | None, hash
         pass
     starts, ends, rows = [], [], []
     state = None
-    for ev in _file_events(path, sr, length, hop, hashes):
+    for ev in _file_events(path, sr, length, hop, hashes, pad):
         if ev[0] == "snippet":
             starts.append(ev[1])
             ends.append(ev[2])
@@ -185,7 +186,7 @@ def _source(paths, encoder, length, hop, hashes, cache, key, workers, q, stop):
         return False
 
     def stream(i: int, p: str, sha: str, content: str) -> bool:
-        for ev in _file_events(p, encoder.sample_rate, length, hop, hashes and not sha):
+        for ev in _file_events(p, encoder.sample_rate, length, hop, hashes and not sha, encoder.pad):
             if ev[0] == "snippet":
                 if not put(("snippet", i, ev[1], ev[2], ev[3])):
                     return False
@@ -253,7 +254,7 @@ def _source(paths, encoder, length, hop, hashes, cache, key, workers, q, stop):
                 from concurrent.futures import ProcessPoolExecutor
 
                 pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-            job = pool.submit(_decode_in_worker, p, encoder.sample_rate, length, hop, hashes and not sha)
+            job = pool.submit(_decode_in_worker, p, encoder.sample_rate, length, hop, hashes and not sha, encoder.pad)
             inflight.append((i, p, sha, content, job))
             # emit whatever is ready at the head; block only when the window is full
             while inflight and (

@@ -358,6 +358,7 @@ def test_identity(ckpts, encoder):
     digest = hashlib.sha256(Path(ckpts["with_pos"]).read_bytes()).hexdigest()
     assert ident["checkpoint_sha256"] == digest
     assert ident["checkpoint"] == str(Path(ckpts["with_pos"]).resolve())
+    assert ident["checkpoint_path"] == str(Path(ckpts["with_pos"]).resolve())
     assert (ident["amodel"], ident["fusion"], ident["name"], ident["dim"]) == ("HTSAT-tiny", False, "clap", 512)
     json.dumps(ident)
 
@@ -607,9 +608,13 @@ def test_text_embeddings(encoder, laion_module, tokenizer_dir):
 
 
 def test_cli_build_and_tag(ckpts, tokenizer_dir, tmp_path, monkeypatch, capsys):
+    """Build a CLAP index (with a text prompt) and tag one of its own examples: with ``-k 1`` the
+    nearest vector is the file's own snippet, so its tag must come back (whatever the weights)."""
+    import pandas as pd
     import soundfile as sf
 
     from clapknn.cli import main
+    from clapknn.tagger import load_index
 
     rng = np.random.default_rng(0)
     examples = tmp_path / "examples"
@@ -628,7 +633,182 @@ def test_cli_build_and_tag(ckpts, tokenizer_dir, tmp_path, monkeypatch, capsys):
     assert rc == 0, capsys.readouterr().err
     built = capsys.readouterr().out
     assert "encoder clap" in built and "calm" in built
-    rc = main(["tag", "--index", str(index), str(examples / "sad" / "sad0.wav"), "-q"])
-    out = capsys.readouterr()
-    assert rc == 0, out.err
-    assert "sad0.wav" in out.out
+    meta = load_index(index).metadata
+    assert sorted(meta["kind"]) == ["audio"] * 4 + ["text"]
+    for who in ("happy1.wav", "sad0.wav"):
+        out = tmp_path / f"{who}.csv"
+        folder = "happy" if who.startswith("happy") else "sad"
+        rc = main(["tag", "--index", str(index), str(examples / folder / who), "-k", "1", "--out", str(out), "-q"])
+        assert rc == 0, capsys.readouterr().err
+        rows = pd.read_csv(out)
+        assert len(rows) == 1 and Path(rows["path"][0]).name == who
+        assert rows["tags"][0] == folder
+
+
+def test_cli_checkpoint_given_by_path_is_found_again(ckpts, tmp_path, monkeypatch, capsys, caplog):
+    """The README's recipe: ``build --encoder clap --checkpoint PATH`` with a file named like an
+    official checkpoint (not in the cache), then ``tag --index`` from another folder finds the file
+    by its recorded absolute path; a moved copy is accepted through ``--checkpoint NEWPATH`` (same
+    sha256); a different file is refused with one line saying the checkpoint differs."""
+    import logging
+
+    import pandas as pd
+    import soundfile as sf
+
+    from clapknn.cli import main
+    from clapknn.tagger import load_index
+
+    monkeypatch.setenv(clapmod.ENV_CACHE, str(tmp_path / "empty-cache"))
+    models = tmp_path / "models"
+    models.mkdir()
+    ckpt = models / "630k-audioset-best.pt"
+    os.link(ckpts["with_pos"], ckpt)  # the same bytes under the official file name, without a copy
+    examples = tmp_path / "project" / "ex"
+    for tag, f0 in (("low", 110.0), ("high", 880.0)):
+        (examples / tag).mkdir(parents=True)
+        t = np.arange(48000 * 3) / 48000
+        sf.write(examples / tag / f"{tag}.wav", (0.3 * np.sin(2 * np.pi * f0 * t)).astype(np.float32), 48000)
+    monkeypatch.chdir(tmp_path / "project")
+    with caplog.at_level(logging.INFO, logger="clapknn.encoders.clap"):
+        rc = main(["build", "ex", "--encoder", "clap", "--checkpoint", "../models/630k-audioset-best.pt", "--out", "idx", "-q"])
+    assert rc == 0, capsys.readouterr().err
+    assert any("loading CLAP model" in r.getMessage() for r in caplog.records)
+    ident = load_index(tmp_path / "project" / "idx").encoder_identity
+    assert ident["checkpoint_path"] == str(ckpt.resolve())  # absolute, though given relative
+    assert ident["checkpoint_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    capsys.readouterr()
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    index = str(tmp_path / "project" / "idx")
+    query = str(examples / "high" / "high.wav")
+    rc = main(["tag", query, "--index", index, "-k", "1", "--out", "a.csv", "-q"])
+    assert rc == 0, capsys.readouterr().err
+    assert pd.read_csv("a.csv")["tags"].tolist() == ["high"]
+
+    moved = tmp_path / "moved" / "my-copy.pt"
+    moved.parent.mkdir()
+    ckpt.rename(moved)
+    rc = main(["tag", query, "--index", index, "-q"])
+    err = capsys.readouterr().err
+    assert rc == 2 and str(ckpt.resolve()) in err and "--checkpoint" in err
+    rc = main(["tag", query, "--index", index, "--checkpoint", str(moved), "-k", "1", "--out", "b.csv", "-q"])
+    assert rc == 0, capsys.readouterr().err
+    assert pd.read_csv("b.csv")["tags"].tolist() == ["high"]
+
+    capsys.readouterr()
+    rc = main(["tag", query, "--index", index, "--checkpoint", str(ckpts["without_pos"]), "-q"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("clapknn: error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert "differs" in err and str(Path(ckpts["without_pos"]).resolve()) in err
+
+
+# ------------------------------------------------------------------------------------------------
+# Finding a recorded checkpoint again (sha256 = identity, paths = hints); no model is loaded here
+# ------------------------------------------------------------------------------------------------
+
+
+def _fake_file(path: Path, content: bytes) -> tuple[Path, str]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path, hashlib.sha256(content).hexdigest()
+
+
+def test_locate_checkpoint_order_and_hash(tmp_path):
+    given, sha = _fake_file(tmp_path / "given" / "a.pt", b"weights A")
+    recorded, _ = _fake_file(tmp_path / "recorded" / "630k-best.pt", b"weights A")
+    cache = tmp_path / "cache"
+    cached, _ = _fake_file(cache / "630k-best.pt", b"weights A")
+    other, _ = _fake_file(tmp_path / "other.pt", b"weights B")
+    ident = {"name": "clap", "checkpoint": "630k-best", "checkpoint_path": str(recorded), "checkpoint_sha256": sha}
+    # 1. the explicit one; 2. the recorded path; 3. the cache by name
+    assert clapmod.locate_checkpoint(ident, given, cache=cache) == given.resolve()
+    assert clapmod.locate_checkpoint(ident, cache=cache) == recorded
+    recorded.write_bytes(b"weights B")  # the recorded path now holds other weights: skipped
+    assert clapmod.locate_checkpoint(ident, cache=cache) == cached
+    recorded.unlink()
+    assert clapmod.locate_checkpoint(ident, cache=cache) == cached
+    # an explicit file with other weights is an error, not a silent fallback
+    with pytest.raises(CheckpointError, match="differs from the one this index was built with"):
+        clapmod.locate_checkpoint(ident, other, cache=cache)
+    # nothing holds the recorded weights: the message says where it looked
+    cached.write_bytes(b"weights B")
+    with pytest.raises(CheckpointError) as info:
+        clapmod.locate_checkpoint(ident, cache=cache)
+    msg = str(info.value)
+    assert str(recorded) in msg and str(cached) in msg and "--checkpoint" in msg
+
+
+def test_locate_checkpoint_older_records(tmp_path):
+    """Indexes written before ``checkpoint_path`` existed: a path in ``checkpoint``, or a name."""
+    path, sha = _fake_file(tmp_path / "mine.pt", b"weights")
+    assert clapmod.locate_checkpoint({"checkpoint": str(path), "checkpoint_sha256": sha}) == path
+    cached, sha2 = _fake_file(tmp_path / "cache" / "630k-best.pt", b"named")
+    assert clapmod.locate_checkpoint({"checkpoint": "630k-best", "checkpoint_sha256": sha2}, cache=tmp_path / "cache") == cached
+    with pytest.raises(CheckpointError, match="630k-best.pt"):
+        clapmod.locate_checkpoint({"checkpoint": "630k-best", "checkpoint_sha256": sha2}, cache=tmp_path / "nothing")
+
+
+def test_checkpoint_location_is_no_part_of_the_identity():
+    """Same sha256 at another path (or under another name) is the same encoder, for the mismatch
+    check and for the embedding cache key; another sha256 is not."""
+    from clapknn.cache import settings_key
+    from clapknn.index import describe_mismatch
+
+    a = {"name": "clap", "checkpoint": "630k-best", "checkpoint_path": "/x/630k-best.pt", "checkpoint_sha256": "1" * 64}
+    b = {**a, "checkpoint": "/y/copy.pt", "checkpoint_path": "/y/copy.pt"}
+    old = {k: v for k, v in a.items() if k != "checkpoint_path"}  # an index from before the path was recorded
+    assert describe_mismatch(a, b) == [] and describe_mismatch(old, b) == []
+    assert settings_key(a, 10, None) == settings_key(b | {"checkpoint": a["checkpoint"]}, 10, None) == settings_key(old, 10, None)
+    diffs = describe_mismatch(a, {**b, "checkpoint_sha256": "2" * 64})
+    assert any(d.startswith("checkpoint_sha256:") for d in diffs)
+
+
+def test_library_similar_resolves_the_checkpoint_the_same_way(encoder, ckpts, tmp_path):
+    """``similar`` rebuilds a library's encoder from its identity like ``tag`` does: a given
+    checkpoint with other weights is refused (before any model is loaded)."""
+    import soundfile as sf
+
+    from clapknn.library import index_library, similar
+
+    t = np.arange(48000 * 2) / 48000
+    for name, f0 in (("a", 220.0), ("b", 440.0), ("query", 330.0)):
+        sf.write(tmp_path / f"{name}.wav", (0.3 * np.sin(2 * np.pi * f0 * t)).astype(np.float32), 48000)
+    lib = index_library([tmp_path / "a.wav", tmp_path / "b.wav"], tmp_path / "lib", encoder=encoder, cache=False)
+    assert lib.encoder_identity["checkpoint_path"] == str(encoder.checkpoint_path)
+    with pytest.raises(CheckpointError, match="differs"):
+        similar(tmp_path / "lib", tmp_path / "query.wav", encoder_options={"checkpoint": ckpts["without_pos"]}, cache=False)
+
+
+def test_loading_notice_on_stderr(capsys):
+    with clapmod._loading_notice("loading CLAP model x on cpu", True):
+        pass
+    assert capsys.readouterr().err.startswith("clapknn: loading CLAP model x on cpu ... done (")
+    with clapmod._loading_notice("loading CLAP model x on cpu", False):
+        pass
+    assert capsys.readouterr().err == ""  # not a terminal / progress off: nothing printed
+
+
+# ------------------------------------------------------------------------------------------------
+# Short tracks: the snippet cutter pads them by CLAP's own rule
+# ------------------------------------------------------------------------------------------------
+
+
+def test_short_track_matches_laion_clap_end_to_end(encoder, laion_module, tmp_path):
+    """A 3-s file through decode → snippet → encode equals laion-clap's embedding of the same 3 s
+    (laion-clap repeat-pads with whole copies, then zeros)."""
+    import soundfile as sf
+
+    from clapknn.encode import embed_files
+
+    t = np.arange(3 * 48000) / 48000
+    y = (0.3 * np.sin(2 * np.pi * 330 * t) * (1 + np.sin(2 * np.pi * 1.5 * t))).astype(np.float32)
+    path = tmp_path / "short.wav"
+    sf.write(path, y, 48000, subtype="FLOAT")
+    assert encoder.pad == "repeatpad"
+    emb = embed_files([path], encoder, snippet_seconds=10.0, cache=False)
+    assert emb.vectors.shape == (1, 512)
+    theirs = laion_module.get_audio_embedding_from_data(y[None])
+    np.testing.assert_allclose(emb.vectors, theirs, rtol=0, atol=LAION_TOL)

@@ -21,7 +21,7 @@ ENCODERS = ("features", "clap")
 
 #: Settings that only say how to run a model (not what it computes): an encoder that has no use
 #: for one of them ignores it, so e.g. ``--threads`` never breaks a ``features`` index.
-RUNTIME_OPTIONS = frozenset({"device", "threads", "allow_download", "tokenizer_path", "cache_dir"})
+RUNTIME_OPTIONS = frozenset({"device", "threads", "allow_download", "tokenizer_path", "cache_dir", "progress"})
 
 
 def get_encoder(name: str = "features", **kwargs: Any) -> Encoder:
@@ -56,13 +56,28 @@ def get_encoder(name: str = "features", **kwargs: Any) -> Encoder:
 def encoder_from_identity(identity: dict[str, Any], **overrides: Any) -> Encoder:
     """Rebuild the encoder an index was made with from its recorded identity.
 
-    ``overrides`` (e.g. ``checkpoint=`` for a local copy, ``device=``) are passed on.
+    ``overrides`` (e.g. ``checkpoint=`` for a local copy, ``device=``) are passed on. For ``clap``
+    the checkpoint file is found by :func:`~clapknn.encoders.clap.locate_checkpoint`: the given
+    ``checkpoint``, else the recorded path, else the cache by official name, and only a file with
+    the recorded SHA-256 is used.
+
+    Raises
+    ------
+    CheckpointError
+        The given checkpoint holds other weights, or the recorded one is nowhere to be found.
     """
     name = identity.get("name")
     if name == "features":
         return get_encoder("features", sample_rate=int(identity.get("sample_rate", 22050)), **overrides)
     if name == "clap":
-        kwargs = {"checkpoint": identity.get("checkpoint")}
-        kwargs.update(overrides)
+        from .clap import locate_checkpoint
+
+        kwargs = dict(overrides)
+        kwargs["checkpoint"] = locate_checkpoint(
+            identity, kwargs.pop("checkpoint", None),
+            allow_download=bool(kwargs.get("allow_download")), cache=kwargs.get("cache_dir"),
+        )
+        if identity.get("checkpoint_sha256"):
+            kwargs.setdefault("checkpoint_sha256", identity["checkpoint_sha256"])
         return get_encoder("clap", **kwargs)
     raise ParameterError(f"index was built with unknown encoder {name!r}")

@@ -2,8 +2,13 @@
 
 An encoder turns a batch of equal-length mono snippets at its own sample rate into L2-normalised
 float32 vectors. It never cuts or pads audio itself: :mod:`clapknn.snippet` hands it snippets of
-exactly ``round(snippet_seconds * sample_rate)`` samples, so the same audio always gives the same
-vector whatever the batch size or composition.
+exactly ``round(snippet_seconds * sample_rate)`` samples, a track shorter than that filled by the
+encoder's :attr:`Encoder.pad` rule, so the same audio always gives the same vector whatever the
+batch size or composition.
+
+An identity may carry *location* entries (:data:`LOCATION_KEYS`, e.g. the path a checkpoint was
+read from): hints for finding a file again, not part of what the encoder computes, so comparisons
+and cache keys leave them out (:func:`comparable_identity`).
 """
 
 from __future__ import annotations
@@ -13,7 +18,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Encoder", "l2_normalize"]
+__all__ = ["Encoder", "LOCATION_KEYS", "comparable_identity", "l2_normalize"]
+
+#: Identity entries that only say where a file was found (the file itself is identified by its hash).
+LOCATION_KEYS = frozenset({"checkpoint_path"})
+
+
+def comparable_identity(identity: dict[str, Any]) -> dict[str, Any]:
+    """``identity`` without its :data:`LOCATION_KEYS`: what decides the vectors."""
+    return {k: v for k, v in identity.items() if k not in LOCATION_KEYS}
 
 
 def l2_normalize(x: np.ndarray, *, eps: float = 1e-12) -> np.ndarray:
@@ -42,6 +55,10 @@ class Encoder(abc.ABC):
     sample_rate: int = 0
     #: Length of one embedding vector.
     dim: int = 0
+    #: How :mod:`clapknn.snippet` fills a track shorter than one snippet
+    #: (:data:`clapknn.snippet.PAD_RULES`): ``"repeat"`` loops it, ``"repeatpad"`` repeats whole
+    #: copies, then zeros.
+    pad: str = "repeat"
 
     @abc.abstractmethod
     def embed(self, snippets: np.ndarray) -> np.ndarray:

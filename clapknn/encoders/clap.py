@@ -17,9 +17,11 @@ What this module does differently from calling ``laion_clap.CLAP_Module`` direct
   so a tiny/base mix-up is a :class:`~clapknn.errors.CheckpointError` that says what the file holds.
 * **Deterministic input.** Every snippet becomes exactly :data:`CLIP_SAMPLES` samples (10 s at
   48 kHz): shorter ones are repeat-padded the way CLAP was trained (``repeatpad``: whole copies,
-  then zeros), longer ones are refused. ``laion_clap``'s random crop therefore never applies, and
-  the int16 round trip ``laion_clap`` applies to its inputs is reproduced, so vectors match
-  ``CLAP_Module.get_audio_embedding_from_data`` on the same 480,000 samples.
+  then zeros), longer ones are refused; a track shorter than a snippet is filled by the same rule
+  before it gets here (:attr:`ClapEncoder.pad` tells :mod:`clapknn.snippet`). ``laion_clap``'s
+  random crop therefore never applies, and the int16 round trip ``laion_clap`` applies to its
+  inputs is reproduced, so vectors match ``CLAP_Module.get_audio_embedding_from_data`` on the same
+  audio (a 3-s clip included).
 * **Faster inference.** The audio branch runs under :func:`torch.inference_mode` through a lean
   forward pass over ``laion_clap``'s own modules and weights: an FFT spectrogram instead of a
   convolution, fused scaled-dot-product window attention with the relative-position bias and shift
@@ -27,7 +29,9 @@ What this module does differently from calling ``laion_clap.CLAP_Module`` direct
 
 Checkpoints are given by official name (see :data:`CHECKPOINTS`) or by path. Named ones are looked
 up in the cache directory (:func:`cache_dir`: ``$CLAPKNN_CACHE`` or ``~/.cache/clapknn``) and, only
-when allowed and online, downloaded there once and verified.
+when allowed and online, downloaded there once and verified. An index records the checkpoint's
+name (or path), the absolute path it was read from and its SHA-256; :func:`locate_checkpoint` finds
+the same file again from that record (the SHA-256 is the identity, the paths are hints).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ import math
 import os
 import sys
 import threading
+import time
 import types
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -62,6 +67,7 @@ __all__ = [
     "build_model",
     "cache_dir",
     "download_checkpoint",
+    "locate_checkpoint",
     "read_checkpoint",
     "resolve_checkpoint",
     "save_checkpoint",
@@ -74,7 +80,8 @@ CLIP_SAMPLES = 480000  # samples: 10 s at 48 kHz, the length CLAP was trained on
 EMBED_DIM = 512
 TEXT_CONTEXT = 77  # tokens, as laion-clap pads/truncates text
 #: Changes whenever clapknn's preparation of CLAP inputs changes the vectors.
-PREPROCESSING = "int16-roundtrip+repeatpad-480000"
+#: (``+tracks``: short tracks are filled by the same ``repeatpad`` rule in :mod:`clapknn.snippet`.)
+PREPROCESSING = "int16-roundtrip+repeatpad-480000+tracks"
 
 #: Where the official checkpoints are published.
 BASE_URL = "https://huggingface.co/lukewys/laion_clap/resolve/main/"
@@ -243,17 +250,102 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".sha256.json")
 
 
+_SHA_MEMO: dict[tuple[str, int, int, int], str] = {}
+
+
 def _cached_sha256(path: Path) -> str:
-    """SHA-256 of ``path``, reusing the ``.sha256.json`` written beside downloads when it still fits."""
+    """SHA-256 of ``path``, reusing the ``.sha256.json`` written beside downloads when it still fits,
+    and computed once per process for a file that has not changed (size, mtime, inode)."""
+    path = Path(path).resolve()
     st = path.stat()
+    memo_key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    if memo_key in _SHA_MEMO:
+        return _SHA_MEMO[memo_key]
     side = _sidecar(path)
+    digest = None
     try:
         rec = json.loads(side.read_text())
         if rec.get("size") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns and len(rec.get("sha256", "")) == 64:
-            return str(rec["sha256"])
+            digest = str(rec["sha256"])
     except (OSError, ValueError, AttributeError):
         pass
-    return _sha256(path)
+    if digest is None:
+        digest = _sha256(path)
+    _SHA_MEMO[memo_key] = digest
+    return digest
+
+
+def _short(digest: str) -> str:
+    return f"{digest[:12]}…"
+
+
+def locate_checkpoint(
+    identity: dict[str, Any],
+    checkpoint: str | os.PathLike | None = None,
+    *,
+    allow_download: bool = False,
+    cache: str | os.PathLike | None = None,
+) -> Path:
+    """Find the checkpoint file an encoder identity (as recorded in an index) was made with.
+
+    Tries, in order: ``checkpoint`` (what the user gives now: a path or an official name), the
+    absolute path recorded at build time (``checkpoint_path``; an older index's ``checkpoint`` path),
+    then the cache by official name (downloading only with ``allow_download``). A file is used only
+    when its SHA-256 equals the recorded ``checkpoint_sha256`` (when one is recorded): the hash is
+    the identity, the paths are hints, so a moved or renamed copy of the same file is fine.
+
+    Raises
+    ------
+    CheckpointError
+        ``checkpoint`` is given but holds other weights (the checkpoint differs), or no candidate
+        holds the recorded file (the message lists where it looked).
+    """
+    expected = identity.get("checkpoint_sha256") or None
+    recorded = identity.get("checkpoint")
+    recorded = os.fspath(recorded) if recorded else None
+    if checkpoint is not None:
+        path, _ = resolve_checkpoint(checkpoint, allow_download=allow_download, cache=cache)
+        path = path.resolve()
+        if expected is not None:
+            digest = _cached_sha256(path)
+            if digest != expected:
+                raise CheckpointError(
+                    f"checkpoint {path} differs from the one this index was built with ({recorded}, sha256 "
+                    f"{_short(expected)}): its sha256 is {_short(digest)}; give that file, "
+                    "or rebuild the index with this checkpoint"
+                )
+        return path
+    tried: list[str] = []
+    seen: set[str] = set()
+    hints = [identity.get("checkpoint_path")]
+    if recorded and _spec_for(recorded) is None:
+        hints.append(recorded)  # an older index records a path-given checkpoint here
+    for hint in hints:
+        if not hint or str(hint) in seen:
+            continue
+        seen.add(str(hint))
+        path = Path(hint)
+        if not path.is_file():
+            tried.append(f"{path} (missing)")
+            continue
+        if expected is None or _cached_sha256(path) == expected:
+            return path
+        tried.append(f"{path} (other weights)")
+    names = [n for n in (recorded, Path(str(identity.get("checkpoint_path") or "")).name) if n and _spec_for(n) is not None]
+    if names:
+        spec = _spec_for(names[0])
+        try:
+            path, _ = resolve_checkpoint(spec.name, allow_download=allow_download, cache=cache)
+        except CheckpointError:
+            tried.append(f"{cache_dir(cache) / spec.filename} (missing; {spec.url})")
+        else:
+            if expected is None or _cached_sha256(path) == expected:
+                return path
+            tried.append(f"{path} (other weights)")
+    raise CheckpointError(
+        f"cannot find the CLAP checkpoint {recorded or '?'}" + (f" (sha256 {_short(expected)})" if expected else "")
+        + f"; looked at {'; '.join(tried) or 'nothing recorded'}. Pass --checkpoint PATH (checkpoint=...) with that file"
+    )
 
 
 def download_checkpoint(name: str, *, cache: str | os.PathLike | None = None, timeout: float = 60.0) -> Path:
@@ -830,6 +922,26 @@ def _prepare(snippets: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _loading_notice(what: str, show: bool | None) -> Iterator[None]:
+    """Log ``what`` and, when ``show`` (default: stderr is a terminal), say it on stderr with the
+    seconds it took, so a model load of several seconds is not a silent pause."""
+    logger.info("%s", what)
+    if show is None:
+        stream = sys.stderr
+        show = bool(stream is not None and getattr(stream, "isatty", lambda: False)()) and not logger.isEnabledFor(logging.INFO)
+    start = time.perf_counter()
+    if show:
+        print(f"clapknn: {what} ...", end="", file=sys.stderr, flush=True)
+    done = False
+    try:
+        yield
+        done = True
+    finally:
+        if show:
+            print(f" done ({time.perf_counter() - start:.1f} s)" if done else " failed", file=sys.stderr, flush=True)
+
+
 def _default_device() -> str:
     import torch
 
@@ -866,17 +978,26 @@ class ClapEncoder(Encoder):
     trust_checkpoint : bool, optional
         Allow a checkpoint that needs full unpickling (``weights_only=False``). Default:
         ``$CLAPKNN_TRUST_CHECKPOINT``.
+    checkpoint_sha256 : str, optional
+        The SHA-256 the checkpoint file must have (an index's record); another file raises
+        :class:`~clapknn.errors.CheckpointError` before anything is loaded.
+    progress : bool, optional
+        Say on stderr that the model is loading (it takes seconds). Default: when stderr is a
+        terminal. Always logged (``clapknn -v``).
 
     Notes
     -----
     Snippets shorter than 480,000 samples are repeat-padded (whole copies, then zeros); longer ones
     raise :class:`~clapknn.errors.ParameterError`. The same snippet gives the same vector whatever
-    the batch it is in (up to float rounding, ~1e-6).
+    the batch it is in (up to float rounding, ~1e-6). :attr:`pad` is ``"repeatpad"``, so a track
+    shorter than a snippet is filled by the same rule in :mod:`clapknn.snippet`, and a 3-s clip
+    gives the vector ``CLAP_Module.get_audio_embedding_from_data`` gives for it.
     """
 
     name = "clap"
     sample_rate = CLAP_SAMPLE_RATE
     dim = EMBED_DIM
+    pad = "repeatpad"  # laion-clap's data_filling="repeatpad": whole copies, then zeros
 
     def __init__(
         self,
@@ -891,6 +1012,8 @@ class ClapEncoder(Encoder):
         tokenizer_path: str | os.PathLike | None = None,
         cache_dir: str | os.PathLike | None = None,
         trust_checkpoint: bool | None = None,
+        checkpoint_sha256: str | None = None,
+        progress: bool | None = None,
     ) -> None:
         if amodel is not None and amodel not in AMODELS:
             raise ParameterError(f"unknown CLAP audio model {amodel!r}; choose one of {', '.join(AMODELS)}")
@@ -902,10 +1025,20 @@ class ClapEncoder(Encoder):
         self.allow_download = bool(allow_download)
         self.cache_dir = cache_dir
         self.trust_checkpoint = trust_checkpoint
+        self.progress = progress
 
         path, spec = resolve_checkpoint(checkpoint, allow_download=allow_download, cache=cache_dir)
         self.checkpoint_path = path.resolve()
         self.checkpoint_name = spec.name if spec is not None else str(self.checkpoint_path)
+        self._sha256: str | None = None
+        if checkpoint_sha256 is not None:
+            digest = _cached_sha256(self.checkpoint_path)
+            if digest != str(checkpoint_sha256).lower():
+                raise CheckpointError(
+                    f"checkpoint {self.checkpoint_path} differs from the expected one: its sha256 is "
+                    f"{_short(digest)}, expected {_short(str(checkpoint_sha256))}"
+                )
+            self._sha256 = digest
 
         import torch
 
@@ -921,6 +1054,13 @@ class ClapEncoder(Encoder):
             batch_size = 16 if self.device.startswith("cuda") else 4
         self.batch_size = int(batch_size)
 
+        with _loading_notice(f"loading CLAP model {self.checkpoint_name} on {self.device}", progress):
+            self._load(path, spec, amodel, enable_fusion, trust_checkpoint)
+        self._tokenizer = None
+        self._text_ready = False
+
+    def _load(self, path: Path, spec: CheckpointSpec | None, amodel, enable_fusion, trust_checkpoint) -> None:
+        """Read the checkpoint, check its architecture and build the audio model from it."""
         state = read_checkpoint(path, trust=trust_checkpoint)
         found = _detect_architecture(state, path)
         if amodel is not None and amodel != found["amodel"]:
@@ -947,9 +1087,6 @@ class ClapEncoder(Encoder):
         self.model = model.to(self.device)
         self.model_cfg = cfg
         self._forward = _AudioForward(self.model, cfg, self.enable_fusion)
-        self._tokenizer = None
-        self._text_ready = False
-        self._sha256: str | None = None
 
     # -- weights ---------------------------------------------------------------------------------
 
@@ -1064,11 +1201,12 @@ class ClapEncoder(Encoder):
             raise CheckpointError(
                 f"the tokenizer in {folder} is not roberta-base (vocabulary of {len(tok)}); get the files from {ROBERTA_URL}"
             )
-        state = read_checkpoint(self.checkpoint_path, trust=self.trust_checkpoint)
-        text_branch = _roberta_model()
-        text_state = {k: v for k, v in state.items() if k.startswith("text_branch.")}
-        del state
-        self._load_weights(_Wrap(text_branch), text_state, self.checkpoint_path, text=True)
+        with _loading_notice(f"loading the CLAP text model of {self.checkpoint_name}", self.progress):
+            state = read_checkpoint(self.checkpoint_path, trust=self.trust_checkpoint)
+            text_branch = _roberta_model()
+            text_state = {k: v for k, v in state.items() if k.startswith("text_branch.")}
+            del state
+            self._load_weights(_Wrap(text_branch), text_state, self.checkpoint_path, text=True)
         text_branch.eval()
         for p in text_branch.parameters():
             p.requires_grad_(False)
@@ -1122,11 +1260,13 @@ class ClapEncoder(Encoder):
         return self._sha256
 
     def identity(self) -> dict[str, Any]:
-        """Name, rates, dim, checkpoint (official name or absolute path) and its SHA-256, the audio
-        architecture and clapknn's preprocessing version."""
+        """Name, rates, dim, checkpoint (official name or absolute path), the absolute path it was
+        read from (``checkpoint_path``, a location hint: see :func:`locate_checkpoint`) and its
+        SHA-256 (the identity), the audio architecture and clapknn's preprocessing version."""
         ident = super().identity()
         ident.update(
             checkpoint=self.checkpoint_name,
+            checkpoint_path=str(self.checkpoint_path),
             checkpoint_sha256=self.checkpoint_sha256,
             amodel=self.amodel,
             fusion=bool(self.enable_fusion),

@@ -167,9 +167,13 @@ class FeaturesEncoder(Encoder):
     -----
     Deterministic and batch-independent: each snippet is processed on its own. Filter banks are
     built on first use and kept on the instance. About 40-60 ms per 10-s snippet on one core.
+    A track shorter than one snippet is looped to the full length (:attr:`pad` ``"repeat"``: the
+    last copy partial, no silence added), so loudness, rhythm and note statistics describe the
+    music rather than a stretch of zeros; CLAP uses its own training rule instead (``"repeatpad"``).
     """
 
     name = "features"
+    pad = "repeat"
 
     def __init__(self, sample_rate: int = 22050) -> None:
         self.sample_rate = int(sample_rate)
