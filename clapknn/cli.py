@@ -39,6 +39,8 @@ def _encoder_options(args) -> dict:
             opts[name] = value
     if getattr(args, "allow_download", False):
         opts["allow_download"] = True
+    if getattr(args, "quiet", False):
+        opts["progress"] = False  # no model-loading notice either
     return opts
 
 

@@ -90,21 +90,24 @@ def _update_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def _rebuilt(old: Index, vectors: np.ndarray, metadata) -> Index:
-    """A new Index with ``old``'s settings and carried-over manifest fields."""
+def _rebuilt(old: Index, vectors: np.ndarray, metadata, encoder_identity: dict[str, Any] | None = None) -> Index:
+    """A new Index with ``old``'s settings and carried-over manifest fields; ``encoder_identity``
+    (the same encoder, checked by the caller) updates where its files are, e.g. a moved checkpoint."""
     extra = {k: v for k, v in old.manifest.items() if k not in _RECOMPUTED}
     extra["created"] = old.manifest.get("created")
     extra["updated"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     new = Index.from_arrays(
-        vectors, metadata, encoder=old.encoder_identity, snippet_seconds=old.snippet_seconds,
+        vectors, metadata, encoder=encoder_identity or old.encoder_identity, snippet_seconds=old.snippet_seconds,
         hop_seconds=old.hop_seconds, extra=extra,
     )
     return new
 
 
 def _same_settings(a: Index, b: Index) -> bool:
+    from .encoders.base import comparable_identity
+
     return (
-        a.encoder_identity == b.encoder_identity
+        comparable_identity(a.encoder_identity) == comparable_identity(b.encoder_identity)
         and a.snippet_seconds == b.snippet_seconds
         and a.hop_seconds == b.hop_seconds
     )
@@ -223,7 +226,7 @@ def add_examples(
             if merged[col].isna().any() and col not in ("start", "end"):
                 merged[col] = merged[col].astype(object).where(merged[col].notna(), "")
         vectors = np.concatenate([base.vectors[~hit], fresh.vectors]) if len(base) else fresh.vectors
-        updated = _rebuilt(base, vectors, merged)
+        updated = _rebuilt(base, vectors, merged, encoder.identity())  # checked against the index above
         updated.save(target)
 
     report = UpdateReport(

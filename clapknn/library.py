@@ -521,8 +521,12 @@ def similar(
     from .encoders import encoder_from_identity
     from .errors import AudioError
 
+    from .encoders import check_encoder_options
+
     check_int("k", k)
     lib = library if isinstance(library, LibraryIndex) else LibraryIndex.load(library)
+    # refused even when the query's stored vector makes the encoder unnecessary
+    check_encoder_options(lib.encoder_identity.get("name"), dict(encoder_options or {}))
     query = Path(query).expanduser()
     me = lib.find(query)
     if me is None and query.is_file():

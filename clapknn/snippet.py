@@ -12,7 +12,7 @@ Rules (the same for arrays and files):
   encoder's rule (:data:`PAD_RULES`, :attr:`clapknn.encoders.Encoder.pad`): ``"repeat"`` loops the
   audio, ending on a partial copy (the ``features`` encoder); ``"repeatpad"`` repeats as many whole
   copies as fit, then zeros (LAION-CLAP's training rule, used by the ``clap`` encoder);
-- a window whose RMS is below :data:`SILENCE_RMS` is silent: it is dropped and counted.
+- a window whose RMS (before padding) is below :data:`SILENCE_RMS` is silent: it is dropped and counted.
 
 Every window has exactly ``round(length * sr)`` samples, so an encoder never crops or pads at random.
 """
@@ -51,9 +51,9 @@ DEFAULT_SNIPPET_SECONDS = 10.0
 #: RMS (full scale = 1.0) below which a snippet counts as silent: -80 dBFS.
 SILENCE_RMS = 1e-4
 #: Version of the windowing rules above (2: the end-aligned tail window, windows of long files
-#: resampled with context). Part of the embedding cache's key, so vectors cut under other rules are
+#: resampled with context; 3: the encoder's padding rule, silence measured before padding). Part of the embedding cache's key, so vectors cut under other rules are
 #: not reused.
-SNIPPET_RULES = 2
+SNIPPET_RULES = 3
 #: A tail left after the last regular window gets a window of its own (aligned to the track's end)
 #: when it lasts at least this fraction of a snippet.
 TAIL_MIN_FRACTION = 0.5
@@ -145,7 +145,7 @@ def pad_to(y: np.ndarray, size: int, rule: str = "repeat") -> np.ndarray:
 
 
 def _is_silent(x: np.ndarray) -> bool:
-    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) < SILENCE_RMS
+    return x.size == 0 or float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) < SILENCE_RMS
 
 
 @dataclass
@@ -187,11 +187,11 @@ def cut(
     rows, kept, silent = [], [], 0
     for s in starts:
         i = _index(s, sr, size, y.size)
-        x = pad_to(y[i : i + size], size, pad)
-        if _is_silent(x):
+        x = y[i : i + size]
+        if _is_silent(x):  # measured before padding: zeros added by "repeatpad" do not make it quieter
             silent += 1
             continue
-        rows.append(x)
+        rows.append(pad_to(x, size, pad))
         kept.append(s)
     audio = np.stack(rows) if rows else np.zeros((0, size), dtype=np.float32)
     kept_arr = np.asarray(kept, dtype=np.float64)
@@ -247,5 +247,4 @@ def iter_file_snippets(
                     path, duration, s + x.size / sr,
                 )
                 return
-        x = pad_to(x, size, pad)
-        yield float(s), float(min(s + length, duration)), (None if _is_silent(x) else x)
+        yield float(s), float(min(s + length, duration)), (None if _is_silent(x) else pad_to(x, size, pad))

@@ -696,6 +696,13 @@ def test_cli_checkpoint_given_by_path_is_found_again(ckpts, tmp_path, monkeypatc
     rc = main(["tag", query, "--index", index, "--checkpoint", str(moved), "-k", "1", "--out", "b.csv", "-q"])
     assert rc == 0, capsys.readouterr().err
     assert pd.read_csv("b.csv")["tags"].tolist() == ["high"]
+    # `add` with the moved copy records where the checkpoint is now: later runs need no --checkpoint
+    rc = main(["add", index, str(examples / "low" / "low.wav"), "--tag", "low", "--checkpoint", str(moved), "-q"])
+    assert rc == 0, capsys.readouterr().err
+    assert load_index(index).encoder_identity["checkpoint_path"] == str(moved.resolve())
+    rc = main(["tag", query, "--index", index, "-k", "1", "--out", "c.csv", "-q"])
+    assert rc == 0, capsys.readouterr().err
+    assert pd.read_csv("c.csv")["tags"].tolist() == ["high"]
 
     capsys.readouterr()
     rc = main(["tag", query, "--index", index, "--checkpoint", str(ckpts["without_pos"]), "-q"])

@@ -125,6 +125,8 @@ def test_info_on_an_index_of_an_earlier_features_recipe_is_a_report(home, capsys
         (["build", "examples", "--out", "other", "--from-shards", "shards", "--encoder", "clap", "--snippet-seconds", "5"],
          "--encoder, --snippet-seconds cannot apply"),
         (["similar", "query.wav", "--library", "lib", "-k", "0"], "k must be an integer of at least 1"),
+        (["similar", "examples/calm/calm_0.wav", "--library", "lib", "--checkpoint", "x.pt"], "encoder 'features' has no setting 'checkpoint'"),
+        (["tag", "query.wav", "--index", "idx", "--checkpoint", "x.pt"], "encoder 'features' has no setting 'checkpoint'"),
         (["index-library", "examples", "--out", "lib2", "--snippet-seconds", "0"], "snippet length must be a positive number"),
         (["tag", "query.wav", "--index", "idx", "--out", "no_such_folder/x.csv"], "does not exist"),
         (["analyze", "query.wav", "--out", "no_such_folder/x.csv"], "does not exist"),

@@ -11,12 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ParameterError
+from ..options import ENCODERS  # the registered encoder names
 from .base import Encoder, l2_normalize
 
-__all__ = ["Encoder", "ENCODERS", "RUNTIME_OPTIONS", "get_encoder", "encoder_from_identity", "l2_normalize"]
+__all__ = ["Encoder", "ENCODERS", "RUNTIME_OPTIONS", "get_encoder", "check_encoder_options", "encoder_from_identity", "l2_normalize"]
 
-#: Registered encoder names.
-ENCODERS = ("features", "clap")
 
 
 #: Settings that only say how to run a model (not what it computes): an encoder that has no use
@@ -34,23 +33,38 @@ def get_encoder(name: str = "features", **kwargs: Any) -> Encoder:
     ParameterError
         For an unknown name, or a setting the encoder does not have.
     """
-    import inspect
+    return _encoder_class(name)(**check_encoder_options(name, kwargs))
 
+
+def _encoder_class(name: str) -> type:
     if name == "features":
         from .features import FeaturesEncoder as cls
     elif name == "clap":
         from .clap import ClapEncoder as cls
     else:
         raise ParameterError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}")
-    params = inspect.signature(cls.__init__).parameters
+    return cls
+
+
+def check_encoder_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The settings of ``options`` that the encoder ``name`` takes; a setting it does not have
+    (other than a runtime-only one) is refused, even where the encoder would not be built.
+
+    Raises
+    ------
+    ParameterError
+    """
+    import inspect
+
+    params = inspect.signature(_encoder_class(name).__init__).parameters
     accepted = {k for k, p in params.items() if k != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
-    unknown = sorted(k for k in kwargs if k not in accepted and k not in RUNTIME_OPTIONS)
+    unknown = sorted(k for k in options if k not in accepted and k not in RUNTIME_OPTIONS)
     if unknown:
         raise ParameterError(
             f"encoder {name!r} has no setting {', '.join(map(repr, unknown))}"
             f" (its settings: {', '.join(sorted(accepted)) or 'none'})"
         )
-    return cls(**{k: v for k, v in kwargs.items() if k in accepted})
+    return {k: v for k, v in options.items() if k in accepted}
 
 
 def encoder_from_identity(identity: dict[str, Any], **overrides: Any) -> Encoder:
