@@ -622,6 +622,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A log handler that writes to ``sys.stderr`` as it is at each line (redirected or captured)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def _configure_logging(verbose: bool) -> None:
+    """``-v``: clapknn's own INFO lines on stderr; other libraries' loggers (faiss, ...) are left alone."""
+    log = logging.getLogger("clapknn")
+    log.setLevel(logging.INFO if verbose else logging.WARNING)
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("clapknn: %(message)s"))
+        log.addHandler(handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (see the module docstring)."""
     from .errors import ClapknnError
@@ -631,7 +653,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_ERROR
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="clapknn: %(message)s")
+    _configure_logging(args.verbose)
     try:
         return args.func(args)
     except ClapknnError as exc:
