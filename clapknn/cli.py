@@ -617,7 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="build from a few bundled mood clips, tag the rest, print accuracy")
     p.add_argument("--per-tag", type=int, default=2, help="examples per mood used to build (default 2)")
     p.add_argument("--out", help="also write the tags table (.csv/.json/.parquet)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the accuracy line (no progress bar, no table)")
     p.set_defaults(func=cmd_demo)
     return parser
 
