@@ -1028,7 +1028,6 @@ def evaluate(
     for emb in embedded:
         options = space_options(emb.knn_options, space)
         for protocol, n_shots, rep, sup, qry in splits:
-            bar.update(1)
             s_mask = np.isin(emb.track, sup)
             q_mask = np.isin(emb.track, qry)
             X_s, X_q = emb.vectors[s_mask], emb.vectors[q_mask]
@@ -1074,6 +1073,7 @@ def evaluate(
                     ck = tuple(key.values())
                     cm = confusion.setdefault(ck, np.zeros((len(tags), len(tags)), dtype=np.int64))
                     np.add.at(cm, (y_true.argmax(axis=1), pred.argmax(axis=1)), 1)
+            bar.update(1)
 
     bar.close()
     runs = pd.DataFrame(run_rows)
