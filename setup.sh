@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv with the project installed in editable mode (plus test tools).
 # torch is installed first and pinned, so nothing pulls a multi-GB CUDA build by accident;
-# set TORCH_SPEC to keep your own build, e.g. TORCH_SPEC="torch==2.13.0" (default) or "torch".
+# set TORCH_SPEC to keep your own build, e.g. TORCH_SPEC="torch==2.13.0" (default) or "torch", and
+# TORCH_INDEX_URL to take torch alone from another index (https://download.pytorch.org/whl/cpu: CPU build).
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON="${PYTHON:-python3}"
@@ -10,6 +11,6 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet "$TORCH_SPEC"
+.venv/bin/python -m pip install --quiet ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "$TORCH_SPEC"
 .venv/bin/python -m pip install --quiet -e ".[dev]"
 echo "clapknn is installed in .venv: try .venv/bin/clapknn --help"

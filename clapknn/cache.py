@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ParameterError
+from .snippet import SNIPPET_RULES
 
 __all__ = [
     "CachedFile",
@@ -124,6 +125,7 @@ def settings_key(encoder_identity: dict[str, Any], snippet_seconds: float, hop_s
     blob = json.dumps(
         {
             "format": CACHE_FORMAT,
+            "snippet_rules": SNIPPET_RULES,
             "encoder": encoder_identity,
             "snippet_seconds": round(float(snippet_seconds), 6),
             "hop_seconds": round(float(hop), 6),

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from . import options as opt
+
 EXIT_OK, EXIT_SKIPPED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -62,27 +64,56 @@ def cmd_build(args) -> int:
     if args.from_shards:
         from .distributed import index_from_shards
 
+        _refuse_with_shards(args, ("--encoder", "encoder"), ("--snippet-seconds", "snippet_seconds"),
+                            ("--hop-seconds", "hop_seconds"), ("--prompt", "prompt"), ("--checkpoint", "checkpoint"))
         index = index_from_shards(args.from_shards, args.examples, out, labels=args.labels)
     else:
         index = build_index(
-            args.examples, out, labels=args.labels, encoder=args.encoder, encoder_options=options,
-            snippet_seconds=args.snippet_seconds, hop_seconds=args.hop_seconds, prompts=_parse_prompts(args.prompt),
+            args.examples, out, labels=args.labels, encoder=args.encoder or opt.DEFAULT_ENCODER, encoder_options=options,
+            snippet_seconds=_snippet_seconds(args), hop_seconds=args.hop_seconds, prompts=_parse_prompts(args.prompt),
             batch_size=args.batch_size, progress=not args.quiet, cache=_cache(args), workers=args.workers,
+            allow_single_tag=args.allow_single_tag,
         )
     report = index.report
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
     s = index.summary()
     per_tag = ", ".join(f"{t} {c['files']}" + (f"+{c['text']} text" if c["text"] else "") for t, c in s["tags"].items())
+    lost = [t for t in _given_tags(report) if t not in s["tags"]]
     print(
         f"built {out}: {report.n_used} file(s), {s['n_vectors']} vectors, encoder {s['encoder']['name']}, "
         f"{s['snippet_seconds']:g} s snippets; tags: {per_tag}"
+        + (f"; lost (every example skipped): {', '.join(lost)}" if lost else "")
     )
     for tag, c in s["tags"].items():
         if c["files"] + c["text"] == 1:
             print(f"note: tag {tag!r} has a single example; its votes rest on that one file", file=sys.stderr)
     _print_skipped(report.skipped, args.quiet)
     return EXIT_SKIPPED if report.skipped else EXIT_OK
+
+
+def _given_tags(report) -> list[str]:
+    """The tags the build was given (from its files table), in order."""
+    tags: dict[str, None] = {}
+    for cell in report.files["tags"] if len(report.files) else ():
+        tags.update(dict.fromkeys(t for t in str(cell).split(";") if t))
+    return list(tags)
+
+
+def _snippet_seconds(args) -> float:
+    return opt.DEFAULT_SNIPPET_SECONDS if args.snippet_seconds is None else args.snippet_seconds
+
+
+def _refuse_with_shards(args, *flags: tuple[str, str]) -> None:
+    """``--from-shards`` takes the encoder and snippets from the shards: refuse settings it would ignore."""
+    from .errors import ParameterError
+
+    given = [flag for flag, name in flags if getattr(args, name, None) not in (None, [], False)]
+    if given:
+        raise ParameterError(
+            f"--from-shards takes the encoder and the snippets from the shards; {', '.join(given)} cannot apply (leave "
+            + ("it" if len(given) == 1 else "them") + " out)"
+        )
 
 
 def _check_resume(args) -> None:
@@ -118,11 +149,14 @@ def cmd_tag(args) -> int:
         check_field(args.tag_field)  # fail before the tagging work, not after
     if args.resume:
         _check_resume(args)
+    _check_out(args)
     tagger = Tagger(
         args.index, k=args.k, weights=args.weights, aggregate=args.aggregate, threshold=args.threshold,
         top_n=args.top_n, hop_seconds=args.hop_seconds, batch_size=args.batch_size,
         encoder_options=_encoder_options(args), space=args.space,
     )
+    for note in tagger.notes:
+        print(f"note: {note}", file=sys.stderr)
     if args.resume:
         return _tag_resumable(tagger, args)
     result = tagger.tag(args.paths, progress=not args.quiet, explain=args.explain, cache=_cache(args), workers=args.workers)
@@ -154,6 +188,14 @@ def cmd_tag(args) -> int:
     return EXIT_SKIPPED if skipped else EXIT_OK
 
 
+def _check_out(args) -> None:
+    """Refuse a table ``--out`` that cannot be written before any work is done."""
+    if getattr(args, "out", None):
+        from .output import check_table_path
+
+        check_table_path(args.out)
+
+
 def _write_file_tags(tracks, args) -> list[tuple[str, str]]:
     """``tag --write``/``--dry-run``: put each track's tags into its file; returns the files not written."""
     from .filetags import write_track_tags
@@ -177,6 +219,7 @@ def cmd_analyze(args) -> int:
     from .labels import scan_audio
     from .output import format_table, write_table
 
+    _check_out(args)
     files: list = []
     problems: list[tuple[str, str]] = []
     for p in args.paths:
@@ -226,7 +269,9 @@ def cmd_info(args) -> int:
     for tag, c in s["tags"].items():
         text = f", {c['text']} text prompt(s)" if c["text"] else ""
         print(f"  {tag:<20} {c['files']:>5} file(s) {c['snippets']:>6} snippet(s){text}")
-    if vote is not None:
+    if vote is not None and "error" in vote:
+        print(f"vote:      cannot be set up with this clapknn: {vote['error']}")
+    elif vote is not None:
         line = f"vote:      k={vote['k']}, {vote['weights']} weights, {vote['space']} space"
         if "loo_vote_share" in vote:
             shares = vote["loo_vote_share"]
@@ -338,11 +383,13 @@ def cmd_index_library(args) -> int:
     if args.from_shards:
         from .distributed import library_from_shards
 
+        _refuse_with_shards(args, ("--encoder", "encoder"), ("--snippet-seconds", "snippet_seconds"),
+                            ("--hop-seconds", "hop_seconds"), ("--checkpoint", "checkpoint"))
         lib = library_from_shards(args.from_shards, args.out, kind=args.kind, target_recall=args.target_recall)
     else:
         lib = index_library(
-            args.paths, args.out, encoder=args.encoder, encoder_options=_encoder_options(args),
-            snippet_seconds=args.snippet_seconds, hop_seconds=args.hop_seconds, kind=args.kind,
+            args.paths, args.out, encoder=args.encoder or opt.DEFAULT_ENCODER, encoder_options=_encoder_options(args),
+            snippet_seconds=_snippet_seconds(args), hop_seconds=args.hop_seconds, kind=args.kind,
             target_recall=args.target_recall, batch_size=args.batch_size, cache=_cache(args), workers=args.workers,
             progress=not args.quiet,
         )
@@ -359,6 +406,7 @@ def cmd_similar(args) -> int:
     from .library import similar
     from .output import format_table, write_table
 
+    _check_out(args)
     table = similar(args.library, args.file, k=args.k, encoder_options=_encoder_options(args), cache=_cache(args))
     if args.out:
         write_table(table, args.out)
@@ -373,8 +421,8 @@ def cmd_embed_ray(args) -> int:
     from .distributed import embed_with_ray, read_shards
 
     out = embed_with_ray(
-        args.paths, args.out, encoder=args.encoder, encoder_options=_encoder_options(args),
-        snippet_seconds=args.snippet_seconds, hop_seconds=args.hop_seconds, batch_size=args.batch_size,
+        args.paths, args.out, encoder=args.encoder or opt.DEFAULT_ENCODER, encoder_options=_encoder_options(args),
+        snippet_seconds=_snippet_seconds(args), hop_seconds=args.hop_seconds, batch_size=args.batch_size,
         num_encoders=args.num_encoders, gpus_per_encoder=args.gpus_per_encoder, address=args.address,
         progress=not args.quiet, cache=_cache(args),
     )
@@ -422,7 +470,7 @@ def _add_encoder_runtime(p: argparse.ArgumentParser) -> None:
         help="folder with the roberta-base tokenizer files, for CLAP text prompts (default: $CLAPKNN_TOKENIZER or the HF cache)",
     )
     g.add_argument("--allow-download", action="store_true", help="download a named CLAP checkpoint once if missing")
-    g.add_argument("--batch-size", type=int, default=16, help="snippets per forward pass (default 16)")
+    g.add_argument("--batch-size", type=int, default=opt.DEFAULT_BATCH_SIZE, help=f"snippets per forward pass (default {opt.DEFAULT_BATCH_SIZE})")
 
 
 def _add_pipeline(p: argparse.ArgumentParser, *, workers: bool = True) -> None:
@@ -435,8 +483,8 @@ def _add_pipeline(p: argparse.ArgumentParser, *, workers: bool = True) -> None:
 
 def _add_model(p: argparse.ArgumentParser) -> None:
     """The embedding model and the snippets it sees (build, index-library, embed-ray)."""
-    p.add_argument("--encoder", default="features", choices=["features", "clap"], help="embedding model (default: features)")
-    p.add_argument("--snippet-seconds", type=float, default=10.0, help="snippet length in seconds (default 10)")
+    p.add_argument("--encoder", choices=opt.ENCODERS, help=f"embedding model (default: {opt.DEFAULT_ENCODER})")
+    p.add_argument("--snippet-seconds", type=float, help=f"snippet length in seconds (default {opt.DEFAULT_SNIPPET_SECONDS:g})")
     p.add_argument("--hop-seconds", type=float, help="hop between snippets (default: the snippet length)")
 
 
@@ -467,6 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", action="append", metavar="TAG=TEXT", help="text anchor for a tag (CLAP only; repeatable)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--from-shards", metavar="SHARDS", help="take the vectors from Ray shards (clapknn embed-ray) instead of embedding")
+    p.add_argument("--allow-single-tag", action="store_true",
+                   help="build even when every example of all tags but one was skipped (refused by default)")
     _add_encoder_runtime(p)
     _add_pipeline(p)
     p.set_defaults(func=cmd_build)
@@ -474,14 +524,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tag", help="tag audio files or folders with an index", description="Tag audio with an index.")
     p.add_argument("paths", nargs="+", help="audio files and/or folders")
     p.add_argument("--index", required=True, help="index directory (or a name under index/)")
-    p.add_argument("-k", "--k", type=int, default=5, help="neighbours per snippet (default 5)")
-    p.add_argument("--weights", default="similarity", choices=["uniform", "distance", "similarity"], help="vote weighting (default similarity)")
-    p.add_argument("--aggregate", default="mean", choices=["mean", "max", "vote"], help="snippet→track pooling (default mean)")
-    p.add_argument("--space", default="auto", choices=["auto", "plain", "standardized"],
+    p.add_argument("-k", "--k", type=int, default=opt.DEFAULT_K, help=f"neighbours per snippet (default {opt.DEFAULT_K})")
+    p.add_argument("--weights", default=opt.DEFAULT_WEIGHTS, choices=opt.WEIGHTS, help=f"vote weighting (default {opt.DEFAULT_WEIGHTS})")
+    p.add_argument("--aggregate", default=opt.DEFAULT_AGGREGATE, choices=opt.AGGREGATIONS, help=f"snippet→track pooling (default {opt.DEFAULT_AGGREGATE})")
+    p.add_argument("--space", default=opt.DEFAULT_SPACE, choices=opt.SPACES,
                    help="the vote's search space: auto (default: the encoder decides on the index's own examples), "
                    "plain vectors, or standardised per dimension on the index")
-    p.add_argument("--threshold", type=float, help="minimum score for a tag (default 0.5 multi-label, 0 single-label)")
-    p.add_argument("--top-n", type=int, help="at most N tags per track (default 1 single-label, all multi-label)")
+    p.add_argument("--threshold", type=float, help="minimum score for a tag, 0 to 1 (default 0.5 multi-label, 0 single-label)")
+    p.add_argument("--top-n", type=int, help="at most N tags per track, 0 for no limit (default 1 single-label, no limit multi-label)")
     p.add_argument("--hop-seconds", type=float, help="hop between query snippets (default: the index's)")
     p.add_argument("--per-snippet", action="store_true", help="one row per snippet instead of per track")
     p.add_argument("--explain", action="store_true", help="list the nearest examples that voted for each track")
@@ -520,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("examples", help="folder with one sub-folder per tag, or a CSV of path,tags[,group]")
     p.add_argument("--labels", help="CSV of path,tags[,group] (paths relative to EXAMPLES)")
-    p.add_argument("--encoder", default="features", choices=["features", "clap"], help="embedding model (default: features)")
+    p.add_argument("--encoder", default=opt.DEFAULT_ENCODER, choices=opt.ENCODERS, help=f"embedding model (default: {opt.DEFAULT_ENCODER})")
     p.add_argument("--shots", default="1,2,5,10,20", help="labelled files per tag in the episodes (default 1,2,5,10,20)")
     p.add_argument("--episodes", type=int, default=20, help="episodes per shot count (default 20)")
     p.add_argument("--folds", type=int, default=5, help="grouped cross-validation folds, 0 for none (default 5)")
@@ -528,8 +578,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default="uniform,distance,similarity", help="vote weightings to compare (default all)")
     p.add_argument("--snippet-seconds", default="10", help="snippet lengths to compare, e.g. 3,5,10,30 (default 10)")
     p.add_argument("--hop-seconds", type=float, help="hop between snippets (default: the snippet length)")
-    p.add_argument("--aggregate", default="mean", choices=["mean", "max", "vote"], help="snippet→track pooling (default mean)")
-    p.add_argument("--space", default="auto", choices=["auto", "plain", "standardized"],
+    p.add_argument("--aggregate", default=opt.DEFAULT_AGGREGATE, choices=opt.AGGREGATIONS, help=f"snippet→track pooling (default {opt.DEFAULT_AGGREGATE})")
+    p.add_argument("--space", default=opt.DEFAULT_SPACE, choices=opt.SPACES,
                    help="the vote's search space: auto (default: the encoder decides on the index's own examples), "
                    "plain vectors, or standardised per dimension on the index")
     p.add_argument("--no-baselines", action="store_true", help="skip majority / nearest-centroid / logistic-regression")
@@ -586,7 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("similar", help="list the library tracks nearest to a file", description="Nearest tracks of a library to FILE.")
     p.add_argument("file", help="an audio file (in the library or not)")
     p.add_argument("--library", required=True, help="library directory made by index-library")
-    p.add_argument("-k", "--k", type=int, default=10, help="tracks to list (default 10)")
+    p.add_argument("-k", "--k", type=int, default=opt.DEFAULT_SIMILAR_K, help=f"tracks to list (default {opt.DEFAULT_SIMILAR_K})")
     p.add_argument("--out", help="also write the table to .csv, .json or .parquet")
     p.add_argument("-q", "--quiet", action="store_true", help="no table when --out is given")
     _add_encoder_runtime(p)

@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from .encoders.base import Encoder
-from .errors import AudioError, ParameterError
+from .errors import ParameterError
 from .snippet import DEFAULT_SNIPPET_SECONDS
 
 __all__ = ["EmbeddedFiles", "embed_files", "file_sha256", "progress_bar"]
@@ -179,19 +179,40 @@ def embed_array(
     hop_seconds: float | None = None,
     batch_size: int = 16,
 ) -> tuple[np.ndarray, "pd.DataFrame"]:  # noqa: F821
-    """Embed an in-memory mono (or ``(channels, n)``) array; returns ``(vectors, snippets)``."""
+    """Embed an in-memory signal; returns ``(vectors, snippets)``.
+
+    Parameters
+    ----------
+    y : np.ndarray
+        Mono ``(n,)``, or ``(n_samples, n_channels)`` / ``(n_channels, n_samples)`` with at most
+        :data:`clapknn.decode.MAX_ARRAY_CHANNELS` channels; float, or integer PCM (scaled as
+        soundfile does). Checked by :func:`clapknn.decode.as_mono`, as decoded files are.
+    sr : int
+        Its sample rate, Hz.
+    encoder : Encoder
+    snippet_seconds, hop_seconds, batch_size
+        As in :func:`embed_files`.
+
+    Raises
+    ------
+    ParameterError
+        An ambiguous shape (the message says how to pass the audio), a bad sample rate.
+    AudioError
+        NaN or infinite samples, or samples far beyond full scale.
+    """
     import pandas as pd
 
-    from .decode import resample
+    from .decode import SAMPLE_RATE_RANGE, as_mono, resample
     from .snippet import cut
 
-    y = np.asarray(y, dtype=np.float32)
-    if y.ndim == 2:
-        y = y.mean(axis=0)
-    if y.ndim != 1:
-        raise ParameterError(f"audio must be 1-D (mono) or 2-D (channels, samples), got shape {y.shape}")
-    if not np.isfinite(y).all():
-        raise AudioError("audio buffer is not finite everywhere")
+    y = as_mono(y)
+    lo, hi = SAMPLE_RATE_RANGE
+    try:
+        ok = not isinstance(sr, bool) and float(sr).is_integer() and lo <= float(sr) <= hi
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise ParameterError(f"sample rate must be a whole number of Hz in {lo}-{hi}, got {sr!r}")
     y = resample(y, int(sr), encoder.sample_rate)
     batch = cut(y, encoder.sample_rate, snippet_seconds, hop_seconds)
     parts = [encoder.embed(batch.audio[i : i + batch_size]) for i in range(0, len(batch.audio), batch_size)]

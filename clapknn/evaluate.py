@@ -1048,7 +1048,7 @@ def evaluate(
             for (kk, w), sc in knn.items():
                 results[("knn", kk, w)] = sc
             # the baselines work in the same space as the kNN search (standardised when it is)
-            X_s, X_q = est.transform(X_s), est.transform(X_q)
+            X_s, X_q = est.to_search_space(X_s), est.to_search_space(X_q)
             if baselines:
                 prior = Y[sup].mean(axis=0).astype(np.float64)
                 results[("majority", 0, "")] = np.tile(prior, (n_q, 1))

@@ -71,7 +71,8 @@ class UpdateReport:
 
 
 def _norm(p: str | os.PathLike) -> str:
-    return os.path.normcase(os.path.abspath(os.path.expanduser(str(p))))
+    """A path as compared: absolute, symlinks resolved (so any spelling of one file matches)."""
+    return os.path.normcase(os.path.realpath(os.path.expanduser(str(p))))
 
 
 @contextlib.contextmanager
@@ -110,11 +111,9 @@ def _same_settings(a: Index, b: Index) -> bool:
 
 
 def _load(index: str | Path) -> tuple[Index, Path]:
-    from .tagger import INDEX_HOME
+    from .tagger import index_path
 
-    p = Path(index).expanduser()
-    if not p.exists() and not p.is_absolute() and len(p.parts) == 1 and (INDEX_HOME / p).exists():
-        p = INDEX_HOME / p
+    p = index_path(index)
     return Index.load(p), p
 
 
@@ -154,8 +153,8 @@ def add_examples(
     Returns
     -------
     (Index, UpdateReport)
-        A file that is already in the index (same path) gets the new vectors and tags instead of its
-        old ones.
+        A file that is already in the index (the same file by any path, or the same bytes) gets the
+        new vectors and tags instead of its old ones.
 
     Raises
     ------
@@ -206,11 +205,16 @@ def add_examples(
         base = Index.load(where)  # re-read: another update may have been saved meanwhile
         if not _same_settings(base, current):
             raise ParameterError(f"{target}: the index was rebuilt with other settings while examples were being added; run add again")
-        new_paths = list(dict.fromkeys(fresh.metadata.loc[fresh.metadata["kind"] == "audio", "path"].astype(str)))
+        fresh_audio = fresh.metadata[fresh.metadata["kind"] == "audio"]
+        new_paths = list(dict.fromkeys(fresh_audio["path"].astype(str)))
         new_norm = {_norm(p) for p in new_paths}
+        new_sha = {h for h in fresh_audio["sha256"].astype(str) if h}
         meta = base.metadata
         old_audio = (meta["kind"] == "audio").to_numpy()
-        hit = np.array([a and (_norm(p) in new_norm) for a, p in zip(old_audio, meta["path"].astype(str))], dtype=bool)
+        hit = np.array(
+            [a and (_norm(p) in new_norm or h in new_sha) for a, p, h in zip(old_audio, meta["path"].astype(str), meta["sha256"].astype(str))],
+            dtype=bool,
+        )
         replaced = sorted(set(meta.loc[hit, "path"].astype(str)))
         import pandas as pd
 
@@ -249,7 +253,8 @@ def remove_examples(
     index : path
     paths : sequence of paths
         Files to remove, or folders (every indexed file under them). A path is matched as written
-        and as an absolute path; a text prompt is matched by its text.
+        and by the file it names (absolute, symlinks resolved), from any working folder; a text
+        prompt is matched by its text.
     tags : sequence of str
         Tags to remove: each is taken off every example; an example left with no tag is removed.
     out : path, optional

@@ -40,6 +40,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .errors import ClapknnError, IndexFormatError, ParameterError
+from .options import DEFAULT_SNIPPET_SECONDS, check_int, check_snippets
 
 __all__ = [
     "LibraryIndex",
@@ -435,7 +436,7 @@ def index_library(
     *,
     encoder="features",
     encoder_options: Mapping[str, Any] | None = None,
-    snippet_seconds: float = 10.0,
+    snippet_seconds: float = DEFAULT_SNIPPET_SECONDS,
     hop_seconds: float | None = None,
     kind: str = "auto",
     target_recall: float = 0.95,
@@ -468,8 +469,8 @@ def index_library(
     from .encoders import Encoder, get_encoder
     from .tagger import Tagger
 
+    snippet_seconds, hop = check_snippets(snippet_seconds, hop_seconds)
     enc = encoder if isinstance(encoder, Encoder) else get_encoder(encoder, **dict(encoder_options or {}))
-    hop = snippet_seconds if hop_seconds is None else hop_seconds
     files, problems = Tagger.collect_files(paths)
     emb = embed_files(
         files, enc, snippet_seconds=snippet_seconds, hop_seconds=hop, batch_size=batch_size,
@@ -517,6 +518,7 @@ def similar(
     from .encoders import encoder_from_identity
     from .errors import AudioError
 
+    check_int("k", k)
     lib = library if isinstance(library, LibraryIndex) else LibraryIndex.load(library)
     query = Path(query).expanduser()
     me = lib.find(query)

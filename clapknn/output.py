@@ -7,22 +7,35 @@ import os
 from pathlib import Path
 
 from .errors import ParameterError
+from .options import check_output_path
 
-__all__ = ["OUTPUT_FORMATS", "write_table", "format_table"]
+__all__ = ["OUTPUT_FORMATS", "check_table_path", "write_table", "format_table"]
 
 #: File extensions :func:`write_table` understands.
 OUTPUT_FORMATS = (".csv", ".json", ".parquet")
+
+
+def check_table_path(path: str | Path) -> Path:
+    """``path`` if a table can be written there: a known extension, in a folder that exists (no
+    folder is created). Commands call it before their work, so a typo costs nothing.
+
+    Raises
+    ------
+    ParameterError
+    """
+    path = check_output_path(path)
+    ext = path.suffix.lower()
+    if ext not in OUTPUT_FORMATS:
+        raise ParameterError(f"{path}: unknown output format {ext or '(none)'}; use one of {', '.join(OUTPUT_FORMATS)}")
+    return path
 
 
 def write_table(df, path: str | Path) -> Path:
     """Write a DataFrame to ``path``; the format follows the extension (``.csv``, ``.json``,
     ``.parquet``). The file is written to a temporary name first and renamed, so a reader never
     sees half a file."""
-    path = Path(os.path.expanduser(path))
+    path = check_table_path(path)
     ext = path.suffix.lower()
-    if ext not in OUTPUT_FORMATS:
-        raise ParameterError(f"{path}: unknown output format {ext or '(none)'}; use one of {', '.join(OUTPUT_FORMATS)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         if ext == ".csv":

@@ -3,6 +3,11 @@
 Rules (the same for arrays and files):
 
 - windows of ``length`` seconds start at ``0, hop, 2*hop, ...`` and lie wholly inside the track;
+- the tail: when the audio after the last such window lasts at least :data:`TAIL_MIN_FRACTION` of a
+  window (5 s of a 10-s snippet), one more window is added, aligned to the track's end (it starts at
+  ``duration - length`` and overlaps the one before). A shorter tail is not used. So a 29.6-s track
+  gives windows at 0, 10 and 19.6 s; a 24-s track gives 0 and 10 s (its last 4 s are not used).
+  Reported start and end times are those of the samples each window holds;
 - a track shorter than one window gives a single window at 0, repeat-padded (the audio looped) to
   the full length, as CLAP was trained;
 - a window whose RMS is below :data:`SILENCE_RMS` is silent: it is dropped and counted.
@@ -24,12 +29,14 @@ from .errors import ParameterError
 __all__ = [
     "DEFAULT_SNIPPET_SECONDS",
     "SILENCE_RMS",
+    "SNIPPET_RULES",
     "SnippetBatch",
     "snippet_starts",
     "n_samples",
     "repeat_pad",
     "cut",
     "iter_file_snippets",
+    "TAIL_MIN_FRACTION",
     "WHOLE_FILE_SECONDS",
 ]
 
@@ -39,6 +46,13 @@ logger = logging.getLogger(__name__)
 DEFAULT_SNIPPET_SECONDS = 10.0
 #: RMS (full scale = 1.0) below which a snippet counts as silent: -80 dBFS.
 SILENCE_RMS = 1e-4
+#: Version of the windowing rules above (2: the end-aligned tail window, windows of long files
+#: resampled with context). Part of the embedding cache's key, so vectors cut under other rules are
+#: not reused.
+SNIPPET_RULES = 2
+#: A tail left after the last regular window gets a window of its own (aligned to the track's end)
+#: when it lasts at least this fraction of a snippet.
+TAIL_MIN_FRACTION = 0.5
 
 
 def _check(length: float, hop: float | None) -> float:
@@ -58,8 +72,10 @@ def n_samples(length: float, sr: int) -> int:
 def snippet_starts(duration: float, length: float, hop: float | None = None) -> np.ndarray:
     """Start times (seconds) of the snippets of a track of ``duration`` seconds.
 
-    Returns ``[0.0]`` for a track shorter than ``length`` (it will be repeat-padded) and an empty
-    array for an empty track.
+    Windows start every ``hop`` seconds and lie inside the track; a tail of at least
+    :data:`TAIL_MIN_FRACTION` of ``length`` after the last one gets one more window, starting at
+    ``duration - length`` (see the module rules). Returns ``[0.0]`` for a track shorter than
+    ``length`` (it will be repeat-padded) and an empty array for an empty track.
     """
     chunks = list(_start_chunks(duration, length, hop))
     return np.concatenate(chunks) if chunks else np.zeros(0)
@@ -77,6 +93,16 @@ def _start_chunks(duration: float, length: float, hop: float | None, chunk: int 
     count = int(np.floor((duration - length) / hop + 1e-9)) + 1
     for a in range(0, count, chunk):
         yield np.round(np.arange(a, min(a + chunk, count)) * hop, 6)
+    tail = round(duration - length, 6)
+    if duration - ((count - 1) * hop + length) >= TAIL_MIN_FRACTION * length - 1e-9 and tail > round((count - 1) * hop, 6):
+        yield np.array([tail])
+
+
+def _index(start: float, sr: int, size: int, n: int) -> int:
+    """First sample of the window starting at ``start`` s in a track of ``n`` samples: the rounded
+    start, moved back onto the track when rounding would push an end-aligned window past its end."""
+    i = int(round(start * sr))
+    return max(0, min(i, n - size)) if n >= size else i
 
 
 def repeat_pad(y: np.ndarray, size: int) -> np.ndarray:
@@ -128,7 +154,7 @@ def cut(y: np.ndarray, sr: int, length: float = DEFAULT_SNIPPET_SECONDS, hop: fl
     starts = snippet_starts(duration, length, hop)
     rows, kept, silent = [], [], 0
     for s in starts:
-        i = int(round(s * sr))
+        i = _index(s, sr, size, y.size)
         x = repeat_pad(y[i : i + size], size)
         if _is_silent(x):
             silent += 1
@@ -142,7 +168,8 @@ def cut(y: np.ndarray, sr: int, length: float = DEFAULT_SNIPPET_SECONDS, hop: fl
 
 
 #: Files up to this long (seconds) are decoded in one read; longer ones window by window, so memory
-#: stays bounded by one snippet whatever the file's length.
+#: stays bounded by one snippet whatever the file's length. Both give the same samples
+#: (:func:`clapknn.decode.load` resamples each window with context around it).
 WHOLE_FILE_SECONDS = 600.0
 
 
@@ -151,8 +178,9 @@ def iter_file_snippets(
 ) -> Iterator[tuple[float, float, np.ndarray | None]]:
     """Yield ``(start, end, audio)`` for each snippet of a file; ``audio`` is ``None`` for a silent one.
 
-    Files longer than :data:`WHOLE_FILE_SECONDS` are read one window at a time (seeking), so a
-    3-hour mix never sits in memory whole.
+    The snippets are those :func:`cut` gives for the whole file decoded at ``sr`` (same rules, same
+    samples). Files longer than :data:`WHOLE_FILE_SECONDS` are read one window at a time (seeking),
+    so a 3-hour mix never sits in memory whole.
 
     Raises
     ------
@@ -168,13 +196,17 @@ def iter_file_snippets(
     meta = decode.info(path)
     size = n_samples(length, sr)
     whole = decode.load(path, sr=sr) if meta.duration <= WHOLE_FILE_SECONDS else None
-    duration = whole.size / sr if whole is not None else meta.duration
+    if whole is not None:
+        n = whole.size
+    else:  # the length the whole file would have, decoded at sr
+        n = decode.resampled_length(meta.frames, meta.sample_rate, sr)
+    duration = n / sr
     for s in (s for part in _start_chunks(duration, length, hop) for s in part):
+        i = _index(s, sr, size, n)
         if whole is not None:
-            i = int(round(s * sr))
             x = whole[i : i + size]
         else:
-            x = decode.load(path, sr=sr, offset=float(s), duration=length)
+            x = decode.load(path, sr=sr, offset=i / sr, duration=size / sr)
             if s > 0 and x.size < size:
                 # the header promised more audio than the file holds (a truncated download)
                 logger.warning(

@@ -143,17 +143,18 @@ def _decode_in_worker(path: str, sr: int, length: float, hop: float | None, hash
     streams it instead), else ``(state, starts, ends, audio)`` with ``audio`` of shape
     ``(n, n_samples)``.
     """
+    from .decode import _sndfile_info
     from .snippet import WHOLE_FILE_SECONDS
 
     try:
         import os
         import stat
 
-        import soundfile as sf
-
         # only a regular file goes to libsndfile here: opening a named pipe would block forever
-        if stat.S_ISREG(os.stat(path).st_mode) and sf.info(path).duration > WHOLE_FILE_SECONDS:
-            return None
+        if stat.S_ISREG(os.stat(path).st_mode):
+            meta = _sndfile_info(Path(path))  # (its decoders' stderr notes held, as in decode.load)
+            if not isinstance(meta, BaseException) and meta.duration > WHOLE_FILE_SECONDS:
+                return None
     except Exception:  # noqa: BLE001 - not readable by libsndfile: the decoder below says why
         pass
     starts, ends, rows = [], [], []

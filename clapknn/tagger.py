@@ -21,17 +21,17 @@ from .encoders import Encoder, encoder_from_identity, get_encoder
 from .errors import ClapknnError, LabelError, ParameterError
 from .index import Index
 from .labels import ExampleSet, load_examples, scan_audio
-from .snippet import DEFAULT_SNIPPET_SECONDS
+from .options import (
+    AGGREGATIONS, DEFAULT_AGGREGATE, DEFAULT_BATCH_SIZE, DEFAULT_ENCODER, DEFAULT_K, DEFAULT_SNIPPET_SECONDS,
+    DEFAULT_SPACE, DEFAULT_WEIGHTS, ENCODERS, SPACES, WEIGHTS, check_choice, check_int, check_seconds, check_snippets,
+    check_threshold,
+)
 from .vote import KNNTagger
 
 __all__ = ["build_index", "load_index", "Tagger", "TagResult", "BuildReport", "DEFAULT_K", "DEFAULT_WEIGHTS"]
 
 logger = logging.getLogger(__name__)
 
-#: Default number of neighbours that vote.
-DEFAULT_K = 5
-#: Default vote weighting.
-DEFAULT_WEIGHTS = "similarity"
 #: Default index home (relative to the working directory).
 INDEX_HOME = Path("index")
 
@@ -59,7 +59,27 @@ class BuildReport:
 def _resolve_encoder(encoder: str | Encoder, options: Mapping[str, Any] | None) -> Encoder:
     if isinstance(encoder, Encoder):
         return encoder
-    return get_encoder(encoder, **dict(options or {}))
+    return get_encoder(check_choice("encoder", encoder, ENCODERS), **dict(options or {}))
+
+
+def _lost_tags(example_set: ExampleSet, meta, allow_single_tag: bool, skipped: list[tuple[str, str]]) -> list[str]:
+    """Notes on tags whose every example was skipped; refuses an index left with one tag of several."""
+    given = example_set.tags
+    kept = {t for ts in meta["tags"] for t in ts}
+    lost = [t for t in given if t not in kept]
+    notes = []
+    for t in lost:
+        n = sum(t in e.tags for e in example_set.examples)
+        notes.append(f"tag {t!r} has no usable example (all {n} of its file(s) were skipped); the index has no {t!r}")
+    if lost and len(kept) == 1 and len(given) > 1 and not allow_single_tag:
+        lost_files = {str(e.path) for e in example_set.examples if set(e.tags) & set(lost)}
+        why = "; ".join([f"{Path(w).name}: {r}" for w, r in skipped if str(w) in lost_files][:3])
+        raise LabelError(
+            f"only tag {next(iter(kept))!r} is left: every example of {', '.join(map(repr, lost))} was skipped ({why}), "
+            "and an index of one tag gives that tag to everything (fix the files, or allow a one-tag index "
+            "with --allow-single-tag)"
+        )
+    return notes
 
 
 def build_index(
@@ -72,10 +92,11 @@ def build_index(
     snippet_seconds: float = DEFAULT_SNIPPET_SECONDS,
     hop_seconds: float | None = None,
     prompts: Mapping[str, str | Sequence[str]] | None = None,
-    batch_size: int = 16,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = False,
     cache=None,
     workers: int = 0,
+    allow_single_tag: bool = False,
 ) -> Index:
     """Embed labelled examples and make an index (saved to ``out`` when given).
 
@@ -102,25 +123,35 @@ def build_index(
         Embedding cache (:mod:`clapknn.cache`): unchanged files are neither decoded nor encoded.
     workers : int
         Decoding processes (0: a thread of this process).
+    allow_single_tag : bool
+        Build even when every example of all tags but one was skipped (by default that is refused:
+        such an index gives its one tag to everything).
 
     Returns
     -------
     Index
-        With a :class:`BuildReport` in ``index.report``.
+        With a :class:`BuildReport` in ``index.report``. Example paths are stored absolute, so the
+        index works from any folder and after it is moved.
 
     Raises
     ------
+    ParameterError
+        For a snippet length, hop, batch size or worker count out of range (before any file is read).
     LabelError
-        When no usable example is left.
+        When no usable example is left, or only one tag of several.
     """
     import pandas as pd
 
+    snippet_seconds, hop = check_snippets(snippet_seconds, hop_seconds)
+    check_int("batch_size", batch_size)
+    check_int("workers", workers, minimum=0)
     example_set = examples if isinstance(examples, ExampleSet) else load_examples(examples, labels=labels)
     enc = _resolve_encoder(encoder, encoder_options)
-    hop = snippet_seconds if hop_seconds is None else hop_seconds
     if not example_set.examples and not prompts:
         raise LabelError(f"no labelled examples found in {examples}")
     paths = [e.path for e in example_set.examples]
+    # stored absolute (not resolved through symlinks, so they read as the user laid them out)
+    stored = [os.path.abspath(os.path.expanduser(str(p))) for p in paths]
     emb: EmbeddedFiles = embed_files(
         paths, enc, snippet_seconds=snippet_seconds, hop_seconds=hop, batch_size=batch_size,
         progress=progress, desc="building", cache=cache, workers=workers,
@@ -130,7 +161,7 @@ def build_index(
     files.insert(1, "tags", [";".join(t) for t in tags_of])
     meta = pd.DataFrame(
         {
-            "path": emb.snippets["path"].astype(str),
+            "path": [stored[i] for i in emb.snippets["file"]],
             "start": emb.snippets["start"].astype(float),
             "end": emb.snippets["end"].astype(float),
             "tags": [tags_of[i] for i in emb.snippets["file"]],
@@ -160,6 +191,7 @@ def build_index(
     if len(meta) == 0:
         reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in report.skipped[:5])
         raise LabelError(f"no usable example: all {len(paths)} file(s) were skipped ({reasons})")
+    report.notes += _lost_tags(example_set, meta, allow_single_tag, report.skipped)
     index = Index.from_arrays(
         vectors, meta, encoder=enc.identity(), snippet_seconds=snippet_seconds, hop_seconds=hop,
     )
@@ -170,12 +202,17 @@ def build_index(
     return index
 
 
-def load_index(path: str | Path) -> Index:
-    """Read an index directory (a bare name is looked up under ``index/`` too)."""
+def index_path(path: str | Path) -> Path:
+    """Where the index ``path`` is: as given, or, for a bare name that is not a folder here, under ``index/``."""
     p = Path(os.path.expanduser(path))  # Path.expanduser raises on '~x'
     if not p.exists() and not p.is_absolute() and len(p.parts) == 1 and (INDEX_HOME / p).exists():
         p = INDEX_HOME / p
-    return Index.load(p)
+    return p
+
+
+def load_index(path: str | Path) -> Index:
+    """Read an index directory (a bare name is looked up under ``index/`` too)."""
+    return Index.load(index_path(path))
 
 
 @dataclass
@@ -234,10 +271,11 @@ class Tagger:
     aggregate : {"mean", "max", "vote"}
         How snippet scores become a track score.
     threshold : float, optional
-        Minimum track score for a tag to be listed. Default: 0.5 for a multi-label index (some
+        Minimum track score (in [0, 1]) for a tag to be listed. Default: 0.5 for a multi-label index (some
         example has several tags), else 0 (the best tag is always listed).
     top_n : int, optional
-        At most this many tags per track. Default: 1 for a single-label index, unlimited otherwise.
+        At most this many tags per track; 0 for no limit. Default: 1 for a single-label index,
+        no limit otherwise.
     hop_seconds : float, optional
         Hop between query snippets (the snippet length always comes from the index).
     encoder_options : mapping, optional
@@ -255,20 +293,32 @@ class Tagger:
         encoder: Encoder | None = None,
         k: int = DEFAULT_K,
         weights: str = DEFAULT_WEIGHTS,
-        aggregate: str = "mean",
+        aggregate: str = DEFAULT_AGGREGATE,
         threshold: float | None = None,
         top_n: int | None = None,
         hop_seconds: float | None = None,
-        batch_size: int = 16,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         encoder_options: Mapping[str, Any] | None = None,
-        space: str = "auto",
+        space: str = DEFAULT_SPACE,
     ) -> None:
+        # every setting is checked before anything is loaded
+        check_int("k", k)
+        check_choice("weights", weights, WEIGHTS)
+        check_choice("aggregation", aggregate, AGGREGATIONS)
+        check_choice("space", space, SPACES)
+        threshold = check_threshold(threshold)
+        top_n = check_int("top_n", top_n, minimum=0, allow_none=True)
+        hop_seconds = check_seconds("hop", hop_seconds, allow_none=True)
+        check_int("batch_size", batch_size)
         from .vote import space_options
 
-        space_options({}, space)  # refuse a bad space before loading anything
         self.index = index if isinstance(index, Index) else load_index(index)
         if len(self.index) == 0:
             raise ParameterError("the index is empty")
+        #: what the user should know about the settings (e.g. k capped at the index size)
+        self.notes: list[str] = []
+        if k > len(self.index):
+            self.notes.append(f"k={k} is more than the index's {len(self.index)} example vectors; all of them vote")
         if encoder is None:
             encoder = getattr(self.index, "encoder", None) or encoder_from_identity(
                 self.index.encoder_identity, **dict(encoder_options or {})
@@ -281,7 +331,7 @@ class Tagger:
         tags = list(self.index.metadata["tags"])
         self.multilabel = any(len(t) > 1 for t in tags)
         self.threshold = threshold if threshold is not None else (0.5 if self.multilabel else 0.0)
-        self.top_n = top_n if top_n is not None else (None if self.multilabel else 1)
+        self.top_n = (None if self.multilabel else 1) if top_n is None else (top_n or None)  # 0: no limit
         # an encoder may ask for a search-space transform fitted on the index's own vectors (the
         # features encoder: per-dimension standardisation); it is recomputed from the stored vectors
         # on every load, so build and query always agree
@@ -399,7 +449,9 @@ class Tagger:
         return files, problems
 
     def tag_array(self, y: np.ndarray, sr: int, *, name: str = "<array>", explain: bool = False) -> TagResult:
-        """Tag an in-memory signal (mono ``(n,)`` or ``(channels, n)``) sampled at ``sr`` Hz."""
+        """Tag an in-memory signal sampled at ``sr`` Hz: mono ``(n,)``, or ``(n_samples, n_channels)``
+        / ``(n_channels, n_samples)`` with at most 8 channels, float or integer PCM (checked by
+        :func:`clapknn.decode.as_mono`, as decoded files are; an ambiguous shape is a ParameterError)."""
         vectors, snippets = embed_array(
             y, sr, self.encoder, snippet_seconds=self.index.snippet_seconds,
             hop_seconds=self.hop_seconds or self.index.hop_seconds, batch_size=self.batch_size,

@@ -1,28 +1,43 @@
-"""Vote: a scikit-learn shaped k-nearest-neighbour tagger over embeddings (cosine similarity).
+"""Vote: a scikit-learn k-nearest-neighbour classifier over embeddings (cosine similarity).
 
-:class:`KNNTagger` follows scikit-learn's estimator conventions (``fit``/``predict``/
-``predict_proba``/``kneighbors``, ``classes_``) and, for single-label data with ``weights`` set to
-``"uniform"`` or ``"distance"``, gives the same predictions and probabilities as
-``sklearn.neighbors.KNeighborsClassifier(metric="cosine")``. It also handles multi-label data (each
-sample has a set of tags) and a similarity-weighted vote. Search is exact (FAISS ``IndexFlatIP`` over
-L2-normalised vectors).
+:class:`KNNTagger` is a scikit-learn classifier (``fit``/``predict``/``predict_proba``/
+``kneighbors``, ``classes_``; it passes ``sklearn.utils.estimator_checks.check_estimator`` but for
+:data:`EXPECTED_FAILED_CHECKS`). For single-label data, with ``weights="uniform"`` or
+``weights="distance"``, the plain space (``standardize=False``, the default) and ``n_neighbors`` at
+most the number of fitted samples, it gives the same predictions and probabilities as
+``sklearn.neighbors.KNeighborsClassifier(n_neighbors=k, weights=<the same>, metric="cosine")``, up to
+float32 rounding (neighbours whose distances agree to about 1e-6 may come in either order). Its
+default weighting, ``"similarity"``, has no scikit-learn counterpart. It also handles multi-label
+data (each sample has a set of tags). Search is exact (FAISS ``IndexFlatIP`` over L2-normalised
+vectors).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d, validate_data
 
 from .errors import ParameterError
 
-__all__ = ["KNNTagger", "SPACES", "WEIGHTS", "space_options", "vote_scores"]
+__all__ = ["EXPECTED_FAILED_CHECKS", "KNNTagger", "SPACES", "WEIGHTS", "space_options", "vote_scores"]
 
 #: Allowed vote weightings.
 WEIGHTS = ("uniform", "distance", "similarity")
 #: Search spaces a tagger can be asked for (see :func:`space_options`).
 SPACES = ("auto", "plain", "standardized")
+#: The scikit-learn estimator checks :class:`KNNTagger` fails by design, with the reason (the
+#: ``expected_failed_checks`` of ``check_estimator`` / ``parametrize_with_checks``).
+EXPECTED_FAILED_CHECKS = {
+    "check_classifiers_multilabel_output_format_predict_proba": (
+        "multi-label scores are the share of neighbours carrying each tag, so a tag that every "
+        "neighbour (or none) carries scores exactly 1 (or 0); the check wants every score strictly "
+        "inside (0, 1)"
+    ),
+}
 _TIE_MARGIN = 8  # extra neighbours fetched so ties at the k-th place are broken by id
 _SHRINK = 0.1  # standardize: spreads are shrunk towards their pooled value by this share
 _LOO_MAX = 4000  # standardize="auto": fitted samples voted on, at most
@@ -36,10 +51,37 @@ _LOO_NEIGHBOURS = 2
 _CHOICE_MARGIN = 0.5
 
 
-def _is_multilabel(y) -> bool:
-    if isinstance(y, np.ndarray):
-        return y.ndim == 2
-    return len(y) > 0 and all(isinstance(v, (list, tuple, set, frozenset)) for v in y)
+def _tag_collections(y) -> list | None:
+    """``y`` as a list of tag collections when it is one, else ``None`` (an array-like y).
+
+    A list or tuple whose items are all lists, tuples, sets or arrays is read as one tag
+    collection per sample, unless it is a rectangular table of numbers: that one is read as
+    scikit-learn reads it, an array (``[[0, 1], [1, 1]]`` is a 0/1 indicator matrix, ``[[3], [5]]``
+    a column vector of labels).
+    """
+    if not isinstance(y, (list, tuple)) or len(y) == 0:
+        return None
+    if not all(isinstance(v, (list, tuple, set, frozenset, np.ndarray)) for v in y):
+        return None
+    if not any(isinstance(v, (set, frozenset)) for v in y) and len({len(v) for v in y}) == 1 and len(y[0]) > 0:
+        try:
+            table = np.asarray(y)
+        except ValueError:
+            table = None
+        if table is not None and table.ndim == 2 and table.dtype.kind in "biuf":
+            return None
+    return [list(v) for v in y]
+
+
+def _validated(estimator, X, y="no_validation", **check_params):
+    """``sklearn.utils.validation.validate_data`` with float32 rows; its ``ValueError`` becomes a
+    :class:`~clapknn.errors.ParameterError` (still a ``ValueError``) with the same message."""
+    try:
+        return validate_data(estimator, X, y, dtype=np.float32, **check_params)
+    except ParameterError:
+        raise
+    except ValueError as exc:
+        raise ParameterError(str(exc)) from exc
 
 
 def space_options(options, space: str = "auto") -> dict:
@@ -151,6 +193,8 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
     multilabel_ : bool
         Whether ``y`` was multi-label.
     n_features_in_ : int
+    feature_names_in_ : np.ndarray
+        Column names, when ``X`` was a data frame with string column names.
     n_samples_fit_ : int
     mean_, scale_ : np.ndarray
         With ``standardize``: the per-dimension centre and spread of the fitted (unit) vectors.
@@ -167,6 +211,12 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
     -----
     Neighbours are ordered by decreasing similarity; equal similarities are broken by the lower
     sample index. Ties between classes in :meth:`predict` go to the first class in ``classes_``.
+
+    A scikit-learn classifier: ``check_estimator(KNNTagger(),
+    expected_failed_checks=EXPECTED_FAILED_CHECKS)`` passes (:data:`EXPECTED_FAILED_CHECKS` lists
+    the one check the multi-label scores cannot meet, and why). Unlike
+    ``KNeighborsClassifier``, an ``n_neighbors`` larger than the fitted samples is capped, not
+    refused, and ``y`` may also be a list of tag collections.
     """
 
     def __init__(
@@ -186,14 +236,20 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
         self.feature_blocks = feature_blocks
         self.block_relevance = block_relevance
 
-    def transform(self, X) -> np.ndarray:
+    def to_search_space(self, X) -> np.ndarray:
         """Rows of ``X`` as the search compares them: unit vectors, standardised and block-weighted
-        when asked (inner products of these rows are the similarities :meth:`similarities` gives)."""
-        from sklearn.exceptions import NotFittedError
+        when :attr:`standardized_` (inner products of these rows are the similarities
+        :meth:`similarities` gives).
 
-        if not hasattr(self, "standardized_"):
-            raise NotFittedError("This KNNTagger is not fitted yet; call fit first.")
-        return self._space(X, self.standardized_)
+        Parameters
+        ----------
+        X : array-like [shape=(n, n_features_in_)]
+
+        Returns
+        -------
+        np.ndarray [shape=(n, d), dtype=float32]
+        """
+        return self._space(self._check_X(X), self.standardized_)
 
     def _space(self, X, standardized: bool) -> np.ndarray:
         from .encoders.base import l2_normalize
@@ -332,43 +388,68 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
     def fit(self, X, y, groups=None) -> "KNNTagger":
         """Store L2-normalised ``X`` in an exact FAISS index with labels ``y``.
 
-        ``y`` is a 1-D array of labels (single-label), a sequence of tag collections
-        (multi-label), or a 2-D 0/1 indicator matrix (multi-label, classes ``0..n-1``).
-        ``groups`` (one per row, e.g. the file a snippet comes from) keeps a sample's own group
-        out of its leave-one-out vote with ``standardize="auto"``; by default each row is a group.
+        Parameters
+        ----------
+        X : array-like [shape=(n, d)]
+            Finite 2-D array (a 1-D one is refused, as in scikit-learn).
+        y : array-like or list of collections
+            Single-label: a 1-D array of class labels (a column vector ``(n, 1)`` is read as one,
+            with scikit-learn's ``DataConversionWarning``; continuous values are refused).
+            Multi-label: a list of tag collections, one per sample (e.g. ``[["calm"], ["calm",
+            "dark"]]``), or a 2-D 0/1 indicator matrix (classes ``0..n_columns-1``).
+        groups : array-like [shape=(n,)], optional
+            One per row (e.g. the file a snippet comes from): keeps a sample's own group out of
+            its leave-one-out vote with ``standardize="auto"``; by default each row is a group.
+
+        Returns
+        -------
+        KNNTagger
+            Itself, fitted.
+
+        Raises
+        ------
+        ParameterError
+            (a ``ValueError``) for a bad parameter, ``X`` or ``y``.
         """
         import faiss
 
         from .encoders.base import l2_normalize
 
-        if not isinstance(self.n_neighbors, (int, np.integer)) or self.n_neighbors < 1:
-            raise ParameterError(f"n_neighbors must be a positive integer, got {self.n_neighbors!r}")
-        if self.weights not in WEIGHTS:
-            raise ParameterError(f"unknown weights {self.weights!r}; choose one of {', '.join(WEIGHTS)}")
-        X = np.asarray(X, dtype=np.float32)
-        if X.ndim != 2 or X.shape[0] == 0:
-            raise ParameterError(f"X must be a non-empty 2-D array, got shape {X.shape}")
-        if not np.isfinite(X).all():
-            raise ParameterError("X contains NaN or infinite values")
-        if len(y) != X.shape[0]:
-            raise ParameterError(f"X has {X.shape[0]} rows but y has {len(y)} labels")
-        self.multilabel_ = _is_multilabel(y)
-        if self.multilabel_:
-            if isinstance(y, np.ndarray):
-                Y = (np.asarray(y) != 0).astype(np.float64)
+        self._check_params()
+        tag_lists = _tag_collections(y)
+        if tag_lists is not None:  # one collection of tags per sample
+            X = _validated(self, X)
+            try:
+                check_consistent_length(X, tag_lists)
+            except ValueError as exc:
+                raise ParameterError(str(exc)) from exc
+            self.multilabel_ = True
+            self.classes_ = np.array(sorted({t for tags in tag_lists for t in tags}))
+            col = {t: j for j, t in enumerate(self.classes_)}
+            Y = np.zeros((len(tag_lists), len(self.classes_)))
+            for i, tags in enumerate(tag_lists):
+                for t in tags:
+                    Y[i, col[t]] = 1.0
+        else:
+            X, y = _validated(self, X, y, multi_output=True)
+            if hasattr(y, "toarray"):  # a sparse indicator matrix
+                y = y.toarray()
+            if y.ndim == 2 and y.shape[1] == 1:  # a column vector of labels, as scikit-learn reads it
+                y = column_or_1d(y, warn=True)
+            try:
+                check_classification_targets(y)
+                if y.ndim == 2 and type_of_target(y) != "multilabel-indicator":
+                    raise ValueError(f"a 2-D y must be a 0/1 indicator matrix (multi-label), got {type_of_target(y)} targets")
+            except ValueError as exc:
+                raise ParameterError(str(exc)) from exc
+            self.multilabel_ = y.ndim == 2
+            if self.multilabel_:
+                Y = (y != 0).astype(np.float64)
                 self.classes_ = np.arange(Y.shape[1])
             else:
-                self.classes_ = np.array(sorted({t for tags in y for t in tags}))
-                col = {t: j for j, t in enumerate(self.classes_)}
+                self.classes_, codes = np.unique(y, return_inverse=True)
                 Y = np.zeros((len(y), len(self.classes_)))
-                for i, tags in enumerate(y):
-                    for t in tags:
-                        Y[i, col[t]] = 1.0
-        else:
-            y = np.asarray(y)
-            self.classes_, codes = np.unique(y, return_inverse=True)
-            Y = np.zeros((len(y), len(self.classes_)))
-            Y[np.arange(len(y)), codes] = 1.0
+                Y[np.arange(len(y)), codes] = 1.0
         self._Y = Y
         if self.feature_blocks is not None:
             self._blocks = [(int(a), int(b), float(w)) for a, b, w in self.feature_blocks]
@@ -377,8 +458,6 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
                     f"feature_blocks must be (start, stop, weight) with 0 <= start < stop <= {X.shape[1]} "
                     f"and weight >= 0, got {self.feature_blocks!r}"
                 )
-        if self.standardize not in (False, True, "auto"):
-            raise ParameterError(f"standardize must be False, True or 'auto', got {self.standardize!r}")
         unit32 = l2_normalize(X) if self.standardize else None
         if self.standardize:
             unit = unit32.astype(np.float64)
@@ -405,64 +484,90 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
         self.standardized_ = bool(self.standardize)
         if self.standardize == "auto":
             self.standardized_ = self._choose_space(X, groups, inv, group_stats)
-        T = self.transform(X)
+        T = self._space(X, self.standardized_)
         self._index = faiss.IndexFlatIP(T.shape[1])
         self._index.add(T)
-        self.n_features_in_ = X.shape[1]
         self.n_samples_fit_ = X.shape[0]
         return self
 
-    def _check_fitted(self) -> None:
-        from sklearn.exceptions import NotFittedError
+    def _check_params(self) -> None:
+        """Refuse parameter values outside the allowed ones (at fit: ``__init__`` only stores them)."""
+        if not isinstance(self.n_neighbors, (int, np.integer)) or self.n_neighbors < 1:
+            raise ParameterError(f"n_neighbors must be a positive integer, got {self.n_neighbors!r}")
+        if self.weights not in WEIGHTS:
+            raise ParameterError(f"unknown weights {self.weights!r}; choose one of {', '.join(WEIGHTS)}")
+        if self.standardize not in (False, True, "auto"):
+            raise ParameterError(f"standardize must be False, True or 'auto', got {self.standardize!r}")
 
-        if not hasattr(self, "_index"):
-            raise NotFittedError("This KNNTagger is not fitted yet; call fit first.")
+    def _check_X(self, X) -> np.ndarray:
+        """Fitted, and ``X`` a finite 2-D array with the fitted number of columns: as float32."""
+        check_is_fitted(self)
+        return _validated(self, X, reset=False)
 
     # -------------------------------------------------------------- neighbours
-    def _search(self, X, k: int) -> tuple[np.ndarray, np.ndarray]:
-        X = np.asarray(X, dtype=np.float32)
-        if X.ndim == 1:
-            X = X[None, :]
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise ParameterError(f"X must have {self.n_features_in_} columns, got shape {X.shape}")
-        if not np.isfinite(X).all():
-            raise ParameterError("X contains NaN or infinite values")
+    def _search(self, X, n_neighbors) -> tuple[np.ndarray, np.ndarray]:
+        """``(similarities, indices)`` of the nearest fitted samples of each row of ``X`` (validated
+        here), similarity descending, equal similarities by ascending index. ``X=None``: the
+        neighbours of each fitted sample, the sample itself left out (scikit-learn's rule: when it
+        is not among its own nearest, because of duplicates, the nearest is dropped instead)."""
+        check_is_fitted(self)
+        k = self.n_neighbors if n_neighbors is None else n_neighbors
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise ParameterError(f"n_neighbors must be a positive integer, got {k!r}")
         n = self.n_samples_fit_
-        k = min(int(k), n)
-        fetch = min(n, k + _TIE_MARGIN)
-        sims, ids = self._index.search(self.transform(X), fetch)
+        own = X is None
+        T = self._index.reconstruct_n(0, n) if own else self._space(self._check_X(X), self.standardized_)
+        k = min(int(k), n - 1 if own else n)
+        fetch = min(n, k + own + _TIE_MARGIN)
+        sims, ids = self._index.search(T, fetch)
         # deterministic order: similarity descending, then id ascending; faiss pads with -1
         sims = np.where(ids < 0, -np.inf, sims)
         order = np.lexsort((np.where(ids < 0, np.iinfo(np.int64).max, ids), -sims.astype(np.float64)), axis=1)
-        sims = np.take_along_axis(sims, order, axis=1)[:, :k]
-        ids = np.take_along_axis(ids, order, axis=1)[:, :k]
-        return sims.astype(np.float64), ids
+        sims = np.take_along_axis(sims, order, axis=1)
+        ids = np.take_along_axis(ids, order, axis=1)
+        if own:
+            keep = ids != np.arange(n)[:, None]
+            keep[keep.all(axis=1), 0] = False  # a sample not among its own nearest: drop the nearest
+            sims = sims[keep].reshape(n, fetch - 1)
+            ids = ids[keep].reshape(n, fetch - 1)
+        return sims[:, :k].astype(np.float64), ids[:, :k]
 
-    def kneighbors(self, X, n_neighbors: int | None = None, return_distance: bool = True):
+    def kneighbors(self, X=None, n_neighbors: int | None = None, return_distance: bool = True):
         """Nearest fitted samples of each row of ``X``.
 
-        Returns ``(distances, indices)`` (cosine distance ``1 - similarity``, ascending) or just
-        ``indices`` when ``return_distance`` is false. ``n_neighbors`` is capped at the number of
-        fitted samples.
+        Parameters
+        ----------
+        X : array-like [shape=(n, n_features_in_)], optional
+            Queries. ``None``: the fitted samples, each without itself among its neighbours (as
+            in scikit-learn).
+        n_neighbors : int, optional
+            Default: :attr:`n_neighbors`. Capped at the number of fitted samples (one less with
+            ``X=None``).
+        return_distance : bool, default=True
+
+        Returns
+        -------
+        distances : np.ndarray [shape=(n, k)]
+            Cosine distance ``1 - similarity``, ascending; only with ``return_distance``.
+        indices : np.ndarray [shape=(n, k)]
         """
-        self._check_fitted()
-        sims, ids = self._search(X, n_neighbors or self.n_neighbors)
+        sims, ids = self._search(X, n_neighbors)
         return (1.0 - sims, ids) if return_distance else ids
 
-    def similarities(self, X, n_neighbors: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """``(similarities, indices)`` of the nearest fitted samples, similarity descending."""
-        self._check_fitted()
-        return self._search(X, n_neighbors or self.n_neighbors)
+    def similarities(self, X=None, n_neighbors: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(similarities, indices)`` of the nearest fitted samples, similarity descending
+        (``X`` and ``n_neighbors`` as in :meth:`kneighbors`)."""
+        return self._search(X, n_neighbors)
 
     # -------------------------------------------------------------- predictions
     def predict_proba(self, X) -> np.ndarray:
-        """Per-class scores in [0, 1], columns in :attr:`classes_` order.
+        """Per-class scores in [0, 1], columns in :attr:`classes_` order (``X=None``: of the fitted
+        samples, each without itself among its neighbours, as :meth:`kneighbors`).
 
         Single-label rows sum to 1 (the weighted share of neighbours of each class); multi-label
         scores are the weighted share of neighbours that carry each tag.
         """
-        self._check_fitted()
-        sims, ids = self._search(X, self.n_neighbors)
+        sims, ids = self._search(X, None)
         return vote_scores(sims, self._Y[ids], self.weights)
 
     def predict(self, X):
@@ -475,7 +580,9 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.target_tags.multi_output = True
+        # multi-label (a 0/1 indicator y, or tag collections); not multi-output: a 2-D y of
+        # several classes per column is refused
+        tags.classifier_tags.multi_label = True
         return tags
 
 

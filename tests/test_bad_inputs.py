@@ -174,6 +174,150 @@ def write_corpus(root: Path) -> dict[str, str | None]:
     return expect
 
 
+# --------------------------------------------------------------------------- with and without ffmpeg
+def _flush_audioread(monkeypatch) -> list:
+    """A fresh backend list for audioread (it caches one per process), restored after the test."""
+    import warnings
+
+    import audioread
+
+    monkeypatch.setattr(audioread, "BACKENDS", [])
+    with warnings.catch_warnings():  # its backends import stdlib modules deprecated in Python 3.11
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return audioread.available_backends(flush_cache=True)
+
+
+@pytest.fixture
+def ffmpeg_hidden(monkeypatch, tmp_path_factory):
+    """Run as on a machine without ffmpeg, installed or not: stand-ins that fail go first on PATH
+    (worker processes inherit it) and audioread's cached backend list is rebuilt."""
+    from audioread import ffdec
+
+    shims = tmp_path_factory.mktemp("no-ffmpeg")
+    for name in ffdec.COMMANDS:
+        (shims / name).write_text("#!/bin/sh\nexit 127\n")
+        (shims / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shims}{os.pathsep}{os.environ.get('PATH', '')}")
+    assert ffdec.FFmpegAudioFile not in _flush_audioread(monkeypatch)
+
+
+@pytest.fixture
+def ffmpeg_required(monkeypatch):
+    """Run with ffmpeg visible to audioread; skipped where ffmpeg is not installed."""
+    from audioread import ffdec
+
+    if shutil.which("ffmpeg") is None or ffdec.FFmpegAudioFile not in _flush_audioread(monkeypatch):
+        pytest.skip("ffmpeg is not installed or does not run (apt-get install ffmpeg); this test covers the "
+                    "fallback decoder")
+
+
+@pytest.mark.parametrize("ffmpeg", ["hidden", "visible"])
+def test_corpus_outcomes_do_not_depend_on_ffmpeg(corpus, built_index, ffmpeg, request):
+    """Damaged files of the formats libsndfile reads get libsndfile's verdict whatever else is
+    installed: ffmpeg salvaged part of ``bad_magic.flac`` and ``half.flac`` and misread ``404.flac``
+    as "0 Hz" before. Only the m4a's reason (it needs ffmpeg) differs."""
+    request.getfixturevalue("ffmpeg_hidden" if ffmpeg == "hidden" else "ffmpeg_required")
+    root, expect = corpus
+    index, _ = built_index
+    result = Tagger(index).tag(root)
+    seen = _outcomes(root, result)
+    wrong = _check(expect, seen)
+    assert not wrong, "\n".join(wrong)
+    m4a = seen["archive.m4a"][0]
+    if ffmpeg == "hidden":
+        assert m4a == "cannot decode audio (format not recognised; reading .m4a files needs ffmpeg, which was not found)"
+    else:
+        assert m4a.startswith("cannot decode audio (format not recognised; ffmpeg: ")
+
+
+def _ffmpeg_encode(src: Path, dst: Path, *args: str) -> Path:
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(src), *args, str(dst)], check=True,
+                   timeout=120)
+    return dst
+
+
+def test_m4a_through_ffmpeg_windows_and_truncation(tmp_path, monkeypatch, ffmpeg_required, caplog):
+    """A format only ffmpeg reads: windows equal the whole file; a truncated download is used for the
+    part that decodes, and a warning says so for that file."""
+    src = tmp_path / "src.wav"
+    _write(src, np.stack([tone(440, 9.3, 44100), tone(660, 9.3, 44100)], axis=1), 44100)
+    m4a = _ffmpeg_encode(src, tmp_path / "a.m4a", "-c:a", "aac", "-movflags", "+faststart")
+    whole = list(snippet.iter_file_snippets(m4a, SR, 2.0))
+    monkeypatch.setattr(snippet, "WHOLE_FILE_SECONDS", 3.0)
+    windowed = list(snippet.iter_file_snippets(m4a, SR, 2.0))
+    assert [s for s, _, _ in whole] == [s for s, _, _ in windowed] and len(whole) == 5
+    for (_, _, a), (_, _, b) in zip(whole, windowed):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-6)
+    data = m4a.read_bytes()
+    cut = tmp_path / "cut.m4a"
+    cut.write_bytes(data[: len(data) // 2])
+    y = decode.load(cut, sr=SR)
+    assert 2.0 < y.size / SR < 8.0
+    assert any("cut.m4a" in r.getMessage() and "truncated?" in r.getMessage() for r in caplog.records)
+
+
+def test_m4a_without_ffmpeg_says_it_needs_ffmpeg(tmp_path, ffmpeg_hidden):
+    path = tmp_path / "a.m4a"
+    path.write_bytes(b"\x00\x00\x00\x20ftypM4A " + bytes(2000))
+    with pytest.raises(AudioError, match=r"reading \.m4a files needs ffmpeg, which was not found\)$"):
+        decode.load(path, sr=SR)
+
+
+# --------------------------------------------------------------------------- the decoder's own stderr
+_MPG123_NOISE = re.compile(r"Illegal Audio-MPEG-Header|Trying to resync|Xing stream size|libmpg123|Skipped \d+ bytes")
+
+
+def _damaged_mp3(path: Path) -> Path:
+    """An mp3 written by soundfile with junk before and inside its frames (libmpg123 resyncs)."""
+    y = tone(440, 3.0, 44100)
+    _write(path, np.stack([y, 0.5 * y], axis=1), 44100)
+    data = path.read_bytes()
+    path.write_bytes(b"\x00junk" * 50 + data[:5000] + bytes(range(256)) * 3 + data[5000:])
+    return path
+
+
+def test_mp3_decoder_notes_stay_off_stderr(tmp_path, capfd):
+    """libmpg123 writes "Note: Illegal Audio-MPEG-Header ... Trying to resync" and "Warning: Xing
+    stream size off" to fd 2 by itself; decoding holds them back (what else is written meanwhile
+    still comes out)."""
+    path = _damaged_mp3(tmp_path / "damaged.mp3")
+    sf.read(str(path))  # the input really makes libmpg123 talk
+    assert _MPG123_NOISE.search(capfd.readouterr().err)
+    assert decode.info(path).sample_rate == 44100
+    y = decode.load(path, sr=SR)
+    assert 2.5 < y.size / SR < 3.5
+    windows = list(snippet.iter_file_snippets(path, SR, 1.0))
+    assert len(windows) == 3
+    with decode._decoder_stderr(path):
+        os.write(2, b"Note: Illegal Audio-MPEG-Header 0x00000000 at offset 1.\n")
+        os.write(2, b"a line of someone else's\n")
+    err = capfd.readouterr().err
+    assert not _MPG123_NOISE.search(err), err
+    assert err == "a line of someone else's\n"
+
+
+def test_bad_mp3s_get_one_line_each_and_nothing_else(tmp_path, built_index, capfd):
+    """The CLI over damaged mp3s: each refused file is one line with its reason, and no decoder
+    notes reach the terminal (fd 2), with either decoding engine."""
+    _, session = built_index
+    music = tmp_path / "music"
+    _damaged_mp3(music / "damaged.mp3")
+    good = (music / "damaged.mp3").read_bytes()
+    (music / "cut_20_bytes.mp3").write_bytes(good[250:270])
+    (music / "tags_only.mp3").write_bytes(b"ID3\x04\x00\x00\x00\x00\x10\x00" + b"\x00" * 2048)
+    capfd.readouterr()
+    for workers in ("0", "1"):
+        rc = main(["tag", str(music), "--index", str(session / "index"), "--workers", workers])
+        out, err = capfd.readouterr()
+        assert rc == 1
+        assert not _MPG123_NOISE.search(err), err
+        lines = err.splitlines()
+        assert lines[0] == "skipped 2 input(s):" and len(lines) == 3, err
+        assert {line.split(": ", 1)[0].strip() for line in lines[1:]} == {
+            str(music / "cut_20_bytes.mp3"), str(music / "tags_only.mp3")}
+        assert "damaged.mp3" in out
+
+
 def _key(root: Path, where: str) -> str:
     """A reported path as a corpus key (relative, undecodable bytes as ``\\xNN``)."""
     shown = os.fsencode(where).decode("utf-8", "backslashreplace") if "\\x" not in where else where

@@ -198,7 +198,7 @@ def test_stream_yields_in_order_and_stops_early(library):
     it = iter_embeddings(library, BandEncoder(), snippet_seconds=2.0)
     first = next(it)
     it.close()  # the source thread must stop, not hang
-    assert first.index == 0 and first.n_snippets == 2
+    assert first.index == 0 and first.n_snippets == 3  # 5 s in 2-s snippets: 0, 2 and the end-aligned 3 s
 
 
 def test_workers_give_the_same_result(library, tmp_path):
@@ -218,7 +218,7 @@ def test_long_file_is_streamed_by_the_caller_not_a_worker(tmp_path, monkeypatch)
 
     assert _decode_in_worker(str(p), 8000, 2.0, None, False) is None
     got = [fe for fe in iter_embeddings([p], BandEncoder(), snippet_seconds=2.0, workers=1)]
-    assert got[0].n_snippets == 3 and got[0].error == ""
+    assert got[0].n_snippets == 4 and got[0].error == ""  # 0, 2, 4 and the end-aligned 5 s
 
 
 def test_build_index_twice_from_cache_is_identical(examples_dir, tmp_path):

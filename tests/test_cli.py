@@ -57,7 +57,8 @@ def test_tag_per_snippet(workspace, capsys):
     out = workspace / "snips.csv"
     assert main(["tag", str(workspace / "queries"), "--index", str(workspace / "idx"), "--per-snippet", "--out", str(out), "-q"]) == 0
     df = pd.read_csv(out)
-    assert len(df) == 4 and list(df["start"]) == [0.0, 2.0, 0.0, 2.0]
+    # 5-s queries, 2-s snippets: 0 and 2 s, then the 1-s tail as a window aligned to the end (3-5 s)
+    assert len(df) == 6 and list(df["start"]) == [0.0, 2.0, 3.0, 0.0, 2.0, 3.0]
 
 
 def test_skipped_input_exit_code_1(workspace, capsys):
@@ -96,7 +97,7 @@ def test_info(workspace, capsys):
         (["tag", "nowhere.wav", "--index", "{idx}"], "nothing to tag"),
         (["tag", "{q}", "--index", "no_such_index"], "no such index"),
         (["tag", "{q}", "--index", "{idx}", "--out", "x.txt"], "unknown output format"),
-        (["tag", "{q}", "--index", "{idx}", "-k", "0"], "n_neighbors"),
+        (["tag", "{q}", "--index", "{idx}", "-k", "0"], "k must be an integer of at least 1"),
         (["build", "no_such_folder"], "no such file or folder"),
         (["info", "{q}"], "not an index directory"),
         (["build", "{ex}", "--prompt", "calm=quiet"], "text branch"),

@@ -37,6 +37,10 @@ def shards(cluster, tmp_path_factory):
     examples = make_examples(root / "examples", per_tag=2, seconds=4.0)
     (examples / "calm" / "broken.wav").write_bytes(b"RIFF....WAVEnope")
     write_audio(examples / "energetic" / "quiet.wav", np.zeros(22050 * 3, np.float32))
+    nan = tone(220.0, 2.0)
+    nan[10] = np.nan
+    write_audio(examples / "calm" / "nan.wav", nan, subtype="FLOAT")  # the one sample check, as in embed_files
+    write_audio(examples / "energetic" / "with_tail.wav", tone(700.0, 5.2, seed=4, pulse_bpm=150.0))  # 0, 2, 3.2 s
     out = embed_with_ray(examples, root / "shards", snippet_seconds=SNIP, batch_size=3)
     return examples, out
 
@@ -54,6 +58,9 @@ def test_shards_hold_what_embed_files_gives(shards):
     reasons = dict(got.failures)
     assert "cannot decode" in reasons[str(examples / "calm" / "broken.wav")]
     assert reasons[str(examples / "energetic" / "quiet.wav")].startswith("silent")
+    assert reasons[str(examples / "calm" / "nan.wav")] == "audio contains NaN or infinite samples"
+    tail = got.snippets[got.snippets["path"] == str(examples / "energetic" / "with_tail.wav")]
+    np.testing.assert_allclose(tail["start"], [0.0, 2.0, 3.2])
 
 
 def test_index_and_library_from_shards(shards, tmp_path):
@@ -64,10 +71,10 @@ def test_index_and_library_from_shards(shards, tmp_path):
     pd.testing.assert_frame_equal(index.metadata, reference.metadata, check_dtype=False)
     query = write_audio(tmp_path / "q.wav", tone(STYLES["energetic"]["freq"] * 1.01, 4.0, seed=5, pulse_bpm=150.0))
     assert Tagger(tmp_path / "idx").tag(query).tracks["top"].iat[0] == "energetic"
-    assert len(index.report.skipped) == 2
+    assert len(index.report.skipped) == 3
 
     lib = library_from_shards(out, tmp_path / "lib")
-    assert len(lib) == 4 and lib.kind == "flat"
+    assert len(lib) == 5 and lib.kind == "flat"
     table = similar(tmp_path / "lib", examples / "calm" / "calm_0.wav", k=1, cache=False)
     assert Path(table["path"].iat[0]).name == "calm_1.wav"
 
@@ -95,12 +102,12 @@ def test_cli_embed_ray_then_build_and_index_library(shards, tmp_path, capsys):
     out = tmp_path / "cli-shards"
     rc = main(["embed-ray", str(examples), "--out", str(out), "--snippet-seconds", "2", "-q"])
     captured = capsys.readouterr()
-    assert rc == 1 and "wrote 8 vectors of 4 file(s)" in captured.out and "broken.wav" in captured.err
+    assert rc == 1 and "wrote 11 vectors of 5 file(s)" in captured.out and "broken.wav" in captured.err
     rc = main(["build", str(examples), "--from-shards", str(out), "--out", str(tmp_path / "idx"), "-q"])
     assert rc == 1 and "built" in capsys.readouterr().out  # the two unusable examples are listed
-    assert len(Tagger(tmp_path / "idx").index) == 8
+    assert len(Tagger(tmp_path / "idx").index) == 11
     rc = main(["index-library", "--from-shards", str(out), "--out", str(tmp_path / "lib"), "-q"])
-    assert rc == 1 and "indexed 4 track(s)" in capsys.readouterr().out
+    assert rc == 1 and "indexed 5 track(s)" in capsys.readouterr().out
     assert main(["index-library", str(examples), "--from-shards", str(out), "--out", str(tmp_path / "x")]) == 2
 
 
@@ -142,7 +149,7 @@ def test_ray_pipeline_reads_and_fills_the_embedding_cache(shards, tmp_path):
     examples, _ = shards
     cache = tmp_path / "cache"
     first = embed_with_ray(examples, tmp_path / "a", snippet_seconds=SNIP, batch_size=3, cache=cache)
-    assert EmbeddingCache(cache).stats()["entries"] == 5  # 4 usable files and the silent one
+    assert EmbeddingCache(cache).stats()["entries"] == 6  # 5 usable files and the silent one
     identity = get_encoder("features").identity()
     key = settings_key(identity, SNIP, SNIP)
     files, _ = Tagger.collect_files(examples)
@@ -151,7 +158,8 @@ def test_ray_pipeline_reads_and_fills_the_embedding_cache(shards, tmp_path):
              for p in files}
     assert kinds["broken.wav"] == {"file"}  # not cached: decoded (and failing) again
     assert kinds["quiet.wav"] == {"file"}  # silent: no vectors, but found
-    assert all(k == {"cached", "file"} for name, k in kinds.items() if name not in ("broken.wav", "quiet.wav"))
+    assert kinds["nan.wav"] == {"file"}  # refused samples: not cached either
+    assert all(k == {"cached", "file"} for name, k in kinds.items() if name not in ("broken.wav", "quiet.wav", "nan.wav"))
     second = embed_with_ray(examples, tmp_path / "b", snippet_seconds=SNIP, batch_size=3, cache=cache)
     a, b = read_shards(first), read_shards(second)
     np.testing.assert_array_equal(a.vectors, b.vectors)
@@ -159,5 +167,5 @@ def test_ray_pipeline_reads_and_fills_the_embedding_cache(shards, tmp_path):
     pd.testing.assert_frame_equal(a.files, b.files)
     # the in-process pipeline finds what Ray stored
     got = embed_files(files, get_encoder("features"), snippet_seconds=SNIP, cache=cache)
-    assert got.n_cached == 5
+    assert got.n_cached == 6
     np.testing.assert_allclose(got.vectors, a.vectors, atol=1e-6)

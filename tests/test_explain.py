@@ -32,10 +32,10 @@ def test_neighbors_are_example_files_with_votes(built_index, query, k):
     # the closest example carries the tag that won
     assert nb["neighbor_tags"].iat[0] == result.tracks["top"].iat[0] == "energetic"
     # its similarity is the best cosine between a query snippet and one of its snippets, as the
-    # search compares them (the encoder may ask for a standardised space: estimator.transform)
+    # search compares them (the encoder may ask for a standardised space: estimator.to_search_space)
     meta = index.metadata
     rows = np.flatnonzero(meta["path"].astype(str).to_numpy() == nb["neighbor"].iat[0])
-    space = tagger.estimator.transform
+    space = tagger.estimator.to_search_space
     best = float((space(result.vectors) @ space(index.vectors[rows]).T).max())
     assert nb["similarity"].iat[0] == pytest.approx(best, abs=1e-4)
 

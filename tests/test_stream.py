@@ -75,7 +75,8 @@ def test_interrupted_run_resumes_without_redoing(built_index, corpus, tmp_path, 
     monkeypatch.setattr(tagger.encoder, "embed", counting)
     report = tag_to_csv(tagger, corpus, out, chunk_files=2)
     assert report.n_already == len(first) and report.n_tagged == 10 - len(first)
-    assert counted["n"] == 10 - len(first)  # one 3-s snippet per remaining track; nothing redone
+    # two 2-s snippets per remaining 3-s track (0-2 s and the end-aligned 1-3 s); nothing redone
+    assert counted["n"] == 2 * (10 - len(first))
     final = pd.read_csv(out)
     assert len(final) == 10 and final["path"].is_unique and "/half/written" not in set(final["path"])
     reference = Tagger(index).tag(corpus).tracks.set_index("path").loc[final["path"]]

@@ -1,0 +1,109 @@
+"""The settings a user can give: their defaults, their allowed values, and their checks.
+
+One home for what the API accepts, so the command line takes its defaults and choices from here
+instead of declaring them again, and a bad value is refused once, up front, with one message (a
+:class:`~clapknn.errors.ParameterError`) before any file is read. Pure Python: the CLI builds its
+parser from this module without importing numpy.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import ParameterError
+
+__all__ = [
+    "ENCODERS", "DEFAULT_ENCODER", "DEFAULT_SNIPPET_SECONDS", "DEFAULT_BATCH_SIZE", "DEFAULT_K",
+    "WEIGHTS", "DEFAULT_WEIGHTS", "AGGREGATIONS", "DEFAULT_AGGREGATE", "SPACES", "DEFAULT_SPACE",
+    "DEFAULT_SIMILAR_K", "check_int", "check_seconds", "check_snippets", "check_choice", "check_threshold",
+    "check_output_path",
+]
+
+#: Embedding models by name.
+ENCODERS = ("features", "clap")
+DEFAULT_ENCODER = "features"
+#: Snippet length, seconds.
+DEFAULT_SNIPPET_SECONDS = 10.0
+#: Snippets per forward pass.
+DEFAULT_BATCH_SIZE = 16
+#: Neighbours that vote per query snippet.
+DEFAULT_K = 5
+#: Vote weightings (:class:`~clapknn.vote.KNNTagger`).
+WEIGHTS = ("uniform", "distance", "similarity")
+DEFAULT_WEIGHTS = "similarity"
+#: Snippet scores → track score (:func:`~clapknn.aggregate.aggregate`).
+AGGREGATIONS = ("mean", "max", "vote")
+DEFAULT_AGGREGATE = "mean"
+#: The vote's search space (:func:`~clapknn.vote.space_options`).
+SPACES = ("auto", "plain", "standardized")
+DEFAULT_SPACE = "auto"
+#: Tracks listed by ``similar``.
+DEFAULT_SIMILAR_K = 10
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) or type(value).__name__.startswith(("int", "uint"))
+
+
+def check_int(name: str, value: Any, *, minimum: int = 1, allow_none: bool = False) -> int | None:
+    """``value`` as an int of at least ``minimum``, else a ParameterError naming ``name``."""
+    if value is None and allow_none:
+        return None
+    if not _is_int(value) or int(value) < minimum:
+        raise ParameterError(f"{name} must be an integer of at least {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_seconds(name: str, value: Any, *, allow_none: bool = False) -> float | None:
+    """``value`` as a positive, finite number of seconds."""
+    if value is None and allow_none:
+        return None
+    try:
+        ok = not isinstance(value, bool) and float(value) > 0 and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ParameterError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def check_snippets(snippet_seconds: Any, hop_seconds: Any = None) -> tuple[float, float]:
+    """The snippet length and hop, seconds (the hop defaults to the length); both must be positive."""
+    length = check_seconds("snippet length", snippet_seconds)
+    hop = check_seconds("hop", hop_seconds, allow_none=True)
+    return length, length if hop is None else hop
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    """``value`` if it is one of ``choices``."""
+    if value not in choices:
+        raise ParameterError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
+    return value
+
+
+def check_threshold(value: Any) -> float | None:
+    """A score threshold: ``None`` (the default rule) or a number in [0, 1] (scores lie there)."""
+    if value is None:
+        return None
+    try:
+        ok = not isinstance(value, bool) and 0.0 <= float(value) <= 1.0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ParameterError(f"threshold must lie between 0 and 1 (tag scores do), got {value!r}")
+    return float(value)
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    """A file to be written: its folder must exist (nothing is created outside what the user made),
+    and it must not be a folder itself."""
+    p = Path(os.path.expanduser(str(path)))
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise ParameterError(f"{path}: folder {parent} does not exist; create it first")
+    if p.is_dir():
+        raise ParameterError(f"{path}: is a folder; give a file name")
+    return p
