@@ -40,6 +40,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from .errors import LabelError, ParameterError
+from .options import check_seconds
 
 __all__ = [
     "SHOTS",
@@ -911,11 +912,11 @@ def evaluate(
         raise ParameterError(f"folds must be 0 (none) or at least 2, got {folds}")
     if not shots_t and not folds:
         raise ParameterError("nothing to evaluate: give some shots or folds >= 2")
-    bad_len = [v for v in _as_tuple(snippet_seconds, float) if not (np.isfinite(v) and v > 0)]
-    if bad_len or not _as_tuple(snippet_seconds, float):
-        raise ParameterError(f"snippet lengths must be positive numbers of seconds, got {snippet_seconds!r}")
-    if hop_seconds is not None and not (np.isfinite(float(hop_seconds)) and float(hop_seconds) > 0):
-        raise ParameterError(f"hop must be a positive number of seconds, got {hop_seconds!r}")
+    if not _as_tuple(snippet_seconds, float):
+        raise ParameterError("give at least one snippet length")
+    for length in _as_tuple(snippet_seconds, float):
+        check_seconds("snippet length", length)
+    check_seconds("hop", hop_seconds, allow_none=True)
     if out_dir is not None and Path(out_dir).expanduser().exists() and not Path(out_dir).expanduser().is_dir():
         raise ParameterError(f"the output folder {out_dir} is a file")
 

@@ -470,7 +470,7 @@ def test_snippets_longer_than_the_files(tmp_path, capsys):
     (["--shots", "0"], "shots must be positive"),
     (["--shots", "", "--folds", "0"], "nothing to evaluate"),
     (["--episodes", "0"], "n_episodes must be at least 1"),
-    (["--snippet-seconds", "0"], "snippet lengths must be positive"),
+    (["--snippet-seconds", "0"], "snippet length must be a positive number"),
     (["--hop-seconds", "-1"], "hop must be a positive number"),
     (["-k", "0"], "k must be positive"),
 ])
