@@ -12,7 +12,11 @@ Protocol (what :func:`evaluate` does):
   different group, drawn at random; every file of a group that was not drawn is a query. Repeated
   ``n_episodes`` times per shot count; an episode depends only on ``(seed, shots, episode)``, so every
   method, setting and snippet length sees the same episodes.
-- **Cross-validation** (:func:`grouped_folds`): stratified k-fold over groups.
+- **Cross-validation** (:func:`grouped_folds`): stratified k-fold over groups; fewer folds (with a
+  note) when some tag has fewer groups than folds were asked for.
+- **Small sets.** Shot counts some tag cannot supply are left out with a note, and so is a tag whose
+  files all come from one group (it can never be on both sides of a split); when nothing can be
+  run, :func:`evaluate` raises a :class:`~clapknn.errors.ParameterError` saying why.
 - **Predictions** are per track, exactly as ``clapknn tag`` makes them: per-snippet scores (kNN vote,
   or a baseline) pooled over the track's snippets by :func:`clapknn.aggregate.aggregate`.
 - **Baselines** on the same embeddings and splits: ``majority`` (the most frequent tag of the
@@ -850,7 +854,8 @@ def evaluate(
     n_episodes : int
         Episodes per shot count.
     folds : int
-        Grouped stratified cross-validation folds; 0 for none.
+        Grouped stratified cross-validation folds; 0 for none. Capped, with a note, at the
+        number of groups of the tag with the fewest (:func:`fold_count`).
     k, weights
         kNN settings to sweep (each k with each weighting).
     snippet_seconds : float or sequence of float
@@ -1000,7 +1005,7 @@ def evaluate(
         gid = np.unique(np.asarray(groups).astype(str), return_inverse=True)[1]
         per_tag = ", ".join(f"{t} {len(set(gid[Y[:, j] == 1]))}" for j, t in enumerate(tags))
         notes.append(f"{'shots' if len(too_few) > 1 else 'shot count'} {', '.join(map(str, too_few))} skipped: "
-                     f"n shots need n + 1 groups (source files) per tag; groups per tag: {per_tag}")
+                     f"n shots need n + 1 groups per tag (source tracks: the group column, else the files); groups per tag: {per_tag}")
     n_folds_run = 0
     if folds:
         try:
