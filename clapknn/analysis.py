@@ -728,7 +728,7 @@ def analyze_files(
         On a file that cannot be decoded: raise its :class:`~clapknn.errors.AudioError`, or leave it
         out and list it, as ``(path, reason)``, in ``table.attrs["skipped"]``.
     progress : bool
-        Show a progress bar (tqdm, on stderr).
+        Show a progress bar (tqdm, on stderr, only when stderr is a terminal).
 
     Returns
     -------
@@ -745,6 +745,7 @@ def analyze_files(
     """
     import pandas as pd
 
+    from .encode import progress_bar
     from .errors import AudioError
 
     if errors not in ("raise", "skip"):
@@ -752,22 +753,19 @@ def analyze_files(
     _check_profile(profile)
     paths = list(paths)
     rows, skipped = [], []
-    iterator: Iterable = paths
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(paths, desc="analyse", unit="file", leave=False)
-    for path in iterator:
-        try:
-            rows.append(analyze_file(path, profile=profile, key_window=key_window))
-        except AudioError as exc:
-            if errors == "raise":
-                raise
-            log.warning("skipping %s", exc)
-            reason = str(exc)
-            if reason.startswith(f"{path}: "):
-                reason = reason[len(f"{path}: ") :]
-            skipped.append((str(path), reason))
+    with progress_bar(len(paths), "analyse", enabled=progress) as bar:
+        for path in paths:
+            try:
+                rows.append(analyze_file(path, profile=profile, key_window=key_window))
+            except AudioError as exc:
+                if errors == "raise":
+                    raise
+                log.warning("skipping %s", exc)
+                reason = str(exc)
+                if reason.startswith(f"{path}: "):
+                    reason = reason[len(f"{path}: ") :]
+                skipped.append((str(path), reason))
+            bar.update(1)
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     table.attrs["skipped"] = skipped
     return table

@@ -669,9 +669,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="build from a few bundled mood clips, tag the rest, print accuracy")
     p.add_argument("--per-tag", type=int, default=2, help="examples per mood used to build (default 2)")
     p.add_argument("--out", help="also write the tags table (.csv/.json/.parquet)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the accuracy line (no progress bar, no table)")
     p.set_defaults(func=cmd_demo)
     return parser
+
+
+class _StderrHandler(logging.StreamHandler):
+    """A log handler that writes to ``sys.stderr`` as it is at each line (redirected or captured)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def _configure_logging(verbose: bool) -> None:
+    """``-v``: clapknn's own INFO lines on stderr; other libraries' loggers (faiss, ...) are left alone."""
+    log = logging.getLogger("clapknn")
+    log.setLevel(logging.INFO if verbose else logging.WARNING)
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("clapknn: %(message)s"))
+        log.addHandler(handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -683,7 +705,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_ERROR
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="clapknn: %(message)s")
+    _configure_logging(args.verbose)
     try:
         return args.func(args)
     except ClapknnError as exc:

@@ -36,8 +36,27 @@ def _spread(files: list[Path], n: int) -> list[Path]:
     return [files[round(i * step)] for i in range(n)]
 
 
-def run_demo(*, per_tag: int = 2, out: str | None = None, quiet: bool = False, index_dir: str | Path = "index/demo") -> int:
-    """Build an index from ``per_tag`` clips per mood, tag the rest, print the table and accuracy."""
+def run_demo(*, per_tag: int = 2, out: str | None = None, quiet: bool = False,
+             index_dir: str | Path | None = None) -> int:
+    """Build an index from ``per_tag`` clips per mood, tag the rest, print the table and accuracy.
+
+    Parameters
+    ----------
+    per_tag : int
+        Example clips per mood that build the index; the other clips are tagged.
+    out : str, optional
+        Also write the tags table here (.csv, .json or .parquet).
+    quiet : bool
+        Print only the accuracy line: no progress bars, no heading, no table.
+    index_dir : path, optional
+        Save the demo index here. By default it stays in memory, so the demo writes nothing
+        but ``out``.
+
+    Returns
+    -------
+    int
+        The exit code, 0.
+    """
     from .labels import Example, ExampleSet
     from .output import format_table, write_table
     from .tagger import Tagger, build_index
@@ -50,7 +69,9 @@ def run_demo(*, per_tag: int = 2, out: str | None = None, quiet: bool = False, i
     queries = {p: m for m, files in moods.items() for p in files if p not in picked[m]}
     if not queries:
         raise ClapknnError(f"--per-tag {per_tag} leaves no clip to tag")
-    print(f"demo: {len(train)} example clips ({per_tag} per mood: {', '.join(moods)}) → index {index_dir}")
+    if not quiet:
+        where = f" → index {index_dir}" if index_dir is not None else ""
+        print(f"demo: {len(train)} example clips ({per_tag} per mood: {', '.join(moods)}){where}")
     t0 = time.perf_counter()
     index = build_index(train, index_dir, encoder="features", progress=not quiet)
     t_build = time.perf_counter() - t0
@@ -61,11 +82,12 @@ def run_demo(*, per_tag: int = 2, out: str | None = None, quiet: bool = False, i
     table.insert(1, "truth", [queries[Path(p)] for p in table["path"]])
     table["path"] = [Path(p).name for p in table["path"]]
     table["correct"] = table["top"] == table["truth"]
-    print(format_table(table, columns=["path", "truth", "tags", "score", "correct"]))
+    if not quiet:
+        print(format_table(table, columns=["path", "truth", "tags", "score", "correct"]) + "\n")
     n_ok, n = int(table["correct"].sum()), len(table)
     chance = 1 / len(moods)
     print(
-        f"\naccuracy: {n_ok}/{n} = {n_ok / n:.2f} (chance {chance:.2f}); "
+        f"accuracy: {n_ok}/{n} = {n_ok / n:.2f} (chance {chance:.2f}); "
         f"build {t_build:.1f} s for {len(train)} clips, tag {t_tag:.1f} s for {n} clips"
     )
     if out:

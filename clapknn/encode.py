@@ -44,7 +44,7 @@ def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def progress_bar(total: int | None, desc: str, *, enabled: bool):
+def progress_bar(total: int | None, desc: str, *, enabled: bool, unit: str = "file"):
     """A tqdm bar on stderr, or a silent stand-in when ``enabled`` is false or stderr is no terminal."""
     import sys
 
@@ -54,7 +54,7 @@ def progress_bar(total: int | None, desc: str, *, enabled: bool):
     else:  # tqdm.auto warns in a notebook without ipywidgets, even for a bar that is never drawn
         from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="file", disable=not shown, leave=False)
+    return tqdm(total=total, desc=desc, unit=unit, disable=not shown, leave=False)
 
 
 @dataclass

@@ -12,7 +12,11 @@ Protocol (what :func:`evaluate` does):
   different group, drawn at random; every file of a group that was not drawn is a query. Repeated
   ``n_episodes`` times per shot count; an episode depends only on ``(seed, shots, episode)``, so every
   method, setting and snippet length sees the same episodes.
-- **Cross-validation** (:func:`grouped_folds`): stratified k-fold over groups.
+- **Cross-validation** (:func:`grouped_folds`): stratified k-fold over groups; fewer folds (with a
+  note) when some tag has fewer groups than folds were asked for.
+- **Small sets.** Shot counts some tag cannot supply are left out with a note, and so is a tag whose
+  files all come from one group (it can never be on both sides of a split); when nothing can be
+  run, :func:`evaluate` raises a :class:`~clapknn.errors.ParameterError` saying why.
 - **Predictions** are per track, exactly as ``clapknn tag`` makes them: per-snippet scores (kNN vote,
   or a baseline) pooled over the track's snippets by :func:`clapknn.aggregate.aggregate`.
 - **Baselines** on the same embeddings and splits: ``majority`` (the most frequent tag of the
@@ -40,6 +44,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from .errors import LabelError, ParameterError
+from .options import check_seconds
 
 __all__ = [
     "SHOTS",
@@ -51,6 +56,7 @@ __all__ = [
     "evaluate",
     "few_shot_episodes",
     "grouped_folds",
+    "fold_count",
     "track_metrics",
     "chance_levels",
 ]
@@ -293,32 +299,67 @@ def few_shot_episodes(
     return out
 
 
+def _strata(tags: Sequence[Sequence[str]]) -> list[str]:
+    """Each file's rarest tag (its only tag when single-label): what the folds stratify on."""
+    freq: dict[str, int] = {}
+    for ts in tags:
+        for t in ts:
+            freq[t] = freq.get(t, 0) + 1
+    return [min(ts, key=lambda t: (freq[t], t)) for ts in tags]
+
+
+def fold_count(tags: Sequence[Sequence[str]], groups: Sequence[Any], n_folds: int) -> tuple[int, str]:
+    """The number of folds :func:`grouped_folds` makes for ``n_folds`` asked, and why it is fewer.
+
+    A fold count can be no larger than the number of groups of any stratum (the rarest tag of each
+    file), so that every stratum can be in every test fold.
+
+    Returns
+    -------
+    (n, reason)
+        ``n`` folds (below 2: no cross-validation is possible) and, when ``n < n_folds``, the
+        reason (the stratum with the fewest groups), else ``""``.
+    """
+    groups = np.asarray(groups, dtype=object).astype(str)
+    per: dict[str, set] = {}
+    for s, g in zip(_strata(tags), groups):
+        per.setdefault(s, set()).add(g)
+    if not per:
+        return 0, "no files"
+    fewest = min(per, key=lambda s: (len(per[s]), s))
+    n = min(int(n_folds), len(per[fewest]))
+    reason = "" if n >= n_folds else f"tag {fewest!r} has {len(per[fewest])} group(s)"
+    return n, reason
+
+
 def grouped_folds(
     tags: Sequence[Sequence[str]], groups: Sequence[Any], *, n_folds: int = 5, seed: int = 0
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Stratified k-fold over groups: ``(train, test)`` arrays of file indices.
 
     Stratified on each file's rarest tag (its only tag when single-label), with scikit-learn's
-    ``StratifiedGroupKFold``; ``n_folds`` is capped at the number of groups.
+    ``StratifiedGroupKFold``; ``n_folds`` is capped at the number of groups of the smallest
+    stratum (:func:`fold_count`), so a small set gets fewer folds rather than an error.
+
+    Raises
+    ------
+    ParameterError
+        When some stratum has fewer than 2 groups (it could not be on both sides of a split).
     """
     from sklearn.model_selection import StratifiedGroupKFold
 
+    n, reason = fold_count(tags, groups, n_folds)
+    if n < 2:
+        raise ParameterError(f"cross-validation needs at least 2 folds and 2 groups per tag; {reason or f'{n_folds} fold(s) asked'}")
     groups = np.asarray(groups, dtype=object).astype(str)
-    n_groups = len(set(groups))
-    n_folds = min(int(n_folds), n_groups)
-    if n_folds < 2:
-        raise ParameterError(f"cross-validation needs at least 2 groups, found {n_groups}")
-    freq: dict[str, int] = {}
-    for ts in tags:
-        for t in ts:
-            freq[t] = freq.get(t, 0) + 1
-    strata = [min(ts, key=lambda t: (freq[t], t)) for ts in tags]
-    cv = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    cv = StratifiedGroupKFold(n_splits=n, shuffle=True, random_state=seed)
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "least populated class has only n members"
-        return [(np.asarray(tr, np.int64), np.asarray(te, np.int64)) for tr, te in cv.split(np.zeros(len(tags)), strata, groups)]
+        folds = [(np.asarray(tr, np.int64), np.asarray(te, np.int64))
+                 for tr, te in cv.split(np.zeros(len(tags)), _strata(tags), groups)]
+    return [(tr, te) for tr, te in folds if len(tr) and len(te)]
 
 
 # --------------------------------------------------------------------------- metrics
@@ -651,7 +692,7 @@ class EvaluationReport:
             lines += block(f"few-shot episodes ({n_ep} per row; shots = labelled files per tag)", ep)
         cv = head[head["protocol"] == "cv"]
         if len(cv):
-            lines += block(f"grouped {self.config['folds']}-fold cross-validation", cv)
+            lines += block(f"grouped {self.config.get('folds_run') or self.config['folds']}-fold cross-validation", cv)
 
         knn = self.table[self.table["method"] == "knn"]
         proto = "episodes" if len(ep) else "cv"
@@ -813,7 +854,8 @@ def evaluate(
     n_episodes : int
         Episodes per shot count.
     folds : int
-        Grouped stratified cross-validation folds; 0 for none.
+        Grouped stratified cross-validation folds; 0 for none. Capped, with a note, at the
+        number of groups of the tag with the fewest (:func:`fold_count`).
     k, weights
         kNN settings to sweep (each k with each weighting).
     snippet_seconds : float or sequence of float
@@ -836,6 +878,8 @@ def evaluate(
         Processes for embedding (``features`` only).
     cache : bool, path or EmbeddingCache, optional
         Reuse embeddings across runs (see :func:`embed_examples`).
+    progress : bool
+        Progress bars (embedding, then the episodes and folds) on stderr, when it is a terminal.
 
     Returns
     -------
@@ -873,6 +917,13 @@ def evaluate(
         raise ParameterError(f"folds must be 0 (none) or at least 2, got {folds}")
     if not shots_t and not folds:
         raise ParameterError("nothing to evaluate: give some shots or folds >= 2")
+    if not _as_tuple(snippet_seconds, float):
+        raise ParameterError("give at least one snippet length")
+    for length in _as_tuple(snippet_seconds, float):
+        check_seconds("snippet length", length)
+    check_seconds("hop", hop_seconds, allow_none=True)
+    if out_dir is not None and Path(out_dir).expanduser().exists() and not Path(out_dir).expanduser().is_dir():
+        raise ParameterError(f"the output folder {out_dir} is a file")
 
     # ---- embeddings, once per snippet length
     if isinstance(examples, Embedded):
@@ -884,6 +935,8 @@ def evaluate(
         from .labels import ExampleSet, load_examples
 
         example_set = examples if isinstance(examples, ExampleSet) else load_examples(examples, labels=labels)
+        if not example_set.examples:
+            raise LabelError(f"no labelled examples found in {examples if not isinstance(examples, ExampleSet) else 'the example set'}")
         enc = encoder if isinstance(encoder, Encoder) else get_encoder(encoder, **dict(encoder_options or {}))
         embedded = [
             embed_examples(example_set, enc, snippet_seconds=s, hop_seconds=hop_seconds, batch_size=batch_size,
@@ -910,7 +963,23 @@ def evaluate(
         embedded[i] = replace(e, track=perm[e.track], paths=list(base.paths), tags=list(base.tags), groups=base.groups)
     tags = sorted({t for ts in base.tags for t in ts})
     if len(tags) < 2:
-        raise LabelError(f"evaluation needs at least two tags with usable examples, found {tags or 'none'}")
+        why = ""
+        if base.skipped:
+            where, reason = base.skipped[0]
+            why = f"; {len(base.skipped)} file(s) skipped, e.g. {Path(where).name}: {reason}"
+        raise LabelError(f"evaluation needs at least two tags with usable examples, found {tags or 'none'}{why}")
+    # a tag whose files all come from one group can be neither queried against its own examples
+    # nor cross-validated: leave it out (when two tags or more remain) rather than every split
+    gid = np.unique(np.asarray(base.groups).astype(str), return_inverse=True)[1]
+    n_groups_of = {t: len({g for ts, g in zip(base.tags, gid) if t in ts}) for t in tags}
+    thin = [t for t in tags if n_groups_of[t] < 2]
+    if thin and len(tags) - len(thin) >= 2:
+        keep = {p: tuple(t for t in ts if t not in thin) for p, ts in zip(base.paths, base.tags)}
+        embedded = [e.relabel(keep) for e in embedded]
+        base = embedded[0]
+        tags = [t for t in tags if t not in thin]
+        notes.append(f"tag(s) {', '.join(thin)} left out: files from a single group (source file), and a tag needs "
+                     f"at least 2 to be both labelled and queried")
     multilabel = any(len(ts) > 1 for ts in base.tags)
     Y = _indicator(base.tags, tags)
     groups = base.groups
@@ -922,18 +991,34 @@ def evaluate(
 
     # ---- splits (file indices), shared by every length, method and setting
     splits: list[tuple[str, float, int, np.ndarray, np.ndarray]] = []
+    too_few: list[int] = []
     for s in shots_t:
         try:
             for e, (sup, qry) in enumerate(few_shot_episodes(base.tags, groups, shots=s, n_episodes=n_episodes, seed=seed)):
                 splits.append(("episodes", float(s), e, sup, qry))
         except ParameterError as exc:
-            notes.append(f"{s}-shot episodes skipped: {exc}")
+            if "groups per tag" not in str(exc):
+                notes.append(f"{s}-shot episodes skipped: {exc}")
+            else:
+                too_few.append(s)
+    if too_few:
+        gid = np.unique(np.asarray(groups).astype(str), return_inverse=True)[1]
+        per_tag = ", ".join(f"{t} {len(set(gid[Y[:, j] == 1]))}" for j, t in enumerate(tags))
+        notes.append(f"{'shots' if len(too_few) > 1 else 'shot count'} {', '.join(map(str, too_few))} skipped: "
+                     f"n shots need n + 1 groups per tag (source tracks: the group column, else the files); groups per tag: {per_tag}")
+    n_folds_run = 0
     if folds:
         try:
-            for f, (tr, te) in enumerate(grouped_folds(base.tags, groups, n_folds=folds, seed=seed)):
-                splits.append(("cv", float("nan"), f, tr, te))
+            cv_splits = grouped_folds(base.tags, groups, n_folds=folds, seed=seed)
         except ParameterError as exc:
             notes.append(f"cross-validation skipped: {exc}")
+        else:
+            n_folds_run = len(cv_splits)
+            if n_folds_run < folds:
+                why = fold_count(base.tags, groups, folds)[1]
+                notes.append(f"cross-validation: {n_folds_run} folds instead of {folds}" + (f" ({why})" if why else ""))
+            for f, (tr, te) in enumerate(cv_splits):
+                splits.append(("cv", float("nan"), f, tr, te))
     if not splits:
         raise ParameterError("no evaluation could be run: " + "; ".join(notes))
 
@@ -943,6 +1028,9 @@ def evaluate(
     tag_rows: list[dict] = []
     space_rows: list[dict] = []
     confusion: dict[tuple, np.ndarray] = {}
+    from .encode import progress_bar
+
+    bar = progress_bar(len(embedded) * len(splits), "evaluating", enabled=progress, unit="split")
     for emb in embedded:
         options = space_options(emb.knn_options, space)
         for protocol, n_shots, rep, sup, qry in splits:
@@ -991,7 +1079,9 @@ def evaluate(
                     ck = tuple(key.values())
                     cm = confusion.setdefault(ck, np.zeros((len(tags), len(tags)), dtype=np.int64))
                     np.add.at(cm, (y_true.argmax(axis=1), pred.argmax(axis=1)), 1)
+            bar.update(1)
 
+    bar.close()
     runs = pd.DataFrame(run_rows)
     keys = ["snippet_seconds", "protocol", "shots", "method", "k", "weights"]
     g = runs.groupby(keys, dropna=False, sort=False)
@@ -1018,7 +1108,7 @@ def evaluate(
         tags=tags,
         multilabel=multilabel,
         headline=headline,
-        config=dict(shots=list(shots_t), n_episodes=n_episodes, folds=folds, k=list(ks), weights=list(ws),
+        config=dict(shots=list(shots_t), n_episodes=n_episodes, folds=folds, folds_run=n_folds_run, k=list(ks), weights=list(ws),
                     snippet_seconds=lengths, hop_seconds=hop_seconds, aggregate=aggregate, space=space, baselines=baselines,
                     seed=seed),
         dataset=dict(n_tracks=base.n_tracks, n_groups=int(len(set(map(str, groups)))), tag_counts=counts,

@@ -12,6 +12,7 @@ Usage::
 
     python fuzz/fuzz_decode.py --seconds 60            # default: 60 s
     python fuzz/fuzz_decode.py --seconds 600 --save fuzz/found
+    python fuzz/fuzz_decode.py --inputs 100 --seed 0   # a fixed set of inputs (as the tests run it)
 
 Exit code 0 when no input broke the contract, 1 otherwise (each failure is printed, and saved
 under ``--save`` when given). A per-input alarm (``--timeout``) turns a hang into a failure and an
@@ -139,7 +140,8 @@ def check(path: Path) -> str:
         return text.split(": ", 1)[-1] if text.startswith(str(path)) else text
 
 
-def run(seconds: float, timeout: int, save: Path | None, batch: int = 50) -> int:
+def run(seconds: float, timeout: int, save: Path | None, batch: int = 50, inputs: int | None = None,
+        seed: int | None = None) -> int:
     from hypothesis import HealthCheck, given, settings
     from hypothesis import seed as hseed
     from hypothesis import strategies as st
@@ -166,9 +168,10 @@ def run(seconds: float, timeout: int, save: Path | None, batch: int = 50) -> int
         outcomes[re.sub(r"\d[\d.e+]*", "N", outcome.split(" (")[0])] += 1  # group reasons by kind
 
     start, rounds = time.monotonic(), 0
-    while time.monotonic() - start < seconds:
+    while (time.monotonic() - start < seconds) if inputs is None else (sum(outcomes.values()) < inputs):
+        round_seed = int.from_bytes(os.urandom(4), "little") if seed is None else seed + rounds
         try:
-            hseed(int.from_bytes(os.urandom(4), "little"))(one)()
+            hseed(round_seed)(one)()
         except Exception as exc:  # noqa: BLE001 - the contract was broken: report and keep fuzzing
             report = "".join(traceback.format_exception(exc))
             failures.append(report)
@@ -194,12 +197,14 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=int, default=20, help="seconds one input may take (default 20)")
     parser.add_argument("--memory-gb", type=float, default=4.0, help="address-space limit (default 4 GB)")
     parser.add_argument("--save", type=Path, help="folder to save inputs that broke the contract")
+    parser.add_argument("--inputs", type=int, help="stop after this many inputs instead of after --seconds")
+    parser.add_argument("--seed", type=int, help="seed the rounds (same seed, same inputs); default: random")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.memory_gb > 0:
         limit = int(args.memory_gb * 2**30)
         resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
-    return run(args.seconds, args.timeout, args.save)
+    return run(args.seconds, args.timeout, args.save, inputs=args.inputs, seed=args.seed)
 
 
 if __name__ == "__main__":

@@ -296,3 +296,38 @@ def test_cli_tag_with_key_tempo(built_index, tmp_path):
         # the "calm" examples are single tones (no key to speak of) pulsing at 60 BPM
         assert r["mode"] in ("major", "minor")
         assert r["bpm"] == pytest.approx(60, rel=0.04) or r["bpm"] == pytest.approx(120, rel=0.04)
+
+
+class _Terminal:
+    """A stand-in stderr that says it is a terminal (and keeps what is written to it)."""
+
+    def __init__(self):
+        import io
+
+        self.buffer = io.StringIO()
+
+    def isatty(self):
+        return True
+
+    def write(self, text):
+        return self.buffer.write(text)
+
+    def flush(self):
+        pass
+
+
+def test_cli_analyze_draws_a_progress_bar_on_terminals_only(song, tmp_path, capsys, monkeypatch):
+    """Without -q, the bar goes to a terminal; into a pipe or file (captured stderr here) nothing but
+    the summary line is written."""
+    from clapknn.cli import main
+
+    assert main(["analyze", str(song), "--out", str(tmp_path / "keys.csv")]) == 0
+    err = capsys.readouterr().err
+    assert err == f"wrote 1 row(s) to {tmp_path / 'keys.csv'}\n"
+    terminal = _Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    assert main(["analyze", str(song), "--out", str(tmp_path / "keys.csv")]) == 0
+    drawn = terminal.buffer.getvalue()
+    assert "analyse" in drawn  # the bar, drawn because stderr is a terminal
+    assert main(["analyze", str(song), "--out", str(tmp_path / "keys.csv"), "-q"]) == 0
+    assert terminal.buffer.getvalue()[len(drawn):] == f"wrote 1 row(s) to {tmp_path / 'keys.csv'}\n"  # -q: no bar

@@ -523,58 +523,38 @@ def test_unreadable_file_is_skipped_with_permission_denied(built_index):
         shutil.rmtree(work, ignore_errors=True)
 
 
-_MEMORY_SCRIPT = r"""
-import resource, sys
-import numpy as np, soundfile as sf
-from clapknn import snippet
-from clapknn.encode import embed_files
-from clapknn.encoders.base import Encoder
+def test_very_long_file_is_read_window_by_window(tmp_path, monkeypatch):
+    """A file longer than WHOLE_FILE_SECONDS is never decoded whole: every read is one snippet's
+    worth, and every snippet is embedded. (Peak memory itself is measured by bench/startup.py.)"""
+    from clapknn.encode import embed_files
+    from clapknn.encoders.base import Encoder
 
-class Mean(Encoder):
-    name, sample_rate, dim = "mean", 22050, 4
-    def embed(self, x):
-        v = np.stack([x.mean(1), x.std(1), np.abs(x).max(1), np.ones(len(x))], 1)
-        return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+    class Mean(Encoder):
+        name, sample_rate, dim = "mean", 22050, 4
 
-path, hours = sys.argv[1], float(sys.argv[2])
-sr = 4000
-with sf.SoundFile(path, "w", sr, 1, subtype="PCM_16") as f:   # written in 1-minute chunks
-    rng = np.random.default_rng(0)
-    t = np.arange(60 * sr) / sr
-    for i in range(int(hours * 60)):
-        f.write((0.3 * np.sin(2 * np.pi * (200 + i) * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32))
+        def embed(self, x):
+            v = np.stack([x.mean(1), x.std(1), np.abs(x).max(1), np.ones(len(x))], 1)
+            return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
 
-def rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    minutes, sr = 12, 4000
+    assert minutes * 60 > snippet.WHOLE_FILE_SECONDS
+    path = tmp_path / "long.wav"
+    with sf.SoundFile(str(path), "w", sr, 1, subtype="PCM_16") as f:  # written in 1-minute chunks
+        t = np.arange(60 * sr) / sr
+        for i in range(minutes):
+            f.write((0.3 * np.sin(2 * np.pi * (200 + i) * t)).astype(np.float32))
+    reads = []
+    load = decode.load
 
-# warm up every code path (imports, threads, buffers) so that it counts in the baseline
-warm = path + ".warm.wav"
-sf.write(warm, np.zeros(30 * sr, np.float32) + 0.1, sr)
-snippet.WHOLE_FILE_SECONDS, keep = 0.0, snippet.WHOLE_FILE_SECONDS
-list(snippet.iter_file_snippets(warm, 22050, 10.0))
-embed_files([warm], Mean(), snippet_seconds=10.0, hashes=True)
-snippet.WHOLE_FILE_SECONDS = keep
-base = rss_mb()
-n = sum(1 for _ in snippet.iter_file_snippets(path, 22050, 10.0))
-after_iter = rss_mb()
-emb = embed_files([path], Mean(), snippet_seconds=10.0, hashes=True)
-after_embed = rss_mb()
-print(n, len(emb.vectors), emb.files["duration"].iat[0], base, after_iter, after_embed)
-"""
+    def recording_load(p, *args, **kwargs):
+        y = load(p, *args, **kwargs)
+        reads.append(y.size / kwargs.get("sr", 22050))
+        return y
 
-
-def test_very_long_file_streams_in_bounded_memory(tmp_path):
-    """A 2-hour file (longer than WHOLE_FILE_SECONDS) is read window by window: peak memory grows by a
-    few snippets' worth, not by the 635 MB its decoded audio would take at 22,050 Hz."""
-    path = tmp_path / "two_hours.wav"
-    run = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, str(path), "2"], capture_output=True,
-                         text=True, timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1"))
-    assert run.returncode == 0, run.stderr
-    n, n_vectors, duration, base, after_iter, after_embed = run.stdout.split()
-    assert int(n) == int(n_vectors) == 720 and float(duration) == pytest.approx(7200.0)
-    whole_mb = 7200 * 22050 * 4 / 2**20
-    assert float(after_iter) - float(base) < 40, run.stdout  # one window at a time
-    assert float(after_embed) - float(base) < 100 < whole_mb, run.stdout  # + the bounded queue
+    monkeypatch.setattr(decode, "load", recording_load)
+    emb = embed_files([path], Mean(), snippet_seconds=10.0, hashes=True)
+    assert len(emb.vectors) == minutes * 6 and emb.files["duration"].iat[0] == pytest.approx(minutes * 60)
+    assert len(reads) == minutes * 6 and max(reads) == pytest.approx(10.0)  # one window per read
 
 
 def test_paths_that_look_like_home_directories(built_index, capsys):
@@ -587,14 +567,15 @@ def test_paths_that_look_like_home_directories(built_index, capsys):
 
 
 def test_fuzz_the_loader_briefly():
-    """The fuzz script (fuzz/fuzz_decode.py) for a few seconds: mutated files of every format either
-    decode to sane audio or raise AudioError."""
+    """The fuzz script (fuzz/fuzz_decode.py) on a fixed, seeded set of 50 inputs: mutated files of
+    every format either decode to sane audio or raise AudioError. (How many inputs a second it gets
+    through is the script's own report, not a test.)"""
     script = Path(__file__).resolve().parents[1] / "fuzz" / "fuzz_decode.py"
-    run = subprocess.run([sys.executable, str(script), "--seconds", "6", "--timeout", "20"], capture_output=True,
-                         text=True, timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    run = subprocess.run([sys.executable, str(script), "--inputs", "50", "--seed", "0", "--timeout", "120"],
+                         capture_output=True, text=True, timeout=1800, env=dict(os.environ, HF_HUB_OFFLINE="1"))
     assert run.returncode == 0, run.stderr[-3000:]
     found = re.search(r"fuzzed (\d+) inputs .* (\d+) failure", run.stdout)
-    assert found and int(found[1]) > 50 and found[2] == "0", run.stdout
+    assert found and int(found[1]) >= 50 and found[2] == "0", run.stdout
 
 
 # --------------------------------------------------------------------------- label problems

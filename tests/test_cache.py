@@ -109,7 +109,12 @@ def test_warm_cache_neither_reads_decodes_nor_encodes(library, tmp_path, monkeyp
     _same(EmbeddedFiles(*_subset(plain, good)), warm)
     silent = next(p for p in good if p.name == "silent.wav")
     assert warm.files.set_index("path").loc[str(silent), "error"].startswith("silent")
-    assert broken  # the undecodable file is never cached: it would be retried
+    # the undecodable file is never cached: one entry per decodable file, and a later run retries it
+    assert EmbeddingCache(tmp_path / "cache").stats()["entries"] == len(good)
+    monkeypatch.undo()
+    retry = _embed(broken, BandEncoder(), cache=tmp_path / "cache")
+    assert retry.n_cached == 0 and len(retry.vectors) == 0
+    assert retry.files.loc[0, "error"]  # decoded again, and failed again
 
 
 def _subset(emb, keep):

@@ -6,14 +6,14 @@ import json
 import re
 import subprocess
 import sys
-import time
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from clapknn.cli import main
 
-from conftest import make_examples, tone, write_audio
+from conftest import SR, make_examples, tone, write_audio
 
 
 @pytest.fixture(scope="module")
@@ -113,31 +113,43 @@ def test_user_errors_are_one_line(workspace, capsys, argv, message):
     assert err.startswith("clapknn: error:") and message in err and "Traceback" not in err
 
 
-def test_help_is_fast_and_imports_nothing_heavy():
+def test_help_imports_nothing_heavy():
+    """Building the parser and importing the package pull in no heavy library (start-up time
+    itself is measured by bench/startup.py, not asserted here)."""
     code = (
-        "import sys, time; t=time.perf_counter(); from clapknn.cli import build_parser; build_parser();"
-        "import clapknn; heavy=[m for m in ('torch','librosa','faiss','pandas','laion_clap','sklearn') if m in sys.modules];"
-        "print(heavy, time.perf_counter()-t)"
+        "import sys; from clapknn.cli import build_parser; build_parser(); import clapknn;"
+        "print([m for m in ('torch','librosa','faiss','pandas','laion_clap','sklearn') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    heavy, seconds = out.rsplit(" ", 1)
-    assert heavy == "[]"
-    assert float(seconds) < 1.0
-    t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "clapknn", "--help"], capture_output=True, check=True)
-    assert time.perf_counter() - t < 5.0  # interpreter start included; generous for a loaded CI box
+    assert out.strip() == "[]"
+    run = subprocess.run([sys.executable, "-m", "clapknn", "--help"], capture_output=True, text=True, check=True)
+    assert "usage: clapknn" in run.stdout
+
+
+def test_verbose_logs_clapknn_lines_only(tmp_path):
+    """``-v`` shows clapknn's own log lines, not faiss's loader probes (a fresh process, as a user runs it)."""
+    examples = make_examples(tmp_path / "examples", per_tag=2, seconds=3.0)
+    write_audio(examples / "calm" / "silent.wav", np.zeros(3 * SR, np.float32))
+    run = subprocess.run([sys.executable, "-m", "clapknn", "-v", "build", str(examples), "--out", str(tmp_path / "idx"),
+                          "--snippet-seconds", "1", "-q"], capture_output=True, text=True)
+    assert run.returncode == 1, run.stderr  # the silent file is skipped
+    assert "clapknn: skipped" in run.stderr and "silent.wav" in run.stderr  # clapknn's INFO line
+    assert "faiss" not in run.stderr.lower() and "avx" not in run.stderr.lower(), run.stderr
 
 
 def test_demo_end_to_end(tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+    """The demo leaves nothing in the folder it runs from; ``-q`` prints only the accuracy line."""
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
     out = tmp_path / "demo.csv"
     assert main(["demo", "-q", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "accuracy:" in text
+    assert len(text.splitlines()) == 1 and text.startswith("accuracy: "), text
+    assert list(work.iterdir()) == []
     df = pd.read_csv(out)
     assert len(df) == 18 and set(df["truth"]) == {"calm", "energetic", "happy", "nostalgic", "tender"}
     assert df["correct"].mean() > 0.4  # chance is 0.2
-    assert (tmp_path / "index" / "demo" / "manifest.json").is_file()
 
 
 def test_encoder_settings_are_checked(workspace, capsys):

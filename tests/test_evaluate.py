@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
+import re
 
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
@@ -21,7 +24,7 @@ from clapknn.evaluate import (
     track_metrics,
 )
 
-from conftest import make_examples
+from conftest import make_examples, tone, write_audio
 
 
 def _dataset(seed: int, n_groups: int = 30, n_tags: int = 3, multilabel: bool = False):
@@ -369,3 +372,154 @@ def test_cli_evaluate_reports_a_bad_setting(labelled_csv, capsys):
 
     assert main(["evaluate", str(labelled_csv), "--weights", "loud", "-q"]) == 2
     assert "clapknn: error:" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- small and odd example sets
+def _small_set(root, per_tag=3, seconds=3.0, extra=None):
+    """A folder per tag of synthesised clips (``extra``: {tag: n_files} for more tags)."""
+    make_examples(root, per_tag=per_tag, seconds=seconds)
+    for j, (tag, n) in enumerate((extra or {}).items()):
+        for i in range(n):
+            write_audio(root / tag / f"{tag}_{i}.wav", tone(330.0 * (1 + 0.3 * j) * (1 + 0.02 * i), seconds, seed=20 + i))
+    return root
+
+
+def _evaluate_cli(capsys, *argv):
+    from clapknn.cli import main
+
+    code = main(["evaluate", *map(str, argv), "-q"])
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return code, captured.out, captured.err
+
+
+def test_readme_command_on_three_files_per_tag(tmp_path, capsys):
+    """The README's command on a set of 3 files per tag (the tour's 2-5): shot counts that need more
+    files and the 5 folds are adapted with a note, and a report is written (plots included)."""
+    examples = _small_set(tmp_path / "examples", per_tag=3, seconds=6.0)
+    code, out, err = _evaluate_cli(capsys, examples, "--shots", "1,2,5", "-k", "1,3,5,10", "--snippet-seconds", "2,5,10",
+                                   "--episodes", "3", "--out", tmp_path / "eval")
+    assert code == 0, err
+    assert "few-shot episodes" in out and "grouped 3-fold cross-validation" in out
+    assert "note: shot count 5 skipped" in out and "groups per tag: calm 3, energetic 3" in out
+    assert "note: cross-validation: 3 folds instead of 5" in out
+    summary = pd.read_csv(tmp_path / "eval" / "summary.csv")
+    assert set(summary["shots"].dropna()) == {1, 2} and set(summary["snippet_seconds"]) == {2, 5, 10}
+    cv = summary[summary["protocol"] == "cv"]
+    assert (cv["n_runs"] == 3).all()
+    for name in ("confusion", "learning_curve", "snippet_length", "embedding_map"):
+        assert (tmp_path / "eval" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((tmp_path / "eval" / "report.json").read_text())["config"]["folds_run"] == 3
+
+
+def test_two_files_per_tag_runs_one_shot_and_two_folds(tmp_path, capsys):
+    examples = _small_set(tmp_path / "examples", per_tag=2)
+    code, out, err = _evaluate_cli(capsys, examples, "--episodes", "2", "--no-plots")
+    assert code == 0, err
+    assert "note: shots 2, 5, 10, 20 skipped" in out and "2 folds instead of 5" in out
+    assert "grouped 2-fold cross-validation" in out
+
+
+@pytest.mark.parametrize("case", ["one file per tag", "all files in one group", "one tag", "shots too large"])
+def test_sets_too_small_to_evaluate_give_one_line(tmp_path, capsys, case):
+    examples = _small_set(tmp_path / "examples", per_tag=1 if case == "one file per tag" else 3)
+    argv = [examples, "--episodes", "2", "--no-plots"]
+    if case == "all files in one group":
+        labels = tmp_path / "labels.csv"
+        labels.write_text("path,tags,group\n" + "".join(
+            f"{p.relative_to(examples)},{p.parent.name},album\n" for p in sorted(examples.rglob("*.wav"))))
+        argv += ["--labels", labels]
+    if case == "one tag":
+        import shutil
+
+        shutil.rmtree(examples / "energetic")
+    if case == "shots too large":
+        argv += ["--shots", "3,4", "--folds", "0"]
+    code, out, err = _evaluate_cli(capsys, *argv)
+    assert code == 2 and out == ""
+    assert err.startswith("clapknn: error: ") and err.count("\n") == 1, err
+    expected = {
+        "one file per tag": "groups per tag: calm 1, energetic 1",
+        "all files in one group": "groups per tag: calm 1, energetic 1",
+        "one tag": "at least two tags",
+        "shots too large": "shots 3, 4 skipped",
+    }[case]
+    assert expected in err
+
+
+def test_a_tag_with_a_single_file_is_left_out_with_a_note(tmp_path, capsys):
+    examples = _small_set(tmp_path / "examples", per_tag=3, extra={"rare": 1})
+    code, out, err = _evaluate_cli(capsys, examples, "--shots", "1", "--episodes", "2", "--folds", "2", "--no-plots")
+    assert code == 0, err
+    assert "note: tag(s) rare left out" in out
+    assert "6 tracks in 6 groups, 2 tags" in out
+
+
+def test_snippets_longer_than_the_files(tmp_path, capsys):
+    """Each 3-s file gives one (short) snippet at 30 s: the evaluation runs on those."""
+    examples = _small_set(tmp_path / "examples", per_tag=3)
+    code, out, err = _evaluate_cli(capsys, examples, "--snippet-seconds", "1,30", "--shots", "1", "--episodes", "2",
+                                   "--folds", "2", "--out", tmp_path / "eval", "--no-plots")
+    assert code == 0, err
+    summary = pd.read_csv(tmp_path / "eval" / "summary.csv")
+    assert set(summary["snippet_seconds"]) == {1, 30}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--folds", "1"], "folds must be 0 (none) or at least 2"),
+    (["--shots", "0"], "shots must be positive"),
+    (["--shots", "", "--folds", "0"], "nothing to evaluate"),
+    (["--episodes", "0"], "n_episodes must be at least 1"),
+    (["--snippet-seconds", "0"], "snippet length must be a positive number"),
+    (["--hop-seconds", "-1"], "hop must be a positive number"),
+    (["-k", "0"], "k must be positive"),
+])
+def test_bad_evaluate_settings_are_one_line_before_any_embedding(tmp_path, capsys, monkeypatch, argv, message):
+    import clapknn.evaluate
+
+    def refuse(*a, **k):
+        raise AssertionError("embedded before the settings were checked")
+
+    monkeypatch.setattr(clapknn.evaluate, "embed_examples", refuse)
+    examples = _small_set(tmp_path / "examples", per_tag=3)
+    code, out, err = _evaluate_cli(capsys, examples, *argv)
+    assert code == 2 and err.startswith("clapknn: error: ") and err.count("\n") == 1 and message in err, err
+
+
+def test_an_output_path_that_is_a_file_is_refused_first(tmp_path, capsys):
+    examples = _small_set(tmp_path / "examples", per_tag=3)
+    (tmp_path / "eval").write_text("keep")
+    code, _, err = _evaluate_cli(capsys, examples, "--out", tmp_path / "eval")
+    assert code == 2 and "is a file" in err and (tmp_path / "eval").read_text() == "keep"
+
+
+def test_folds_adapt_to_the_smallest_tag():
+    tags = [("a",)] * 6 + [("b",)] * 3
+    groups = [f"g{i}" for i in range(9)]
+    folds = grouped_folds(tags, groups, n_folds=5)
+    assert len(folds) == 3
+    assert sorted(np.concatenate([te for _, te in folds]).tolist()) == list(range(9))
+    with pytest.raises(ParameterError, match="tag 'b' has 1 group"):
+        grouped_folds([("a",)] * 4 + [("b",)], [f"g{i}" for i in range(5)], n_folds=2)
+
+
+def test_progress_over_the_splits_on_a_terminal_only(tmp_path, capsys, monkeypatch):
+    """evaluate draws a bar over its episodes and folds on a terminal, nothing into a pipe or file."""
+    examples = _small_set(tmp_path / "examples", per_tag=3)
+    argv = [examples, "--shots", "1", "--episodes", "2", "--folds", "2", "--no-plots"]
+    from clapknn.cli import main
+
+    assert main(["evaluate", *map(str, argv)]) == 0
+    assert capsys.readouterr().err == ""
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    assert main(["evaluate", *map(str, argv)]) == 0
+    assert re.search(r"evaluating: +0%\|[^|]*\| 0/4 ", terminal.getvalue())  # 2 episodes + 2 folds
+    drawn = len(terminal.getvalue())
+    assert main(["evaluate", *map(str, argv), "-q"]) == 0
+    assert terminal.getvalue()[drawn:] == ""

@@ -29,8 +29,15 @@ def test_round_trip(built_index, tmp_path):
     assert set(m["checksums"]) == {"index.faiss", "metadata.parquet"}
     assert "numpy" in m["versions"] and m["created"]
     # rows align with vector ids: each row's source file, re-embedded, gives that vector
-    row = loaded.metadata.iloc[4]
-    assert len(row["sha256"]) == 64 and row["kind"] == "audio" and row["end"] > row["start"]
+    from clapknn.encode import embed_files
+
+    for i in (0, 4, len(loaded) - 1):
+        row = loaded.metadata.iloc[i]
+        assert len(row["sha256"]) == 64 and row["kind"] == "audio" and row["end"] > row["start"]
+        again = embed_files([row["path"]], FeaturesEncoder(), snippet_seconds=2.0, hashes=False)
+        at = np.flatnonzero(np.isclose(again.snippets["start"].to_numpy(float), row["start"]))
+        assert len(at) == 1
+        np.testing.assert_allclose(loaded.vectors[i], again.vectors[at[0]], atol=1e-5)
     assert np.allclose(np.linalg.norm(loaded.vectors, axis=1), 1.0, atol=1e-5)
 
 

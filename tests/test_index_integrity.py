@@ -184,35 +184,43 @@ _WRITER = _MAKE + textwrap.dedent(
 
 _READER = textwrap.dedent(
     """
-    import sys, time
+    import os, sys
     from clapknn.index import Index
-    path, seconds = sys.argv[1], float(sys.argv[2])
-    end, loads, seeds = time.time() + seconds, 0, set()
-    while time.time() < end:
+    path, stop = sys.argv[1], sys.argv[2]
+    loads, seeds = 0, set()
+    while True:   # until the writers are done (at least one load)
+        done = os.path.exists(stop)
         seeds.add(Index.load(path).manifest["seed"])   # any error fails the process
         loads += 1
-    print(loads, sorted(seeds))
+        if done:
+            break
+    print(loads, " ".join(map(str, sorted(seeds))))
     """
 )
 
 
 def test_concurrent_saves_and_loads_never_see_a_broken_index(tmp_path):
     """Four processes save different indexes to one directory at once while a fifth loads it in a
-    loop: every load succeeds, and the survivor is one writer's index, whole."""
+    loop until they are done: every load succeeds and sees one whole index (the first or a
+    writer's), and the survivor is one writer's index, whole. How many loads overlap the saves
+    depends on the machine's load, so it is not asserted."""
     path = tmp_path / "shared"
+    stop = tmp_path / "writers-done"
     make(0).save(path)
+    reader = subprocess.Popen([sys.executable, "-c", _READER, str(path), str(stop)], env=ENV,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     writers = [
         subprocess.Popen([sys.executable, "-c", _WRITER, str(path), str(seed), "15"], env=ENV, stderr=subprocess.PIPE)
         for seed in (1, 2, 3, 4)
     ]
-    reader = subprocess.run([sys.executable, "-c", _READER, str(path), "4"], env=ENV, capture_output=True,
-                            text=True, timeout=120)
     for w in writers:
-        assert w.wait(timeout=120) == 0, w.stderr.read().decode()
+        assert w.wait(timeout=600) == 0, w.stderr.read().decode()
         w.stderr.close()
-    assert reader.returncode == 0, reader.stderr
-    loads, seeds = reader.stdout.split(" ", 1)
-    assert int(loads) >= 3  # loads overlapped the saves (few on a busy machine: each waits for the lock)
+    stop.touch()
+    out, err = reader.communicate(timeout=600)
+    assert reader.returncode == 0, err
+    loads, *seeds = out.split()
+    assert int(loads) >= 1 and set(map(int, seeds)) <= {0, 1, 2, 3, 4}
     final = Index.load(path)
     assert final.manifest["seed"] in (1, 2, 3, 4) and _same(final, final.manifest["seed"])
     assert _leftovers(tmp_path) == []
@@ -267,7 +275,7 @@ def test_save_killed_at_each_step_leaves_a_loadable_index(tmp_path, point):
     path = tmp_path / "idx"
     make(1).save(path)
     run = subprocess.run([sys.executable, "-c", _KILL_AT, str(path), point], env=ENV, capture_output=True, text=True,
-                         timeout=120)
+                         timeout=600)
     assert run.returncode == 137, run.stderr
     assert _same(Index.load(path), KILL_POINTS[point])
     if point == "between-renames":
@@ -301,7 +309,7 @@ def test_save_loop_killed_at_random_moments(tmp_path):
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(rnd.uniform(0.05, 0.6))
         proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+        proc.wait(timeout=600)
         proc.stdout.close()
         loaded = Index.load(path)
         assert loaded.manifest["seed"] in (5, 6) and _same(loaded, loaded.manifest["seed"], n=20000, dim=64)
@@ -315,9 +323,9 @@ def examples(tmp_path_factory) -> Path:
     return make_examples(tmp_path_factory.mktemp("ex") / "examples", per_tag=3, seconds=12.0)
 
 
-_BUILD_SAYING_WHEN_IT_EMBEDS = textwrap.dedent(
+_BUILD_STOPPED_WHILE_IT_EMBEDS = textwrap.dedent(
     """
-    import sys
+    import sys, threading
     from clapknn.cli import main
     from clapknn.encoders.features import FeaturesEncoder
 
@@ -325,6 +333,7 @@ _BUILD_SAYING_WHEN_IT_EMBEDS = textwrap.dedent(
 
     def announced(self, x):
         print("embedding", flush=True)
+        threading.Event().wait()   # held here until killed: the kill lands mid-build, every time
         return embed(self, x)
 
     FeaturesEncoder.embed = announced
@@ -339,12 +348,11 @@ def test_build_killed_mid_way_keeps_the_previous_index(examples, tmp_path):
     assert main(["build", str(examples), "--out", str(out), "--snippet-seconds", "4", "-q"]) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     args = ["build", str(examples), "--out", str(out), "--snippet-seconds", "1", "--batch-size", "1", "-q"]
-    proc = subprocess.Popen([sys.executable, "-c", _BUILD_SAYING_WHEN_IT_EMBEDS, *args], env=ENV,
+    proc = subprocess.Popen([sys.executable, "-c", _BUILD_STOPPED_WHILE_IT_EMBEDS, *args], env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "embedding"  # the first of 72 snippets
-    time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    proc.wait(timeout=600)
     proc.stdout.close()
     proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
@@ -364,7 +372,7 @@ def test_two_builds_to_one_directory_at_once(examples, tmp_path):
         for s in (3, 4)
     ]
     for p in procs:
-        _, err = p.communicate(timeout=300)
+        _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err.decode()
     index = Index.load(out)
     assert index.snippet_seconds in (3.0, 4.0)
