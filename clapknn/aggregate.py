@@ -7,12 +7,9 @@ from typing import Sequence
 import numpy as np
 
 from .errors import ParameterError
+from .options import AGGREGATIONS  # one home: clapknn.options
 
 __all__ = ["AGGREGATIONS", "aggregate", "select_tags"]
-
-#: Ways to pool a track's snippet scores.
-AGGREGATIONS = ("mean", "max", "vote")
-
 
 def aggregate(scores: np.ndarray, groups: np.ndarray, *, method: str = "mean", n_groups: int | None = None) -> np.ndarray:
     """Pool snippet scores by track.

@@ -44,7 +44,10 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from .errors import LabelError, ParameterError
-from .options import check_seconds
+from .options import (
+    DEFAULT_AGGREGATE, DEFAULT_BATCH_SIZE, DEFAULT_K, DEFAULT_SNIPPET_SECONDS, DEFAULT_SPACE, DEFAULT_WEIGHTS, EVAL_EPISODES,
+    EVAL_FOLDS, EVAL_KS, EVAL_SHOTS, WEIGHTS, check_seconds,
+)
 
 __all__ = [
     "SHOTS",
@@ -64,7 +67,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Default shot counts (labelled files per tag) of the few-shot episodes.
-SHOTS = (1, 2, 5, 10, 20)
+SHOTS = EVAL_SHOTS
 #: The kNN vote and the baselines, in report order.
 METHODS = ("knn", "majority", "centroid", "logreg")
 #: Track-level metrics in report order.
@@ -77,7 +80,7 @@ _METRIC_LABELS = {
     "pr_auc": "PR-AUC",
 }
 _METHOD_LABELS = {"majority": "majority class", "centroid": "nearest centroid", "logreg": "logistic regression"}
-_DEFAULT_KS = (1, 3, 5, 10)
+_DEFAULT_KS = EVAL_KS
 _MULTILABEL_THRESHOLD = 0.5  # as Tagger: a tag is given when its track score reaches this
 
 
@@ -820,21 +823,21 @@ def evaluate(
     encoder="features",
     encoder_options: Mapping[str, Any] | None = None,
     shots: int | Sequence[int] = SHOTS,
-    n_episodes: int = 20,
-    folds: int = 5,
+    n_episodes: int = EVAL_EPISODES,
+    folds: int = EVAL_FOLDS,
     k: int | Sequence[int] = _DEFAULT_KS,
-    weights: str | Sequence[str] = ("uniform", "distance", "similarity"),
-    snippet_seconds: float | Sequence[float] = 10.0,
+    weights: str | Sequence[str] = WEIGHTS,
+    snippet_seconds: float | Sequence[float] = DEFAULT_SNIPPET_SECONDS,
     hop_seconds: float | None = None,
-    aggregate: str = "mean",
-    space: str = "auto",
+    aggregate: str = DEFAULT_AGGREGATE,
+    space: str = DEFAULT_SPACE,
     baselines: bool = True,
     seed: int = 0,
     out_dir: str | Path | None = None,
     plots: bool = True,
     n_jobs: int = 1,
     cache=None,
-    batch_size: int = 16,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = False,
 ) -> EvaluationReport:
     """Measure few-shot kNN tagging (and baselines) on a labelled set.
@@ -895,8 +898,7 @@ def evaluate(
     import pandas as pd
 
     from .aggregate import AGGREGATIONS
-    from .tagger import DEFAULT_K, DEFAULT_WEIGHTS
-    from .vote import WEIGHTS, space_options
+    from .vote import space_options
 
     shots_t = tuple(sorted(set(_as_tuple(shots, int)))) if shots is not None else ()
     ks = tuple(sorted(set(_as_tuple(k, int))))

@@ -18,7 +18,7 @@ from .errors import ParameterError
 __all__ = [
     "ENCODERS", "DEFAULT_ENCODER", "DEFAULT_SNIPPET_SECONDS", "DEFAULT_BATCH_SIZE", "DEFAULT_K",
     "WEIGHTS", "DEFAULT_WEIGHTS", "AGGREGATIONS", "DEFAULT_AGGREGATE", "SPACES", "DEFAULT_SPACE",
-    "DEFAULT_SIMILAR_K", "check_int", "check_seconds", "check_snippets", "check_choice", "check_threshold",
+    "DEFAULT_SIMILAR_K", "EVAL_SHOTS", "EVAL_EPISODES", "EVAL_FOLDS", "EVAL_KS", "check_int", "check_seconds", "check_snippets", "check_choice", "check_threshold",
     "check_output_path",
 ]
 
@@ -42,6 +42,12 @@ SPACES = ("auto", "plain", "standardized")
 DEFAULT_SPACE = "auto"
 #: Tracks listed by ``similar``.
 DEFAULT_SIMILAR_K = 10
+#: ``evaluate``: labelled files per tag in the few-shot episodes, episodes per shot count, grouped
+#: cross-validation folds, and the neighbour counts compared.
+EVAL_SHOTS = (1, 2, 5, 10, 20)
+EVAL_EPISODES = 20
+EVAL_FOLDS = 5
+EVAL_KS = (1, 3, 5, 10)
 
 
 def _is_int(value: Any) -> bool:

@@ -27,6 +27,7 @@ from typing import Iterator
 import numpy as np
 
 from .errors import ParameterError
+from .options import DEFAULT_SNIPPET_SECONDS  # one home: clapknn.options
 
 __all__ = [
     "DEFAULT_SNIPPET_SECONDS",
@@ -46,8 +47,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Default snippet length, seconds.
-DEFAULT_SNIPPET_SECONDS = 10.0
 #: RMS (full scale = 1.0) below which a snippet counts as silent: -80 dBFS.
 SILENCE_RMS = 1e-4
 #: Version of the windowing rules above (2: the end-aligned tail window, windows of long files

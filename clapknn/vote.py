@@ -22,13 +22,10 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d, validate_data
 
 from .errors import ParameterError
+from .options import SPACES, WEIGHTS  # the vote weightings and search spaces (see space_options)
 
 __all__ = ["EXPECTED_FAILED_CHECKS", "KNNTagger", "SPACES", "WEIGHTS", "space_options", "vote_scores"]
 
-#: Allowed vote weightings.
-WEIGHTS = ("uniform", "distance", "similarity")
-#: Search spaces a tagger can be asked for (see :func:`space_options`).
-SPACES = ("auto", "plain", "standardized")
 #: The scikit-learn estimator checks :class:`KNNTagger` fails by design, with the reason (the
 #: ``expected_failed_checks`` of ``check_estimator`` / ``parametrize_with_checks``).
 EXPECTED_FAILED_CHECKS = {
