@@ -65,6 +65,13 @@ def _split(value) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
+def _name(item) -> str:
+    """How an item is named in messages: ``artist - title``, else its path."""
+    from beets.util import displayable_path
+
+    return f"{item.artist} - {item.title}" if item.title else displayable_path(item.path)
+
+
 def _media_field(field: str):
     """A mediafile descriptor for ``field`` in the storage clapknn's own ``--write`` uses.
 
@@ -133,14 +140,13 @@ class ClapknnPlugin(BeetsPlugin):
         return f"{self.field}_score_{tag_key(tag)}"
 
     def _index_tags(self) -> list[str]:
-        """The index's tags, read from its manifest (empty when it cannot be read: checked on use)."""
+        """The index's tags, from its manifest (empty when it cannot be read: the index is checked
+        when it is used). Read directly, so that every ``beet`` command stays quick to start."""
         path = self.config["index"].get()
         if not path:
             return []
-        from clapknn.tagger import index_path
-
         try:
-            manifest = json.loads((index_path(str(path)) / "manifest.json").read_text(encoding="utf-8"))
+            manifest = json.loads((Path(os.path.expanduser(str(path))) / "manifest.json").read_text(encoding="utf-8"))
             return [str(t) for t in manifest.get("tags", [])]
         except (OSError, ValueError, AttributeError):
             return []
@@ -163,12 +169,15 @@ class ClapknnPlugin(BeetsPlugin):
             for name in ("index", "k", "threshold"):
                 if getattr(opts, name) is not None:
                     self.config[name].set(getattr(opts, name))
+            if not self.config["index"].get():
+                raise ui.UserError("clapknn: no index configured; set clapknn.index in config.yaml (or give --index)")
             write = self.config["write"].get(bool) if opts.write is None else opts.write
             counts = self.tag_items(lib.items(args), write=write, force=opts.force, dry_run=opts.dry_run, show=True)
             verb = "would tag" if opts.dry_run else "tagged"
             ui.print_(
                 f"clapknn: {verb} {counts['tagged']} item(s); {counts['done']} already tagged, "
                 f"{counts['manual']} set by hand (left alone), {counts['failed']} failed"
+                + (f", {counts['unwritten']} not written to the file" if counts["unwritten"] else "")
             )
 
         cmd.func = run
@@ -212,10 +221,12 @@ class ClapknnPlugin(BeetsPlugin):
         return "manual" if _split(item.get(self.field)) else "free"
 
     def tag_items(self, items, *, write: bool, force: bool, dry_run: bool, show: bool) -> dict[str, int]:
-        """Tag ``items``; returns counts of ``tagged``, ``done``, ``manual`` (left alone) and ``failed``."""
+        """Tag ``items``; returns counts of ``tagged``, ``done`` (skipped: tagged before), ``manual``
+        (skipped: set some other way), ``failed`` (not tagged) and ``unwritten`` (tagged in the
+        library, but the file could not be written)."""
         from clapknn import ClapknnError
 
-        counts = {"tagged": 0, "done": 0, "manual": 0, "failed": 0}
+        counts = {"tagged": 0, "done": 0, "manual": 0, "failed": 0, "unwritten": 0}
         todo = []
         for item in items:
             state = self.state(item)
@@ -223,9 +234,9 @@ class ClapknnPlugin(BeetsPlugin):
                 counts[state] += 1
                 if state == "manual":
                     self._log.info("{}: {} is {!r}, not set by clapknn; left alone (--force replaces it)",
-                                   item, self.field, item.get(self.field))
+                                   _name(item), self.field, item.get(self.field))
                 else:
-                    self._log.debug("{}: already tagged", item)
+                    self._log.debug("{}: already tagged", _name(item))
                 continue
             todo.append(item)
         if not todo:
@@ -236,7 +247,7 @@ class ClapknnPlugin(BeetsPlugin):
             result = tagger.tag(paths, cache=self._cache())
         except ClapknnError as exc:  # nothing could be tagged at all (e.g. every file is missing)
             for item in todo:
-                self._log.error("{}: not tagged ({})", item, exc)
+                self._log.error("{}: not tagged ({})", _name(item), exc)
             counts["failed"] += len(todo)
             return counts
         rows = {os.path.normpath(r["path"]): r for r in result.tracks.to_dict("records")}
@@ -244,7 +255,7 @@ class ClapknnPlugin(BeetsPlugin):
         for item, path in zip(todo, paths):
             row = rows.get(path)
             if row is None:
-                self._log.error("{}: not tagged ({})", item, why.get(path, "no result"))
+                self._log.error("{}: not tagged ({})", _name(item), why.get(path, "no result"))
                 counts["failed"] += 1
                 continue
             tags = _split(row["tags"])
@@ -252,14 +263,14 @@ class ClapknnPlugin(BeetsPlugin):
                    f"{self.field}_source": SOURCE}
             if self.config["scores"].get(bool):
                 new.update({self.score_field(t): round(float(row[f"score:{t}"]), 4) for t in tagger.tags})
-            line = f"{item}: {self.field} = {new[self.field] or '(none)'} ({new[f'{self.field}_score']:.2f})"
+            line = f"{_name(item)}: {self.field} = {new[self.field] or '(none)'} ({new[f'{self.field}_score']:.2f})"
             if dry_run:
                 ui.print_(f"would set {line}")
                 counts["tagged"] += 1
                 continue
             item.update(new)
             if write and not item.try_write():  # beets logs the write error; the value stays in the library
-                counts["failed"] += 1
+                counts["unwritten"] += 1
             item.store()
             counts["tagged"] += 1
             if show:
