@@ -477,7 +477,7 @@ def cmd_playlist(args) -> int:
         probe = args.name or f"more like {Path(args.like[0]).stem}" + (f" (+{len(args.like) - 1})" if len(args.like) > 1 else "")
         playlists = [similar_playlist(
             args.library, args.like, out_dir / f"{playlist_name(probe)}.m3u8", n=args.max_tracks or DEFAULT_SIMILAR_TRACKS,
-            min_similarity=args.min_score, relative=relative, name=probe, cache=_cache(args),
+            min_similarity=args.min_score, relative=relative, relative_to=args.relative_to, name=probe, cache=_cache(args),
         )]
         skipped = list(playlists[0].skipped)
     else:
@@ -498,7 +498,7 @@ def cmd_playlist(args) -> int:
             table = read_tag_table(args.sources[0])
         tags = [t.strip() for t in args.tags.split(",") if t.strip()] if args.tags else None
         playlists = tag_playlists(table, out_dir, tags=tags, min_score=args.min_score, max_tracks=args.max_tracks,
-                                  relative=relative, prefix=args.prefix)
+                                  relative=relative, relative_to=args.relative_to, prefix=args.prefix)
         for p in playlists:
             skipped += p.skipped
     for line in describe(playlists):
@@ -523,6 +523,7 @@ def _add_playlist_parser(sub) -> None:
     p.add_argument("--min-score", type=float, help="leave out tracks scoring below this (tag score, or similarity with --like)")
     p.add_argument("--max-tracks", type=int, metavar="N", help="at most N tracks per playlist (default: all; 50 with --like)")
     p.add_argument("--absolute", action="store_true", help="absolute paths (default: relative to the playlist's folder)")
+    p.add_argument("--relative-to", metavar="DIR", help="paths relative to DIR instead (e.g. MPD's music_directory)")
     p.add_argument("--prefix", default="", help="put before each tag in the playlist names, e.g. 'mood - '")
     p.add_argument("--like", action="append", metavar="SEED", help="a seed track of the library (repeatable): write one playlist of its nearest tracks")
     p.add_argument("--library", help="with --like: library directory made by index-library")

@@ -170,7 +170,10 @@ def _describe(path: Path) -> tuple[float, str]:
 
 
 # --------------------------------------------------------------------------- writing
-def write_m3u8(entries: Sequence[PlaylistEntry | str | Path], out: str | Path, *, relative: bool = True, name: str | None = None) -> Path:
+def write_m3u8(
+    entries: Sequence[PlaylistEntry | str | Path], out: str | Path, *, relative: bool = True,
+    relative_to: str | Path | None = None, name: str | None = None,
+) -> Path:
     """Write an extended M3U playlist (UTF-8) to ``out``, atomically.
 
     Parameters
@@ -182,6 +185,9 @@ def write_m3u8(entries: Sequence[PlaylistEntry | str | Path], out: str | Path, *
     relative : bool
         Paths relative to the playlist's folder (default), else absolute. A track on another drive
         (Windows) is written absolute.
+    relative_to : path, optional
+        With ``relative``: paths relative to this folder instead (e.g. MPD's ``music_directory``
+        for playlists kept in its ``playlist_directory``).
     name : str, optional
         Written as a ``#PLAYLIST:`` line (the name some players show).
 
@@ -192,7 +198,7 @@ def write_m3u8(entries: Sequence[PlaylistEntry | str | Path], out: str | Path, *
     from .options import check_output_path
 
     out = Path(os.path.abspath(check_output_path(out)))
-    folder = out.parent
+    folder = Path(os.path.abspath(os.path.expanduser(str(relative_to)))) if relative_to is not None else out.parent
     lines = ["#EXTM3U"]
     if name:
         lines.append(f"#PLAYLIST:{name}")
@@ -219,14 +225,16 @@ def write_m3u8(entries: Sequence[PlaylistEntry | str | Path], out: str | Path, *
     return out
 
 
-def read_m3u8(path: str | Path) -> list[PlaylistEntry]:
-    """The entries of an (extended) M3U playlist, paths made absolute against its folder.
+def read_m3u8(path: str | Path, *, relative_to: str | Path | None = None) -> list[PlaylistEntry]:
+    """The entries of an (extended) M3U playlist, paths made absolute against its folder (or
+    against ``relative_to``, for a playlist written with that option).
 
     ``#EXTINF`` durations and titles are kept; other comment lines are ignored. URLs are kept as
     they are.
     """
     path = Path(os.path.expanduser(str(path)))
     text = path.read_text(encoding="utf-8-sig")
+    base = Path(os.path.expanduser(str(relative_to))) if relative_to is not None else path.parent
     entries: list[PlaylistEntry] = []
     duration, title = -1.0, ""
     for line in text.splitlines():
@@ -246,13 +254,13 @@ def read_m3u8(path: str | Path) -> list[PlaylistEntry]:
             where = line
         else:
             p = Path(line)
-            where = os.path.abspath(p if p.is_absolute() else path.parent / p)
+            where = os.path.abspath(p if p.is_absolute() else base / p)
         entries.append(PlaylistEntry(where, float("nan"), duration, title))
         duration, title = -1.0, ""
     return entries
 
 
-def _write(name: str, ranked: list[tuple[Path, float]], out: Path, *, relative: bool, max_tracks: int | None) -> Playlist:
+def _write(name: str, ranked: list[tuple[Path, float]], out: Path, *, relative: bool, relative_to, max_tracks: int | None) -> Playlist:
     entries, skipped = [], []
     for p, score in ranked:
         if max_tracks is not None and len(entries) >= max_tracks:
@@ -261,7 +269,7 @@ def _write(name: str, ranked: list[tuple[Path, float]], out: Path, *, relative: 
             skipped.append((str(p), "no such file (left out of the playlist)"))
             continue
         entries.append(PlaylistEntry(str(p), float(score), *_describe(p)))
-    write_m3u8(entries, out, relative=relative, name=name)
+    write_m3u8(entries, out, relative=relative, relative_to=relative_to, name=name)
     return Playlist(name, out, entries, skipped)
 
 
@@ -286,6 +294,7 @@ def tag_playlists(
     min_score: float | None = None,
     max_tracks: int | None = None,
     relative: bool = True,
+    relative_to: str | Path | None = None,
     prefix: str = "",
     base: str | Path | None = None,
 ) -> list[Playlist]:
@@ -304,8 +313,9 @@ def tag_playlists(
         Leave out tracks whose score for the tag is below this.
     max_tracks : int, optional
         At most this many tracks per playlist (the best ones).
-    relative : bool
-        Paths relative to ``out_dir`` (default) or absolute.
+    relative, relative_to : bool, path
+        Paths relative to ``out_dir`` (default) or to ``relative_to``, or absolute
+        (:func:`write_m3u8`).
     prefix : str
         Put before each tag in the file name and the playlist name (e.g. ``"mood - "``).
     base : path, optional
@@ -354,7 +364,7 @@ def tag_playlists(
         name = f"{prefix}{tag}"
         playlists.append(
             _write(name, [(paths[i], scores[i]) for i in rows], out_dir / f"{playlist_name(name)}.m3u8",
-                   relative=relative, max_tracks=max_tracks)
+                   relative=relative, relative_to=relative_to, max_tracks=max_tracks)
         )
     return playlists
 
@@ -368,6 +378,7 @@ def similar_playlist(
     min_similarity: float | None = None,
     include_seeds: bool = False,
     relative: bool = True,
+    relative_to: str | Path | None = None,
     name: str | None = None,
     cache=True,
 ) -> Playlist:
@@ -390,7 +401,7 @@ def similar_playlist(
         Leave out tracks less similar than this (cosine, -1 to 1).
     include_seeds : bool
         Start the playlist with the seeds themselves.
-    relative, name
+    relative, relative_to, name
         As in :func:`write_m3u8` (the name defaults to ``more like <first seed>``).
     cache : bool, path or EmbeddingCache
         Used to find seeds by content when their path is not in the library.
@@ -441,7 +452,7 @@ def similar_playlist(
         count += 1
     title = name or f"more like {Path(str(seeds[0])).stem}" + (f" (+{len(ids) - 1})" if len(ids) > 1 else "")
     out = Path(os.path.expanduser(str(out)))
-    return _write(title, ranked, out, relative=relative, max_tracks=None)
+    return _write(title, ranked, out, relative=relative, relative_to=relative_to, max_tracks=None)
 
 
 def describe(playlists: Sequence[Playlist]) -> list[str]:

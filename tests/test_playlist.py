@@ -81,6 +81,11 @@ def test_paths_are_relative_to_the_playlist_folder_unless_absolute(tagged):
     tag_playlists(tracks, moved / "Playlists", relative=False)
     lines = _entries(moved / "Playlists" / "calm.m3u8")
     assert lines and all(os.path.isabs(line) and Path(line).is_file() for line in lines)
+    # relative to another folder (MPD: playlist_directory elsewhere, paths from music_directory)
+    tag_playlists(tracks, moved / "Playlists", relative_to=moved)
+    lines = _entries(moved / "Playlists" / "calm.m3u8")
+    assert lines and all(line.startswith("Calm Album/") and (moved / line).is_file() for line in lines)
+    assert all(Path(e.path).is_file() for e in read_m3u8(moved / "Playlists" / "calm.m3u8", relative_to=moved))
 
 
 def test_order_min_score_and_length_follow_the_scores(tmp_path):
