@@ -26,7 +26,8 @@ Rules
   new items; ``--force`` tags them again.
 * A field set any other way (by hand with ``beet modify``, or read from the file on import) is
   never overwritten unless ``--force``.
-* ``-w/--write`` writes the tags into the files through beets (``item.try_write``): ID3 ``TMOO``,
+* ``-w/--write`` writes the tags into the files through beets (``item.try_write``), also for items
+  tagged before whose file does not hold the value yet: ID3 ``TMOO``,
   Vorbis/FLAC ``MOOD``, MP4 ``----:com.apple.iTunes:MOOD``, ASF ``WM/Mood``, APEv2 ``Mood`` —
   the fields ``clapknn tag --write`` uses (:mod:`clapknn.filetags`), one value per tag.
 * ``--dry-run`` (or ``-p/--pretend``) shows what would be set; nothing is stored or written.
@@ -177,7 +178,8 @@ class ClapknnPlugin(BeetsPlugin):
             ui.print_(
                 f"clapknn: {verb} {counts['tagged']} item(s); {counts['done']} already tagged, "
                 f"{counts['manual']} set by hand (left alone), {counts['failed']} failed"
-                + (f", {counts['unwritten']} not written to the file" if counts["unwritten"] else "")
+                + (f"; {'would write' if opts.dry_run else 'wrote'} {counts['written']} file(s)" if write else "")
+                + (f", {counts['unwritten']} could not be written" if counts["unwritten"] else "")
             )
 
         cmd.func = run
@@ -214,6 +216,25 @@ class ClapknnPlugin(BeetsPlugin):
             return value
         return os.path.expanduser(str(value))
 
+    def _file_value(self, item):
+        """The field's value in the item's file now (``None`` when unset or unreadable)."""
+        import mediafile
+        from beets.util import syspath
+
+        try:
+            return getattr(mediafile.MediaFile(syspath(item.path)), self.field)
+        except Exception:  # noqa: BLE001 - an unreadable file is reported when it is written
+            return None
+
+    def _write(self, item, counts: dict[str, int], dry_run: bool) -> None:
+        """Write the item's tags into its file through beets (``item.try_write`` logs a failure)."""
+        if dry_run:
+            counts["written"] += 1
+        elif item.try_write():
+            counts["written"] += 1
+        else:  # the value stays in the library; the file is left as it was
+            counts["unwritten"] += 1
+
     def state(self, item) -> str:
         """``"done"`` (set by clapknn), ``"manual"`` (set some other way) or ``"free"`` (empty)."""
         if item.get(f"{self.field}_source") == SOURCE:
@@ -222,16 +243,21 @@ class ClapknnPlugin(BeetsPlugin):
 
     def tag_items(self, items, *, write: bool, force: bool, dry_run: bool, show: bool) -> dict[str, int]:
         """Tag ``items``; returns counts of ``tagged``, ``done`` (skipped: tagged before), ``manual``
-        (skipped: set some other way), ``failed`` (not tagged) and ``unwritten`` (tagged in the
-        library, but the file could not be written)."""
+        (skipped: set some other way), ``failed`` (not tagged), ``written`` (files written) and
+        ``unwritten`` (tagged in the library, but the file could not be written).
+
+        With ``write``, an item tagged before whose file does not hold its value yet (it was tagged
+        without ``--write``) has the file written, without being tagged again."""
         from clapknn import ClapknnError
 
-        counts = {"tagged": 0, "done": 0, "manual": 0, "failed": 0, "unwritten": 0}
+        counts = {"tagged": 0, "done": 0, "manual": 0, "failed": 0, "written": 0, "unwritten": 0}
         todo = []
         for item in items:
             state = self.state(item)
             if state != "free" and not force:
                 counts[state] += 1
+                if state == "done" and write and _split(self._file_value(item)) != _split(item.get(self.field)):
+                    self._write(item, counts, dry_run)
                 if state == "manual":
                     self._log.info("{}: {} is {!r}, not set by clapknn; left alone (--force replaces it)",
                                    _name(item), self.field, item.get(self.field))
@@ -267,10 +293,11 @@ class ClapknnPlugin(BeetsPlugin):
             if dry_run:
                 ui.print_(f"would set {line}")
                 counts["tagged"] += 1
+                counts["written"] += bool(write)
                 continue
             item.update(new)
-            if write and not item.try_write():  # beets logs the write error; the value stays in the library
-                counts["unwritten"] += 1
+            if write:
+                self._write(item, counts, dry_run)
             item.store()
             counts["tagged"] += 1
             if show:

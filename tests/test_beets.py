@@ -166,13 +166,13 @@ def test_second_run_skips_what_is_done_and_force_tags_again(beets_setup):
 def test_write_puts_the_moods_into_the_files(beets_setup):
     b = beets_setup
     # a dry run shows the change and neither stores nor writes it
-    proc = b.beet("clapknn", "--dry-run")
-    assert "would set" in proc.stdout and "would tag 3 item(s)" in proc.stdout
+    proc = b.beet("clapknn", "--dry-run", "-w")
+    assert "would set" in proc.stdout and "would tag 3 item(s)" in proc.stdout and "would write 3 file(s)" in proc.stdout
     assert b.ls("mood_source:clapknn") == []
     assert _raw_mood(b.music / "album" / "calm_one.flac") == []
 
     proc = b.beet("clapknn", "-w")
-    assert "tagged 3 item(s)" in proc.stdout
+    assert "tagged 3 item(s); 0 already tagged" in proc.stdout and "wrote 3 file(s)" in proc.stdout
     album = b.music / "album"
     assert _raw_mood(album / "calm_one.flac") == ["calm"]        # Vorbis comment MOOD
     assert _raw_mood(album / "loud_two.mp3") == ["energetic"]    # ID3 TMOO
@@ -184,6 +184,18 @@ def test_write_puts_the_moods_into_the_files(beets_setup):
     # beets reads them back from the files too
     b.beet("update")
     assert b.ls("mood:calm") == sorted(str(album / n) for n in ("calm_one.flac", "calm_three.m4a"))
+    # files that hold their moods already are not written again
+    assert "wrote 0 file(s)" in b.beet("clapknn", "-w").stdout
+
+
+def test_write_after_a_run_without_it_writes_the_stored_moods(beets_setup):
+    b = beets_setup
+    b.beet("clapknn")
+    assert _raw_mood(b.music / "album" / "loud_two.mp3") == []
+    proc = b.beet("clapknn", "-w")  # nothing is tagged again; the files get what the library holds
+    assert "tagged 0 item(s); 3 already tagged" in proc.stdout and "wrote 3 file(s)" in proc.stdout
+    assert _raw_mood(b.music / "album" / "loud_two.mp3") == ["energetic"]
+    assert _raw_mood(b.music / "album" / "calm_three.m4a") == ["calm"]
 
 
 def test_a_field_set_by_hand_is_kept_unless_force(beets_setup):
