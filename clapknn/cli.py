@@ -463,21 +463,21 @@ def cmd_demo(args) -> int:
 def cmd_playlist(args) -> int:
     """``clapknn playlist``: .m3u8 playlists per tag (from a tag table, or an index and music), or "more like these"."""
     from .errors import ParameterError
-    from .playlist import describe, read_tag_table, similar_playlist, tag_playlists
+    from .playlist import DEFAULT_SIMILAR_TRACKS, check_limits, describe, read_tag_table, similar_playlist, tag_playlists
 
+    check_limits(args.min_score, args.max_tracks)  # before any work
     out_dir = Path(os.path.expanduser(args.out_dir))
     if not out_dir.is_dir():
         raise ParameterError(f"{args.out_dir}: folder does not exist; create it first")
+    if args.absolute and args.relative_to:
+        raise ParameterError("--absolute and --relative-to exclude each other")
     relative = not args.absolute
     if args.like:
         if not args.library or args.sources or args.index:
             raise ParameterError("--like SEED needs --library LIBRARY and no other sources or --index")
-        from .playlist import DEFAULT_SIMILAR_TRACKS, playlist_name
-
-        probe = args.name or f"more like {Path(args.like[0]).stem}" + (f" (+{len(args.like) - 1})" if len(args.like) > 1 else "")
         playlists = [similar_playlist(
-            args.library, args.like, out_dir / f"{playlist_name(probe)}.m3u8", n=args.max_tracks or DEFAULT_SIMILAR_TRACKS,
-            min_similarity=args.min_score, relative=relative, relative_to=args.relative_to, name=probe, cache=_cache(args),
+            args.library, args.like, out_dir, n=DEFAULT_SIMILAR_TRACKS if args.max_tracks is None else args.max_tracks,
+            min_similarity=args.min_score, relative=relative, relative_to=args.relative_to, name=args.name, cache=_cache(args),
         )]
         skipped = list(playlists[0].skipped)
     else:

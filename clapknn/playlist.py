@@ -45,6 +45,7 @@ __all__ = [
     "write_m3u8",
     "read_m3u8",
     "playlist_name",
+    "check_limits",
     "describe",
     "DEFAULT_SIMILAR_TRACKS",
 ]
@@ -273,7 +274,13 @@ def _write(name: str, ranked: list[tuple[Path, float]], out: Path, *, relative: 
     return Playlist(name, out, entries, skipped)
 
 
-def _check_limits(min_score: float | None, max_tracks: int | None) -> None:
+def check_limits(min_score: float | None = None, max_tracks: int | None = None) -> None:
+    """Refuse a minimum score outside [-1, 1] or a track count below 1 (``None``: no limit).
+
+    Raises
+    ------
+    ParameterError
+    """
     from .options import check_int
 
     check_int("max_tracks", max_tracks, allow_none=True)
@@ -333,7 +340,7 @@ def tag_playlists(
     ParameterError
         A missing folder, a table without scores, an unknown tag, or a limit out of range.
     """
-    _check_limits(min_score, max_tracks)
+    check_limits(min_score, max_tracks)
     out_dir = Path(os.path.expanduser(str(out_dir)))
     if not out_dir.is_dir():
         raise ParameterError(f"{out_dir}: folder does not exist; create it first")
@@ -394,7 +401,7 @@ def similar_playlist(
         Made by :func:`clapknn.library.index_library` (``clapknn index-library``).
     seeds : sequence of paths
     out : path
-        The playlist file.
+        The playlist file, or an existing folder to write ``<name>.m3u8`` in.
     n : int
         Tracks in the playlist (seeds not counted).
     min_similarity : float, optional
@@ -416,7 +423,7 @@ def similar_playlist(
     from .options import check_int
 
     check_int("n", n)
-    _check_limits(min_similarity, None)
+    check_limits(min_similarity, None)
     if not seeds:
         raise ParameterError("give at least one seed track")
     lib = library if isinstance(library, LibraryIndex) else LibraryIndex.load(library)
@@ -452,6 +459,8 @@ def similar_playlist(
         count += 1
     title = name or f"more like {Path(str(seeds[0])).stem}" + (f" (+{len(ids) - 1})" if len(ids) > 1 else "")
     out = Path(os.path.expanduser(str(out)))
+    if out.is_dir():
+        out = out / f"{playlist_name(title)}.m3u8"
     return _write(title, ranked, out, relative=relative, relative_to=relative_to, max_tracks=None)
 
 

@@ -180,6 +180,9 @@ def test_cli_bad_input_is_one_clear_error(tagged, monkeypatch, capsys):
         (["playlist", "tags.csv", "--min-score", "3"], "minimum score must lie between -1 and 1"),
         (["playlist", "--like", "calm 0.flac"], "--like SEED needs --library"),
         (["playlist"], "give a tag table"),
+        (["playlist", "tags.csv", "--absolute", "--relative-to", "."], "--absolute and --relative-to exclude each other"),
+        # checked before the tagging work
+        (["playlist", ".", "--index", "no-such-index", "--min-score", "2"], "minimum score must lie between -1 and 1"),
     ]:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
