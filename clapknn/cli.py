@@ -461,6 +461,81 @@ def cmd_demo(args) -> int:
     return run_demo(per_tag=args.per_tag, out=args.out, quiet=args.quiet)
 
 
+# --------------------------------------------------------------------------- playlist (self-contained block)
+def cmd_playlist(args) -> int:
+    """``clapknn playlist``: .m3u8 playlists per tag (from a tag table, or an index and music), or "more like these"."""
+    from .errors import ParameterError
+    from .playlist import DEFAULT_SIMILAR_TRACKS, check_limits, describe, read_tag_table, similar_playlist, tag_playlists
+
+    check_limits(args.min_score, args.max_tracks)  # before any work
+    out_dir = Path(os.path.expanduser(args.out_dir))
+    if not out_dir.is_dir():
+        raise ParameterError(f"{args.out_dir}: folder does not exist; create it first")
+    if args.absolute and args.relative_to:
+        raise ParameterError("--absolute and --relative-to exclude each other")
+    relative = not args.absolute
+    if args.like:
+        if not args.library or args.sources or args.index:
+            raise ParameterError("--like SEED needs --library LIBRARY and no other sources or --index")
+        playlists = [similar_playlist(
+            args.library, args.like, out_dir, n=DEFAULT_SIMILAR_TRACKS if args.max_tracks is None else args.max_tracks,
+            min_similarity=args.min_score, relative=relative, relative_to=args.relative_to, name=args.name, cache=_cache(args),
+        )]
+        skipped = list(playlists[0].skipped)
+    else:
+        if args.library:
+            raise ParameterError("--library is for --like SEED playlists")
+        if not args.sources:
+            raise ParameterError("give a tag table (clapknn tag --out), or music files/folders with --index")
+        skipped = []
+        if args.index:
+            from .tagger import Tagger
+
+            tagger = Tagger(args.index, k=args.k, threshold=args.threshold, encoder_options=_encoder_options(args))
+            result = tagger.tag(args.sources, progress=not args.quiet, cache=_cache(args), workers=args.workers)
+            table, skipped = result.tracks, list(result.skipped)
+        else:
+            if len(args.sources) != 1:
+                raise ParameterError("give one tag table, or music files/folders with --index")
+            table = read_tag_table(args.sources[0])
+        tags = [t.strip() for t in args.tags.split(",") if t.strip()] if args.tags else None
+        playlists = tag_playlists(table, out_dir, tags=tags, min_score=args.min_score, max_tracks=args.max_tracks,
+                                  relative=relative, relative_to=args.relative_to, prefix=args.prefix)
+        for p in playlists:
+            skipped += p.skipped
+    for line in describe(playlists):
+        print(line)
+    _print_skipped(skipped, args.quiet)
+    return EXIT_SKIPPED if skipped else EXIT_OK
+
+
+def _add_playlist_parser(sub) -> None:
+    p = sub.add_parser(
+        "playlist", help="write .m3u8 playlists: one per tag, or tracks like a few seeds",
+        description="One extended-M3U playlist per tag, best score first, from a tag table (clapknn tag --out) or "
+        "from music tagged with --index; or, with --like, the library tracks nearest a few seed tracks. Media "
+        "servers (Navidrome, Jellyfin, MPD) import .m3u8 files from the music folder.",
+    )
+    p.add_argument("sources", nargs="*", metavar="SOURCE", help="a tag table (.csv/.json/.parquet), or with --index audio files/folders")
+    p.add_argument("--out-dir", default=".", metavar="DIR", help="folder for the playlists (default: here)")
+    p.add_argument("--index", help="tag SOURCE with this index first (default: SOURCE is a tag table)")
+    p.add_argument("-k", "--k", type=int, default=opt.DEFAULT_K, help=f"with --index: neighbours per snippet (default {opt.DEFAULT_K})")
+    p.add_argument("--threshold", type=float, help="with --index: minimum score for a tag, 0 to 1")
+    p.add_argument("--tags", metavar="A,B", help="only these tags (default: every tag)")
+    p.add_argument("--min-score", type=float, help="leave out tracks scoring below this (tag score, or similarity with --like)")
+    p.add_argument("--max-tracks", type=int, metavar="N", help="at most N tracks per playlist (default: all; 50 with --like)")
+    p.add_argument("--absolute", action="store_true", help="absolute paths (default: relative to the playlist's folder)")
+    p.add_argument("--relative-to", metavar="DIR", help="paths relative to DIR instead (e.g. MPD's music_directory)")
+    p.add_argument("--prefix", default="", help="put before each tag in the playlist names, e.g. 'mood - '")
+    p.add_argument("--like", action="append", metavar="SEED", help="a seed track of the library (repeatable): write one playlist of its nearest tracks")
+    p.add_argument("--library", help="with --like: library directory made by index-library")
+    p.add_argument("--name", help="with --like: the playlist's name (default: more like <seed>)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_encoder_runtime(p)
+    _add_pipeline(p)
+    p.set_defaults(func=cmd_playlist)
+
+
 # --------------------------------------------------------------------------- parser
 def _add_encoder_runtime(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("encoder runtime")
@@ -672,6 +747,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="also write the tags table (.csv/.json/.parquet)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the accuracy line (no progress bar, no table)")
     p.set_defaults(func=cmd_demo)
+    _add_playlist_parser(sub)
     return parser
 
 
