@@ -82,7 +82,7 @@ def _media_field(field: str):
     import mediafile
     from mediafile.storage import ASFStorageStyle, ListStorageStyle, MP3ListDescStorageStyle, MP3ListStorageStyle, MP4ListStorageStyle
 
-    from clapknn.filetags import _STANDARD  # the field of each container, shared with clapknn tag --write
+    from clapknn.filetags import STANDARD_FIELDS  # the field of each container, shared with clapknn tag --write
 
     class JoinedListField(mediafile.ListMediaField):
         """A list field read and set as one ``"; "``-joined string."""
@@ -94,7 +94,7 @@ def _media_field(field: str):
         def __set__(self, mf, value):
             super().__set__(mf, _split(value) or None)
 
-    std = _STANDARD.get(field)
+    std = STANDARD_FIELDS.get(field)
     if std:
         return JoinedListField(
             MP3ListStorageStyle(std["id3"]), MP4ListStorageStyle(std["mp4"]), ListStorageStyle(std["vorbis"]),

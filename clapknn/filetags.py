@@ -60,13 +60,14 @@ __all__ = [
     "write_track_tags",
     "audio_digest",
     "check_field",
+    "STANDARD_FIELDS",
 ]
 
 #: Every :attr:`TagChange.status`: the first three are successes.
 STATUSES = ("written", "planned", "unchanged", "read-only", "unsupported", "failed")
 
 #: The standard field of each container for the two named fields.
-_STANDARD = {
+STANDARD_FIELDS = {
     "mood": {"id3": "TMOO", "vorbis": "MOOD", "mp4": "----:com.apple.iTunes:MOOD", "asf": "WM/Mood", "ape": "Mood"},
     "genre": {"id3": "TCON", "vorbis": "GENRE", "mp4": "\xa9gen", "asf": "WM/Genre", "ape": "Genre"},
 }
@@ -142,7 +143,7 @@ class _Slot:
         self.audio = audio
         self.field = field
         tags = audio.tags
-        std = _STANDARD.get(field.lower())
+        std = STANDARD_FIELDS.get(field.lower())
         self.id3_version: tuple[int, ...] | None = None
         if isinstance(tags, ID3):
             self.kind = "id3"

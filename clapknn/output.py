@@ -9,7 +9,7 @@ from pathlib import Path
 from .errors import ParameterError
 from .options import check_output_path
 
-__all__ = ["OUTPUT_FORMATS", "check_table_path", "write_table", "format_table"]
+__all__ = ["OUTPUT_FORMATS", "check_table_path", "write_table", "read_table", "format_table"]
 
 #: File extensions :func:`write_table` understands.
 OUTPUT_FORMATS = (".csv", ".json", ".parquet")
@@ -50,6 +50,34 @@ def write_table(df, path: str | Path) -> Path:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def read_table(path: str | Path):
+    """Read a table :func:`write_table` wrote (the format follows the extension).
+
+    Raises
+    ------
+    ParameterError
+        Missing file, unknown extension, or a file that cannot be read.
+    """
+    import pandas as pd
+
+    p = Path(os.path.expanduser(str(path)))
+    if not p.is_file():
+        raise ParameterError(f"{path}: no such file")
+    ext = p.suffix.lower()
+    if ext not in OUTPUT_FORMATS:
+        raise ParameterError(f"{path}: unknown table format {ext or '(none)'}; use one of {', '.join(OUTPUT_FORMATS)}")
+    try:
+        if ext == ".csv":
+            return pd.read_csv(p, dtype={"path": str, "tags": str, "top": str}, keep_default_na=False)
+        if ext == ".json":
+            return pd.DataFrame(json.loads(p.read_text(encoding="utf-8")))
+        from .index import read_parquet
+
+        return read_parquet(p).to_pandas(use_threads=False)
+    except Exception as exc:  # noqa: BLE001 - pandas/pyarrow/json raise many types
+        raise ParameterError(f"{path}: cannot read the table ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
 
 
 def _short(path: str, width: int = 48) -> str:

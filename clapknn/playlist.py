@@ -24,7 +24,6 @@ one back (absolute paths).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -104,27 +103,10 @@ def read_tag_table(path: str | Path):
     ParameterError
         Missing file, unknown extension, unreadable file, or no ``path`` / ``tags`` column.
     """
-    import pandas as pd
+    from .output import read_table
 
+    df = read_table(path)
     p = Path(os.path.expanduser(str(path)))
-    if not p.is_file():
-        raise ParameterError(f"{path}: no such file")
-    ext = p.suffix.lower()
-    try:
-        if ext == ".csv":
-            df = pd.read_csv(p, dtype={"path": str, "tags": str, "top": str}, keep_default_na=False)
-        elif ext == ".json":
-            df = pd.DataFrame(json.loads(p.read_text(encoding="utf-8")))
-        elif ext == ".parquet":
-            from .index import read_parquet
-
-            df = read_parquet(p).to_pandas(use_threads=False)
-        else:
-            raise ParameterError(f"{path}: unknown table format {ext or '(none)'}; use .csv, .json or .parquet")
-    except ParameterError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - pandas/pyarrow/json raise many types
-        raise ParameterError(f"{path}: cannot read the table ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
     missing = {"path", "tags"} - set(df.columns)
     if missing:
         raise ParameterError(
