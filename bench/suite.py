@@ -133,7 +133,7 @@ def run_set(name: str, args) -> dict:
     std = evaluate(emb, space="standardized", baselines=False, **common)
     methods: dict[str, dict[int, list[float]]] = {m: {} for m in METHODS}
     labels = np.array([ts[0] for ts in emb.tags])
-    slug = f"{name}-{suite_sets.VERSION}-{args.split}"
+    slug = f"{name}-{suite_sets.set_version(name)}-{args.split}"
     mfcc = per_file(_mfcc_vector, emb.paths, suite_sets.cache_root() / "features" / f"mfcc-{slug}.npz", args.jobs, "MFCC")
     modes = None
     if name == "mode":

@@ -23,9 +23,11 @@ Sets (sources that install offline: music21's corpus, General MIDI soundfonts, g
     Bach chorales from music21's corpus, major vs minor as encoded in the score; the first 20 s at a
     quarter-note tempo of 70-110 BPM on piano, organ, strings or choir (drawn per chorale).
 ``instrument``
-    Folk tunes from O'Neill's "Music of Ireland" (music21's corpus), each played by one of piano,
-    nylon guitar, violin, flute or trumpet (dealt in turn over the shuffled tunes) at 90-150 BPM with
-    velocity jitter; group: tune.
+    Folk tunes from O'Neill's "Music of Ireland" (music21's corpus), each played by one instrument
+    family (piano, guitar, bowed strings, flute, brass; dealt in turn over the shuffled tunes), on
+    one of four General MIDI programs of that family drawn per tune, at 90-150 BPM, some an octave
+    up or down, with velocity jitter, and half of them over a soft drone (organ, strings, pad or
+    bass); group: tune.
 ``meter``
     Generated songs in 2/4 (march), 3/4 (waltz) or 6/8 (jig): drums on one of seven General MIDI
     kits, bass, chords and a melody whose accents and rhythm cells follow the metre. The eighth-note
@@ -66,7 +68,8 @@ HERE = Path(__file__).resolve().parent
 SR = 22050
 SEED = 16  # every set's generator and split
 CLIP_SECONDS = 20.0  # notes are cut here (two 10-s snippets)
-VERSION = "v1"  # bump when a generator changes: the set is then made again
+VERSION = "v1"  # bump (or a set's entry in VERSIONS) when a generator changes: the set is made again
+VERSIONS = {"instrument": "v2"}
 
 
 def cache_root() -> Path:
@@ -298,11 +301,20 @@ def _oneill_tunes() -> list[tuple[str, str]]:
     return out
 
 
-INSTRUMENTS = {0: "piano", 24: "guitar", 40: "violin", 73: "flute", 56: "trumpet"}
+#: Instrument families: the General MIDI programs each tag is played on (one drawn per tune).
+INSTRUMENTS = {
+    "piano": (0, 1, 2, 4),  # acoustic grand, bright, electric grand, electric piano
+    "guitar": (24, 25, 26, 27),  # nylon, steel, jazz, clean electric
+    "bowed strings": (40, 41, 42, 110),  # violin, viola, cello, fiddle
+    "flute": (72, 73, 74, 75),  # piccolo, flute, recorder, pan flute
+    "brass": (56, 57, 59, 60),  # trumpet, trombone, muted trumpet, French horn
+}
+#: Soft accompaniment under half the tunes, from programs outside every family.
+ACCOMPANIMENT = (19, 48, 89, 33)  # church organ, string ensemble, warm pad, fingered bass
 
 
 def _make_tune_item(job) -> dict | None:
-    i, tid, text, program, root = job
+    i, tid, text, tag, root = job
     wav, meta = root / "wav" / f"{tid}.wav", root / "meta" / f"{tid}.json"
     if wav.exists() and meta.exists():
         return json.loads(meta.read_text())
@@ -315,34 +327,43 @@ def _make_tune_item(job) -> dict | None:
             score = converter.parse(text, format="abc")
     except Exception:  # noqa: BLE001 - ABC music21 cannot parse: left out
         return None
+    program = int(rng.choice(INSTRUMENTS[tag]))
     bpm = float(rng.uniform(90, 150))
     spq = 60.0 / bpm
+    shift = int(rng.choice([-12, 0, 0, 12])) if program not in (42, 57, 60) else -12  # cello, trombone, horn: lower
     notes = []
     for el in score.flatten().stripTies().notes:
         start = float(el.offset) * spq
         for p in el.pitches:
-            notes.append((start, start + float(el.quarterLength) * spq * 0.92, p.midi, 85))
+            notes.append((start, start + float(el.quarterLength) * spq * 0.92, int(np.clip(p.midi + shift, 36, 96)), 85))
     if len(notes) < 16 or notes[-1][0] < 8.0:
         return None
     notes = _humanise(notes, rng, vel_sd=10.0)
+    parts = [(program, False, notes)]
+    accompaniment = None
+    if rng.random() < 0.5:  # a held drone on the tune's lowest note, an octave down, softly
+        accompaniment = int(rng.choice(ACCOMPANIMENT))
+        low = min(p for _, _, p, _ in notes) - 12
+        parts.append((accompaniment, False, [(t, t + 4 * spq * 0.98, low, 50) for t in np.arange(0, CLIP_SECONDS, 4 * spq)]))
     midi = root / "midi" / f"{tid}.mid"
-    _write_midi([(program, False, notes)], midi, bpm=bpm)
+    _write_midi(parts, midi, bpm=bpm)
     _render(midi, wav, peak=0.9)
-    item = {"path": str(wav), "tags": INSTRUMENTS[program], "group": tid, "bpm": round(bpm, 2)}
+    item = {"path": str(wav), "tags": tag, "group": tid, "program": program, "accompaniment": accompaniment,
+            "bpm": round(bpm, 2)}
     meta.parent.mkdir(parents=True, exist_ok=True)
     meta.write_text(json.dumps(item))
     return item
 
 
 def build_instrument(root: Path, jobs: int = 2, per_class: int = 64) -> list[dict]:
-    """O'Neill tunes, one instrument each, dealt in turn over a seeded shuffle of the tunes."""
+    """O'Neill tunes, one instrument family each, dealt in turn over a seeded shuffle of the tunes."""
     tunes = _oneill_tunes()
     rng = np.random.default_rng([SEED, zlib.crc32(b"instrument")])
     tunes = [tunes[i] for i in rng.permutation(len(tunes))]
-    programs = list(INSTRUMENTS)
-    n = per_class * len(programs)
+    tags = list(INSTRUMENTS)
+    n = per_class * len(tags)
     # a few tunes do not parse: take some spares, then keep per_class per instrument
-    jobs_list = [(i, tid, text, programs[i % len(programs)], root) for i, (tid, text) in enumerate(tunes[: int(n * 1.15)])]
+    jobs_list = [(i, tid, text, tags[i % len(tags)], root) for i, (tid, text) in enumerate(tunes[: int(n * 1.15)])]
     items = _run(_make_tune_item, jobs_list, jobs, "instrument")
     seen: dict[str, int] = {}
     keep = []
@@ -561,12 +582,17 @@ KINDS = {
 }
 
 
+def set_version(name: str) -> str:
+    """The version of set ``name``'s generator (its cache folder's suffix)."""
+    return VERSIONS.get(name, VERSION)
+
+
 def load_set(name: str, jobs: int = 2, root: Path | None = None) -> list[dict]:
     """The rows (``path, tags, group, split``) of set ``name``, making it first when its
     ``labels.csv`` is not in the cache (EMOPIA's split is by song, made the same way)."""
     if name not in BUILDERS:
         raise SystemExit(f"unknown set {name!r}; choose from {', '.join(BUILDERS)}")
-    folder = (root or cache_root()) / f"{name}-{VERSION}"
+    folder = (root or cache_root()) / f"{name}-{set_version(name)}"
     labels = folder / "labels.csv"
     if labels.exists():
         rows = read_labels(labels)
