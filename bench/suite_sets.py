@@ -18,7 +18,8 @@ Sets (sources that install offline: music21's corpus, General MIDI soundfonts, g
 ``emopia`` (mood), ``emopia-valence``, ``emopia-arousal``
     The EMOPIA piano clips (``/work/shared/data/emopia``, research use only: neither the data nor
     its renders are ever committed), rendered by ``bench/emopia.py``'s code; tags: quadrant,
-    valence, arousal; group: song.
+    valence, arousal; group: song. The three share one split of the songs (stratified by quadrant,
+    which fixes valence and arousal).
 ``mode``
     Bach chorales from music21's corpus, major vs minor as encoded in the score; the first 20 s at a
     quarter-note tempo of 70-110 BPM on piano, organ, strings or choir (drawn per chorale).
@@ -107,9 +108,10 @@ def split_groups(rows: list[dict], set_name: str, heldout_share: float = 0.5) ->
     return out
 
 
-def write_labels(rows: list[dict], set_name: str, path: Path) -> list[dict]:
-    """Add the ``split`` column and write ``path,tags,group,split`` (sorted by path)."""
-    split = split_groups(rows, set_name)
+def write_labels(rows: list[dict], set_name: str, path: Path, split: dict[str, str] | None = None) -> list[dict]:
+    """Add the ``split`` column (``split``: ``{group: part}``, default :func:`split_groups`) and
+    write ``path,tags,group,split`` (sorted by path)."""
+    split = split or split_groups(rows, set_name)
     rows = sorted(({**r, "split": split[r["group"]]} for r in rows), key=lambda r: r["path"])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
@@ -599,4 +601,7 @@ def load_set(name: str, jobs: int = 2, root: Path | None = None) -> list[dict]:
         if all(Path(r["path"]).exists() for r in rows):
             return rows
     rows = BUILDERS[name](folder, jobs)
-    return write_labels(rows, name, labels)
+    split = None
+    if name in EMOPIA_TASKS and name != "emopia":  # one split of EMOPIA's songs for all three labellings
+        split = {r["group"]: r["split"] for r in load_set("emopia", jobs, root)}
+    return write_labels(rows, name, labels, split)
