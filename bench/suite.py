@@ -31,7 +31,7 @@ Usage::
 
 The summary ends with the checks issue 16 asks of the defaults (at least the better of the two
 spaces, and above the MFCC 1-NN anchor and the majority class) and writes ``suite-<split>.json``
-and ``suite-<split>.md`` to the cache folder.
+and ``suite-<split>.md`` (``suite-<split>-<sets>.*`` for a choice of sets) to the cache folder.
 """
 
 from __future__ import annotations
@@ -116,7 +116,9 @@ def run_set(name: str, args) -> dict:
     """Every method on one part of one set: ``{"methods": {method: {shots: [acc per episode]}}, ...}``."""
     from clapknn.evaluate import embed_examples, evaluate, few_shot_episodes
     from clapknn.labels import Example, ExampleSet
-    from clapknn.options import DEFAULT_AGGREGATE, DEFAULT_ENCODER, DEFAULT_K, DEFAULT_SNIPPET_SECONDS, DEFAULT_WEIGHTS
+    from clapknn.options import (
+        DEFAULT_AGGREGATE, DEFAULT_ENCODER, DEFAULT_K, DEFAULT_SNIPPET_SECONDS, DEFAULT_SPACE, DEFAULT_WEIGHTS,
+    )
 
     t0 = time.perf_counter()
     rows = [r for r in suite_sets.load_set(name, jobs=args.jobs) if r["split"] == args.split]
@@ -128,7 +130,7 @@ def run_set(name: str, args) -> dict:
     counts = {t: sum(t in ts for ts in emb.tags) for t in sorted({t for ts in emb.tags for t in ts})}
     common = dict(shots=args.shots, n_episodes=args.episodes, folds=0, k=DEFAULT_K, weights=DEFAULT_WEIGHTS,
                   aggregate=DEFAULT_AGGREGATE, seed=args.seed, plots=False)
-    auto = evaluate(emb, space="auto", baselines=False, **common)
+    auto = evaluate(emb, space=DEFAULT_SPACE, baselines=False, **common)
     plain = evaluate(emb, space="plain", baselines=True, **common)
     std = evaluate(emb, space="standardized", baselines=False, **common)
     methods: dict[str, dict[int, list[float]]] = {m: {} for m in METHODS}
@@ -210,10 +212,15 @@ def summary_table(results: list[dict], shots) -> str:
 
 
 def checks(results: list[dict], shots) -> list[str]:
-    """Where the defaults lose (mean over episodes) to the better space, the MFCC 1-NN anchor or
-    the majority class."""
+    """Where the defaults lose (mean over episodes) to the better space, the MFCC 1-NN anchor, the
+    majority class or (mode) the key-profile rule, and where ``clapknn tag``'s path disagreed with
+    :func:`~clapknn.evaluate.evaluate`."""
     out = []
     for res in results:
+        c = res.get("tag_check")
+        if c and not c["same"]:
+            out.append(f"{res['set']}: build_index + Tagger gave {c['tag']:.3f} on {c['shots']}-shot episode 0, "
+                       f"evaluate {c['evaluate']:.3f}")
         m = res["methods"]
         for s in shots:
             if s not in m.get("clapknn defaults", {}):
@@ -289,9 +296,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"- {line}")
     out = suite_sets.cache_root()
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"suite-{args.split}.json").write_text(json.dumps(results, indent=1) + "\n")
-    (out / f"suite-{args.split}.md").write_text(table + "\n\n" + "\n".join(f"- {x}" for x in lost) + "\n")
-    print(f"\n[total {time.perf_counter() - t_start:.0f} s; results in {out}/suite-{args.split}.json]", file=sys.stderr)
+    stem = f"suite-{args.split}" + ("" if names == list(SETS) else "-" + "+".join(names))
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=1) + "\n")
+    (out / f"{stem}.md").write_text(table + "\n\n" + "\n".join(f"- {x}" for x in lost) + "\n")
+    print(f"\n[total {time.perf_counter() - t_start:.0f} s; results in {out / stem}.json]", file=sys.stderr)
     return 0
 
 

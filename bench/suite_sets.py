@@ -293,13 +293,10 @@ def _oneill_tunes() -> list[tuple[str, str]]:
     out = []
     for path in sorted(p for p in corpus.getPaths() if "oneills1850" in str(p)):
         text = path.read_text(errors="ignore")
-        header = []
         for tune in re.split(r"\n\s*\n", text):
             x = re.search(r"^X:\s*(\d+)", tune, re.M)
             if x and re.search(r"^K:", tune, re.M):
                 out.append((f"{path.stem}-{x.group(1)}", tune))
-            elif not x:
-                header.append(tune)
     return out
 
 
