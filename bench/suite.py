@@ -1,0 +1,307 @@
+"""Benchmark suite: few-shot tagging on labelled sets of several kinds, held-out parts by default.
+
+Sets (made by ``bench/suite_sets.py`` into the bench cache, never the repository): EMOPIA mood
+(quadrant, and valence and arousal from the same clips), major/minor mode, instrument, metre,
+composer/style and energy. Each is split by group (song, score, generated song) into a ``dev`` and a
+``heldout`` part, recorded in its ``labels.csv``; this command evaluates one part (``--split``,
+default ``heldout``) and never mixes them.
+
+Per set and shot count (1, 5 and 20 labelled files per tag; episodes drawn by group with
+:func:`clapknn.evaluate.few_shot_episodes`, the same episodes for every method), track accuracy,
+mean ± sd over episodes, of:
+
+- ``clapknn defaults``: :func:`clapknn.evaluate.evaluate` with the defaults of ``clapknn tag``
+  (encoder, snippet length, k, weighting, aggregation and ``space="auto"``), which fits the vote on
+  each episode's examples as :class:`clapknn.Tagger` does; ``--check-tag`` (on by default) also
+  builds an index from one episode's examples with :func:`clapknn.build_index` and tags its queries
+  with :class:`clapknn.Tagger`, and says whether the accuracy is the same;
+- ``clapknn space=plain`` and ``space=standardized``: the same with the vote's space forced;
+- ``MFCC 1-NN``: each file's 20 MFCCs, mean and standard deviation over the file, Euclidean 1-NN;
+- ``nearest centroid``, ``logistic reg.``, ``majority``: :func:`~clapknn.evaluate.evaluate`'s
+  baselines, on the encoder's vectors (the plain space);
+- on the ``mode`` set, ``key-profile rule``: the mode of :func:`clapknn.analysis.estimate_key`
+  (no examples), scored on each episode's queries.
+
+Usage::
+
+    python bench/suite.py                       # every set, held-out parts, 20 episodes
+    python bench/suite.py --quick               # 5 episodes
+    python bench/suite.py --sets mode,meter     # some sets
+    python bench/suite.py --split dev           # the development parts
+
+The summary ends with the checks issue 16 asks of the defaults (at least the better of the two
+spaces, and above the MFCC 1-NN anchor and the majority class) and writes ``suite-<split>.json``
+and ``suite-<split>.md`` (``suite-<split>-<sets>.*`` for a choice of sets) to the cache folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import suite_sets  # noqa: E402
+
+SETS = ("emopia", "emopia-valence", "emopia-arousal", "mode", "instrument", "meter", "composer", "energy")
+SHOTS = (1, 5, 20)
+METHODS = ("clapknn defaults", "clapknn space=plain", "clapknn space=standardized", "MFCC 1-NN",
+           "nearest centroid", "logistic reg.", "majority", "key-profile rule")
+
+
+# --------------------------------------------------------------------------- per-file features
+def _mfcc_vector(path: str) -> np.ndarray:
+    import librosa
+    import soundfile as sf
+
+    y, sr = sf.read(path, dtype="float32", always_2d=True)
+    y = y.mean(axis=1)
+    m = librosa.feature.mfcc(y=y, sr=sr, n_mfcc=20)
+    return np.r_[m.mean(axis=1), m.std(axis=1)]
+
+
+def _key_mode(path: str) -> str:
+    import soundfile as sf
+
+    from clapknn.analysis import estimate_key
+
+    y, sr = sf.read(path, dtype="float32", always_2d=True)
+    return str(estimate_key(y.mean(axis=1), sr).mode)
+
+
+def per_file(fn, paths: list[str], cache: Path, jobs: int, kind: str):
+    """``fn`` of every path, cached in ``cache`` (an ``.npz`` keyed by the paths)."""
+    if cache.exists():
+        z = np.load(cache, allow_pickle=False)
+        if list(z["paths"]) == list(paths):
+            return z["values"]
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        values = np.array(list(pool.map(fn, paths, chunksize=8)))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, values=values, paths=np.array(paths))
+    print(f"{kind} of {len(paths)} files in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return values
+
+
+# --------------------------------------------------------------------------- one set
+def _knn_runs(report, method: str, shots: int) -> np.ndarray:
+    r = report.runs
+    r = r[(r["protocol"] == "episodes") & (r["method"] == method) & (r["shots"] == shots)]
+    return r.sort_values("run")["accuracy"].to_numpy()
+
+
+def tag_check(emb, support: np.ndarray, queries: np.ndarray, cache) -> float:
+    """Accuracy of ``clapknn tag``'s path on one episode: an index built from the support files
+    with :func:`clapknn.build_index` and the queries tagged by :class:`clapknn.Tagger`, all with
+    their defaults."""
+    from clapknn import Tagger, build_index
+    from clapknn.labels import Example, ExampleSet
+
+    examples = ExampleSet([Example(Path(emb.paths[i]), tuple(emb.tags[i]), str(emb.groups[i])) for i in support])
+    index = build_index(examples, cache=cache)
+    result = Tagger(index).tag([emb.paths[i] for i in queries], cache=cache)
+    truth = {emb.paths[i]: emb.tags[i][0] for i in queries}
+    return float(np.mean([truth[p] == t for p, t in zip(result.tracks["path"], result.tracks["top"])]))
+
+
+def run_set(name: str, args) -> dict:
+    """Every method on one part of one set: ``{"methods": {method: {shots: [acc per episode]}}, ...}``."""
+    from clapknn.evaluate import embed_examples, evaluate, few_shot_episodes
+    from clapknn.labels import Example, ExampleSet
+    from clapknn.options import (
+        DEFAULT_AGGREGATE, DEFAULT_ENCODER, DEFAULT_K, DEFAULT_SNIPPET_SECONDS, DEFAULT_SPACE, DEFAULT_WEIGHTS,
+    )
+
+    t0 = time.perf_counter()
+    rows = [r for r in suite_sets.load_set(name, jobs=args.jobs) if r["split"] == args.split]
+    emb_cache = suite_sets.cache_root() / "embeddings"
+    examples = ExampleSet([Example(Path(r["path"]), tuple(r["tags"].split(";")), r["group"]) for r in rows])
+    emb = embed_examples(examples, DEFAULT_ENCODER, snippet_seconds=DEFAULT_SNIPPET_SECONDS, n_jobs=args.jobs,
+                         cache=emb_cache)
+    n_groups = len(set(map(str, emb.groups)))
+    counts = {t: sum(t in ts for ts in emb.tags) for t in sorted({t for ts in emb.tags for t in ts})}
+    common = dict(shots=args.shots, n_episodes=args.episodes, folds=0, k=DEFAULT_K, weights=DEFAULT_WEIGHTS,
+                  aggregate=DEFAULT_AGGREGATE, seed=args.seed, plots=False)
+    auto = evaluate(emb, space=DEFAULT_SPACE, baselines=False, **common)
+    plain = evaluate(emb, space="plain", baselines=True, **common)
+    std = evaluate(emb, space="standardized", baselines=False, **common)
+    methods: dict[str, dict[int, list[float]]] = {m: {} for m in METHODS}
+    labels = np.array([ts[0] for ts in emb.tags])
+    slug = f"{name}-{suite_sets.set_version(name)}-{args.split}"
+    mfcc = per_file(_mfcc_vector, emb.paths, suite_sets.cache_root() / "features" / f"mfcc-{slug}.npz", args.jobs, "MFCC")
+    modes = None
+    if name == "mode":
+        modes = per_file(_key_mode, emb.paths, suite_sets.cache_root() / "features" / f"key-{slug}.npz", args.jobs,
+                         "key estimates")
+    episodes_of = {}
+    for s in args.shots:
+        try:
+            episodes_of[s] = few_shot_episodes(emb.tags, emb.groups, shots=s, n_episodes=args.episodes, seed=args.seed)
+        except Exception as exc:  # noqa: BLE001 - too few groups for this shot count: left out, said below
+            print(f"[{name}: {s}-shot episodes left out: {exc}]", file=sys.stderr)
+            continue
+        for label, rep, method in (("clapknn defaults", auto, "knn"), ("clapknn space=plain", plain, "knn"),
+                                   ("clapknn space=standardized", std, "knn"), ("nearest centroid", plain, "centroid"),
+                                   ("logistic reg.", plain, "logreg"), ("majority", plain, "majority")):
+            methods[label][s] = _knn_runs(rep, method, s).tolist()
+        accs, rule = [], []
+        for sup, qry in episodes_of[s]:
+            d = ((mfcc[qry][:, None, :] - mfcc[sup][None, :, :]) ** 2).sum(axis=-1)
+            accs.append(float(np.mean(labels[sup][d.argmin(axis=1)] == labels[qry])))
+            if modes is not None:
+                rule.append(float(np.mean(modes[qry] == labels[qry])))
+        methods["MFCC 1-NN"][s] = accs
+        if modes is not None:
+            methods["key-profile rule"][s] = rule
+    spaces = auto.spaces
+    std_share = ({int(k): float(v) for k, v in spaces.groupby("shots")["standardized"].mean().items()}
+                 if spaces is not None and len(spaces) else {})
+    check = None
+    if args.check_tag and episodes_of:
+        s = sorted(episodes_of)[len(episodes_of) // 2]
+        sup, qry = episodes_of[s][0]
+        got = tag_check(emb, sup, qry, emb_cache)
+        want = methods["clapknn defaults"][s][0]
+        check = {"shots": s, "episode": 0, "tag": got, "evaluate": want, "same": bool(abs(got - want) < 1e-9)}
+    print(f"[{name}: {time.perf_counter() - t0:.0f} s]", file=sys.stderr)
+    return {"set": name, "kind": suite_sets.KINDS[name], "split": args.split, "n_files": emb.n_tracks,
+            "n_groups": n_groups, "tag_counts": counts, "methods": {m: v for m, v in methods.items() if v},
+            "std_share": std_share, "tag_check": check, "encoder": emb.encoder.get("name", "?"),
+            "snippet_seconds": emb.snippet_seconds}
+
+
+# --------------------------------------------------------------------------- report
+def _ms(v) -> str:
+    if not v:
+        return "-"
+    a = np.asarray(v)
+    return f"{a.mean():.3f} ± {a.std():.3f}"
+
+
+def set_table(res: dict, shots) -> str:
+    lines = [f"| method | " + " | ".join(f"{s} shot{'s' if s > 1 else ''}" for s in shots) + " |",
+             "|---|" + "---|" * len(shots)]
+    for m, by_shots in res["methods"].items():
+        lines.append(f"| {m} | " + " | ".join(_ms(by_shots.get(s)) for s in shots) + " |")
+    return "\n".join(lines)
+
+
+def summary_table(results: list[dict], shots) -> str:
+    """One row per set and shot count: the defaults, the two spaces, the anchors."""
+    cols = ["clapknn defaults", "clapknn space=plain", "clapknn space=standardized", "MFCC 1-NN",
+            "nearest centroid", "logistic reg.", "majority"]
+    short = ["defaults", "plain", "standardized", "MFCC 1-NN", "centroid", "logreg", "majority"]
+    lines = ["| set (kind) | shots | " + " | ".join(short) + " | auto: std chosen |", "|---|---|" + "---|" * (len(cols) + 1)]
+    for res in results:
+        for s in shots:
+            if s not in res["methods"].get("clapknn defaults", {}):
+                continue
+            cells = [_ms(res["methods"].get(c, {}).get(s)) for c in cols]
+            share = res["std_share"].get(s)
+            lines.append(f"| {res['set']} ({res['kind']}) | {s} | " + " | ".join(cells)
+                         + f" | {'-' if share is None else f'{share:.0%}'} |")
+    return "\n".join(lines)
+
+
+def checks(results: list[dict], shots) -> list[str]:
+    """Where the defaults lose (mean over episodes) to the better space, the MFCC 1-NN anchor, the
+    majority class or (mode) the key-profile rule, and where ``clapknn tag``'s path disagreed with
+    :func:`~clapknn.evaluate.evaluate`."""
+    out = []
+    for res in results:
+        c = res.get("tag_check")
+        if c and not c["same"]:
+            out.append(f"{res['set']}: build_index + Tagger gave {c['tag']:.3f} on {c['shots']}-shot episode 0, "
+                       f"evaluate {c['evaluate']:.3f}")
+        m = res["methods"]
+        for s in shots:
+            if s not in m.get("clapknn defaults", {}):
+                continue
+            d = float(np.mean(m["clapknn defaults"][s]))
+            best_space = max(float(np.mean(m["clapknn space=plain"][s])), float(np.mean(m["clapknn space=standardized"][s])))
+            for what, ref in (("the better space", best_space), ("MFCC 1-NN", float(np.mean(m["MFCC 1-NN"][s]))),
+                              ("majority", float(np.mean(m["majority"][s])))):
+                if d < ref - 1e-9:
+                    out.append(f"{res['set']} {s} shot{'s' if s > 1 else ''}: defaults {d:.3f} < {what} {ref:.3f}")
+            if "key-profile rule" in m and s in m["key-profile rule"]:
+                rule = float(np.mean(m["key-profile rule"][s]))
+                if d < rule:
+                    out.append(f"{res['set']} {s} shot{'s' if s > 1 else ''}: defaults {d:.3f} < key-profile rule {rule:.3f}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sets", default=",".join(SETS), help=f"comma-separated sets (default all: {','.join(SETS)})")
+    ap.add_argument("--split", choices=("heldout", "dev"), default="heldout", help="which part (default heldout)")
+    ap.add_argument("--episodes", type=int, default=20, help="episodes per shot count (default 20)")
+    ap.add_argument("--shots", default=",".join(map(str, SHOTS)), help="shot counts (default 1,5,20)")
+    ap.add_argument("--quick", action="store_true", help="5 episodes per shot count")
+    ap.add_argument("--jobs", type=int, default=2, help="processes for rendering and embedding (default 2)")
+    ap.add_argument("--seed", type=int, default=0, help="episode seed (default 0)")
+    ap.add_argument("--no-check-tag", dest="check_tag", action="store_false",
+                    help="skip the build_index + Tagger check of one episode per set")
+    args = ap.parse_args(argv)
+    args.shots = tuple(int(s) for s in args.shots.split(","))
+    if args.quick:
+        args.episodes = 5
+    names = [s.strip() for s in args.sets.split(",") if s.strip()]
+    bad = [n for n in names if n not in SETS]
+    if bad:
+        ap.error(f"unknown set(s) {', '.join(bad)}; choose from {', '.join(SETS)}")
+
+    import logging
+    import warnings
+
+    logging.basicConfig(level=logging.WARNING)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+    t_start = time.perf_counter()
+    results = []
+    for name in names:
+        res = run_set(name, args)
+        results.append(res)
+        counts = ", ".join(f"{t} {n}" for t, n in res["tag_counts"].items())
+        print(f"\n=== {name}: {res['kind']}; {args.split} part, {res['n_files']} files in {res['n_groups']} groups "
+              f"({counts}); track accuracy, mean ± sd over {args.episodes} episodes ===")
+        print(set_table(res, args.shots))
+        if res["std_share"]:
+            print("auto vote space, share of episodes standardised: "
+                  + ", ".join(f"{s} shots {v:.0%}" for s, v in sorted(res["std_share"].items())))
+        if res["tag_check"]:
+            c = res["tag_check"]
+            print(f"build_index + Tagger on {c['shots']}-shot episode 0: {c['tag']:.3f} "
+                  f"(evaluate: {c['evaluate']:.3f}; {'same' if c['same'] else 'DIFFERENT'})")
+        sys.stdout.flush()
+
+    print(f"\n=== suite summary: {args.split} parts, track accuracy, mean ± sd over {args.episodes} episodes "
+          f"({results[0]['encoder']} encoder, {results[0]['snippet_seconds']:g} s snippets, defaults of clapknn tag) ===")
+    table = summary_table(results, args.shots)
+    print(table)
+    rules = [(r["set"], s, _ms(v)) for r in results for s, v in r["methods"].get("key-profile rule", {}).items()]
+    for name, s, v in rules:
+        print(f"{name}: key-profile rule (no examples), on the {s}-shot queries: {v}")
+    lost = checks(results, args.shots)
+    print("\nwhere the defaults lose (mean over episodes):" if lost else "\nthe defaults lose nowhere (mean over episodes)")
+    for line in lost:
+        print(f"- {line}")
+    out = suite_sets.cache_root()
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"suite-{args.split}" + ("" if names == list(SETS) else "-" + "+".join(names))
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=1) + "\n")
+    (out / f"{stem}.md").write_text(table + "\n\n" + "\n".join(f"- {x}" for x in lost) + "\n")
+    print(f"\n[total {time.perf_counter() - t_start:.0f} s; results in {out / stem}.json]", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
