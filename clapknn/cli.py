@@ -81,25 +81,16 @@ def cmd_build(args) -> int:
         print(f"note: {note}", file=sys.stderr)
     s = index.summary()
     per_tag = ", ".join(f"{t} {c['files']}" + (f"+{c['text']} text" if c["text"] else "") for t, c in s["tags"].items())
-    lost = [t for t in _given_tags(report) if t not in s["tags"]]
     print(
         f"built {out}: {report.n_used} file(s), {s['n_vectors']} vectors, encoder {s['encoder']['name']}, "
         f"{s['snippet_seconds']:g} s snippets; tags: {per_tag}"
-        + (f"; lost (every example skipped): {', '.join(lost)}" if lost else "")
+        + (f"; lost (every example skipped): {', '.join(report.lost_tags)}" if report.lost_tags else "")
     )
     for tag, c in s["tags"].items():
         if c["files"] + c["text"] == 1:
             print(f"note: tag {tag!r} has a single example; its votes rest on that one file", file=sys.stderr)
     _print_skipped(report.skipped, args.quiet)
     return EXIT_SKIPPED if report.skipped else EXIT_OK
-
-
-def _given_tags(report) -> list[str]:
-    """The tags the build was given (from its files table), in order."""
-    tags: dict[str, None] = {}
-    for cell in report.files["tags"] if len(report.files) else ():
-        tags.update(dict.fromkeys(t for t in str(cell).split(";") if t))
-    return list(tags)
 
 
 def _snippet_seconds(args) -> float:

@@ -43,6 +43,7 @@ class BuildReport:
     files: Any  # pandas.DataFrame: path, tags, duration, n_snippets, n_silent, sha256, error
     problems: list[tuple[str, str]] = field(default_factory=list)  # label rows left out
     notes: list[str] = field(default_factory=list)
+    lost_tags: list[str] = field(default_factory=list)  # tags whose every example was skipped
 
     @property
     def n_used(self) -> int:
@@ -62,8 +63,9 @@ def _resolve_encoder(encoder: str | Encoder, options: Mapping[str, Any] | None) 
     return get_encoder(check_choice("encoder", encoder, ENCODERS), **dict(options or {}))
 
 
-def _lost_tags(example_set: ExampleSet, meta, allow_single_tag: bool, skipped: list[tuple[str, str]]) -> list[str]:
-    """Notes on tags whose every example was skipped; refuses an index left with one tag of several."""
+def _lost_tags(example_set: ExampleSet, meta, allow_single_tag: bool, skipped: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """The tags whose every example was skipped, and a note on each; refuses an index left with one
+    tag of several."""
     given = example_set.tags
     kept = {t for ts in meta["tags"] for t in ts}
     lost = [t for t in given if t not in kept]
@@ -79,7 +81,7 @@ def _lost_tags(example_set: ExampleSet, meta, allow_single_tag: bool, skipped: l
             "and an index of one tag gives that tag to everything (fix the files, or allow a one-tag index "
             "with --allow-single-tag)"
         )
-    return notes
+    return lost, notes
 
 
 def build_index(
@@ -191,7 +193,8 @@ def build_index(
     if len(meta) == 0:
         reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in report.skipped[:5])
         raise LabelError(f"no usable example: all {len(paths)} file(s) were skipped ({reasons})")
-    report.notes += _lost_tags(example_set, meta, allow_single_tag, report.skipped)
+    report.lost_tags, lost_notes = _lost_tags(example_set, meta, allow_single_tag, report.skipped)
+    report.notes += lost_notes
     index = Index.from_arrays(
         vectors, meta, encoder=enc.identity(), snippet_seconds=snippet_seconds, hop_seconds=hop,
     )
