@@ -191,3 +191,29 @@ def test_readme_tour_from_a_fresh_folder(home, capsys, monkeypatch):
     monkeypatch.chdir(home / "elsewhere")
     code, out, _ = run(capsys, ["tag", "../music/query.wav", "--index", "../music/index/moods", "-q"])
     assert code == 0 and "calm" in out
+
+
+def test_paths_with_spaces_and_non_ascii_names(tmp_path, capsys, monkeypatch):
+    """Folders and files named as users name them, given relative and absolute, from other folders,
+    with the index moved in between."""
+    lib = tmp_path / "Ma musique à moi"
+    make_examples(lib / "exemples", per_tag=3)
+    (lib / "exemples" / "calm").rename(lib / "exemples" / "calme été")
+    write_audio(lib / "à tagger" / "chanson lente n°1.wav", tone(112.0, 6.0, seed=7, pulse_bpm=60.0))
+    monkeypatch.chdir(lib)
+    code, out, err = run(capsys, ["build", "exemples", "--out", "index moods", "-q", *SNIP])
+    assert code == 0, err
+    shutil.move(str(lib / "index moods"), str(tmp_path / "déplacé index"))
+    (tmp_path / "ailleurs").mkdir()
+    monkeypatch.chdir(tmp_path / "ailleurs")
+    code, out, err = run(capsys, ["tag", str(lib / "à tagger"), "--index", "../déplacé index", "--out", "résultats.csv", "-q"])
+    assert code == 0, err
+    import pandas as pd
+
+    table = pd.read_csv("résultats.csv")
+    assert table["tags"].tolist() == ["calme été"]
+    assert Path(table["path"].iat[0]).name == "chanson lente n°1.wav"
+    code, out, err = run(capsys, ["add", "../déplacé index", "../Ma musique à moi/exemples/calme été/calm_0.wav", "--tag", "calme été", "-q"])
+    assert code == 0 and "1 of them already indexed (replaced)" in out, err
+    code, out, err = run(capsys, ["remove", str(tmp_path / "déplacé index"), str(lib / "exemples" / "calme été")])
+    assert code == 0 and "removed 3 example(s)" in out, err
