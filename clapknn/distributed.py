@@ -462,4 +462,4 @@ def tag_shards(tagger, shards: str | Path):
             f"{shards}: snippets of {m['snippet_seconds']:g} s, the index uses {tagger.index.snippet_seconds:g} s"
         )
     skipped = [tuple(p) for p in m.get("skipped_inputs", [])] + list(emb.failures)
-    return tagger._result(emb.vectors, emb.snippets, list(emb.files["path"].astype(str)), skipped, False)
+    return tagger.tag_vectors(emb.vectors, emb.snippets, list(emb.files["path"].astype(str)), skipped=skipped)

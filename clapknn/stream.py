@@ -541,7 +541,7 @@ def tag_to_csv(
                     "end": np.concatenate([fe.ends for fe in ok]),
                 }
             )
-            tracks = tagger._result(vectors, snippets, [fe.path for fe in ok], [], False).tracks
+            tracks = tagger.tag_vectors(vectors, snippets, [fe.path for fe in ok]).tracks
             tracks[columns].to_csv(fh, header=False, index=False)
             fh.flush()
             os.fsync(fh.fileno())

@@ -346,8 +346,28 @@ class Tagger:
         # every vector has tags, so classes_ is the index vocabulary
         self.tags = [str(t) for t in self.estimator.classes_]
 
-    def _result(self, vectors, snippets, files: list[str], skipped, explain: bool) -> TagResult:
+    def tag_vectors(
+        self, vectors, snippets, files: Sequence[str], *, skipped: Sequence[tuple[str, str]] = (), explain: bool = False,
+    ) -> TagResult:
+        """Tag already-embedded snippets (no decoding, no encoder call).
+
+        Parameters
+        ----------
+        vectors : ndarray of shape (n_snippets, dim)
+            The encoder's vectors for the query snippets (as the index's encoder gives them).
+        snippets : DataFrame
+            One row per vector with ``file`` (position in ``files``), ``path``, ``start`` and ``end``.
+        files : sequence of str
+            The tracks' paths; tracks with no snippet are left out of the result.
+        skipped : sequence of (path, reason)
+            Carried into :attr:`TagResult.skipped`.
+        explain : bool
+            Also list the examples that voted (:attr:`TagResult.neighbors`).
+        """
         import pandas as pd
+
+        files = list(files)
+        skipped = list(skipped)
 
         score_cols = [f"score:{t}" for t in self.tags]
         if len(vectors):
@@ -420,7 +440,9 @@ class Tagger:
             hop_seconds=self.hop_seconds or self.index.hop_seconds, batch_size=self.batch_size,
             hashes=False, progress=progress, desc="tagging", cache=cache, workers=workers,
         )
-        return self._result(emb.vectors, emb.snippets, [str(f) for f in files], problems + emb.failures, explain)
+        return self.tag_vectors(
+            emb.vectors, emb.snippets, [str(f) for f in files], skipped=problems + emb.failures, explain=explain
+        )
 
     @staticmethod
     def collect_files(paths: str | Path | Sequence[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -461,4 +483,4 @@ class Tagger:
         )
         snippets["path"] = name
         skipped = [] if len(vectors) else [(name, "silent")]
-        return self._result(vectors, snippets, [name], skipped, explain)
+        return self.tag_vectors(vectors, snippets, [name], skipped=skipped, explain=explain)
