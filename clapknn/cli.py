@@ -527,6 +527,45 @@ def _add_playlist_parser(sub) -> None:
     p.set_defaults(func=cmd_playlist)
 
 
+# --------------------------------------------------------------------------- serve (self-contained block)
+def cmd_serve(args) -> int:
+    """``clapknn serve``: the curator's web app (listen, label, retag at once, export)."""
+    from .errors import ParameterError
+    from .options import check_int
+
+    try:
+        from .webapp import serve
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise ParameterError(f"clapknn serve needs the web extra ({exc.name} is missing): pip install 'clapknn[web]'") from None
+    check_int("k", args.k)
+    check_int("port", args.port, minimum=0)
+    if args.port > 65535:
+        raise ParameterError(f"port must lie between 0 and 65535, got {args.port}")
+    serve(args.index, args.library, host=args.host, port=args.port, k=args.k, cache=_cache(args), workers=args.workers,
+          batch_size=args.batch_size, quiet=args.quiet)
+    return EXIT_OK
+
+
+def _add_serve_parser(sub) -> None:
+    p = sub.add_parser(
+        "serve", help="the curator's web app: listen, confirm or correct tags, every label retags the library at once",
+        description="Tag a music folder with an index and open a local web page: a table of tracks with their tags and "
+        "scores, players for each track and the snippet that voted, the examples that voted, one-click labels (the "
+        "track becomes an example; the library is retagged from its stored vectors), undo, a label-next queue and export.",
+    )
+    p.add_argument("--index", required=True, help="index directory (or a name under index/)")
+    p.add_argument("--library", required=True, help="the music folder (only its audio files and the index's examples are served)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    p.add_argument("-k", "--k", type=int, default=opt.DEFAULT_K, help=f"neighbours per snippet (default {opt.DEFAULT_K})")
+    p.add_argument("-q", "--quiet", action="store_true", help="no request log")
+    p.add_argument("--batch-size", type=int, default=opt.DEFAULT_BATCH_SIZE, help=f"snippets per forward pass (default {opt.DEFAULT_BATCH_SIZE})")
+    _add_pipeline(p)
+    p.set_defaults(func=cmd_serve)
+
+
 # --------------------------------------------------------------------------- parser
 def _add_encoder_runtime(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("encoder runtime")
@@ -739,6 +778,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="print only the accuracy line (no progress bar, no table)")
     p.set_defaults(func=cmd_demo)
     _add_playlist_parser(sub)
+    _add_serve_parser(sub)
     return parser
 
 
