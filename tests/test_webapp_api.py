@@ -1,0 +1,359 @@
+"""``clapknn serve``: every endpoint of the web app through Starlette's TestClient (no browser)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette", reason="the web extra (starlette) is not installed: pip install 'clapknn[web]'")
+
+from conftest import make_examples, tone, write_audio  # noqa: E402
+
+TRACKS = {"calmish": (115.0, 60.0), "fast": (860.0, 150.0), "mid": (330.0, 100.0)}
+
+
+def make_library(root: Path, per_group: int = 4) -> Path:
+    """Three groups of near-identical tracks: two close to the index's tags, one ("mid") between."""
+    for j, (group, (freq, bpm)) in enumerate(TRACKS.items()):
+        for i in range(per_group):
+            write_audio(root / group / f"{group[0]}{i}.wav", tone(freq * (1 + 0.01 * i), 4.0, seed=10 * j + i, pulse_bpm=bpm))
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    from clapknn import build_index
+
+    root = tmp_path_factory.mktemp("webapp")
+    build_index(make_examples(root / "examples", per_tag=2, seconds=4.0), root / "index", snippet_seconds=2.0)
+    make_library(root / "library")
+    return root
+
+
+@pytest.fixture
+def site(built, tmp_path):
+    """A fresh copy of the index and library, tagged, with a client of the app."""
+    from starlette.testclient import TestClient
+
+    from clapknn.webapp.app import create_app
+    from clapknn.webapp.session import Curator
+
+    shutil.copytree(built / "index", tmp_path / "index")
+    shutil.copytree(built / "library", tmp_path / "library")
+    shutil.copytree(built / "examples", tmp_path / "examples")
+    curator = Curator(tmp_path / "index", tmp_path / "library", k=1, cache=False)
+    curator.start(background=False)
+    assert curator.state == "ready", curator.error
+    app = create_app(curator, allowed_hosts=["testserver"])
+    client = TestClient(app)
+    client.token = {"X-Clapknn-Token": app.state.token}
+    client.root = tmp_path
+    client.curator = curator
+    return client
+
+
+def track_id(client, name: str) -> int:
+    rows = client.get("/api/tracks", params={"q": name, "per_page": 500}).json()["rows"]
+    return next(r["id"] for r in rows if r["name"] == name)
+
+
+def tops(client) -> dict[str, str]:
+    return {r["name"]: r["top"] for r in client.get("/api/tracks", params={"per_page": 500}).json()["rows"]}
+
+
+def index_bytes(root: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((root / "index").iterdir())}
+
+
+# --------------------------------------------------------------------------- page and status
+def test_page_carries_the_session_token_and_its_own_script(site):
+    page = site.get("/")
+    assert page.status_code == 200
+    assert site.token["X-Clapknn-Token"] in page.text
+    assert "http://" not in page.text and "https://" not in page.text  # nothing fetched from elsewhere
+    js, css = site.get("/static/app.js"), site.get("/static/app.css")
+    assert js.status_code == 200 and "X-Clapknn-Token" in js.text
+    assert css.status_code == 200 and "table" in css.text
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+
+
+def test_status_reports_the_tagged_library(site):
+    s = site.get("/api/status").json()
+    assert s["state"] == "ready" and s["done"] == s["total"] == 12
+    assert s["tags"] == ["calm", "energetic"]
+    assert s["n_tracks"] == 12 and s["n_examples"] == 4 and s["undo"] == 0
+    assert sum(s["counts"].values()) == 12
+
+
+def test_host_header_of_another_name_is_refused(site):
+    assert site.get("/api/status", headers={"Host": "evil.example"}).status_code == 400
+
+
+# --------------------------------------------------------------------------- the table
+def test_tracks_page_sort_filter_and_search(site):
+    first = site.get("/api/tracks", params={"per_page": 5}).json()
+    assert first["total"] == 12 and first["pages"] == 3 and len(first["rows"]) == 5
+    names = [r["name"] for r in first["rows"]]
+    assert names == sorted(names)
+    third = site.get("/api/tracks", params={"per_page": 5, "page": 3}).json()
+    assert len(third["rows"]) == 2
+    row = first["rows"][0]
+    assert set(row["scores"]) == {"calm", "energetic"} and row["score"] == max(row["scores"].values())
+    assert row["margin"] == pytest.approx(abs(row["scores"]["calm"] - row["scores"]["energetic"]))
+    fast = site.get("/api/tracks", params={"tag": "energetic"}).json()
+    assert {r["name"] for r in fast["rows"]} >= {f"fast/f{i}.wav" for i in range(4)}
+    assert all(r["top"] == "energetic" for r in fast["rows"])
+    found = site.get("/api/tracks", params={"q": "MID/"}).json()
+    assert sorted(r["name"] for r in found["rows"]) == [f"mid/m{i}.wav" for i in range(4)]
+    by_score = site.get("/api/tracks", params={"sort": "score:energetic", "desc": "1", "per_page": 500}).json()["rows"]
+    values = [r["scores"]["energetic"] for r in by_score]
+    assert values == sorted(values, reverse=True)
+    assert site.get("/api/tracks", params={"min": 2}).json()["total"] == 0
+    assert site.get("/api/tracks", params={"max": 1, "min": 0}).json()["total"] == 12
+
+
+def test_low_confidence_flag_follows_the_margin(site):
+    site.curator.low_margin = 2.0  # every margin is below 2: every track is flagged
+    site.curator._use(site.curator.tagger)
+    assert site.get("/api/tracks", params={"low": "1"}).json()["total"] == 12
+    site.curator.low_margin = 0.0
+    site.curator._use(site.curator.tagger)
+    assert site.get("/api/tracks", params={"low": "1"}).json()["total"] == 0
+
+
+@pytest.mark.parametrize("params", [{"sort": "path; drop"}, {"min": "x"}, {"tag": "nope"}, {"per_page": 0}])
+def test_bad_table_requests_get_one_error_line(site, params):
+    r = site.get("/api/tracks", params=params)
+    assert r.status_code == 400 and r.json()["error"]
+
+
+# --------------------------------------------------------------------------- one track, why, audio
+def test_track_detail_lists_the_examples_that_voted_and_they_play(site):
+    tid = track_id(site, "calmish/c0.wav")
+    d = site.get(f"/api/tracks/{tid}").json()
+    assert d["track"]["top"] == "calm"
+    assert d["why"] and d["why"][0]["tags"] == "calm"
+    sims = [w["similarity"] for w in d["why"]]
+    assert sims == sorted(sims, reverse=True) and 0 < sims[0] <= 1.0001
+    audio = site.get(f"/audio/example/{d['why'][0]['example']}")
+    assert audio.status_code == 200 and audio.content[:4] == b"RIFF"
+    assert Path(d["why"][0]["path"]).read_bytes() == audio.content
+    start, end = d["track"]["snippet"]
+    assert 0 <= start < end <= 4.0 + 1e-6
+    assert len(d["snippets"]) == 2
+    assert site.get("/api/tracks/9999").status_code == 400
+
+
+def test_audio_is_served_with_range_requests(site):
+    path = site.root / "library" / "mid" / "m1.wav"
+    data = path.read_bytes()
+    whole = site.get("/audio/track/mid/m1.wav")
+    assert whole.status_code == 200 and whole.content == data and whole.headers["accept-ranges"] == "bytes"
+    part = site.get("/audio/track/mid/m1.wav", headers={"Range": "bytes=100-199"})
+    assert part.status_code == 206
+    assert part.headers["content-range"] == f"bytes 100-199/{len(data)}"
+    assert part.content == data[100:200]
+    tail = site.get("/audio/track/mid/m1.wav", headers={"Range": f"bytes={len(data) - 10}-"})
+    assert tail.status_code == 206 and tail.content == data[-10:]
+
+
+def test_traversal_and_links_out_of_the_library_are_refused(site, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("outside")
+    secret = write_audio(outside / "secret.wav", tone(440.0, 2.0))
+    (site.root / "library" / "notes.txt").write_text("not audio")
+    for url in ("/audio/track/../index/manifest.json", "/audio/track/..%2F..%2Fetc%2Fpasswd",
+                "/audio/track/%2Fetc%2Fpasswd", "/audio/track/notes.txt", "/audio/track/mid/..%2F..%2Findex%2Fmanifest.json"):
+        r = site.get(url)
+        assert r.status_code in (403, 404), url
+        assert "format_version" not in r.text and "root:" not in r.text  # neither file's content leaks
+    # a link inside the library that points out of it: not tagged, not served, listed with its reason
+    (site.root / "library" / "link.wav").symlink_to(secret)
+    from clapknn.webapp.session import Curator
+
+    curator = Curator(site.root / "index", site.root / "library", k=1, cache=False)
+    curator.start(background=False)
+    from starlette.testclient import TestClient
+
+    from clapknn.webapp.app import create_app
+
+    client = TestClient(create_app(curator, allowed_hosts=["testserver"]))
+    assert client.get("/audio/track/link.wav").status_code == 403
+    skipped = client.get("/api/skipped").json()["skipped"]
+    assert any(s["path"].endswith("link.wav") and "outside" in s["reason"] for s in skipped)
+    assert client.get("/api/status").json()["n_tracks"] == 12
+    assert client.get("/audio/example/99").status_code == 400
+
+
+# --------------------------------------------------------------------------- labels, safety, undo
+def test_state_changes_need_the_token_and_the_same_site(site):
+    before = index_bytes(site.root)
+    tid = track_id(site, "mid/m0.wav")
+    body = {"id": tid, "tags": ["dreamy"]}
+    assert site.post("/api/label", json=body).status_code == 403
+    assert site.post("/api/label", json=body, headers={"X-Clapknn-Token": "wrong"}).status_code == 403
+    assert site.post("/api/label", json=body, headers={**site.token, "Origin": "http://evil.example"}).status_code == 403
+    assert site.post("/api/label", json=body, headers={**site.token, "Sec-Fetch-Site": "cross-site"}).status_code == 403
+    assert site.post("/api/undo", json={}).status_code == 403
+    assert site.post("/api/export/filetags", json={"dry_run": False}).status_code == 403
+    refused = site.post("/api/label", json=body)
+    assert "token" in refused.json()["error"]
+    assert index_bytes(site.root) == before
+    ok = site.post("/api/label", json=body, headers={**site.token, "Origin": "http://testserver"})
+    assert ok.status_code == 200
+
+
+def test_a_new_tag_makes_the_track_an_example_and_its_neighbours_follow(site):
+    from clapknn.tagger import load_index
+
+    before = tops(site)
+    assert {before[f"mid/m{i}.wav"] for i in range(4)} != {"dreamy"}
+    r = site.post("/api/label", json={"id": track_id(site, "mid/m0.wav"), "tags": ["dreamy"]}, headers=site.token)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert {c["name"] for c in out["changed"]} == {f"mid/m{i}.wav" for i in range(4)}
+    assert all(c["after"] == "dreamy" for c in out["changed"])
+    after = tops(site)
+    assert all(after[f"mid/m{i}.wav"] == "dreamy" for i in range(4))
+    assert all(after[n] == before[n] for n in after if not n.startswith("mid/"))
+    index = load_index(site.root / "index")
+    assert "dreamy" in index.tags
+    assert ("dreamy",) in set(index.metadata["tags"])
+    assert out["status"]["tags"] == ["calm", "dreamy", "energetic"] and out["status"]["undo"] == 1
+    changed = site.get("/api/tracks", params={"changed": "1"}).json()
+    assert changed["total"] == 4
+    assert site.get("/api/tracks", params={"q": "mid/m0"}).json()["rows"][0]["example"] == "dreamy"
+
+
+def test_confirm_and_correct_and_undo_restore_the_index(site):
+    from clapknn.tagger import load_index
+
+    def content():
+        meta = load_index(site.root / "index").metadata
+        return sorted(zip(meta["path"], meta["start"], meta["tags"]))
+
+    start, first_tops = content(), tops(site)
+    fast = track_id(site, "fast/f0.wav")
+    site.post("/api/label", json={"id": fast, "tags": ["energetic"]}, headers=site.token).raise_for_status()  # confirm
+    site.post("/api/label", json={"id": fast, "tags": ["calm"]}, headers=site.token).raise_for_status()  # correct
+    assert dict(zip(*zip(*[(p, t) for p, _, t in content()])))[str(site.root / "library" / "fast" / "f0.wav")] == ("calm",)
+    assert site.get("/api/status").json()["undo"] == 2
+    r = site.post("/api/undo", json={}, headers=site.token).json()
+    assert "energetic" in r["message"]
+    examples = {p: t for p, _, t in content()}
+    assert examples[str(site.root / "library" / "fast" / "f0.wav")] == ("energetic",)
+    site.post("/api/undo", json={}, headers=site.token).raise_for_status()
+    assert content() == start
+    assert tops(site) == first_tops
+    again = site.post("/api/undo", json={}, headers=site.token)
+    assert again.status_code == 400 and "nothing to undo" in again.json()["error"]
+
+
+def test_a_failed_label_is_shown_and_leaves_the_index_whole(site):
+    before = index_bytes(site.root)
+    tid = track_id(site, "mid/m2.wav")
+    (site.root / "library" / "mid" / "m2.wav").write_bytes(b"not audio any more")
+    r = site.post("/api/label", json={"id": tid, "tags": ["calm"]}, headers=site.token)
+    assert r.status_code == 400 and r.json()["error"]
+    assert index_bytes(site.root) == before
+    assert site.get("/api/status").json()["undo"] == 0
+    for bad in ({"id": tid, "tags": []}, {"id": tid, "tags": ["a;b"]}, {"id": "x", "tags": ["calm"]}, {"id": 999, "tags": ["calm"]}):
+        assert site.post("/api/label", json=bad, headers=site.token).status_code == 400
+    not_json = site.post("/api/label", content=b"id=1", headers={**site.token, "Content-Type": "application/x-www-form-urlencoded"})
+    assert not_json.status_code == 400
+
+
+# --------------------------------------------------------------------------- label next
+def test_queue_proposes_unlabelled_tracks_spread_over_the_library(site):
+    rows = site.get("/api/queue", params={"n": 3}).json()["rows"]
+    assert len(rows) == 3 and len({r["id"] for r in rows}) == 3
+    assert all(not r["example"] for r in rows)
+    first = rows[0]["id"]
+    site.post("/api/label", json={"id": first, "tags": [rows[0]["top"]]}, headers=site.token).raise_for_status()
+    assert first not in {r["id"] for r in site.get("/api/queue", params={"n": 12}).json()["rows"]}
+    assert site.get("/api/queue", params={"n": 0}).status_code == 400
+
+
+def test_label_next_prefers_uncertain_tracks_unlike_each_other():
+    from clapknn.webapp.labelnext import label_next, margins
+
+    scores = np.array([[0.5, 0.5], [0.51, 0.49], [0.9, 0.1], [0.55, 0.45], [1.0, 0.0]])
+    assert margins(scores) == pytest.approx([0.0, 0.02, 0.8, 0.1, 1.0])
+    vectors = np.array([[1.0, 0.0], [1.0, 0.01], [0.0, 1.0], [0.0, 1.0], [0.7, 0.7]])
+    assert label_next(scores, vectors, n=2, diversity=0.0) == [0, 1]  # by margin only: the two near-copies
+    assert label_next(scores, vectors, n=2, diversity=1.0) == [0, 3]  # spread: the copy of 0 is passed over
+    assert 0 not in label_next(scores, vectors, n=2, exclude=[0])
+    assert label_next(scores, vectors, n=2, diversity=1.0, examples=np.array([[1.0, 0.0]]))[0] == 3
+
+
+# --------------------------------------------------------------------------- export
+def test_export_file_tags_dry_run_lists_then_writes_on_confirmation(site):
+    from clapknn.filetags import read_tags
+
+    plan = site.post("/api/export/filetags", json={"dry_run": True}, headers=site.token).json()
+    assert plan["dry_run"] and plan["counts"] == {"planned": 12}
+    target = site.root / "library" / "calmish" / "c0.wav"
+    entry = next(c for c in plan["changes"] if c["path"] == str(target))
+    assert entry["after"] == ["calm"] and "would set mood" in entry["what"]
+    assert read_tags(target) == []  # a dry run writes nothing
+    done = site.post("/api/export/filetags", json={"dry_run": False}, headers=site.token).json()
+    assert done["counts"] == {"written": 12}
+    assert read_tags(target) == ["calm"]
+
+
+def test_export_csv_is_the_tag_table(site):
+    import io
+
+    import pandas as pd
+
+    r = site.get("/api/export/csv")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    table = pd.read_csv(io.StringIO(r.text))
+    assert list(table.columns) == ["path", "tags", "top", "score", "n_snippets", "score:calm", "score:energetic"]
+    assert len(table) == 12 and set(table["top"]) <= {"calm", "energetic"}
+
+
+def test_export_playlists_stay_inside_the_library(site):
+    from clapknn.playlist import read_m3u8
+
+    r = site.post("/api/export/playlists", json={"folder": "Playlists"}, headers=site.token).json()
+    assert {p["name"] for p in r["playlists"]} == {"calm", "energetic"}
+    calm = read_m3u8(site.root / "library" / "Playlists" / "calm.m3u8")
+    assert len(calm) == sum(1 for t in tops(site).values() if t == "calm")
+    for folder in ("../out", "/tmp/x"):
+        bad = site.post("/api/export/playlists", json={"folder": folder}, headers=site.token)
+        assert bad.status_code == 400
+    assert not (site.root / "out").exists()
+
+
+# --------------------------------------------------------------------------- missing index or library
+@pytest.mark.parametrize("missing", ["index", "library"])
+def test_a_missing_index_or_library_gives_a_clear_page(built, tmp_path, missing):
+    from starlette.testclient import TestClient
+
+    from clapknn.webapp.app import create_app
+    from clapknn.webapp.session import Curator
+
+    index = tmp_path / "nothing" if missing == "index" else built / "index"
+    library = tmp_path / "nothing" if missing == "library" else built / "library"
+    curator = Curator(index, library, cache=False)
+    curator.start(background=False)
+    client = TestClient(create_app(curator, allowed_hosts=["testserver"]))
+    s = client.get("/api/status").json()
+    assert s["state"] == "error"
+    assert ("clapknn build" in s["error"]) if missing == "index" else ("no music folder" in s["error"])
+    assert client.get("/").status_code == 200
+    r = client.get("/api/tracks")
+    assert r.status_code == 400 and r.json()["error"] == s["error"]
+
+
+def test_serve_command_checks_its_settings_before_starting(capsys):
+    from clapknn.cli import main
+
+    assert main(["serve", "--index", "x", "--library", "y", "--port", "70000"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("clapknn: error: port")
+    assert main(["serve", "--index", "x", "--library", "y", "-k", "0"]) == 2
