@@ -13,4 +13,13 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "$TORCH_SPEC"
 .venv/bin/python -m pip install --quiet -e ".[dev]"
+# the browser test (tests/test_webapp_browser.py) drives the system's Chromium, never a downloaded one
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || echo "note: could not install chromium through apt; the browser test is skipped without it" >&2
+  else
+    echo "note: install Chromium for the browser test (Debian/Ubuntu: sudo apt-get install chromium); it is skipped without it" >&2
+  fi
+fi
 echo "clapknn is installed in .venv: try .venv/bin/clapknn --help"
