@@ -38,6 +38,18 @@ logger = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
 _MAX_BODY = 64 * 1024
+#: Content types browsers play, by extension (the system's table lacks some or names them oddly).
+AUDIO_TYPES = {
+    ".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".ogg": "audio/ogg", ".oga": "audio/ogg",
+    ".opus": "audio/ogg", ".m4a": "audio/mp4", ".mp4": "audio/mp4", ".aac": "audio/aac", ".webm": "audio/webm",
+    ".aif": "audio/aiff", ".aiff": "audio/aiff", ".wma": "audio/x-ms-wma", ".wv": "audio/x-wavpack",
+}
+
+
+def _audio(path: Path):
+    from starlette.responses import FileResponse
+
+    return FileResponse(path, media_type=AUDIO_TYPES.get(path.suffix.lower()), headers={"Cache-Control": "no-cache"})
 
 
 def create_app(curator: Curator, *, token: str | None = None, allowed_hosts: list[str] | None = None):
@@ -56,7 +68,7 @@ def create_app(curator: Curator, *, token: str | None = None, allowed_hosts: lis
     from starlette.middleware import Middleware
     from starlette.middleware.trustedhost import TrustedHostMiddleware
     from starlette.requests import Request
-    from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+    from starlette.responses import HTMLResponse, JSONResponse, Response
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
@@ -172,11 +184,10 @@ def create_app(curator: Curator, *, token: str | None = None, allowed_hosts: lis
         return JSONResponse(await run_in_threadpool(run))
 
     def audio_track(request: Request):
-        return FileResponse(curator.track_file(request.path_params["path"]), headers={"Cache-Control": "no-cache"})
+        return _audio(curator.track_file(request.path_params["path"]))
 
     def audio_example(request: Request):
-        return FileResponse(curator.example_file(integer(request.path_params["id"], "the example id")),
-                            headers={"Cache-Control": "no-cache"})
+        return _audio(curator.example_file(integer(request.path_params["id"], "the example id")))
 
     async def clapknn_error(request: Request, exc: Exception):
         return JSONResponse({"error": str(exc)}, status_code=400)

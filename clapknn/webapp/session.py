@@ -79,7 +79,7 @@ class Curator:
         from ..options import DEFAULT_K, check_int
         from ..tagger import index_path
 
-        self.index_path = index_path(index)
+        self.index_path = index_path(index).absolute()
         self.library = Path(os.path.expanduser(str(library))).absolute()
         self.k = check_int("k", DEFAULT_K if k is None else k)
         self.cache = cache

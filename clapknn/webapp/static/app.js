@@ -185,7 +185,7 @@ function renderRows(rows) {
       el("td", { class: "top" }, r.top, " ", r.low ? el("span", { class: "flag", title: "the two best tags are close" }, "low") : ""),
       el("td", {}, fmt(r.score)),
       el("td", {}, fmt(r.margin)),
-      ...tags.map((t) => el("td", { title: fmt(r.scores[t]) }, el("span", { class: "bar", style: `width:${Math.round(24 * r.scores[t])}px` }), " ", fmt(r.scores[t]))),
+      ...tags.map((t) => el("td", { class: "tagscore", title: `${t} ${fmt(r.scores[t])}`, style: `background: rgba(47, 111, 222, ${(0.55 * r.scores[t]).toFixed(3)})` }, fmt(r.scores[t]))),
       el("td", {}, r.example ? el("span", { class: "ex" }, r.example) : ""));
     tr.addEventListener("click", () => select(r.id));
     return tr;
