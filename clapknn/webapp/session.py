@@ -52,7 +52,8 @@ class _Library:
     snippets: Any = None  # DataFrame file, path, start, end
     track_vectors: Any = None  # (n_files, dim): mean of each file's snippets (zeros when none)
     skipped: list[tuple[str, str]] = field(default_factory=list)
-    real: set[str] = field(default_factory=set)  # real paths of ``files``
+    real: dict[str, str] = field(default_factory=dict)  # real path of each of ``files``
+    served: set[str] = field(default_factory=set)  # the real paths, for the file checks
 
 
 class Curator:
@@ -144,9 +145,14 @@ class Curator:
         tagger = Tagger(self.index_path, k=self.k, batch_size=self.batch_size)
         files, problems = Tagger.collect_files(self.library)
         root = _real(self.library)
-        inside, outside = [], []
+        inside, outside, real = [], [], {}
         for f in files:
-            (inside if _real(f).startswith(root.rstrip(os.sep) + os.sep) else outside).append(str(f))
+            r = _real(f)
+            if r.startswith(root.rstrip(os.sep) + os.sep):
+                inside.append(str(f))
+                real[str(f)] = r
+            else:
+                outside.append(str(f))
         problems += [(f, "links outside the library (not served)") for f in outside]
         if not inside:
             raise ClapknnError(f"no audio file inside {self.library}")
@@ -178,7 +184,8 @@ class Curator:
             "end": np.concatenate(ends) if ends else np.zeros(0),
         })
         lib = _Library(inside, np.concatenate(vectors) if vectors else np.zeros((0, tagger.encoder.dim), np.float32),
-                       snippets, track_vectors, problems, {_real(f) for f in inside})
+                       snippets, track_vectors, problems, real)
+        lib.served = set(real.values())
         with self.lock:
             self.lib, self.n_cached = lib, n_cached
             self._use(tagger)
@@ -187,6 +194,8 @@ class Curator:
     # ------------------------------------------------------------------ tagging from stored vectors
     def _use(self, tagger) -> dict[str, str]:
         """Tag the library with ``tagger``; returns ``{path: old top}`` of the tracks whose top tag changed."""
+        import pandas as pd
+
         lib = self.lib
         result = tagger.tag_vectors(lib.vectors, lib.snippets, lib.files, skipped=lib.skipped)
         tracks = result.tracks
@@ -198,17 +207,17 @@ class Curator:
         tracks.insert(1, "name", [os.path.relpath(p, root) for p in tracks["path"]])
         tracks["margin"] = margins(tracks[score_cols].to_numpy()) if len(tracks) else []
         tracks["low"] = tracks["margin"] < self.low_margin
-        # the snippet that voted: the one that gave the top tag its highest score
+        # the snippet that voted: the one that gave the top tag its highest score (the earlier on ties)
         snip = result.snippets
         best_start, best_end = {}, {}
         if len(snip):
-            top_of = dict(zip(tracks["path"], tracks["top"]))
-            top_score = snip.apply(lambda r: r[f"score:{top_of[r['path']]}"], axis=1) if len(snip) else []
-            order = np.lexsort((snip["start"].to_numpy(), -np.asarray(top_score, dtype=float)))
-            for i in order:
-                p = snip["path"].iat[i]
-                if p not in best_start:
-                    best_start[p], best_end[p] = float(snip["start"].iat[i]), float(snip["end"].iat[i])
+            col_of = {p: tags.index(t) for p, t in zip(tracks["path"], tracks["top"])}
+            cols = np.array([col_of[p] for p in snip["path"]], dtype=np.int64)
+            value = snip[score_cols].to_numpy()[np.arange(len(snip)), cols]
+            ranked = pd.DataFrame({"path": snip["path"], "start": snip["start"], "end": snip["end"], "value": -value})
+            ranked = ranked.sort_values(["value", "start"], kind="mergesort").drop_duplicates("path")
+            best_start = dict(zip(ranked["path"], ranked["start"].astype(float)))
+            best_end = dict(zip(ranked["path"], ranked["end"].astype(float)))
         tracks["snippet_start"] = [best_start.get(p, 0.0) for p in tracks["path"]]
         tracks["snippet_end"] = [best_end.get(p, 0.0) for p in tracks["path"]]
         # which tracks are examples, and with which tags
@@ -218,7 +227,7 @@ class Curator:
         self._example_tags = {}
         for p, t in zip(audio["path"].astype(str), audio["tags"]):
             self._example_tags.setdefault(_real(p), tuple(t))
-        tracks["example"] = [";".join(self._example_tags.get(_real(p), ())) for p in tracks["path"]]
+        tracks["example"] = [";".join(self._example_tags.get(lib.real.get(p) or _real(p), ())) for p in tracks["path"]]
         changed: dict[str, str] = {}
         if self.tracks is not None:
             before = dict(zip(self.tracks["path"], self.tracks["top"]))
@@ -318,7 +327,7 @@ class Curator:
             if not 0 <= track_id < len(self.lib.files):
                 raise ParameterError(f"no track {track_id} in the library")
             path = self.lib.files[track_id]
-            previous = self._example_tags.get(_real(path))
+            previous = self._example_tags.get(self.lib.real.get(path) or _real(path))
             updated, _ = add_examples(self.index_path, [path], tags=list(tags), cache=self.cache, batch_size=self.batch_size)
             self.history.append(Correction(path, tags, previous))
             del self.history[:-UNDO_DEPTH]
@@ -361,7 +370,7 @@ class Curator:
 
         self.require_ready()
         path = inside(self.library, relative)
-        if _real(path) not in self.lib.real:
+        if _real(path) not in self.lib.served:
             raise PermissionError(f"{relative}: not a track of the library")
         return path
 
