@@ -202,6 +202,11 @@ def test_state_changes_need_the_token_and_the_same_site(site):
     refused = site.post("/api/label", json=body)
     assert "token" in refused.json()["error"]
     assert index_bytes(site.root) == before
+    # another site's page can link to the app but not read the table or play the files
+    assert site.get("/", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 200
+    assert site.get("/api/tracks", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
+    assert site.get("/audio/track/mid/m0.wav", headers={"Sec-Fetch-Site": "same-site"}).status_code == 403
+    assert site.get("/audio/track/mid/m0.wav", headers={"Sec-Fetch-Site": "same-origin"}).status_code == 200
     ok = site.post("/api/label", json=body, headers={**site.token, "Origin": "http://testserver"})
     assert ok.status_code == 200
 

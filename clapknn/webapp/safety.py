@@ -7,7 +7,8 @@ only with the session's token from the app's own page.
 - :class:`GuardMiddleware` requires, on every request that is not ``GET``/``HEAD``, the per-session
   token in the ``X-Clapknn-Token`` header (a page of another site cannot read it, and a cross-site
   form cannot send a header), and refuses a request whose ``Origin`` or ``Sec-Fetch-Site`` says it
-  comes from another site.
+  comes from another site. Reads (the table, the audio) from another site's page are refused too,
+  where the browser says so (``Sec-Fetch-Site``); only the page itself may be opened from a link.
 """
 
 from __future__ import annotations
@@ -60,9 +61,15 @@ class GuardMiddleware:
         self.token = token
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["method"] not in _SAFE_METHODS:
+        if scope["type"] == "http":
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-            reason = self._refusal(headers)
+            if scope["method"] not in _SAFE_METHODS:
+                reason = self._refusal(headers)
+            elif scope.get("path", "") != "/" and headers.get("sec-fetch-site") in ("cross-site", "same-site"):
+                # another site's page may link to the app, but not read its data or play its files
+                reason = "refused: another site cannot read the library"
+            else:
+                reason = ""
             if reason:
                 from starlette.responses import JSONResponse
 
