@@ -177,6 +177,7 @@ class Curator:
             n_cached += fe.cached
             with self.lock:
                 self.done += 1
+                self.n_cached = n_cached
         ids = np.concatenate(file_ids) if file_ids else np.zeros(0, dtype=np.int64)
         snippets = pd.DataFrame({
             "file": ids, "path": [inside[i] for i in ids.tolist()],

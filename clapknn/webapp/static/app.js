@@ -88,7 +88,9 @@ async function poll() {
     $("progress").hidden = false;
     const pct = s.total ? (100 * s.done) / s.total : 0;
     $("progress-bar").style.width = `${pct}%`;
-    $("progress-text").textContent = s.total ? `tagging the library: ${s.done} of ${s.total} tracks` : "loading the index…";
+    $("progress-text").textContent = s.total
+      ? `tagging the library: ${s.done} of ${s.total} tracks` + (s.cached ? ` (${s.cached} from the embedding cache)` : "")
+      : "loading the index…";
     setTimeout(poll, 500);
     return;
   }
