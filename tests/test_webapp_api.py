@@ -89,6 +89,42 @@ def test_status_reports_the_tagged_library(site):
     assert sum(s["counts"].values()) == 12
 
 
+def test_progress_is_reported_while_the_library_is_tagged(built, monkeypatch):
+    import threading
+
+    from starlette.testclient import TestClient
+
+    import clapknn.stream
+    from clapknn.webapp.app import create_app
+    from clapknn.webapp.session import Curator
+
+    real, gate = clapknn.stream.iter_embeddings, threading.Event()
+
+    def slow(*args, **kwargs):  # hold the tagging after the first file
+        for i, fe in enumerate(real(*args, **kwargs)):
+            yield fe
+            if i == 0:
+                assert gate.wait(60)
+
+    monkeypatch.setattr(clapknn.stream, "iter_embeddings", slow)
+    curator = Curator(built / "index", built / "library", cache=False)
+    client = TestClient(create_app(curator, allowed_hosts=["testserver"]))
+    curator.start()
+    try:
+        for _ in range(600):
+            s = client.get("/api/status").json()
+            if s["done"] >= 1:
+                break
+            threading.Event().wait(0.05)
+        assert s["state"] == "tagging" and s["done"] == 1 and s["total"] == 12
+        busy = client.get("/api/tracks")
+        assert busy.status_code == 400 and "being tagged (1 of 12" in busy.json()["error"]
+    finally:
+        gate.set()
+        curator.wait(60)
+    assert client.get("/api/status").json()["state"] == "ready"
+
+
 def test_host_header_of_another_name_is_refused(site):
     assert site.get("/api/status", headers={"Host": "evil.example"}).status_code == 400
 
