@@ -295,6 +295,8 @@ function setTab(tab) {
 let searchTimer = null;
 function refilter() { view.page = 1; load(); }
 
+window.addEventListener("error", (e) => showError(`the page failed: ${e.message}`));
+
 document.addEventListener("DOMContentLoaded", () => {
   $("error-close").addEventListener("click", () => { $("error").hidden = true; });
   $("undo").addEventListener("click", undo);
