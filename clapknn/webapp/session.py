@@ -225,9 +225,10 @@ class Curator:
         meta = tagger.index.metadata
         audio = meta[meta["kind"] == "audio"]
         self.examples = list(dict.fromkeys(audio["path"].astype(str)))
+        first_tags = dict(reversed(list(zip(audio["path"].astype(str), audio["tags"]))))  # a file's tags: its first row's
         self._example_tags = {}
-        for p, t in zip(audio["path"].astype(str), audio["tags"]):
-            self._example_tags.setdefault(_real(p), tuple(t))
+        for p in self.examples:
+            self._example_tags.setdefault(_real(p), tuple(first_tags[p]))
         tracks["example"] = [";".join(self._example_tags.get(lib.real.get(p) or _real(p), ())) for p in tracks["path"]]
         changed: dict[str, str] = {}
         if self.tracks is not None:
