@@ -17,10 +17,11 @@ import numpy as np
 
 __all__ = ["margins", "label_next", "DEFAULT_POOL", "DEFAULT_DIVERSITY", "LOW_MARGIN"]
 
-#: Uncertain candidates the queue chooses from, as a multiple of the queue's length.
-DEFAULT_POOL = 4
+#: Uncertain candidates the queue chooses from, as a multiple of the queue's length. This and the
+#: diversity weight were chosen on EMOPIA's dev split (bench/label_next.py; docs/webapp.md).
+DEFAULT_POOL = 8
 #: Weight of the similarity penalty against the uncertainty (1 - margin).
-DEFAULT_DIVERSITY = 0.5
+DEFAULT_DIVERSITY = 1.0
 #: A track whose two best tag scores are closer than this is flagged as low-confidence.
 LOW_MARGIN = 0.2
 
