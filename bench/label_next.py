@@ -147,7 +147,7 @@ def main(argv=None) -> int:
     cache = suite_sets.cache_root() / "embeddings"
     out = Path(args.out) if args.out else suite_sets.cache_root()
     out.mkdir(parents=True, exist_ok=True)
-    grid = {f"queue pool={p} diversity={d}": (p, d) for p, d in itertools.product((2, 4, 8), (0.0, 0.5, 1.0))}
+    grid = {f"queue pool={p} diversity={d}": (p, d) for p, d in itertools.product((4, 8, 16, 32), (0.0, 0.5, 1.0, 2.0))}
     report = {}
     chosen = None
     for split in ("dev", "heldout"):
