@@ -398,3 +398,12 @@ def test_serve_command_checks_its_settings_before_starting(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("clapknn: error: port")
     assert main(["serve", "--index", "x", "--library", "y", "-k", "0"]) == 2
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        capsys.readouterr()
+        assert main(["serve", "--index", "x", "--library", "y", "--port", str(busy.getsockname()[1])]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "cannot listen on 127.0.0.1" in err[0]

@@ -35,12 +35,20 @@ def serve(index, library, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
 
     A missing index or library does not stop the server: the page says what is missing.
     """
+    import socket
     import sys
 
     import uvicorn
 
+    from ..errors import ClapknnError
     from .app import create_app
     from .session import Curator
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:  # a clear line, not a traceback
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ClapknnError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port or --host") from None
 
     curator = Curator(index, library, k=k, cache=cache, workers=workers, batch_size=batch_size)
     hosts = ["127.0.0.1", "localhost", "[::1]", "::1"] + ([host] if host not in _LOOPBACK else [])
