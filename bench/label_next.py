@@ -138,6 +138,7 @@ def main(argv=None) -> int:
     ap.add_argument("--per-round", type=int, default=10)
     ap.add_argument("--start", type=int, default=1, help="clips per tag in the starting index")
     ap.add_argument("--out", help="folder for the per-run CSVs (default: the suite's cache folder)")
+    ap.add_argument("--report", action="store_true", help="print the tables again from the CSVs of the last run")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(HERE))
     import suite_sets
@@ -148,6 +149,16 @@ def main(argv=None) -> int:
     out = Path(args.out) if args.out else suite_sets.cache_root()
     out.mkdir(parents=True, exist_ok=True)
     grid = {f"queue pool={p} diversity={d}": (p, d) for p, d in itertools.product((4, 8, 16, 32), (0.0, 0.5, 1.0, 2.0))}
+    if args.report:
+        import pandas as pd
+
+        dev, held = (pd.read_csv(out / f"label_next-{s}.csv") for s in ("dev", "heldout"))
+        final = dev[dev["round"] == args.rounds].groupby("strategy")["accuracy"].mean().drop("random")
+        chosen = str(final.idxmax())
+        for name, df in (("dev", dev), ("heldout", held)):
+            print(f"\n## {name}\n\n{summary(df, args.rounds)}")
+        print(f"\nchosen on dev: {chosen}\n\n{paired(held, chosen, args.rounds)}")
+        return 0
     report = {}
     chosen = None
     for split in ("dev", "heldout"):
@@ -165,13 +176,23 @@ def main(argv=None) -> int:
         print(summary(df, args.rounds))
         if split == "dev":
             print(f"\nchosen on dev (best mean accuracy after round {args.rounds}): {chosen}")
-    held = report["heldout"][2]
-    last = held[held["round"] == args.rounds].pivot(index="seed", columns="strategy", values="accuracy")
-    diff = last[chosen] - last["random"]
-    print(f"\nheldout, after {args.rounds} rounds: queue - random = {diff.mean():+.3f} ± {diff.std(ddof=1):.3f} "
-          f"(queue ahead in {int((diff > 0).sum())} of {len(diff)} seeds, level in {int((diff == 0).sum())})")
+    print()
+    print(paired(report["heldout"][2], chosen, args.rounds))
     print(f"\n{time.perf_counter() - t0:.0f} s")
     return 0
+
+
+def paired(df, chosen: str, rounds: int) -> str:
+    """Per round, queue minus random on the same seeds (the same library, test songs and start)."""
+    lines = [f"heldout, {chosen} minus random, same seeds:", "| round | labelled | difference (mean ± sd) | queue ahead |",
+             "|---:|---:|---:|---:|"]
+    for r in range(1, rounds + 1):
+        part = df[df["round"] == r]
+        wide = part.pivot(index="seed", columns="strategy", values="accuracy")
+        diff = wide[chosen] - wide["random"]
+        n = int(part["labelled"].iloc[0])
+        lines.append(f"| {r} | {n} | {diff.mean():+.3f} ± {diff.std(ddof=1):.3f} | {int((diff > 0).sum())} of {len(diff)} seeds |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
