@@ -9,7 +9,7 @@ that are never labelled.
 
 Protocol: the suite's EMOPIA set (``bench/suite_sets.py``: rows with path, tags, group = song,
 split). Within a split, the songs are dealt (per seed) into a library half and a test half; the
-start clips are drawn per seed from the library. Queue settings (pool, diversity) are chosen on the
+start clips are drawn per seed from the library. Queue settings (pool, diversity, density) are chosen on the
 ``dev`` split; the ``heldout`` split is only reported, with the setting chosen on dev. Everything
 runs with the defaults of ``clapknn serve`` (features encoder, 10-s snippets, k=5, similarity
 votes, mean pooling, the vote space ``auto`` picks).
@@ -111,9 +111,9 @@ def run_split(rows, enc, emb, *, seeds, rounds, per_round, start, settings):
                 if setting is None:
                     chosen = [int(i) for i in pick_rng.choice(free, size=min(per_round, len(free)), replace=False)]
                 else:
-                    pool, diversity = setting
+                    pool, diversity, density = setting
                     rows_free = label_next(scores[free], track_vec[free], n=per_round, pool=pool, diversity=diversity,
-                                           examples=track_vec[labelled])
+                                           density=density, examples=track_vec[labelled])
                     chosen = [int(free[r]) for r in rows_free]
                 labelled += chosen
     return pd.DataFrame(results)
@@ -148,7 +148,9 @@ def main(argv=None) -> int:
     cache = suite_sets.cache_root() / "embeddings"
     out = Path(args.out) if args.out else suite_sets.cache_root()
     out.mkdir(parents=True, exist_ok=True)
-    grid = {f"queue pool={p} diversity={d}": (p, d) for p, d in itertools.product((4, 8, 16, 32), (0.0, 0.5, 1.0, 2.0))}
+    grid = {"queue margin only": (1, 0.0, 0.0)}
+    grid.update({f"queue pool={p} diversity={d} density={e}": (p, d, e)
+                 for p, d, e in itertools.product((4, 8, 16), (0.5, 1.0, 2.0), (0.0, 1.0, 2.0))})
     if args.report:
         import pandas as pd
 

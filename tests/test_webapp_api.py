@@ -328,6 +328,11 @@ def test_label_next_prefers_uncertain_tracks_unlike_each_other():
     assert label_next(scores, vectors, n=2, diversity=1.0) == [0, 3]  # spread: the copy of 0 is passed over
     assert 0 not in label_next(scores, vectors, n=2, exclude=[0])
     assert label_next(scores, vectors, n=2, diversity=1.0, examples=np.array([[1.0, 0.0]]))[0] == 3
+    # equal doubt: the density bonus prefers a typical track (row 1, among many like it) to an odd one (row 0)
+    doubt = np.tile([[0.5, 0.5]], (6, 1))
+    crowd = np.array([[0.0, 1.0], [1.0, 0.05], [1.0, 0.0], [1.0, 0.1], [1.0, -0.05], [0.95, 0.1]])
+    assert label_next(doubt, crowd, n=1, diversity=0.0)[0] == 0
+    assert label_next(doubt, crowd, n=1, diversity=0.0, density=1.0)[0] != 0
 
 
 # --------------------------------------------------------------------------- export

@@ -15,13 +15,17 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["margins", "label_next", "DEFAULT_POOL", "DEFAULT_DIVERSITY", "LOW_MARGIN"]
+__all__ = ["margins", "label_next", "DEFAULT_POOL", "DEFAULT_DIVERSITY", "DEFAULT_DENSITY", "LOW_MARGIN"]
 
 #: Uncertain candidates the queue chooses from, as a multiple of the queue's length. This and the
 #: diversity weight were chosen on EMOPIA's dev split (bench/label_next.py; docs/webapp.md).
 DEFAULT_POOL = 8
 #: Weight of the similarity penalty against the uncertainty (1 - margin).
 DEFAULT_DIVERSITY = 1.0
+#: Weight of the bonus for candidates in dense parts of the library (typical rather than odd tracks).
+DEFAULT_DENSITY = 0.0
+#: Tracks whose similarity makes a candidate's density.
+DENSITY_NEIGHBOURS = 10
 #: A track whose two best tag scores are closer than this is flagged as low-confidence.
 LOW_MARGIN = 0.2
 
@@ -53,6 +57,7 @@ def label_next(
     examples: np.ndarray | None = None,
     pool: int = DEFAULT_POOL,
     diversity: float = DEFAULT_DIVERSITY,
+    density: float = DEFAULT_DENSITY,
 ) -> list[int]:
     """Rows of the tracks to label next, best first.
 
@@ -73,6 +78,9 @@ def label_next(
         Choose among the ``pool * n`` most uncertain tracks (at least ``n``).
     diversity : float
         Weight of the similarity penalty (0: the ``n`` smallest margins, ties by row).
+    density : float
+        Weight of a bonus for typical tracks: a candidate's mean similarity to its
+        :data:`DENSITY_NEIGHBOURS` nearest tracks of the library (0: no bonus).
 
     Returns
     -------
@@ -91,9 +99,15 @@ def label_next(
     uncertainty = 1.0 - margins(scores)
     order = rows[np.lexsort((rows, -uncertainty[rows]))]
     cand = order[: max(int(n), int(pool) * int(n))]
-    if diversity <= 0 or len(cand) <= 1:
-        return [int(r) for r in cand[:n]]
     unit = _unit(vectors[cand])
+    bonus = np.zeros(len(cand))
+    if density > 0 and len(cand) > 1:
+        sims = _unit(vectors[rows]) @ unit.T  # (library, candidates)
+        m = min(DENSITY_NEIGHBOURS + 1, len(rows))
+        top = -np.sort(-sims, axis=0)[1:m]  # leave the candidate itself out
+        bonus = density * top.mean(axis=0) if len(top) else bonus
+    if diversity <= 0 and density <= 0 or len(cand) <= 1:
+        return [int(r) for r in cand[:n]]
     # similarity of each candidate to what is already known: examples, then each pick
     closest = np.full(len(cand), -1.0)
     if examples is not None and len(examples):
@@ -101,7 +115,7 @@ def label_next(
     chosen: list[int] = []
     free = np.ones(len(cand), dtype=bool)
     for _ in range(min(n, len(cand))):
-        value = uncertainty[cand] - diversity * np.maximum(closest, 0.0)
+        value = uncertainty[cand] + bonus - diversity * np.maximum(closest, 0.0)
         value[~free] = -np.inf
         best = int(np.argmax(value))  # first maximum: the more uncertain (lower row) on ties
         chosen.append(int(cand[best]))
