@@ -29,6 +29,7 @@ import numpy as np
 
 from .errors import LabelError, ParameterError
 from .index import Index
+from .store import file_lock
 
 __all__ = ["add_examples", "remove_examples", "UpdateReport"]
 
@@ -78,16 +79,10 @@ def _norm(p: str | os.PathLike) -> str:
 @contextlib.contextmanager
 def _update_lock(path: Path) -> Iterator[None]:
     """Hold ``.<name>.update-lock`` beside the index for a read-modify-write."""
-    import fcntl
-
     path = Path(path).expanduser().absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / f".{path.name}.update-lock", "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    with file_lock(path.parent / f".{path.name}.update-lock"):
+        yield
 
 
 def _rebuilt(old: Index, vectors: np.ndarray, metadata, encoder_identity: dict[str, Any] | None = None) -> Index:

@@ -17,20 +17,16 @@ one), the manifest's field types, the counts and the tag vocabulary.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
-import hashlib
-import json
 import logging
 import os
-import shutil
-import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
 from .errors import EncoderMismatchError, IndexFormatError, ParameterError
+from .store import MANIFEST_FILE, open_directory, read_manifest, read_parquet, save_directory, verify_files
 
 __all__ = ["Index", "FORMAT_VERSION", "INDEX_FILE", "METADATA_FILE", "MANIFEST_FILE", "describe_mismatch"]
 
@@ -40,16 +36,7 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 INDEX_FILE = "index.faiss"
 METADATA_FILE = "metadata.parquet"
-MANIFEST_FILE = "manifest.json"
 _META_COLUMNS = ["path", "start", "end", "tags", "sha256", "kind"]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _versions() -> dict[str, str]:
@@ -93,119 +80,6 @@ def check_same_encoder(built: dict[str, Any], query: dict[str, Any], *, what: st
     if diffs:
         hint = f"; rebuild it with this version of clapknn ({rebuild})" if any(d.startswith(("recipe:", "preprocessing:")) for d in diffs) else ""
         raise EncoderMismatchError(f"query encoder differs from the {what}'s: " + "; ".join(diffs) + hint)
-
-
-@contextlib.contextmanager
-def _locked(path: Path, *, shared: bool = False) -> Iterator[None]:
-    """Hold an advisory lock on ``.<name>.lock`` beside ``path``: exclusive for a save, shared for a
-    load (so a load never reads a directory that a save is swapping). A save creates the lock file;
-    a load never does, and reads without a lock where there is none (an index copied in by hand, a
-    read-only folder)."""
-    import fcntl
-
-    lock_path = path.parent / f".{path.name}.lock"
-    if shared:
-        try:
-            fh = open(lock_path, "r")
-        except OSError:
-            yield
-            return
-    else:
-        fh = open(lock_path, "a+")
-    with fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def _backup_of(path: Path) -> Path:
-    return path.parent / f".{path.name}.previous"
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def read_parquet(path: str | Path, columns: list[str] | None = None):
-    """A parquet file as a pyarrow Table, read in the calling thread.
-
-    ``pandas.read_parquet`` goes through Arrow's dataset scanner, whose worker threads can still be
-    winding down when the interpreter exits right after, and then abort it ("terminate called
-    without an active exception", apache/arrow#39862); a command that reads an index and exits at
-    once is exactly that case. Our files are small, so one thread loses nothing.
-    """
-    import pyarrow.parquet as pq
-
-    with pq.ParquetFile(str(path)) as f:
-        return f.read(columns=columns, use_threads=False)
-
-
-def save_directory(
-    path: Path,
-    manifest: dict[str, Any],
-    write: Callable[[Path], Iterable[str]],
-    *,
-    kind: str,
-    verify: Callable[[Path], Any] | None = None,
-) -> dict[str, Any]:
-    """Replace the directory ``path`` atomically with new contents; the one save routine of indexes
-    and libraries.
-
-    ``write(tmp)`` writes the data files into a fresh hidden sibling folder and returns their names;
-    the manifest (``manifest`` plus the files' SHA-256 under ``"checksums"``) is written last, every
-    file and the folder are fsynced, ``verify(tmp)`` (if given) must read it back, and only then is
-    the old directory renamed to ``.<name>.previous`` and the new one renamed into place, all under
-    the exclusive lock. A failure or a kill at any moment leaves the old directory (or its
-    ``.previous`` copy, which the next save or load picks up). A non-empty folder without a
-    manifest is refused (``kind`` names what was expected). Returns the manifest written.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    backup = _backup_of(path)
-    with _locked(path):
-        if not path.exists() and backup.exists():  # a save killed between its two renames
-            os.rename(backup, path)
-        if path.exists() and not path.is_dir():
-            raise IndexFormatError(f"{path}: exists and is not a directory; refusing to overwrite it")
-        if path.exists() and not (path / MANIFEST_FILE).is_file() and any(path.iterdir()):
-            raise IndexFormatError(f"{path}: exists and is not a {kind}; refusing to overwrite it")
-        for stale in path.parent.glob(f".{path.name}.tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
-        tmp.mkdir()
-        try:
-            names = tuple(write(tmp))
-            manifest = dict(manifest)
-            manifest["checksums"] = {name: _sha256(tmp / name) for name in names}
-            with open(tmp / MANIFEST_FILE, "w", encoding="utf-8") as fh:
-                json.dump(manifest, fh, indent=2, sort_keys=True)
-                fh.flush()
-                os.fsync(fh.fileno())
-            for name in names:
-                with open(tmp / name, "rb") as fh:
-                    os.fsync(fh.fileno())
-            _fsync_dir(tmp)
-            if verify is not None:
-                verify(tmp)  # never swap in something that cannot be read back
-            if path.exists():
-                if backup.exists():
-                    shutil.rmtree(backup)
-                os.rename(path, backup)
-            os.rename(tmp, path)
-            _fsync_dir(path.parent)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        shutil.rmtree(backup, ignore_errors=True)
-    return manifest
 
 
 class Index:
@@ -383,33 +257,15 @@ class Index:
         IndexFormatError
             Missing directory or file, unknown format version, checksum or count mismatch.
         """
-        path = Path(os.path.expanduser(path))
-        with _locked(path.absolute(), shared=True):
-            if not path.exists():
-                backup = _backup_of(path.absolute())
-                if backup.is_dir():
-                    # a save was killed between its two renames; the next save puts it back
-                    logger.warning("%s is missing; using the previous index kept at %s", path, backup)
-                    path = backup
-                else:
-                    raise IndexFormatError(f"{path}: no such index directory")
-            if not path.is_dir():
-                raise IndexFormatError(f"{path}: not an index directory")
-            return cls._read(path)
+        with open_directory(path, kind="index") as folder:
+            return cls._read(folder)
 
     @classmethod
     def _read(cls, path: Path) -> "Index":
         import faiss
 
         manifest_path = path / MANIFEST_FILE
-        if not manifest_path.is_file():
-            raise IndexFormatError(f"{path}: not a clapknn index (no {MANIFEST_FILE})")
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise IndexFormatError(f"{manifest_path}: unreadable manifest ({exc})") from exc
-        if not isinstance(manifest, dict):
-            raise IndexFormatError(f"{manifest_path}: unreadable manifest (not a JSON object)")
+        manifest = read_manifest(path, kind="clapknn index")
         version = manifest.get("format_version")
         if version != FORMAT_VERSION:
             raise IndexFormatError(
@@ -426,16 +282,7 @@ class Index:
         wrong = [k for k, t in kinds.items() if not isinstance(manifest[k], t) or isinstance(manifest[k], bool)]
         if wrong:
             raise IndexFormatError(f"{manifest_path}: manifest field(s) of the wrong type: {', '.join(wrong)}")
-        checksums = manifest["checksums"]
-        for name in (INDEX_FILE, METADATA_FILE):
-            f = path / name
-            if not f.is_file():
-                raise IndexFormatError(f"{path}: missing {name}")
-            expected = checksums.get(name)
-            if not expected:
-                raise IndexFormatError(f"{manifest_path}: manifest has no checksum for {name}")
-            if _sha256(f) != expected:
-                raise IndexFormatError(f"{f}: checksum mismatch; the file was modified or truncated after it was written")
+        verify_files(path, manifest, (INDEX_FILE, METADATA_FILE))
         try:
             fidx = faiss.read_index(str(path / INDEX_FILE))
             meta = read_parquet(path / METADATA_FILE).to_pandas(use_threads=False)

@@ -30,7 +30,6 @@ checksums). Saving is atomic; loading checks the checksums and counts.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import math
 import os
@@ -41,6 +40,7 @@ import numpy as np
 
 from .errors import ClapknnError, IndexFormatError, ParameterError
 from .options import DEFAULT_SNIPPET_SECONDS, check_int, check_snippets
+from .store import open_directory, read_manifest, read_parquet, save_directory, verify_files
 
 __all__ = [
     "LibraryIndex",
@@ -59,7 +59,6 @@ logger = logging.getLogger(__name__)
 LIBRARY_FORMAT = 1
 LIBRARY_FILE = "library.faiss"
 TRACKS_FILE = "tracks.parquet"
-MANIFEST_FILE = "manifest.json"
 
 #: Index kinds: exact scan, HNSW graph, inverted file.
 KINDS = ("auto", "flat", "hnsw", "ivf")
@@ -343,10 +342,8 @@ class LibraryIndex:
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
         """Write the library atomically to the directory ``path`` (an existing library is replaced;
-        any other non-empty folder is refused; see :func:`clapknn.index.save_directory`)."""
+        any other non-empty folder is refused; see :func:`clapknn.store.save_directory`)."""
         import faiss
-
-        from .index import save_directory
 
         def write(tmp: Path) -> tuple[str, ...]:
             faiss.write_index(self.index, str(tmp / LIBRARY_FILE))
@@ -354,7 +351,7 @@ class LibraryIndex:
             return LIBRARY_FILE, TRACKS_FILE
 
         path = Path(path).expanduser().absolute()
-        self.manifest = save_directory(path, self.manifest, write, kind="clapknn library")
+        self.manifest = save_directory(path, self.manifest, write, kind="clapknn library", verify=LibraryIndex._read)
         return path
 
     @classmethod
@@ -366,32 +363,21 @@ class LibraryIndex:
         IndexFormatError
             Missing, not a library, unknown version, checksum or count mismatch.
         """
+        with open_directory(path, kind="library") as folder:
+            return cls._read(folder)
+
+    @classmethod
+    def _read(cls, path: Path) -> "LibraryIndex":
         import faiss
 
-        from .index import _backup_of, _sha256, read_parquet
-
-        path = Path(path).expanduser()
-        if not path.exists() and _backup_of(path.absolute()).is_dir():
-            path = _backup_of(path.absolute())
-        mpath = path / MANIFEST_FILE
-        if not mpath.is_file():
-            raise IndexFormatError(f"{path}: not a clapknn library (no {MANIFEST_FILE})")
-        try:
-            manifest = json.loads(mpath.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise IndexFormatError(f"{mpath}: unreadable manifest ({exc})") from exc
-        if not isinstance(manifest, dict) or manifest.get("format") != "clapknn-library":
+        manifest = read_manifest(path, kind="clapknn library")
+        if manifest.get("format") != "clapknn-library":
             raise IndexFormatError(f"{path}: not a clapknn library (a tagging index? use it with 'clapknn tag')")
         if manifest.get("format_version") != LIBRARY_FORMAT:
             raise IndexFormatError(
                 f"{path}: library format version {manifest.get('format_version')!r} is not supported (this clapknn reads {LIBRARY_FORMAT})"
             )
-        for f in (LIBRARY_FILE, TRACKS_FILE):
-            if not (path / f).is_file():
-                raise IndexFormatError(f"{path}: missing {f}")
-            expected = manifest.get("checksums", {}).get(f)
-            if expected and _sha256(path / f) != expected:
-                raise IndexFormatError(f"{path / f}: checksum mismatch; the file was modified or truncated after it was written")
+        verify_files(path, manifest, (LIBRARY_FILE, TRACKS_FILE))
         try:
             index = faiss.read_index(str(path / LIBRARY_FILE))
             tracks = read_parquet(path / TRACKS_FILE).to_pandas(use_threads=False)

@@ -33,8 +33,10 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .cache import CachedFile, EmbeddingCache, resolve_cache, settings_key
+from .digests import file_sha256
 from .encoders.base import Encoder
 from .errors import AudioError, ClapknnError, ParameterError
+from .progress import progress_bar
 from .snippet import DEFAULT_SNIPPET_SECONDS
 
 __all__ = ["FileEmbedding", "iter_embeddings", "tag_to_csv", "TagProgress"]
@@ -116,7 +118,6 @@ def _error_text(exc: BaseException, path: str) -> str:
 def _file_events(path: str, sr: int, length: float, hop: float | None, hashes: bool, pad: str = "repeat") -> Iterator[tuple]:
     """Yield ``("snippet", start, end, audio)`` per non-silent snippet, then ``("file", state)``;
     ``pad`` is the encoder's rule for a track shorter than one snippet."""
-    from .encode import file_sha256
     from .snippet import iter_file_snippets
 
     state = _State(path)
@@ -501,8 +502,6 @@ def tag_to_csv(
     import os
 
     import pandas as pd
-
-    from .encode import progress_bar
 
     out = Path(out).expanduser()
     if out.suffix.lower() != ".csv":
