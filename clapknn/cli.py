@@ -209,21 +209,12 @@ def cmd_analyze(args) -> int:
     """``clapknn analyze``: key, mode and tempo of audio files, without ML."""
     from .analysis import analyze_files
     from .errors import ClapknnError
-    from .labels import scan_audio
+    from .labels import collect_audio
     from .output import format_table, write_table
 
     _check_out(args)
-    files: list = []
     problems: list[tuple[str, str]] = []
-    for p in args.paths:
-        p = Path(os.path.expanduser(p))  # Path.expanduser raises on '~x'
-        if p.exists() or p.is_symlink():
-            found = scan_audio(p, problems=problems)
-            if p.is_dir() and not found:
-                problems.append((str(p), "no audio files found in folder"))
-            files.extend(found)
-        else:
-            problems.append((str(p), "no such file"))
+    files = collect_audio(args.paths, problems=problems)
     if not files:
         detail = "; ".join(f"{w}: {r}" for w, r in problems[:3])
         raise ClapknnError(f"nothing to analyse ({detail})" if detail else "nothing to analyse")

@@ -355,9 +355,7 @@ def read_shards(shards: str | Path):
             "end": snips["end"].astype(float).to_numpy(),
         }
     )
-    out = EmbeddedFiles(vectors[snips["_row"].to_numpy()], snippets, files)
-    out.manifest = manifest
-    return out
+    return EmbeddedFiles(vectors[snips["_row"].to_numpy()], snippets, files, manifest=manifest)
 
 
 def index_from_shards(
@@ -377,9 +375,7 @@ def index_from_shards(
     LabelError
         When no example has vectors in the shards.
     """
-    import pandas as pd
-
-    from .index import Index
+    from .index import Index, example_metadata
     from .labels import ExampleSet, load_examples
     from .tagger import BuildReport
 
@@ -399,25 +395,17 @@ def index_from_shards(
     files = emb.files.iloc[keep_files].reset_index(drop=True)
     files.insert(1, "tags", [";".join(tags_of[file_norm[i]]) for i in keep_files])
     mask = emb.snippets["file"].isin(keep_files).to_numpy()
-    snip = emb.snippets[mask]
-    meta = pd.DataFrame(
-        {
-            "path": snip["path"].astype(str).to_numpy(),
-            "start": snip["start"].to_numpy(),
-            "end": snip["end"].to_numpy(),
-            "tags": [tags_of[file_norm[i]] for i in snip["file"]],
-            "sha256": [emb.files["sha256"].iat[i] for i in snip["file"]],
-            "kind": "audio",
-            "group": [group_of[file_norm[i]] for i in snip["file"]],
-        }
+    meta = example_metadata(
+        emb.snippets[mask], list(emb.files["sha256"].astype(str)), [tags_of.get(p, ()) for p in file_norm],
+        [group_of.get(p, "") for p in file_norm], [os.path.abspath(str(p)) for p in emb.files["path"]],
     )
     if not len(meta):
         raise LabelError(f"no example has vectors in {shards} ({len(missing)} not in the shards)")
     index = Index.from_arrays(
         emb.vectors[mask], meta, encoder=m["encoder"], snippet_seconds=m["snippet_seconds"], hop_seconds=m["hop_seconds"],
         extra={"source": f"ray shards {Path(shards).name}"},
+        report=BuildReport(files, list(example_set.problems) + missing, list(example_set.notes)),
     )
-    index.report = BuildReport(files, list(example_set.problems) + missing, list(example_set.notes))
     if out is not None:
         index.save(out)
     return index
@@ -434,9 +422,8 @@ def library_from_shards(shards: str | Path, out: str | Path | None = None, *, ki
         raise ClapknnError(f"no track has vectors in {shards}")
     lib = LibraryIndex.from_vectors(
         vectors, tracks, encoder=m["encoder"], snippet_seconds=m["snippet_seconds"], hop_seconds=m["hop_seconds"],
-        kind=kind, target_recall=target_recall,
+        kind=kind, target_recall=target_recall, skipped=[tuple(p) for p in m.get("skipped_inputs", [])] + list(emb.failures),
     )
-    lib.skipped = [tuple(p) for p in m.get("skipped_inputs", [])] + list(emb.failures)
     if out is not None:
         lib.save(out)
     return lib

@@ -43,12 +43,16 @@ class EmbeddedFiles:
         ``n_silent``, ``sha256``, ``error`` (empty when the file was used).
     n_cached : int
         Files whose vectors came from the embedding cache.
+    manifest : dict or None
+        Where the vectors were read from a shard directory: its manifest
+        (:func:`clapknn.distributed.read_shards`).
     """
 
     vectors: np.ndarray
     snippets: "pd.DataFrame"  # noqa: F821
     files: "pd.DataFrame"  # noqa: F821
     n_cached: int = 0
+    manifest: dict | None = None
 
     @property
     def failures(self) -> list[tuple[str, str]]:

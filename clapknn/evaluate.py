@@ -240,12 +240,9 @@ def embed_examples(
 
 # --------------------------------------------------------------------------- splits
 def _indicator(tags: Sequence[Sequence[str]], classes: Sequence[str]) -> np.ndarray:
-    col = {t: j for j, t in enumerate(classes)}
-    Y = np.zeros((len(tags), len(classes)), dtype=np.int64)
-    for i, ts in enumerate(tags):
-        for t in ts:
-            Y[i, col[t]] = 1
-    return Y
+    from .labels import tag_indicator
+
+    return tag_indicator(tags, classes)
 
 
 def few_shot_episodes(

@@ -160,8 +160,8 @@ def add_examples(
         When no usable example is found.
     """
     from .encoders import encoder_from_identity
-    from .labels import Example, ExampleSet, load_examples, scan_audio
-    from .tagger import build_index
+    from .labels import Example, ExampleSet, collect_audio, load_examples
+    from .tagger import build_index, fit_vote
 
     current, where = _load(index)
     target = Path(out).expanduser() if out is not None else where
@@ -171,16 +171,7 @@ def add_examples(
             raise ParameterError("--tag needs at least one non-empty tag")
         sources = [source] if isinstance(source, (str, Path)) else list(source)
         problems: list[tuple[str, str]] = []
-        files: list[Path] = []
-        for s in sources:
-            s = Path(s).expanduser()
-            if not s.exists():
-                problems.append((str(s), "no such file or folder"))
-                continue
-            found = scan_audio(s, problems=problems)
-            if not found:
-                problems.append((str(s), "no audio files found"))
-            files.extend(found)
+        files = collect_audio(sources, problems=problems)
         example_set = ExampleSet([Example(f, tags) for f in dict.fromkeys(files)], problems)
     else:
         if not isinstance(source, (str, Path)):
@@ -222,6 +213,8 @@ def add_examples(
                 merged[col] = merged[col].astype(object).where(merged[col].notna(), "")
         vectors = np.concatenate([base.vectors[~hit], fresh.vectors]) if len(base) else fresh.vectors
         updated = _rebuilt(base, vectors, merged, encoder.identity())  # checked against the index above
+        updated.encoder = encoder
+        fit_vote(updated)
         updated.save(target)
 
     report = UpdateReport(
@@ -233,7 +226,6 @@ def add_examples(
         n_vectors_after=len(updated),
     )
     updated.report = report
-    updated.encoder = encoder
     return updated, report
 
 
@@ -310,6 +302,14 @@ def remove_examples(
         kept = meta[~drop].copy()
         kept["tags"] = [t for t, d in zip(new_tags, drop) if not d]
         updated = _rebuilt(base, base.vectors[~drop], kept.reset_index(drop=True))
+        if len(updated) and updated.encoder_identity.get("name") == "features":
+            # weights-free, so cheap to build here; another encoder's vote is fitted when the index
+            # is loaded (CLAP's plain space is one FAISS add), so removing needs no checkpoint
+            from .encoders import encoder_from_identity
+            from .tagger import fit_vote
+
+            updated.encoder = encoder_from_identity(updated.encoder_identity)
+            fit_vote(updated)
         updated.save(target)
     report.n_vectors_after = len(updated)
     updated.report = report

@@ -214,12 +214,18 @@ class LibraryIndex:
         Row ``i`` is FAISS id ``i``: ``path``, ``sha256``, ``duration`` (seconds covered by the
         track's snippets, see :func:`similar`), ``n_snippets``.
     manifest : dict
+    skipped : list of (path, reason)
+        Files left out when the library was just indexed (empty for a loaded one).
+    encoder : Encoder or None
+        The encoder the library was just indexed with (``None`` for a loaded one).
     """
 
-    def __init__(self, index, tracks, manifest: dict[str, Any]) -> None:
+    def __init__(self, index, tracks, manifest: dict[str, Any], *, skipped=(), encoder=None) -> None:
         self.index = index
         self.tracks = tracks.reset_index(drop=True)
         self.manifest = manifest
+        self.skipped: list[tuple[str, str]] = list(skipped)
+        self.encoder = encoder
         self._by_path: dict[str, int] | None = None
         self._by_sha: dict[str, int] | None = None
 
@@ -254,8 +260,11 @@ class LibraryIndex:
         recall_queries: int = RECALL_QUERIES,
         seed: int = 0,
         extra: dict[str, Any] | None = None,
+        skipped=(),
+        encoder_object=None,
     ) -> "LibraryIndex":
-        """Index track vectors (rows are L2-normalised here) and measure the index's recall@10."""
+        """Index track vectors (rows are L2-normalised here) and measure the index's recall@10;
+        ``skipped`` and ``encoder_object`` become :attr:`skipped` and :attr:`encoder`."""
         import time
 
         import pandas as pd
@@ -304,7 +313,7 @@ class LibraryIndex:
         }
         if extra:
             manifest.update(extra)
-        return cls(index, tracks, manifest)
+        return cls(index, tracks, manifest, skipped=skipped, encoder=encoder_object)
 
     # ------------------------------------------------------------------ search
     def search(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
@@ -450,7 +459,7 @@ def index_library(
     Returns
     -------
     LibraryIndex
-        With ``skipped`` (``(path, reason)`` of files left out) as an attribute.
+        With :attr:`~LibraryIndex.skipped` (``(path, reason)`` of files left out).
     """
     from .encode import embed_files
     from .encoders import Encoder, get_encoder
@@ -469,10 +478,8 @@ def index_library(
         raise ClapknnError(f"no track could be embedded ({len(skipped)} skipped)")
     lib = LibraryIndex.from_vectors(
         vectors, tracks, encoder=enc.identity(), snippet_seconds=snippet_seconds, hop_seconds=hop,
-        kind=kind, target_recall=target_recall,
+        kind=kind, target_recall=target_recall, skipped=skipped, encoder_object=enc,
     )
-    lib.skipped = skipped
-    lib.encoder = enc
     if out is not None:
         lib.save(out)
     return lib
@@ -527,7 +534,7 @@ def similar(
     if me is not None:
         vec = lib.vector(me)
     else:
-        enc = encoder or getattr(lib, "encoder", None) or encoder_from_identity(lib.encoder_identity, **dict(encoder_options or {}))
+        enc = encoder or lib.encoder or encoder_from_identity(lib.encoder_identity, **dict(encoder_options or {}))
         from .index import check_same_encoder
 
         check_same_encoder(lib.encoder_identity, enc.identity(), what="library", rebuild="clapknn index-library MUSIC --out LIBRARY")
