@@ -309,7 +309,7 @@ def cmd_evaluate(args) -> int:
         k=_csv_list(args.k, int, "-k"), weights=_csv_list(args.weights, str, "--weights"),
         snippet_seconds=_csv_list(args.snippet_seconds, float, "--snippet-seconds"), hop_seconds=args.hop_seconds,
         aggregate=args.aggregate, space=args.space, baselines=not args.no_baselines, seed=args.seed, out_dir=args.out,
-        plots=not args.no_plots, n_jobs=args.jobs, cache=args.cache, batch_size=args.batch_size,
+        plots=not args.no_plots, n_jobs=args.workers, cache=args.cache, batch_size=args.batch_size,
         progress=not args.quiet,
     )
     print(report.text())
@@ -647,7 +647,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for summary.csv, runs.csv, per_tag.csv, report.json/.txt and PNG plots")
     p.add_argument("--no-plots", action="store_true", help="no PNG plots in --out")
     p.add_argument("--cache", help="embedding cache folder, so a re-run does not embed again")
-    p.add_argument("--jobs", type=int, default=1, help="processes that embed in parallel (features encoder; default 1)")
+    p.add_argument("--workers", "--jobs", dest="workers", type=int, default=0, metavar="N",
+                   help="decode in N processes while the encoder runs (default 0: a decoding thread; "
+                   "--jobs is the old name of this option)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_encoder_runtime(p)
     p.set_defaults(func=cmd_evaluate)

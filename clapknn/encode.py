@@ -18,7 +18,7 @@ import numpy as np
 
 from .digests import file_sha256  # noqa: F401 - the digest's home is clapknn.digests
 from .encoders.base import Encoder
-from .errors import ParameterError
+from .errors import AudioError, ParameterError
 from .progress import progress_bar
 from .snippet import DEFAULT_SNIPPET_SECONDS
 
@@ -173,7 +173,8 @@ def embed_array(
     ParameterError
         An ambiguous shape (the message says how to pass the audio), a bad sample rate.
     AudioError
-        NaN or infinite samples, or samples far beyond full scale.
+        NaN or infinite samples, or samples far beyond full scale; an encoder that gives NaN or
+        infinite vectors for it (as files are checked, :func:`clapknn.stream.vector_problem`).
     """
     import pandas as pd
 
@@ -190,7 +191,12 @@ def embed_array(
         raise ParameterError(f"sample rate must be a whole number of Hz in {lo}-{hi}, got {sr!r}")
     y = resample(y, int(sr), encoder.sample_rate)
     batch = cut(y, encoder.sample_rate, snippet_seconds, hop_seconds, pad=encoder.pad)
+    from .stream import vector_problem
+
     parts = [encoder.embed(batch.audio[i : i + batch_size]) for i in range(0, len(batch.audio), batch_size)]
-    vectors = np.concatenate(parts) if parts else np.zeros((0, encoder.dim), dtype=np.float32)
+    vectors = np.asarray(np.concatenate(parts) if parts else np.zeros((0, encoder.dim)), dtype=np.float32)
+    problem = vector_problem(vectors)
+    if problem:  # the check every embedding path makes
+        raise AudioError(f"<array>: {problem}")
     snippets = pd.DataFrame({"file": 0, "path": "<array>", "start": batch.starts, "end": batch.ends})
-    return np.asarray(vectors, dtype=np.float32), snippets
+    return vectors, snippets

@@ -39,7 +39,7 @@ from .errors import AudioError, ClapknnError, ParameterError
 from .progress import progress_bar
 from .snippet import DEFAULT_SNIPPET_SECONDS
 
-__all__ = ["FileEmbedding", "iter_embeddings", "tag_to_csv", "TagProgress"]
+__all__ = ["FileEmbedding", "iter_embeddings", "tag_to_csv", "TagProgress", "vector_problem"]
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +99,14 @@ class _State:
     cacheable: bool = True  # False after a decoding error: those are not cached
     entry: CachedFile | None = None  # set for a cache hit
     content: str = ""  # the cache's key for the file's audio (EmbeddingCache.content_key)
+
+
+def vector_problem(vectors: np.ndarray) -> str:
+    """Why an encoder's vectors cannot be used (``""`` when they can): a vector with NaN or inf
+    would poison every later search. The one check of every embedding path (files, arrays, Ray)."""
+    if not np.isfinite(vectors).all():
+        return "the encoder gave non-finite values (NaN or inf) for this audio"
+    return ""
 
 
 def _empty_reason(n_silent: int) -> str:
@@ -357,9 +365,8 @@ def iter_embeddings(
         if state.entry is not None:
             e = state.entry
             return FileEmbedding(i, paths[i], e.vectors, e.starts, e.ends, e.duration, e.n_silent, state.sha256, state.error, True)
-        if not state.error and not all(np.isfinite(v).all() for v in acc[2]):
-            # a vector with NaN/inf would poison every later search (as in encode.embed_files)
-            state.error = "the encoder gave non-finite values (NaN or inf) for this audio"
+        if not state.error and acc[2] and vector_problem(np.stack(acc[2])):
+            state.error = vector_problem(np.stack(acc[2]))
             state.cacheable = False
         if state.error:
             vectors, starts, ends = np.zeros((0, dim), np.float32), np.zeros(0), np.zeros(0)
