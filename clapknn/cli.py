@@ -402,7 +402,7 @@ def cmd_similar(args) -> int:
 
 def cmd_embed_ray(args) -> int:
     """``clapknn embed-ray``: the embedding stage on a Ray cluster, written as parquet shards."""
-    from .distributed import embed_with_ray, read_shards
+    from .distributed import embed_with_ray, shards_manifest
 
     out = embed_with_ray(
         args.paths, args.out, encoder=args.encoder or opt.DEFAULT_ENCODER, encoder_options=_encoder_options(args),
@@ -410,9 +410,9 @@ def cmd_embed_ray(args) -> int:
         num_encoders=args.num_encoders, gpus_per_encoder=args.gpus_per_encoder, address=args.address,
         progress=not args.quiet, cache=_cache(args),
     )
-    emb = read_shards(out)
-    skipped = [tuple(p) for p in emb.manifest.get("skipped_inputs", [])] + emb.failures
-    print(f"wrote {len(emb.vectors)} vectors of {len(emb.files) - len(emb.failures)} file(s) to {out}")
+    m = shards_manifest(out)  # the counts are in the manifest: the shards are not read again
+    skipped = [tuple(p) for p in m["skipped_inputs"] + m["failures"]]
+    print(f"wrote {m['n_vectors']} vectors of {m['n_files'] - len(m['failures'])} file(s) to {out}")
     _print_skipped(skipped, args.quiet)
     return EXIT_SKIPPED if skipped else EXIT_OK
 
@@ -707,8 +707,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "embed-ray", help="embed files on a Ray cluster into parquet shards",
-        description="Decode tasks (CPU) stream snippets into encoder actors (GPU when the cluster has one); the "
-        "vectors are written as parquet shards for build/index-library --from-shards.",
+        description="Encoder actors (GPU when the cluster has one) run the embedding engine on batches of files; "
+        "the vectors are written as parquet shards for build/index-library --from-shards.",
     )
     p.add_argument("paths", nargs="+", help="audio files and/or folders (at the same paths on every node)")
     p.add_argument("--out", required=True, help="shard directory to write (shared by every node)")
