@@ -107,15 +107,12 @@ def default_cache_dir() -> Path | None:
     ``$CLAPKNN_CACHE/embeddings``, else ``$XDG_CACHE_HOME/clapknn/embeddings``, else
     ``~/.cache/clapknn/embeddings``.
     """
+    from .encoders.clap import cache_dir  # the one resolution of clapknn's cache folder
+
     env = os.environ.get(ENV_EMBEDDING_CACHE)
     if env is not None:
         return None if env.strip().lower() in _OFF else Path(env).expanduser()
-    base = os.environ.get("CLAPKNN_CACHE")
-    if base:
-        return Path(base).expanduser() / "embeddings"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    root = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return root / "clapknn" / "embeddings"
+    return cache_dir() / "embeddings"
 
 
 def settings_key(encoder_identity: dict[str, Any], snippet_seconds: float, hop_seconds: float | None) -> str:
