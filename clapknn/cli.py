@@ -407,7 +407,8 @@ def cmd_embed_ray(args) -> int:
     out = embed_with_ray(
         args.paths, args.out, encoder=args.encoder or opt.DEFAULT_ENCODER, encoder_options=_encoder_options(args),
         snippet_seconds=_snippet_seconds(args), hop_seconds=args.hop_seconds, batch_size=args.batch_size,
-        num_encoders=args.num_encoders, gpus_per_encoder=args.gpus_per_encoder, address=args.address,
+        num_encoders=args.num_encoders, gpus_per_encoder=args.gpus_per_encoder, files_per_task=args.files_per_task,
+        address=args.address,
         progress=not args.quiet, cache=_cache(args),
     )
     m = shards_manifest(out)  # the counts are in the manifest: the shards are not read again
@@ -716,6 +717,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(p)
     p.add_argument("--num-encoders", type=int, help="encoder actors (default: one per GPU, else one per 2 CPUs)")
     p.add_argument("--gpus-per-encoder", type=float, help="GPUs per encoder actor (default 1 when the cluster has GPUs)")
+    p.add_argument("--files-per-task", type=int, default=4, metavar="N",
+                   help="files an encoder actor is given at a time, run again when its node is lost (default 4)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     _add_encoder_runtime(p)
     _add_pipeline(p, workers=False)

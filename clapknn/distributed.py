@@ -31,6 +31,7 @@ real cluster.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import logging
 import os
@@ -176,6 +177,11 @@ def embed_with_ray(
     from .store import save_directory
     from .tagger import Tagger
 
+    from .options import check_int
+
+    check_int("batch_size", batch_size)
+    check_int("files_per_task", files_per_task)
+    check_int("shard_rows", shard_rows)
     out = Path(out).expanduser().absolute()
     if out.exists() and not (out / SHARDS_MANIFEST).is_file() and any(out.iterdir()):
         raise ParameterError(f"{out}: exists and is not a clapknn shard directory; refusing to overwrite it")
@@ -184,6 +190,10 @@ def embed_with_ray(
         logger.warning("skipped %s: %s", where, reason)
     options = dict(encoder_options or {})
     if not ray.is_initialized():
+        # Ray's own lines stay in its log files (workers' output, the core worker's warnings)
+        # unless progress is asked for
+        if not progress:
+            os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, configure_logging=False)
     resources = ray.cluster_resources()
     n_gpus = float(resources.get("GPU", 0))
@@ -208,13 +218,14 @@ def embed_with_ray(
     items = [{"file": i, "path": str(p)} for i, p in enumerate(files)]
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 200)))
     ds = ds.map_batches(
-        _EngineActor, batch_size=max(1, int(files_per_task)), batch_format="numpy",
+        _EngineActor, batch_size=int(files_per_task), batch_format="numpy",
         fn_constructor_kwargs={"name": encoder, "options": options, "identity": identity, "snippet_seconds": snippet_seconds,
                                "hop_seconds": hop, "batch_size": batch_size,
                                "cache": str(store.root) if store is not None else None},
         compute=ray.data.ActorPoolStrategy(size=num_encoders), num_cpus=cpus_per_encoder, num_gpus=gpus_per_encoder or None,
     )
     counts = {"n_vectors": 0, "n_cached": 0, "failures": []}
+    quiet = contextlib.nullcontext() if progress else _quiet_ray_data()
 
     def write(tmp: Path) -> list[str]:
         """Stream the actors' rows into shard files (each file's rows come once, retried batches included)."""
@@ -256,8 +267,31 @@ def embed_with_ray(
         "skipped_inputs": [list(p) for p in problems],
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    save_directory(out, manifest, write, kind="clapknn shard directory", manifest_name=SHARDS_MANIFEST)
+    with quiet:
+        save_directory(out, manifest, write, kind="clapknn shard directory", manifest_name=SHARDS_MANIFEST)
     return out
+
+
+@contextlib.contextmanager
+def _quiet_ray_data():
+    """Keep Ray Data's info lines (execution plans, "progress bars disabled") off the terminal for
+    the run; errors still show, and everything is in Ray's log files."""
+    import logging as _logging
+    import sys
+
+    import ray.data  # noqa: F401 - sets up Ray Data's loggers
+
+    # the handlers writing to the terminal, not the ones writing Ray's session log files
+    handlers = [h for h in _logging.getLogger("ray.data").handlers + _logging.getLogger("ray").handlers
+                if isinstance(h, _logging.StreamHandler) and getattr(h, "stream", None) in (sys.stderr, sys.stdout)]
+    levels = [h.level for h in handlers]
+    for h in handlers:
+        h.setLevel(_logging.ERROR)
+    try:
+        yield
+    finally:
+        for h, level in zip(handlers, levels):
+            h.setLevel(level)
 
 
 def shards_manifest(shards: str | Path) -> dict[str, Any]:
