@@ -173,11 +173,8 @@ def embed_with_ray(
         import ray
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ClapknnError("the Ray pipeline needs Ray: pip install 'clapknn[distributed]'") from exc
-    from .encoders import get_encoder
-    from .store import save_directory
-    from .tagger import Tagger
-
     from .options import check_int
+    from .tagger import Tagger
 
     check_int("batch_size", batch_size)
     check_int("files_per_task", files_per_task)
@@ -189,97 +186,105 @@ def embed_with_ray(
     for where, reason in problems:
         logger.warning("skipped %s: %s", where, reason)
     options = dict(encoder_options or {})
-    if not ray.is_initialized():
-        # Ray's own lines stay in its log files (workers' output, the core worker's warnings)
-        # unless progress is asked for
-        if not progress:
-            os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, configure_logging=False)
-    resources = ray.cluster_resources()
-    n_gpus = float(resources.get("GPU", 0))
-    if gpus_per_encoder is None:
-        gpus_per_encoder = 1.0 if n_gpus >= 1 else 0.0
-    if gpus_per_encoder and encoder == "clap":
-        options.setdefault("device", "cuda")
-    if num_encoders is None:
-        num_encoders = max(1, int(n_gpus // gpus_per_encoder) if gpus_per_encoder else int(resources.get("CPU", 2) // 2))
-    # the identity the shards are written with: built here once (for CLAP that loads the checkpoint)
-    local_options = {k: v for k, v in options.items() if k != "device"}
-    identity = get_encoder(encoder, **local_options).identity()
-    hop = snippet_seconds if hop_seconds is None else hop_seconds
-    from .cache import resolve_cache
+    from .encoders import get_encoder
+    from .store import save_directory
 
-    store = resolve_cache(cache)
-    dim = int(identity["dim"])
+    # Ray's chatter stays off the terminal unless progress is asked for
+    with contextlib.nullcontext() if progress else _quiet_ray():
+        if not ray.is_initialized():
+            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, configure_logging=False)
+        resources = ray.cluster_resources()
+        n_gpus = float(resources.get("GPU", 0))
+        if gpus_per_encoder is None:
+            gpus_per_encoder = 1.0 if n_gpus >= 1 else 0.0
+        if gpus_per_encoder and encoder == "clap":
+            options.setdefault("device", "cuda")
+        if num_encoders is None:
+            num_encoders = max(1, int(n_gpus // gpus_per_encoder) if gpus_per_encoder else int(resources.get("CPU", 2) // 2))
+        # the identity the shards are written with: built here once (for CLAP that loads the checkpoint)
+        local_options = {k: v for k, v in options.items() if k != "device"}
+        identity = get_encoder(encoder, **local_options).identity()
+        hop = snippet_seconds if hop_seconds is None else hop_seconds
+        from .cache import resolve_cache
 
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = bool(progress)
-    ctx.enable_operator_progress_bars = bool(progress)
-    items = [{"file": i, "path": str(p)} for i, p in enumerate(files)]
-    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 200)))
-    ds = ds.map_batches(
-        _EngineActor, batch_size=int(files_per_task), batch_format="numpy",
-        fn_constructor_kwargs={"name": encoder, "options": options, "identity": identity, "snippet_seconds": snippet_seconds,
-                               "hop_seconds": hop, "batch_size": batch_size,
-                               "cache": str(store.root) if store is not None else None},
-        compute=ray.data.ActorPoolStrategy(size=num_encoders), num_cpus=cpus_per_encoder, num_gpus=gpus_per_encoder or None,
-    )
-    counts = {"n_vectors": 0, "n_cached": 0, "failures": []}
-    quiet = contextlib.nullcontext() if progress else _quiet_ray_data()
+        store = resolve_cache(cache)
+        dim = int(identity["dim"])
 
-    def write(tmp: Path) -> list[str]:
-        """Stream the actors' rows into shard files (each file's rows come once, retried batches included)."""
-        import pyarrow.compute as pa_compute
-        import pyarrow.parquet as pq
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = bool(progress)
+        ctx.enable_operator_progress_bars = bool(progress)
+        items = [{"file": i, "path": str(p)} for i, p in enumerate(files)]
+        ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 200)))
+        ds = ds.map_batches(
+            _EngineActor, batch_size=int(files_per_task), batch_format="numpy",
+            fn_constructor_kwargs={"name": encoder, "options": options, "identity": identity, "snippet_seconds": snippet_seconds,
+                                   "hop_seconds": hop, "batch_size": batch_size,
+                                   "cache": str(store.root) if store is not None else None},
+            compute=ray.data.ActorPoolStrategy(size=num_encoders), num_cpus=cpus_per_encoder, num_gpus=gpus_per_encoder or None,
+        )
+        counts = {"n_vectors": 0, "n_cached": 0, "failures": []}
 
-        names: list[str] = []
-        writer, in_shard = None, 0
-        try:
-            for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-                if not table.num_rows:
-                    continue
-                if writer is None or in_shard >= shard_rows:
-                    if writer is not None:
-                        writer.close()
-                    names.append(f"part-{len(names):05d}.parquet")
-                    writer, in_shard = pq.ParquetWriter(str(tmp / names[-1]), table.schema), 0
-                writer.write_table(table)
-                in_shard += table.num_rows
-                status = table.filter(pa_compute.equal(table["kind"], "file")).to_pydict()
-                counts["n_vectors"] += table.num_rows - len(status["file"])
-                counts["n_cached"] += sum(status["cached"])
-                counts["failures"] += [[i, p, e] for i, p, e in zip(status["file"], status["path"], status["error"]) if e]
-        finally:
-            if writer is not None:
-                writer.close()
-        # saved with the shards' checksums; failures in input order, as embed_files lists them
-        manifest.update(counts, failures=[[p, e] for _, p, e in sorted(counts["failures"])])
-        return names
+        def write(tmp: Path) -> list[str]:
+            """Stream the actors' rows into shard files (each file's rows come once, retried batches included)."""
+            import pyarrow.compute as pa_compute
+            import pyarrow.parquet as pq
 
-    manifest = {
-        "format": "clapknn-shards",
-        "format_version": SHARDS_FORMAT,
-        "encoder": identity,
-        "snippet_seconds": float(snippet_seconds),
-        "hop_seconds": float(hop),
-        "dim": dim,
-        "n_files": len(files),
-        "skipped_inputs": [list(p) for p in problems],
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    with quiet:
+            names: list[str] = []
+            writer, in_shard = None, 0
+            try:
+                for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+                    if not table.num_rows:
+                        continue
+                    if writer is None or in_shard >= shard_rows:
+                        if writer is not None:
+                            writer.close()
+                        names.append(f"part-{len(names):05d}.parquet")
+                        writer, in_shard = pq.ParquetWriter(str(tmp / names[-1]), table.schema), 0
+                    writer.write_table(table)
+                    in_shard += table.num_rows
+                    status = table.filter(pa_compute.equal(table["kind"], "file")).to_pydict()
+                    counts["n_vectors"] += table.num_rows - len(status["file"])
+                    counts["n_cached"] += sum(status["cached"])
+                    counts["failures"] += [[i, p, e] for i, p, e in zip(status["file"], status["path"], status["error"]) if e]
+            finally:
+                if writer is not None:
+                    writer.close()
+            # saved with the shards' checksums; failures in input order, as embed_files lists them
+            manifest.update(counts, failures=[[p, e] for _, p, e in sorted(counts["failures"])])
+            return names
+
+        manifest = {
+            "format": "clapknn-shards",
+            "format_version": SHARDS_FORMAT,
+            "encoder": identity,
+            "snippet_seconds": float(snippet_seconds),
+            "hop_seconds": float(hop),
+            "dim": dim,
+            "n_files": len(files),
+            "skipped_inputs": [list(p) for p in problems],
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
         save_directory(out, manifest, write, kind="clapknn shard directory", manifest_name=SHARDS_MANIFEST)
-    return out
+        return out
 
 
 @contextlib.contextmanager
-def _quiet_ray_data():
-    """Keep Ray Data's info lines (execution plans, "progress bars disabled") off the terminal for
-    the run; errors still show, and everything is in Ray's log files."""
+def _quiet_ray():
+    """Keep Ray's chatter off the terminal for the run: Ray Data's info lines (execution plans,
+    "progress bars disabled") and what Ray's C++ core writes to this process's stderr (start-up
+    notes, warnings) go to a temporary file instead, which is shown only when the run fails.
+    Ray's own log files keep everything."""
     import logging as _logging
     import sys
+    import tempfile
 
     import ray.data  # noqa: F401 - sets up Ray Data's loggers
+
+    sys.stderr.flush()
+    saved_fd = os.dup(2)
+    captured = tempfile.TemporaryFile(prefix="clapknn-ray-")
+    os.dup2(captured.fileno(), 2)
+    failed = False
 
     # the handlers writing to the terminal, not the ones writing Ray's session log files
     handlers = [h for h in _logging.getLogger("ray.data").handlers + _logging.getLogger("ray").handlers
@@ -289,9 +294,21 @@ def _quiet_ray_data():
         h.setLevel(_logging.ERROR)
     try:
         yield
+    except BaseException:
+        failed = True
+        raise
     finally:
         for h, level in zip(handlers, levels):
             h.setLevel(level)
+        sys.stderr.flush()
+        os.dup2(saved_fd, 2)
+        os.close(saved_fd)
+        if failed:  # what Ray said may be why
+            captured.seek(0)
+            tail = captured.read()[-8000:].decode("utf-8", "replace")
+            if tail.strip():
+                sys.stderr.write(tail if tail.endswith("\n") else tail + "\n")
+        captured.close()
 
 
 def shards_manifest(shards: str | Path) -> dict[str, Any]:
