@@ -6,7 +6,7 @@ An index directory holds::
     metadata.parquet   one row per vector id: path, start, end, tags, sha256, kind ("audio"/"text")
     vote.json          the fitted vote (:meth:`clapknn.vote.KNNTagger.fitted_state`: its settings,
                        the space chosen, the space's transform and the evidence for the choice)
-    vote.faiss         the vectors in the vote's search space, when that is not index.faiss's
+    vote.faiss         the vectors in the vote's search space, when they are not index.faiss's
     manifest.json      format version, encoder identity, snippet settings, dim, tag vocabulary,
                        package versions, creation time and a SHA-256 of each file above
 
@@ -253,12 +253,14 @@ class Index:
     def set_vote(self, estimator) -> None:
         """Keep a fitted :class:`~clapknn.vote.KNNTagger` (fitted on this index's vectors and tags)
         to save with the index: its :meth:`~clapknn.vote.KNNTagger.fitted_state` and its search
-        vectors (shared with :attr:`faiss_index` when they are the same)."""
+        vectors (shared with :attr:`faiss_index` when they are the same up to float rounding)."""
         search = estimator.search_index
         if search.ntotal != len(self):
             raise ParameterError(f"the vote was fitted on {search.ntotal} vectors, the index has {len(self)}")
+        # the plain space is these vectors normalised again: equal to float rounding, so one copy
+        # serves both (a saved vote in another space keeps its own vectors)
         same = search.d == self.dim and (
-            not len(self) or np.array_equal(search.reconstruct_n(0, len(self)), self.vectors)
+            not len(self) or np.allclose(search.reconstruct_n(0, len(self)), self.vectors, rtol=0.0, atol=1e-6)
         )
         self.vote = estimator.fitted_state()
         self._vote_faiss = None if same else search
