@@ -355,3 +355,12 @@ def test_fitted_state_round_trip_gives_the_fitted_votes(standardize, tmp_path):
         np.testing.assert_allclose(other.predict_proba(q), refit.fit(X, y, groups=groups).predict_proba(q), atol=1e-6)
     else:
         assert not KNNTagger.state_fits(state, {**state["params"], "n_neighbors": 9})
+
+
+def test_a_vote_in_the_plain_space_shares_the_index_vectors(built_index):
+    index, root = built_index
+    loaded = Index.load(root / "index")
+    loaded.set_vote(Tagger(loaded, space="plain").estimator)
+    assert loaded.vote_index() is loaded.faiss_index  # one copy of the vectors, searched as saved
+    loaded.set_vote(Tagger(loaded, space="standardized").estimator)
+    assert loaded.vote_index() is not loaded.faiss_index and loaded.vote_index().ntotal == len(loaded)
