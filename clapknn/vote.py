@@ -586,6 +586,10 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
     #: ``"auto"`` the leave-one-out choice of space votes with ``n_neighbors`` and ``weights``);
     #: ``threshold`` never does.
     _STATE_FREE = ("n_neighbors", "weights")
+    #: Version of what fitting computes from the same data and parameters: a saved state of another
+    #: version is fitted again. Raise it with any change to the fitting rules (the space choice,
+    #: the standardisation, the relevance).
+    FIT_RULES = 1
 
     def fitted_state(self) -> dict:
         """What fitting computed, to save and restore without fitting again (:meth:`from_fitted_state`).
@@ -595,12 +599,12 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
         dict
             ``params``: :meth:`get_params`; ``attributes``: every fitted attribute (a name ending
             in ``_``) whose value is a numpy array, a number, a bool, a string, ``None``, or a list
-            or dict of those. The labels and the search vectors (:attr:`search_index`) are not in
-            it: the caller keeps those.
+            or dict of those; ``rules``: :attr:`FIT_RULES`. The labels and the search vectors
+            (:attr:`search_index`) are not in it: the caller keeps those.
         """
         check_is_fitted(self)
         attributes = {k: v for k, v in vars(self).items() if k.endswith("_") and not k.startswith("_") and _plain_value(v)}
-        return {"params": self.get_params(deep=False), "attributes": attributes}
+        return {"params": self.get_params(deep=False), "attributes": attributes, "rules": self.FIT_RULES}
 
     @property
     def search_index(self):
@@ -611,6 +615,8 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
     @classmethod
     def state_fits(cls, state: dict, params: dict) -> bool:
         """Whether a saved :meth:`fitted_state` is what fitting with ``params`` would compute."""
+        if state.get("rules") != cls.FIT_RULES:
+            return False
         saved = _comparable(state.get("params", {}))
         wanted = _comparable(params)
         free = {"threshold"} | (set(cls._STATE_FREE) if wanted.get("standardize") != "auto" else set())

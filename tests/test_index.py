@@ -355,6 +355,8 @@ def test_fitted_state_round_trip_gives_the_fitted_votes(standardize, tmp_path):
         np.testing.assert_allclose(other.predict_proba(q), refit.fit(X, y, groups=groups).predict_proba(q), atol=1e-6)
     else:
         assert not KNNTagger.state_fits(state, {**state["params"], "n_neighbors": 9})
+    assert KNNTagger.state_fits(state, state["params"])
+    assert not KNNTagger.state_fits({**state, "rules": KNNTagger.FIT_RULES + 1}, state["params"])  # other fitting rules
 
 
 def test_a_vote_in_the_plain_space_shares_the_index_vectors(built_index):
