@@ -413,7 +413,7 @@ def index_from_shards(
     """
     from .index import Index, example_metadata
     from .labels import ExampleSet, load_examples
-    from .tagger import BuildReport
+    from .tagger import BuildReport, fit_vote
 
     emb = read_shards(shards)
     m = emb.manifest
@@ -442,6 +442,7 @@ def index_from_shards(
         extra={"source": f"ray shards {Path(shards).name}"},
         report=BuildReport(files, list(example_set.problems) + missing, list(example_set.notes)),
     )
+    fit_vote(index)
     if out is not None:
         index.save(out)
     return index

@@ -302,14 +302,9 @@ def remove_examples(
         kept = meta[~drop].copy()
         kept["tags"] = [t for t, d in zip(new_tags, drop) if not d]
         updated = _rebuilt(base, base.vectors[~drop], kept.reset_index(drop=True))
-        if len(updated) and updated.encoder_identity.get("name") == "features":
-            # weights-free, so cheap to build here; another encoder's vote is fitted when the index
-            # is loaded (CLAP's plain space is one FAISS add), so removing needs no checkpoint
-            from .encoders import encoder_from_identity
-            from .tagger import fit_vote
+        from .tagger import fit_vote
 
-            updated.encoder = encoder_from_identity(updated.encoder_identity)
-            fit_vote(updated)
+        fit_vote(updated)  # (needs no checkpoint: see fit_vote)
         updated.save(target)
     report.n_vectors_after = len(updated)
     updated.report = report

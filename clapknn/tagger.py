@@ -195,11 +195,24 @@ def build_index(
     return index
 
 
-def fit_vote(index: Index) -> None:
-    """Fit the vote with the default tagging settings on a just-built index (with its
-    :attr:`~clapknn.index.Index.encoder`) and keep it in the index (:meth:`Index.set_vote`), so that
-    it is saved and every later :class:`Tagger` with those settings starts without fitting."""
+def fit_vote(index: Index) -> bool:
+    """Fit the vote with the default tagging settings on a just-built index and keep it in the index
+    (:meth:`Index.set_vote`), so that it is saved and every later :class:`Tagger` with those
+    settings starts without fitting. Returns whether it was fitted.
+
+    The index's :attr:`~clapknn.index.Index.encoder` says which vote its vectors want; without one,
+    the weights-free features encoder is built from the identity (cheap), and any other encoder's
+    vote is left to be fitted when the index is loaded (CLAP's plain space is one FAISS add), so that
+    no checkpoint is needed here.
+    """
+    if not len(index):
+        return False
+    if index.encoder is None:
+        if index.encoder_identity.get("name") != "features":
+            return False
+        index.encoder = encoder_from_identity(index.encoder_identity)
     index.set_vote(Tagger(index).estimator)
+    return True
 
 
 def index_path(path: str | Path) -> Path:

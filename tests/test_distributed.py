@@ -74,6 +74,8 @@ def test_index_and_library_from_shards(shards, tmp_path):
     examples, out = shards
     index = index_from_shards(out, examples, tmp_path / "idx")
     reference = build_index(examples, snippet_seconds=SNIP)
+    assert index.vote is not None  # fitted once and saved, as build_index does
+    assert index.vote["attributes"]["standardized_"] == reference.vote["attributes"]["standardized_"]
     np.testing.assert_allclose(index.vectors, reference.vectors, atol=1e-6)
     pd.testing.assert_frame_equal(index.metadata, reference.metadata, check_dtype=False)
     query = write_audio(tmp_path / "q.wav", tone(STYLES["energetic"]["freq"] * 1.01, 4.0, seed=5, pulse_bpm=150.0))
