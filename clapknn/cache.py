@@ -34,14 +34,12 @@ found to be entirely silent is, because that is a property of its bytes.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
 import sqlite3
-import stat as stat_mod
 import struct
 import threading
 import uuid
@@ -52,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from .digests import file_sha256, file_stamp
 from .errors import ParameterError
 from .snippet import SNIPPET_RULES
 
@@ -108,15 +107,12 @@ def default_cache_dir() -> Path | None:
     ``$CLAPKNN_CACHE/embeddings``, else ``$XDG_CACHE_HOME/clapknn/embeddings``, else
     ``~/.cache/clapknn/embeddings``.
     """
+    from .encoders.clap import cache_dir  # the one resolution of clapknn's cache folder
+
     env = os.environ.get(ENV_EMBEDDING_CACHE)
     if env is not None:
         return None if env.strip().lower() in _OFF else Path(env).expanduser()
-    base = os.environ.get("CLAPKNN_CACHE")
-    if base:
-        return Path(base).expanduser() / "embeddings"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    root = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return root / "clapknn" / "embeddings"
+    return cache_dir() / "embeddings"
 
 
 def settings_key(encoder_identity: dict[str, Any], snippet_seconds: float, hop_seconds: float | None) -> str:
@@ -247,11 +243,7 @@ class EmbeddingCache:
 
     def _memo(self, path: str | os.PathLike) -> tuple[str, tuple, tuple | None]:
         """``(real path, stamp, (sha256, content) from the memo or None)``."""
-        real = os.path.realpath(path)
-        st = os.stat(real)
-        if not stat_mod.S_ISREG(st.st_mode):  # a pipe or device: reading it to hash could block forever
-            raise OSError(errno.EINVAL, "not a regular file", str(path))
-        stamp = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        real, stamp = file_stamp(path)  # a pipe or device is refused: reading it to hash could block forever
         con = self._db()
         row = None
         if con is not None:
@@ -285,8 +277,6 @@ class EmbeddingCache:
         OSError
             When the file cannot be read.
         """
-        from .encode import file_sha256
-
         real, stamp, known = self._memo(path)
         if known is not None:
             return known[0]
@@ -306,8 +296,6 @@ class EmbeddingCache:
         OSError
             When the file cannot be read.
         """
-        from .encode import file_sha256
-
         real, stamp, known = self._memo(path)
         if known is not None and known[1]:
             return known

@@ -209,21 +209,12 @@ def cmd_analyze(args) -> int:
     """``clapknn analyze``: key, mode and tempo of audio files, without ML."""
     from .analysis import analyze_files
     from .errors import ClapknnError
-    from .labels import scan_audio
+    from .labels import collect_audio
     from .output import format_table, write_table
 
     _check_out(args)
-    files: list = []
     problems: list[tuple[str, str]] = []
-    for p in args.paths:
-        p = Path(os.path.expanduser(p))  # Path.expanduser raises on '~x'
-        if p.exists() or p.is_symlink():
-            found = scan_audio(p, problems=problems)
-            if p.is_dir() and not found:
-                problems.append((str(p), "no audio files found in folder"))
-            files.extend(found)
-        else:
-            problems.append((str(p), "no such file"))
+    files = collect_audio(args.paths, problems=problems)
     if not files:
         detail = "; ".join(f"{w}: {r}" for w, r in problems[:3])
         raise ClapknnError(f"nothing to analyse ({detail})" if detail else "nothing to analyse")
@@ -318,7 +309,7 @@ def cmd_evaluate(args) -> int:
         k=_csv_list(args.k, int, "-k"), weights=_csv_list(args.weights, str, "--weights"),
         snippet_seconds=_csv_list(args.snippet_seconds, float, "--snippet-seconds"), hop_seconds=args.hop_seconds,
         aggregate=args.aggregate, space=args.space, baselines=not args.no_baselines, seed=args.seed, out_dir=args.out,
-        plots=not args.no_plots, n_jobs=args.jobs, cache=args.cache, batch_size=args.batch_size,
+        plots=not args.no_plots, n_jobs=args.workers, cache=args.cache, batch_size=args.batch_size,
         progress=not args.quiet,
     )
     print(report.text())
@@ -411,17 +402,18 @@ def cmd_similar(args) -> int:
 
 def cmd_embed_ray(args) -> int:
     """``clapknn embed-ray``: the embedding stage on a Ray cluster, written as parquet shards."""
-    from .distributed import embed_with_ray, read_shards
+    from .distributed import embed_with_ray, shards_manifest
 
     out = embed_with_ray(
         args.paths, args.out, encoder=args.encoder or opt.DEFAULT_ENCODER, encoder_options=_encoder_options(args),
         snippet_seconds=_snippet_seconds(args), hop_seconds=args.hop_seconds, batch_size=args.batch_size,
-        num_encoders=args.num_encoders, gpus_per_encoder=args.gpus_per_encoder, address=args.address,
+        num_encoders=args.num_encoders, gpus_per_encoder=args.gpus_per_encoder, files_per_task=args.files_per_task,
+        address=args.address,
         progress=not args.quiet, cache=_cache(args),
     )
-    emb = read_shards(out)
-    skipped = [tuple(p) for p in emb.manifest.get("skipped_inputs", [])] + emb.failures
-    print(f"wrote {len(emb.vectors)} vectors of {len(emb.files) - len(emb.failures)} file(s) to {out}")
+    m = shards_manifest(out)  # the counts are in the manifest: the shards are not read again
+    skipped = [tuple(p) for p in m["skipped_inputs"] + m["failures"]]
+    print(f"wrote {m['n_vectors']} vectors of {m['n_files'] - len(m['failures'])} file(s) to {out}")
     _print_skipped(skipped, args.quiet)
     return EXIT_SKIPPED if skipped else EXIT_OK
 
@@ -695,7 +687,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for summary.csv, runs.csv, per_tag.csv, report.json/.txt and PNG plots")
     p.add_argument("--no-plots", action="store_true", help="no PNG plots in --out")
     p.add_argument("--cache", help="embedding cache folder, so a re-run does not embed again")
-    p.add_argument("--jobs", type=int, default=1, help="processes that embed in parallel (features encoder; default 1)")
+    p.add_argument("--workers", "--jobs", dest="workers", type=int, default=0, metavar="N",
+                   help="decode in N processes while the encoder runs (default 0: a decoding thread; "
+                   "--jobs is the old name of this option)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_encoder_runtime(p)
     p.set_defaults(func=cmd_evaluate)
@@ -753,8 +747,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "embed-ray", help="embed files on a Ray cluster into parquet shards",
-        description="Decode tasks (CPU) stream snippets into encoder actors (GPU when the cluster has one); the "
-        "vectors are written as parquet shards for build/index-library --from-shards.",
+        description="Encoder actors (GPU when the cluster has one) run the embedding engine on batches of files; "
+        "the vectors are written as parquet shards for build/index-library --from-shards.",
     )
     p.add_argument("paths", nargs="+", help="audio files and/or folders (at the same paths on every node)")
     p.add_argument("--out", required=True, help="shard directory to write (shared by every node)")
@@ -762,6 +756,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(p)
     p.add_argument("--num-encoders", type=int, help="encoder actors (default: one per GPU, else one per 2 CPUs)")
     p.add_argument("--gpus-per-encoder", type=float, help="GPUs per encoder actor (default 1 when the cluster has GPUs)")
+    p.add_argument("--files-per-task", type=int, default=4, metavar="N",
+                   help="files an encoder actor is given at a time, run again when its node is lost (default 4)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     _add_encoder_runtime(p)
     _add_pipeline(p, workers=False)

@@ -1,19 +1,22 @@
-"""More than one machine: the embedding stage on Ray Data, writing parquet shards that indexes consume.
+"""More than one machine: the embedding engine on Ray Data, writing parquet shards that indexes consume.
 
-Pipeline (streaming: decoding, encoding and writing overlap, across as many nodes as the cluster has)::
+Pipeline (streaming, across as many nodes as the cluster has)::
 
-    paths ─► decode tasks (CPU, one file each) ─► encoder actors (GPU when the cluster has one)
-              snippet rows: path, start, end,        batches of snippets → vectors
-              audio (float32 bytes); then one              │
-              status row per file                          ▼
-                                                   parquet shards + shards.json
+    paths ─► batches of files ─► encoder actors (GPU when the cluster has one), each running the
+                                 embedding engine of a local run (clapknn.stream.iter_embeddings:
+                                 decoding ahead of the encoder, the embedding cache, the vector check)
+                                       │  snippet rows, then one status row per file
+                                       ▼
+                              the driver: parquet shards + shards.json, swapped in atomically
 
 - :func:`embed_with_ray` runs it and writes a shard directory: ``*.parquet`` files with one row per
   snippet (``file``, ``path``, ``kind="snippet"``, ``start``, ``end``, ``vector``) plus one status row
-  per file (``kind="file"``: ``duration``, ``n_silent``, ``sha256``, ``content``, ``error``), and
-  ``shards.json`` (encoder identity, snippet settings, dim, file count). With an embedding cache
-  (:mod:`clapknn.cache`), decode tasks take the files found there instead of decoding them, and the
-  driver stores the fresh ones once the shards are written.
+  per file (``kind="file"``: ``duration``, ``n_silent``, ``sha256``, ``error``, ``cached``), and
+  ``shards.json`` (encoder identity, snippet settings, dim, counts, failures, a SHA-256 of every
+  shard). The directory is written by :func:`clapknn.store.save_directory`, as indexes are: in a
+  hidden sibling folder, then swapped in. With an embedding cache (:mod:`clapknn.cache`), every actor
+  reads and fills it as a local run does. An actor lost with its node is restarted on another one
+  and its batch of files run again; each file's rows reach the shards once.
 - :func:`read_shards` turns a shard directory back into :class:`~clapknn.encode.EmbeddedFiles`, exactly
   what :func:`~clapknn.encode.embed_files` returns for the same files (same vectors: the encoders are
   batch-independent).
@@ -28,12 +31,10 @@ real cluster.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
-import json
 import logging
 import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -41,8 +42,9 @@ import numpy as np
 
 from .errors import ClapknnError, IndexFormatError, LabelError, ParameterError
 from .snippet import DEFAULT_SNIPPET_SECONDS
+from .store import read_parquet
 
-__all__ = ["embed_with_ray", "read_shards", "index_from_shards", "library_from_shards", "tag_shards", "SHARDS_MANIFEST"]
+__all__ = ["embed_with_ray", "read_shards", "shards_manifest", "index_from_shards", "library_from_shards", "tag_shards", "SHARDS_MANIFEST"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,52 +52,28 @@ SHARDS_MANIFEST = "shards.json"
 SHARDS_FORMAT = 1
 
 
-def _decode_file(row: dict, *, sample_rate: int, length: float, hop: float | None, cache: str | None = None,
-                 key: str = "", dim: int = 0, pad: str = "repeat"):
-    """Ray flat_map: one file → its snippet rows, then one status row (streamed, window by window).
+def _shard_columns(batch_rows: list[tuple], dim: int):
+    """A pyarrow table of shard rows ``(file, path, kind, start, end, duration, n_silent, sha256, error,
+    cached, vector)``."""
+    import pyarrow as pa
 
-    With an embedding ``cache`` folder (visible to this node): a file found there (by its content
-    key under the settings ``key``) gives ``cached`` rows that carry their vectors instead of audio,
-    and is not decoded; the status row names the content key either way."""
-    from .stream import _empty_reason, _file_events
-
-    base = {"file": int(row["file"]), "path": str(row["path"])}
-    sha = content = ""
-    if cache:
-        from .cache import EmbeddingCache
-
-        store = EmbeddingCache(cache, memo=False)  # no SQLite memo on a shared file system
-        try:
-            sha, content = store.content_key(base["path"])
-        except OSError:
-            sha = content = ""  # missing or unreadable: the decoder reports it
-        entry = store.get(key, content, dim=dim) if content else None
-        if entry is not None:
-            for start, end, vector in zip(entry.starts, entry.ends, entry.vectors):
-                yield {**base, "kind": "cached", "start": float(start), "end": float(end),
-                       "audio": np.ascontiguousarray(vector, dtype="<f4").tobytes(),
-                       "duration": 0.0, "n_silent": 0, "sha256": "", "content": "", "error": ""}
-            error = "" if len(entry.vectors) else _empty_reason(entry.n_silent)
-            yield {**base, "kind": "file", "start": 0.0, "end": 0.0, "audio": b"", "duration": float(entry.duration),
-                   "n_silent": int(entry.n_silent), "sha256": sha, "content": "", "error": error}
-            return
-    for ev in _file_events(base["path"], sample_rate, length, hop, not sha, pad):
-        if ev[0] == "snippet":
-            yield {**base, "kind": "snippet", "start": float(ev[1]), "end": float(ev[2]),
-                   "audio": np.ascontiguousarray(ev[3], dtype="<f4").tobytes(),
-                   "duration": 0.0, "n_silent": 0, "sha256": "", "content": "", "error": ""}
-        else:
-            s = ev[1]
-            # the content key marks a file whose fresh vectors the driver stores once the shards are written
-            yield {**base, "kind": "file", "start": 0.0, "end": 0.0, "audio": b"", "duration": float(s.duration),
-                   "n_silent": int(s.n_silent), "sha256": s.sha256 or sha, "content": content if s.cacheable else "",
-                   "error": s.error}
+    names = ["file", "path", "kind", "start", "end", "duration", "n_silent", "sha256", "error", "cached"]
+    columns = list(zip(*batch_rows)) if batch_rows else [[] for _ in range(len(names) + 1)]
+    types = [pa.int64(), pa.string(), pa.string(), pa.float64(), pa.float64(), pa.float64(), pa.int64(), pa.string(),
+             pa.string(), pa.bool_()]
+    cols = {n: pa.array(list(c), type=t) for n, c, t in zip(names, columns, types)}
+    vectors = np.asarray(columns[-1], dtype=np.float32).reshape(-1, dim) if batch_rows else np.zeros((0, dim), np.float32)
+    cols["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), type=pa.float32()), dim)
+    return pa.table(cols)
 
 
-class _EncodeActor:
-    """Ray actor: holds one encoder and turns batches of snippet rows into vector rows."""
+class _EngineActor:
+    """Ray actor: one encoder running the embedding engine (:func:`clapknn.stream.iter_embeddings`:
+    decoding ahead of the encoder, the embedding cache, the vector check) over each batch of files it
+    is given, returning their shard rows (one per snippet, then one status row per file)."""
 
-    def __init__(self, name: str, options: dict[str, Any], identity: dict[str, Any]) -> None:
+    def __init__(self, name: str, options: dict[str, Any], identity: dict[str, Any], *, snippet_seconds: float,
+                 hop_seconds: float, batch_size: int, cache: str | None) -> None:
         from .encoders import get_encoder
         from .errors import EncoderMismatchError
         from .index import describe_mismatch
@@ -104,26 +82,25 @@ class _EncodeActor:
         diffs = describe_mismatch(identity, self.encoder.identity())
         if diffs:  # another clapknn version or checkpoint on this node than on the driver
             raise EncoderMismatchError("the encoder on a Ray worker differs from the driver's: " + "; ".join(diffs))
+        self.settings = dict(snippet_seconds=snippet_seconds, hop_seconds=hop_seconds, batch_size=batch_size)
+        self.cache = cache
 
     def __call__(self, batch: dict[str, np.ndarray]):
-        import pyarrow as pa
+        from .cache import EmbeddingCache
+        from .stream import iter_embeddings
 
-        kind = np.asarray(batch["kind"]).astype(str)
-        snip = kind == "snippet"
-        cached = kind == "cached"  # vectors from the embedding cache, carried in the audio column
-        dim = int(self.encoder.dim)
-        vectors = np.zeros((len(kind), dim), dtype=np.float32)
-        payload = np.asarray(batch["audio"], dtype=object)
-        if snip.any():
-            audio = np.stack([np.frombuffer(b, dtype="<f4") for b in payload[snip]])
-            vectors[snip] = np.asarray(self.encoder.embed(audio), dtype=np.float32)
-        if cached.any():
-            vectors[cached] = np.stack([np.frombuffer(b, dtype="<f4") for b in payload[cached]])
-        batch = {**batch, "kind": np.where(cached, "snippet", kind)}
-        cols = {k: pa.array(np.asarray(v).tolist() if k in ("path", "kind", "sha256", "content", "error") else np.asarray(v))
-                for k, v in batch.items() if k != "audio"}
-        cols["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), type=pa.float32()), dim)
-        return pa.table(cols)
+        ids = np.asarray(batch["file"]).astype(np.int64).tolist()
+        paths = np.asarray(batch["path"]).astype(str).tolist()
+        # no SQLite memo on a shared file system: each file is hashed where it is read
+        store = EmbeddingCache(self.cache, memo=False) if self.cache else None
+        rows: list[tuple] = []
+        for fe in iter_embeddings(paths, self.encoder, hashes=True, cache=store, **self.settings):
+            i = ids[fe.index]
+            for start, end, vector in zip(fe.starts.tolist(), fe.ends.tolist(), fe.vectors):
+                rows.append((i, fe.path, "snippet", start, end, 0.0, 0, "", "", False, vector))
+            rows.append((i, fe.path, "file", 0.0, 0.0, float(fe.duration), int(fe.n_silent), fe.sha256, fe.error,
+                         bool(fe.cached), np.zeros(self.encoder.dim, np.float32)))
+        return _shard_columns(rows, int(self.encoder.dim))
 
 
 def embed_with_ray(
@@ -138,12 +115,20 @@ def embed_with_ray(
     num_encoders: int | None = None,
     gpus_per_encoder: float | None = None,
     cpus_per_encoder: float = 1.0,
-    cpus_per_decode: float = 1.0,
+    files_per_task: int = 4,
     address: str | None = None,
     progress: bool = False,
     cache=None,
+    shard_rows: int = 200_000,
 ) -> Path:
     """Embed audio files on a Ray cluster and write parquet shards to ``out``.
+
+    Every encoder actor runs the embedding engine of a local run (:func:`clapknn.stream.iter_embeddings`)
+    on the batches of files Ray Data hands it: the same decoding, the same vector checks, the same
+    embedding cache (read and filled as files are done). The driver writes what comes back into
+    shards, then swaps the shard directory in atomically (:func:`clapknn.store.save_directory`,
+    with a checksum of every shard). An actor lost with its node is restarted elsewhere and its
+    batch run again, so the job completes with each file once.
 
     Parameters
     ----------
@@ -151,7 +136,7 @@ def embed_with_ray(
         Audio files and/or folders (scanned here, on the driver). On a multi-node cluster every node
         must see them at the same paths (a shared or object-store-backed file system).
     out : path
-        Shard directory to write (replaced atomically; must be visible to every node on a cluster).
+        Shard directory to write (replaced atomically; only the driver writes it).
     encoder : {"features", "clap"}
     encoder_options : mapping, optional
         Settings for :func:`clapknn.encoders.get_encoder` in each actor (``checkpoint`` path...).
@@ -163,18 +148,21 @@ def embed_with_ray(
         Encoder actors. Default: one per GPU when the cluster has GPUs, else one per 2 CPUs (at least 1).
     gpus_per_encoder : float, optional
         GPUs per actor; default 1 when the cluster has GPUs, else 0.
-    cpus_per_encoder, cpus_per_decode : float
-        CPUs reserved per encoder actor and per decode task.
+    cpus_per_encoder : float
+        CPUs reserved per encoder actor.
+    files_per_task : int
+        Files handed to an actor at a time (what is run again when its node is lost).
     address : str, optional
         Ray cluster address (``"auto"`` on a cluster node); default: the running Ray instance, or a
-        new local one.
+        new local one (its log lines stay in Ray's log files, not on this terminal).
     progress : bool
         Ray Data's progress bars and progress log.
     cache : bool, path or EmbeddingCache, optional
-        The embedding cache (:mod:`clapknn.cache`; ``True`` for the default folder). Decode tasks
-        look files up there and skip decoding and encoding the ones found; the driver stores the
-        fresh files' vectors once the shards are written. On a multi-node cluster the folder must
-        be shared, like the audio (the tasks hash files without the SQLite memo).
+        The embedding cache (:mod:`clapknn.cache`; ``True`` for the default folder), used by every
+        actor as by a local run. On a multi-node cluster the folder must be shared, like the audio
+        (the actors hash files without the SQLite memo).
+    shard_rows : int
+        Rows per shard file, at most.
 
     Returns
     -------
@@ -185,9 +173,12 @@ def embed_with_ray(
         import ray
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ClapknnError("the Ray pipeline needs Ray: pip install 'clapknn[distributed]'") from exc
-    from .encoders import get_encoder
+    from .options import check_int
     from .tagger import Tagger
 
+    check_int("batch_size", batch_size)
+    check_int("files_per_task", files_per_task)
+    check_int("shard_rows", shard_rows)
     out = Path(out).expanduser().absolute()
     if out.exists() and not (out / SHARDS_MANIFEST).is_file() and any(out.iterdir()):
         raise ParameterError(f"{out}: exists and is not a clapknn shard directory; refusing to overwrite it")
@@ -195,129 +186,173 @@ def embed_with_ray(
     for where, reason in problems:
         logger.warning("skipped %s: %s", where, reason)
     options = dict(encoder_options or {})
-    if not ray.is_initialized():
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
-    resources = ray.cluster_resources()
-    n_gpus = float(resources.get("GPU", 0))
-    if gpus_per_encoder is None:
-        gpus_per_encoder = 1.0 if n_gpus >= 1 else 0.0
-    if gpus_per_encoder and encoder == "clap":
-        options.setdefault("device", "cuda")
-    if num_encoders is None:
-        num_encoders = max(1, int(n_gpus // gpus_per_encoder) if gpus_per_encoder else int(resources.get("CPU", 2) // 2))
-    # the identity the shards are written with: built here once (for CLAP that loads the checkpoint)
-    local_options = {k: v for k, v in options.items() if k != "device"}
-    built = get_encoder(encoder, **local_options)
-    identity, pad = built.identity(), built.pad
-    del built  # the actors hold their own
-    hop = snippet_seconds if hop_seconds is None else hop_seconds
-    from .cache import resolve_cache, settings_key
+    from .encoders import get_encoder
+    from .store import save_directory
 
-    store = resolve_cache(cache)
-    key = settings_key(identity, snippet_seconds, hop) if store is not None else ""
+    # Ray's chatter stays off the terminal unless progress is asked for
+    with contextlib.nullcontext() if progress else _quiet_ray():
+        if not ray.is_initialized():
+            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, configure_logging=False)
+        resources = ray.cluster_resources()
+        n_gpus = float(resources.get("GPU", 0))
+        if gpus_per_encoder is None:
+            gpus_per_encoder = 1.0 if n_gpus >= 1 else 0.0
+        if gpus_per_encoder and encoder == "clap":
+            options.setdefault("device", "cuda")
+        if num_encoders is None:
+            num_encoders = max(1, int(n_gpus // gpus_per_encoder) if gpus_per_encoder else int(resources.get("CPU", 2) // 2))
+        # the identity the shards are written with: built here once (for CLAP that loads the checkpoint)
+        local_options = {k: v for k, v in options.items() if k != "device"}
+        identity = get_encoder(encoder, **local_options).identity()
+        hop = snippet_seconds if hop_seconds is None else hop_seconds
+        from .cache import resolve_cache
 
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:12]}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = bool(progress)
-    ctx.enable_operator_progress_bars = bool(progress)
-    items = [{"file": i, "path": str(p)} for i, p in enumerate(files)]
-    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 200)))
-    ds = ds.flat_map(
-        _decode_file, fn_kwargs={"sample_rate": identity["sample_rate"], "length": snippet_seconds, "hop": hop,
-                                 "cache": str(store.root) if store is not None else None, "key": key,
-                                 "dim": int(identity["dim"]), "pad": pad},
-        num_cpus=cpus_per_decode,
-    )
-    ds = ds.map_batches(
-        _EncodeActor, fn_constructor_kwargs={"name": encoder, "options": options, "identity": identity}, batch_size=batch_size,
-        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=num_encoders), num_cpus=cpus_per_encoder,
-        num_gpus=gpus_per_encoder or None,
-    )
-    try:
-        ds.write_parquet(str(tmp))
+        store = resolve_cache(cache)
+        dim = int(identity["dim"])
+
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = bool(progress)
+        ctx.enable_operator_progress_bars = bool(progress)
+        items = [{"file": i, "path": str(p)} for i, p in enumerate(files)]
+        ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 200)))
+        ds = ds.map_batches(
+            _EngineActor, batch_size=int(files_per_task), batch_format="numpy",
+            fn_constructor_kwargs={"name": encoder, "options": options, "identity": identity, "snippet_seconds": snippet_seconds,
+                                   "hop_seconds": hop, "batch_size": batch_size,
+                                   "cache": str(store.root) if store is not None else None},
+            compute=ray.data.ActorPoolStrategy(size=num_encoders), num_cpus=cpus_per_encoder, num_gpus=gpus_per_encoder or None,
+        )
+        counts = {"n_vectors": 0, "n_cached": 0, "failures": []}
+
+        def write(tmp: Path) -> list[str]:
+            """Stream the actors' rows into shard files (each file's rows come once, retried batches included)."""
+            import pyarrow.compute as pa_compute
+            import pyarrow.parquet as pq
+
+            names: list[str] = []
+            writer, in_shard = None, 0
+            try:
+                for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+                    if not table.num_rows:
+                        continue
+                    if writer is None or in_shard >= shard_rows:
+                        if writer is not None:
+                            writer.close()
+                        names.append(f"part-{len(names):05d}.parquet")
+                        writer, in_shard = pq.ParquetWriter(str(tmp / names[-1]), table.schema), 0
+                    writer.write_table(table)
+                    in_shard += table.num_rows
+                    status = table.filter(pa_compute.equal(table["kind"], "file")).to_pydict()
+                    counts["n_vectors"] += table.num_rows - len(status["file"])
+                    counts["n_cached"] += sum(status["cached"])
+                    counts["failures"] += [[i, p, e] for i, p, e in zip(status["file"], status["path"], status["error"]) if e]
+            finally:
+                if writer is not None:
+                    writer.close()
+            # saved with the shards' checksums; failures in input order, as embed_files lists them
+            manifest.update(counts, failures=[[p, e] for _, p, e in sorted(counts["failures"])])
+            return names
+
         manifest = {
             "format": "clapknn-shards",
             "format_version": SHARDS_FORMAT,
             "encoder": identity,
             "snippet_seconds": float(snippet_seconds),
             "hop_seconds": float(hop),
-            "dim": int(identity["dim"]),
+            "dim": dim,
             "n_files": len(files),
             "skipped_inputs": [list(p) for p in problems],
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
-        tmp.mkdir(parents=True, exist_ok=True)  # no rows at all still makes a (valid, empty) directory
-        (tmp / SHARDS_MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        os.rename(tmp, out)
+        save_directory(out, manifest, write, kind="clapknn shard directory", manifest_name=SHARDS_MANIFEST)
+        return out
+
+
+@contextlib.contextmanager
+def _quiet_ray():
+    """Keep Ray's chatter off the terminal for the run: Ray Data's info lines (execution plans,
+    "progress bars disabled") and what Ray's C++ core writes to this process's stderr (start-up
+    notes, warnings) go to a temporary file instead, which is shown only when the run fails.
+    Ray's own log files keep everything."""
+    import logging as _logging
+    import sys
+    import tempfile
+
+    import ray.data  # noqa: F401 - sets up Ray Data's loggers
+
+    sys.stderr.flush()
+    saved_fd = os.dup(2)
+    captured = tempfile.TemporaryFile(prefix="clapknn-ray-")
+    os.dup2(captured.fileno(), 2)
+    failed = False
+
+    # the handlers writing to the terminal, not the ones writing Ray's session log files
+    handlers = [h for h in _logging.getLogger("ray.data").handlers + _logging.getLogger("ray").handlers
+                if isinstance(h, _logging.StreamHandler) and getattr(h, "stream", None) in (sys.stderr, sys.stdout)]
+    levels = [h.level for h in handlers]
+    for h in handlers:
+        h.setLevel(_logging.ERROR)
+    try:
+        yield
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        failed = True
         raise
-    if store is not None:
-        try:
-            _store_fresh(out, store, key, identity, snippet_seconds, hop)
-        finally:
-            store.close()
-    return out
+    finally:
+        for h, level in zip(handlers, levels):
+            h.setLevel(level)
+        sys.stderr.flush()
+        os.dup2(saved_fd, 2)
+        os.close(saved_fd)
+        if failed:  # what Ray said may be why
+            captured.seek(0)
+            tail = captured.read()[-8000:].decode("utf-8", "replace")
+            if tail.strip():
+                sys.stderr.write(tail if tail.endswith("\n") else tail + "\n")
+        captured.close()
 
 
-def _store_fresh(shards: Path, store, key: str, identity: dict[str, Any], snippet_seconds: float, hop: float) -> None:
-    """Put the vectors of the files the shards embedded afresh (status rows with a content key)
-    into the embedding cache."""
-    import pyarrow as pa
+def shards_manifest(shards: str | Path) -> dict[str, Any]:
+    """The manifest of a shard directory: encoder identity, snippet settings, counts (``n_files``,
+    ``n_vectors``, ``n_cached``), ``failures`` and ``skipped_inputs`` as ``[path, reason]``, checksums."""
+    from .store import read_manifest
 
-    from .cache import CachedFile
-    from .index import read_parquet
-
-    tables = [read_parquet(p, columns=["file", "kind", "content"]) for p in sorted(shards.glob("*.parquet"))]
-    tables = [t for t in tables if t.num_rows]
-    if not tables:
-        return
-    emb = read_shards(shards)
-    status = pa.concat_tables(tables).to_pandas()
-    fresh = status[(status["kind"] == "file") & (status["content"].astype(str) != "")]
-    settings = {"encoder": identity, "snippet_seconds": snippet_seconds, "hop_seconds": hop}
-    by_file = emb.snippets.groupby("file").indices if len(emb.snippets) else {}
-    for i, content in zip(fresh["file"].astype(int), fresh["content"].astype(str)):
-        row = emb.files.iloc[i]
-        if row["error"] and not row["error"].startswith("silent"):
-            continue
-        rows = by_file.get(i, np.zeros(0, dtype=np.int64))
-        snips = emb.snippets.iloc[rows]
-        entry = CachedFile(emb.vectors[rows], snips["start"].to_numpy(float), snips["end"].to_numpy(float),
-                           float(row["duration"]), int(row["n_silent"]))
-        store.put(key, content, entry, settings=settings)
-
-
-def _shard_manifest(shards: Path) -> dict[str, Any]:
-    mpath = shards / SHARDS_MANIFEST
-    if not mpath.is_file():
-        raise IndexFormatError(f"{shards}: not a clapknn shard directory (no {SHARDS_MANIFEST})")
-    manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    shards = Path(shards).expanduser()
+    manifest = read_manifest(shards, kind="clapknn shard directory", manifest_name=SHARDS_MANIFEST)
     if manifest.get("format") != "clapknn-shards" or manifest.get("format_version") != SHARDS_FORMAT:
         raise IndexFormatError(f"{shards}: unsupported shard format {manifest.get('format')!r} v{manifest.get('format_version')!r}")
     return manifest
 
 
 def read_shards(shards: str | Path):
-    """Read a shard directory into :class:`~clapknn.encode.EmbeddedFiles` (with ``.manifest``).
+    """Read a shard directory into :class:`~clapknn.encode.EmbeddedFiles` (with its ``manifest``).
 
-    Rows are put back in input order (file, then start time); snippets of files that failed are
-    dropped, as :func:`~clapknn.encode.embed_files` drops them.
+    Every shard's checksum is checked (under the directory's shared lock, as indexes are read); rows
+    are put back in input order (file, then start time); snippets of files that failed are dropped,
+    as :func:`~clapknn.encode.embed_files` drops them.
+
+    Raises
+    ------
+    IndexFormatError
+        Not a shard directory, a shard missing or changed, or not exactly one status row per file.
     """
+    from .store import open_directory, verify_files
+
+    with open_directory(shards, kind="shard") as folder:
+        manifest = shards_manifest(folder)
+        parts = sorted(manifest.get("checksums") or {})
+        verify_files(folder, manifest, parts, manifest_name=SHARDS_MANIFEST)
+        tables = [read_parquet(folder / p) for p in parts]
+    return _embedded_from_tables(tables, manifest, folder)
+
+
+def _embedded_from_tables(tables, manifest: dict[str, Any], shards: Path):
+    """The :class:`~clapknn.encode.EmbeddedFiles` the shard tables hold (see :func:`read_shards`)."""
     import pandas as pd
     import pyarrow as pa
 
     from .encode import EmbeddedFiles
-    from .index import read_parquet
 
-    shards = Path(shards).expanduser()
-    manifest = _shard_manifest(shards)
     dim = int(manifest["dim"])
-    parts = sorted(shards.glob("*.parquet"))
-    tables = [read_parquet(p) for p in parts]
     tables = [t for t in tables if t.num_rows]
     if tables:
         table = pa.concat_tables(tables, promote_options="default")
@@ -355,9 +390,8 @@ def read_shards(shards: str | Path):
             "end": snips["end"].astype(float).to_numpy(),
         }
     )
-    out = EmbeddedFiles(vectors[snips["_row"].to_numpy()], snippets, files)
-    out.manifest = manifest
-    return out
+    n_cached = int(status["cached"].astype(bool).sum()) if "cached" in status else 0
+    return EmbeddedFiles(vectors[snips["_row"].to_numpy()], snippets, files, n_cached, manifest=manifest)
 
 
 def index_from_shards(
@@ -377,11 +411,9 @@ def index_from_shards(
     LabelError
         When no example has vectors in the shards.
     """
-    import pandas as pd
-
-    from .index import Index
+    from .index import Index, example_metadata
     from .labels import ExampleSet, load_examples
-    from .tagger import BuildReport
+    from .tagger import BuildReport, fit_vote
 
     emb = read_shards(shards)
     m = emb.manifest
@@ -399,25 +431,18 @@ def index_from_shards(
     files = emb.files.iloc[keep_files].reset_index(drop=True)
     files.insert(1, "tags", [";".join(tags_of[file_norm[i]]) for i in keep_files])
     mask = emb.snippets["file"].isin(keep_files).to_numpy()
-    snip = emb.snippets[mask]
-    meta = pd.DataFrame(
-        {
-            "path": snip["path"].astype(str).to_numpy(),
-            "start": snip["start"].to_numpy(),
-            "end": snip["end"].to_numpy(),
-            "tags": [tags_of[file_norm[i]] for i in snip["file"]],
-            "sha256": [emb.files["sha256"].iat[i] for i in snip["file"]],
-            "kind": "audio",
-            "group": [group_of[file_norm[i]] for i in snip["file"]],
-        }
+    meta = example_metadata(
+        emb.snippets[mask], list(emb.files["sha256"].astype(str)), [tags_of.get(p, ()) for p in file_norm],
+        [group_of.get(p, "") for p in file_norm], [os.path.abspath(str(p)) for p in emb.files["path"]],
     )
     if not len(meta):
         raise LabelError(f"no example has vectors in {shards} ({len(missing)} not in the shards)")
     index = Index.from_arrays(
         emb.vectors[mask], meta, encoder=m["encoder"], snippet_seconds=m["snippet_seconds"], hop_seconds=m["hop_seconds"],
         extra={"source": f"ray shards {Path(shards).name}"},
+        report=BuildReport(files, list(example_set.problems) + missing, list(example_set.notes)),
     )
-    index.report = BuildReport(files, list(example_set.problems) + missing, list(example_set.notes))
+    fit_vote(index)
     if out is not None:
         index.save(out)
     return index
@@ -434,9 +459,8 @@ def library_from_shards(shards: str | Path, out: str | Path | None = None, *, ki
         raise ClapknnError(f"no track has vectors in {shards}")
     lib = LibraryIndex.from_vectors(
         vectors, tracks, encoder=m["encoder"], snippet_seconds=m["snippet_seconds"], hop_seconds=m["hop_seconds"],
-        kind=kind, target_recall=target_recall,
+        kind=kind, target_recall=target_recall, skipped=[tuple(p) for p in m.get("skipped_inputs", [])] + list(emb.failures),
     )
-    lib.skipped = [tuple(p) for p in m.get("skipped_inputs", [])] + list(emb.failures)
     if out is not None:
         lib.save(out)
     return lib

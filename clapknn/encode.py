@@ -9,52 +9,23 @@ bounded by the queue, whatever the number or length of the files.
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import logging
-import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from .digests import file_sha256  # noqa: F401 - the digest's home is clapknn.digests
 from .encoders.base import Encoder
-from .errors import ParameterError
+from .errors import AudioError, ParameterError
+from .progress import progress_bar
 from .snippet import DEFAULT_SNIPPET_SECONDS
 
 __all__ = ["EmbeddedFiles", "embed_files", "file_sha256", "progress_bar"]
 
 logger = logging.getLogger(__name__)
 
-
-
-def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes.
-
-    Raises ``OSError`` for anything but a regular file (reading a named pipe would block forever).
-    """
-    if not stat.S_ISREG(os.stat(path).st_mode):
-        raise OSError(errno.EINVAL, "not a regular file (pipe, socket or device)", str(path))
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def progress_bar(total: int | None, desc: str, *, enabled: bool, unit: str = "file"):
-    """A tqdm bar on stderr, or a silent stand-in when ``enabled`` is false or stderr is no terminal."""
-    import sys
-
-    shown = enabled and sys.stderr.isatty()
-    if shown:
-        from tqdm.auto import tqdm
-    else:  # tqdm.auto warns in a notebook without ipywidgets, even for a bar that is never drawn
-        from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, disable=not shown, leave=False)
 
 
 @dataclass
@@ -72,12 +43,16 @@ class EmbeddedFiles:
         ``n_silent``, ``sha256``, ``error`` (empty when the file was used).
     n_cached : int
         Files whose vectors came from the embedding cache.
+    manifest : dict or None
+        Where the vectors were read from a shard directory: its manifest
+        (:func:`clapknn.distributed.read_shards`).
     """
 
     vectors: np.ndarray
     snippets: "pd.DataFrame"  # noqa: F821
     files: "pd.DataFrame"  # noqa: F821
     n_cached: int = 0
+    manifest: dict | None = None
 
     @property
     def failures(self) -> list[tuple[str, str]]:
@@ -198,7 +173,8 @@ def embed_array(
     ParameterError
         An ambiguous shape (the message says how to pass the audio), a bad sample rate.
     AudioError
-        NaN or infinite samples, or samples far beyond full scale.
+        NaN or infinite samples, or samples far beyond full scale; an encoder that gives NaN or
+        infinite vectors for it (as files are checked, :func:`clapknn.stream.vector_problem`).
     """
     import pandas as pd
 
@@ -215,7 +191,12 @@ def embed_array(
         raise ParameterError(f"sample rate must be a whole number of Hz in {lo}-{hi}, got {sr!r}")
     y = resample(y, int(sr), encoder.sample_rate)
     batch = cut(y, encoder.sample_rate, snippet_seconds, hop_seconds, pad=encoder.pad)
+    from .stream import vector_problem
+
     parts = [encoder.embed(batch.audio[i : i + batch_size]) for i in range(0, len(batch.audio), batch_size)]
-    vectors = np.concatenate(parts) if parts else np.zeros((0, encoder.dim), dtype=np.float32)
+    vectors = np.asarray(np.concatenate(parts) if parts else np.zeros((0, encoder.dim)), dtype=np.float32)
+    problem = vector_problem(vectors)
+    if problem:  # the check every embedding path makes
+        raise AudioError(f"<array>: {problem}")
     snippets = pd.DataFrame({"file": 0, "path": "<array>", "start": batch.starts, "end": batch.ends})
-    return np.asarray(vectors, dtype=np.float32), snippets
+    return vectors, snippets

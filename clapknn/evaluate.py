@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -145,15 +144,6 @@ class Embedded:
         )
 
 
-def _embed_chunk(args) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
-    paths, encoder, snippet_seconds, hop_seconds, batch_size, cache = args
-    from .encode import embed_files
-
-    emb = embed_files(paths, encoder, snippet_seconds=snippet_seconds, hop_seconds=hop_seconds,
-                      batch_size=batch_size, hashes=False, cache=cache)
-    return emb.vectors, emb.snippets["file"].to_numpy(np.int64), emb.failures
-
-
 def embed_examples(
     examples,
     encoder="features",
@@ -177,8 +167,8 @@ def embed_examples(
     snippet_seconds, hop_seconds : float
         Snippet length and hop (hop defaults to the length).
     n_jobs : int
-        Processes that embed in parallel, each a share of the files (the ``features`` encoder
-        only; a model encoder always runs in this process).
+        Decoding processes of the embedding engine (``workers`` of :func:`clapknn.encode.embed_files`,
+        as ``clapknn evaluate --workers``); 0 or 1 decode in a thread while the encoder runs.
     cache : bool, path or EmbeddingCache, optional
         The embedding cache (:mod:`clapknn.cache`; ``True`` for the default folder): files seen
         before with the same encoder and snippet settings are neither decoded nor encoded again.
@@ -192,31 +182,12 @@ def embed_examples(
     enc = encoder if isinstance(encoder, Encoder) else get_encoder(encoder, **dict(encoder_options or {}))
     hop = float(snippet_seconds if hop_seconds is None else hop_seconds)
     paths = [Path(e.path) for e in example_set.examples]
-    n_jobs = max(1, int(n_jobs)) if enc.name == "features" else 1
-    if isinstance(cache, (str, os.PathLike)):
-        cache = str(Path(cache).expanduser())
-    if n_jobs == 1 or len(paths) < 2 * n_jobs:
-        from .encode import embed_files
+    from .encode import embed_files
 
-        emb = embed_files(paths, enc, snippet_seconds=snippet_seconds, hop_seconds=hop, batch_size=batch_size,
-                          hashes=False, progress=progress, desc=f"embedding {snippet_seconds:g} s", cache=cache)
-        vectors, file_ids, failures = emb.vectors, emb.snippets["file"].to_numpy(np.int64), emb.failures
-    else:
-        from concurrent.futures import ProcessPoolExecutor
-
-        if cache is not None and not isinstance(cache, (bool, str)):
-            cache = str(cache.root)
-        bounds = np.linspace(0, len(paths), 4 * n_jobs + 1).astype(int)
-        spans = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-        chunks = [(paths[a:b], enc, snippet_seconds, hop, batch_size, cache) for a, b in spans]
-        parts_v, parts_f, failures = [], [], []
-        with ProcessPoolExecutor(max_workers=n_jobs) as pool:
-            for (a, _), (v, f, bad) in zip(spans, pool.map(_embed_chunk, chunks)):
-                parts_v.append(v)
-                parts_f.append(f + a)
-                failures.extend(bad)
-        vectors = np.concatenate(parts_v) if parts_v else np.zeros((0, enc.dim), np.float32)
-        file_ids = np.concatenate(parts_f) if parts_f else np.zeros(0, np.int64)
+    emb = embed_files(paths, enc, snippet_seconds=snippet_seconds, hop_seconds=hop, batch_size=batch_size,
+                      hashes=False, progress=progress, desc=f"embedding {snippet_seconds:g} s", cache=cache,
+                      workers=int(n_jobs) if int(n_jobs) > 1 else 0)
+    vectors, file_ids, failures = emb.vectors, emb.snippets["file"].to_numpy(np.int64), emb.failures
     used = sorted(set(file_ids.tolist()))
     if not used:
         reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in failures[:5])
@@ -240,12 +211,9 @@ def embed_examples(
 
 # --------------------------------------------------------------------------- splits
 def _indicator(tags: Sequence[Sequence[str]], classes: Sequence[str]) -> np.ndarray:
-    col = {t: j for j, t in enumerate(classes)}
-    Y = np.zeros((len(tags), len(classes)), dtype=np.int64)
-    for i, ts in enumerate(tags):
-        for t in ts:
-            Y[i, col[t]] = 1
-    return Y
+    from .labels import tag_indicator
+
+    return tag_indicator(tags, classes)
 
 
 def few_shot_episodes(

@@ -29,6 +29,7 @@ import numpy as np
 
 from .errors import LabelError, ParameterError
 from .index import Index
+from .store import file_lock
 
 __all__ = ["add_examples", "remove_examples", "UpdateReport"]
 
@@ -78,16 +79,10 @@ def _norm(p: str | os.PathLike) -> str:
 @contextlib.contextmanager
 def _update_lock(path: Path) -> Iterator[None]:
     """Hold ``.<name>.update-lock`` beside the index for a read-modify-write."""
-    import fcntl
-
     path = Path(path).expanduser().absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / f".{path.name}.update-lock", "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    with file_lock(path.parent / f".{path.name}.update-lock"):
+        yield
 
 
 def _rebuilt(old: Index, vectors: np.ndarray, metadata, encoder_identity: dict[str, Any] | None = None) -> Index:
@@ -165,8 +160,8 @@ def add_examples(
         When no usable example is found.
     """
     from .encoders import encoder_from_identity
-    from .labels import Example, ExampleSet, load_examples, scan_audio
-    from .tagger import build_index
+    from .labels import Example, ExampleSet, collect_audio, load_examples
+    from .tagger import build_index, fit_vote
 
     current, where = _load(index)
     target = Path(out).expanduser() if out is not None else where
@@ -176,16 +171,7 @@ def add_examples(
             raise ParameterError("--tag needs at least one non-empty tag")
         sources = [source] if isinstance(source, (str, Path)) else list(source)
         problems: list[tuple[str, str]] = []
-        files: list[Path] = []
-        for s in sources:
-            s = Path(s).expanduser()
-            if not s.exists():
-                problems.append((str(s), "no such file or folder"))
-                continue
-            found = scan_audio(s, problems=problems)
-            if not found:
-                problems.append((str(s), "no audio files found"))
-            files.extend(found)
+        files = collect_audio(sources, problems=problems)
         example_set = ExampleSet([Example(f, tags) for f in dict.fromkeys(files)], problems)
     else:
         if not isinstance(source, (str, Path)):
@@ -227,6 +213,8 @@ def add_examples(
                 merged[col] = merged[col].astype(object).where(merged[col].notna(), "")
         vectors = np.concatenate([base.vectors[~hit], fresh.vectors]) if len(base) else fresh.vectors
         updated = _rebuilt(base, vectors, merged, encoder.identity())  # checked against the index above
+        updated.encoder = encoder
+        fit_vote(updated)
         updated.save(target)
 
     report = UpdateReport(
@@ -238,7 +226,6 @@ def add_examples(
         n_vectors_after=len(updated),
     )
     updated.report = report
-    updated.encoder = encoder
     return updated, report
 
 
@@ -315,6 +302,9 @@ def remove_examples(
         kept = meta[~drop].copy()
         kept["tags"] = [t for t, d in zip(new_tags, drop) if not d]
         updated = _rebuilt(base, base.vectors[~drop], kept.reset_index(drop=True))
+        from .tagger import fit_vote
+
+        fit_vote(updated)  # (needs no checkpoint: see fit_vote)
         updated.save(target)
     report.n_vectors_after = len(updated)
     updated.report = report

@@ -27,11 +27,14 @@ import csv
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
+
+import numpy as np
 
 from .decode import AUDIO_EXTENSIONS
 from .errors import LabelError
 
-__all__ = ["Example", "ExampleSet", "load_examples", "scan_audio", "split_tags"]
+__all__ = ["Example", "ExampleSet", "collect_audio", "load_examples", "scan_audio", "split_tags", "tag_indicator"]
 
 _TAG_SEPARATORS = (";", "|")
 
@@ -142,6 +145,50 @@ def scan_audio(root: str | Path, *, problems: list[tuple[str, str]] | None = Non
                 elif problems is not None:
                     problems.append((_shown(f), _BAD_NAME))
     return found
+
+
+def tag_indicator(tag_lists: Sequence[Sequence[str]], classes: Sequence[str], *, dtype=np.int64) -> np.ndarray:
+    """0/1 matrix ``(n, len(classes))``: 1 where row ``i``'s tags hold ``classes[j]``.
+
+    Raises
+    ------
+    LabelError
+        For a tag that is not one of ``classes``.
+    """
+    col = {t: j for j, t in enumerate(classes)}
+    Y = np.zeros((len(tag_lists), len(classes)), dtype=dtype)
+    for i, tags in enumerate(tag_lists):
+        for t in tags:
+            if t not in col:
+                raise LabelError(f"tag {t!r} is not one of {list(classes)}")
+            Y[i, col[t]] = 1
+    return Y
+
+
+def collect_audio(
+    paths: str | Path | Sequence[str | Path], *, problems: list[tuple[str, str]] | None = None,
+) -> list[Path]:
+    """The audio files named by ``paths``: files as they are, folders scanned (:func:`scan_audio`).
+
+    A missing path, or a folder without audio, is added to ``problems`` (``(path, reason)``)
+    instead of raising; the one home of "what files did the user name" for every command.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    problems = [] if problems is None else problems
+    files: list[Path] = []
+    for p in paths:
+        p = Path(os.path.expanduser(p))  # Path.expanduser raises on '~x'
+        if p.is_dir():
+            found = scan_audio(p, problems=problems)
+            if not found:
+                problems.append((str(p), "no audio files found in folder"))
+            files.extend(found)
+        elif p.exists() or p.is_symlink():  # the decoder names a broken link or a loop
+            files.extend(scan_audio(p, problems=problems))  # skips names that are not UTF-8
+        else:
+            problems.append((str(p), "no such file"))
+    return files
 
 
 def _from_folders(root: Path) -> ExampleSet:

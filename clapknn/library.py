@@ -30,7 +30,6 @@ checksums). Saving is atomic; loading checks the checksums and counts.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import math
 import os
@@ -41,6 +40,7 @@ import numpy as np
 
 from .errors import ClapknnError, IndexFormatError, ParameterError
 from .options import DEFAULT_SNIPPET_SECONDS, check_int, check_snippets
+from .store import open_directory, read_manifest, read_parquet, save_directory, verify_files
 
 __all__ = [
     "LibraryIndex",
@@ -59,7 +59,6 @@ logger = logging.getLogger(__name__)
 LIBRARY_FORMAT = 1
 LIBRARY_FILE = "library.faiss"
 TRACKS_FILE = "tracks.parquet"
-MANIFEST_FILE = "manifest.json"
 
 #: Index kinds: exact scan, HNSW graph, inverted file.
 KINDS = ("auto", "flat", "hnsw", "ivf")
@@ -215,12 +214,18 @@ class LibraryIndex:
         Row ``i`` is FAISS id ``i``: ``path``, ``sha256``, ``duration`` (seconds covered by the
         track's snippets, see :func:`similar`), ``n_snippets``.
     manifest : dict
+    skipped : list of (path, reason)
+        Files left out when the library was just indexed (empty for a loaded one).
+    encoder : Encoder or None
+        The encoder the library was just indexed with (``None`` for a loaded one).
     """
 
-    def __init__(self, index, tracks, manifest: dict[str, Any]) -> None:
+    def __init__(self, index, tracks, manifest: dict[str, Any], *, skipped=(), encoder=None) -> None:
         self.index = index
         self.tracks = tracks.reset_index(drop=True)
         self.manifest = manifest
+        self.skipped: list[tuple[str, str]] = list(skipped)
+        self.encoder = encoder
         self._by_path: dict[str, int] | None = None
         self._by_sha: dict[str, int] | None = None
 
@@ -255,8 +260,11 @@ class LibraryIndex:
         recall_queries: int = RECALL_QUERIES,
         seed: int = 0,
         extra: dict[str, Any] | None = None,
+        skipped=(),
+        encoder_object=None,
     ) -> "LibraryIndex":
-        """Index track vectors (rows are L2-normalised here) and measure the index's recall@10."""
+        """Index track vectors (rows are L2-normalised here) and measure the index's recall@10;
+        ``skipped`` and ``encoder_object`` become :attr:`skipped` and :attr:`encoder`."""
         import time
 
         import pandas as pd
@@ -305,7 +313,7 @@ class LibraryIndex:
         }
         if extra:
             manifest.update(extra)
-        return cls(index, tracks, manifest)
+        return cls(index, tracks, manifest, skipped=skipped, encoder=encoder_object)
 
     # ------------------------------------------------------------------ search
     def search(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
@@ -343,10 +351,8 @@ class LibraryIndex:
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
         """Write the library atomically to the directory ``path`` (an existing library is replaced;
-        any other non-empty folder is refused; see :func:`clapknn.index.save_directory`)."""
+        any other non-empty folder is refused; see :func:`clapknn.store.save_directory`)."""
         import faiss
-
-        from .index import save_directory
 
         def write(tmp: Path) -> tuple[str, ...]:
             faiss.write_index(self.index, str(tmp / LIBRARY_FILE))
@@ -354,7 +360,7 @@ class LibraryIndex:
             return LIBRARY_FILE, TRACKS_FILE
 
         path = Path(path).expanduser().absolute()
-        self.manifest = save_directory(path, self.manifest, write, kind="clapknn library")
+        self.manifest = save_directory(path, self.manifest, write, kind="clapknn library", verify=LibraryIndex._read)
         return path
 
     @classmethod
@@ -366,32 +372,21 @@ class LibraryIndex:
         IndexFormatError
             Missing, not a library, unknown version, checksum or count mismatch.
         """
+        with open_directory(path, kind="library") as folder:
+            return cls._read(folder)
+
+    @classmethod
+    def _read(cls, path: Path) -> "LibraryIndex":
         import faiss
 
-        from .index import _backup_of, _sha256, read_parquet
-
-        path = Path(path).expanduser()
-        if not path.exists() and _backup_of(path.absolute()).is_dir():
-            path = _backup_of(path.absolute())
-        mpath = path / MANIFEST_FILE
-        if not mpath.is_file():
-            raise IndexFormatError(f"{path}: not a clapknn library (no {MANIFEST_FILE})")
-        try:
-            manifest = json.loads(mpath.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise IndexFormatError(f"{mpath}: unreadable manifest ({exc})") from exc
-        if not isinstance(manifest, dict) or manifest.get("format") != "clapknn-library":
+        manifest = read_manifest(path, kind="clapknn library")
+        if manifest.get("format") != "clapknn-library":
             raise IndexFormatError(f"{path}: not a clapknn library (a tagging index? use it with 'clapknn tag')")
         if manifest.get("format_version") != LIBRARY_FORMAT:
             raise IndexFormatError(
                 f"{path}: library format version {manifest.get('format_version')!r} is not supported (this clapknn reads {LIBRARY_FORMAT})"
             )
-        for f in (LIBRARY_FILE, TRACKS_FILE):
-            if not (path / f).is_file():
-                raise IndexFormatError(f"{path}: missing {f}")
-            expected = manifest.get("checksums", {}).get(f)
-            if expected and _sha256(path / f) != expected:
-                raise IndexFormatError(f"{path / f}: checksum mismatch; the file was modified or truncated after it was written")
+        verify_files(path, manifest, (LIBRARY_FILE, TRACKS_FILE))
         try:
             index = faiss.read_index(str(path / LIBRARY_FILE))
             tracks = read_parquet(path / TRACKS_FILE).to_pandas(use_threads=False)
@@ -464,7 +459,7 @@ def index_library(
     Returns
     -------
     LibraryIndex
-        With ``skipped`` (``(path, reason)`` of files left out) as an attribute.
+        With :attr:`~LibraryIndex.skipped` (``(path, reason)`` of files left out).
     """
     from .encode import embed_files
     from .encoders import Encoder, get_encoder
@@ -483,10 +478,8 @@ def index_library(
         raise ClapknnError(f"no track could be embedded ({len(skipped)} skipped)")
     lib = LibraryIndex.from_vectors(
         vectors, tracks, encoder=enc.identity(), snippet_seconds=snippet_seconds, hop_seconds=hop,
-        kind=kind, target_recall=target_recall,
+        kind=kind, target_recall=target_recall, skipped=skipped, encoder_object=enc,
     )
-    lib.skipped = skipped
-    lib.encoder = enc
     if out is not None:
         lib.save(out)
     return lib
@@ -541,7 +534,7 @@ def similar(
     if me is not None:
         vec = lib.vector(me)
     else:
-        enc = encoder or getattr(lib, "encoder", None) or encoder_from_identity(lib.encoder_identity, **dict(encoder_options or {}))
+        enc = encoder or lib.encoder or encoder_from_identity(lib.encoder_identity, **dict(encoder_options or {}))
         from .index import check_same_encoder
 
         check_same_encoder(lib.encoder_identity, enc.identity(), what="library", rebuild="clapknn index-library MUSIC --out LIBRARY")

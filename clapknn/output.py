@@ -73,7 +73,7 @@ def read_table(path: str | Path):
             return pd.read_csv(p, dtype={"path": str, "tags": str, "top": str}, keep_default_na=False)
         if ext == ".json":
             return pd.DataFrame(json.loads(p.read_text(encoding="utf-8")))
-        from .index import read_parquet
+        from .store import read_parquet
 
         return read_parquet(p).to_pandas(use_threads=False)
     except Exception as exc:  # noqa: BLE001 - pandas/pyarrow/json raise many types

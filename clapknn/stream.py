@@ -33,11 +33,13 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .cache import CachedFile, EmbeddingCache, resolve_cache, settings_key
+from .digests import file_sha256
 from .encoders.base import Encoder
 from .errors import AudioError, ClapknnError, ParameterError
+from .progress import progress_bar
 from .snippet import DEFAULT_SNIPPET_SECONDS
 
-__all__ = ["FileEmbedding", "iter_embeddings", "tag_to_csv", "TagProgress"]
+__all__ = ["FileEmbedding", "iter_embeddings", "tag_to_csv", "TagProgress", "vector_problem"]
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +101,14 @@ class _State:
     content: str = ""  # the cache's key for the file's audio (EmbeddingCache.content_key)
 
 
+def vector_problem(vectors: np.ndarray) -> str:
+    """Why an encoder's vectors cannot be used (``""`` when they can): a vector with NaN or inf
+    would poison every later search. The one check of every embedding path (files, arrays, Ray)."""
+    if not np.isfinite(vectors).all():
+        return "the encoder gave non-finite values (NaN or inf) for this audio"
+    return ""
+
+
 def _empty_reason(n_silent: int) -> str:
     return f"silent (all {n_silent} snippet(s) below -80 dBFS)" if n_silent else "no audio"
 
@@ -116,7 +126,6 @@ def _error_text(exc: BaseException, path: str) -> str:
 def _file_events(path: str, sr: int, length: float, hop: float | None, hashes: bool, pad: str = "repeat") -> Iterator[tuple]:
     """Yield ``("snippet", start, end, audio)`` per non-silent snippet, then ``("file", state)``;
     ``pad`` is the encoder's rule for a track shorter than one snippet."""
-    from .encode import file_sha256
     from .snippet import iter_file_snippets
 
     state = _State(path)
@@ -356,9 +365,8 @@ def iter_embeddings(
         if state.entry is not None:
             e = state.entry
             return FileEmbedding(i, paths[i], e.vectors, e.starts, e.ends, e.duration, e.n_silent, state.sha256, state.error, True)
-        if not state.error and not all(np.isfinite(v).all() for v in acc[2]):
-            # a vector with NaN/inf would poison every later search (as in encode.embed_files)
-            state.error = "the encoder gave non-finite values (NaN or inf) for this audio"
+        if not state.error and acc[2] and vector_problem(np.stack(acc[2])):
+            state.error = vector_problem(np.stack(acc[2]))
             state.cacheable = False
         if state.error:
             vectors, starts, ends = np.zeros((0, dim), np.float32), np.zeros(0), np.zeros(0)
@@ -501,8 +509,6 @@ def tag_to_csv(
     import os
 
     import pandas as pd
-
-    from .encode import progress_bar
 
     out = Path(out).expanduser()
     if out.suffix.lower() != ".csv":

@@ -19,8 +19,8 @@ from .aggregate import aggregate, select_tags
 from .encode import EmbeddedFiles, embed_array, embed_files
 from .encoders import Encoder, encoder_from_identity, get_encoder
 from .errors import ClapknnError, LabelError, ParameterError
-from .index import Index
-from .labels import ExampleSet, load_examples, scan_audio
+from .index import Index, example_metadata
+from .labels import ExampleSet, collect_audio, load_examples
 from .options import (
     AGGREGATIONS, DEFAULT_AGGREGATE, DEFAULT_BATCH_SIZE, DEFAULT_ENCODER, DEFAULT_K, DEFAULT_SNIPPET_SECONDS,
     DEFAULT_SPACE, DEFAULT_WEIGHTS, ENCODERS, SPACES, WEIGHTS, check_choice, check_int, check_seconds, check_snippets,
@@ -161,18 +161,8 @@ def build_index(
     tags_of = [e.tags for e in example_set.examples]
     files = emb.files.copy()
     files.insert(1, "tags", [";".join(t) for t in tags_of])
-    meta = pd.DataFrame(
-        {
-            "path": [stored[i] for i in emb.snippets["file"]],
-            "start": emb.snippets["start"].astype(float),
-            "end": emb.snippets["end"].astype(float),
-            "tags": [tags_of[i] for i in emb.snippets["file"]],
-            "sha256": files["sha256"].to_numpy(dtype=object)[emb.snippets["file"].to_numpy(dtype=np.int64)].tolist(),
-            "kind": "audio",
-            # the source track / album of the example ("" when the file is its own), from a labels
-            # CSV's group column: the vote's choice of space leaves whole groups out
-            "group": [example_set.examples[i].group or "" for i in emb.snippets["file"]],
-        }
+    meta = example_metadata(
+        emb.snippets, list(files["sha256"]), tags_of, [e.group or "" for e in example_set.examples], stored
     )
     vectors = emb.vectors
     if prompts:
@@ -197,12 +187,32 @@ def build_index(
     report.notes += lost_notes
     index = Index.from_arrays(
         vectors, meta, encoder=enc.identity(), snippet_seconds=snippet_seconds, hop_seconds=hop,
+        report=report, encoder_object=enc,
     )
-    index.report = report
-    index.encoder = enc
+    fit_vote(index)
     if out is not None:
         index.save(out)
     return index
+
+
+def fit_vote(index: Index) -> bool:
+    """Fit the vote with the default tagging settings on a just-built index and keep it in the index
+    (:meth:`Index.set_vote`), so that it is saved and every later :class:`Tagger` with those
+    settings starts without fitting. Returns whether it was fitted.
+
+    The index's :attr:`~clapknn.index.Index.encoder` says which vote its vectors want; without one,
+    the weights-free features encoder is built from the identity (cheap), and any other encoder's
+    vote is left to be fitted when the index is loaded (CLAP's plain space is one FAISS add), so that
+    no checkpoint is needed here.
+    """
+    if not len(index):
+        return False
+    if index.encoder is None:
+        if index.encoder_identity.get("name") != "features":
+            return False
+        index.encoder = encoder_from_identity(index.encoder_identity)
+    index.set_vote(Tagger(index).estimator)
+    return True
 
 
 def index_path(path: str | Path) -> Path:
@@ -323,7 +333,7 @@ class Tagger:
         if k > len(self.index):
             self.notes.append(f"k={k} is more than the index's {len(self.index)} example vectors; all of them vote")
         if encoder is None:
-            encoder = getattr(self.index, "encoder", None) or encoder_from_identity(
+            encoder = self.index.encoder or encoder_from_identity(
                 self.index.encoder_identity, **dict(encoder_options or {})
             )
         self.index.check_encoder(encoder.identity())
@@ -336,13 +346,21 @@ class Tagger:
         self.threshold = threshold if threshold is not None else (0.5 if self.multilabel else 0.0)
         self.top_n = (None if self.multilabel else 1) if top_n is None else (top_n or None)  # 0: no limit
         # an encoder may ask for a search-space transform fitted on the index's own vectors (the
-        # features encoder: per-dimension standardisation); it is recomputed from the stored vectors
-        # on every load, so build and query always agree
+        # features encoder: per-dimension standardisation); the build fits it once and saves it with
+        # the index, which is then searched as saved; fitted here only when none is saved or it was
+        # fitted with other settings
         knn_options = space_options(encoder.knn_options() if hasattr(encoder, "knn_options") else {}, space)
         self.space = space
-        self.estimator = KNNTagger(k, weights=weights, threshold=self.threshold, **knn_options).fit(
-            self.index.vectors, [list(t) for t in tags], groups=example_groups(self.index.metadata)
-        )
+        params = dict(n_neighbors=k, weights=weights, threshold=self.threshold, **knn_options)
+        saved = self.index.vote
+        if saved is not None and KNNTagger.state_fits(saved, params):
+            self.estimator = KNNTagger.from_fitted_state(
+                saved, [list(t) for t in tags], search_index=self.index.vote_index(), **params
+            )
+        else:
+            self.estimator = KNNTagger(**params).fit(
+                self.index.vectors, [list(t) for t in tags], groups=example_groups(self.index.metadata)
+            )
         # every vector has tags, so classes_ is the index vocabulary
         self.tags = [str(t) for t in self.estimator.classes_]
 
@@ -453,21 +471,8 @@ class Tagger:
         ClapknnError
             When no audio file is found at all.
         """
-        if isinstance(paths, (str, Path)):
-            paths = [paths]
         problems: list[tuple[str, str]] = []
-        files: list[Path] = []
-        for p in paths:
-            p = Path(os.path.expanduser(p))  # Path.expanduser raises on '~x'
-            if p.is_dir():
-                found = scan_audio(p, problems=problems)
-                if not found:
-                    problems.append((str(p), "no audio files found in folder"))
-                files.extend(found)
-            elif p.exists() or p.is_symlink():  # the decoder names a broken link or a loop
-                files.extend(scan_audio(p, problems=problems))  # skips names that are not UTF-8
-            else:
-                problems.append((str(p), "no such file"))
+        files = collect_audio(paths, problems=problems)
         if not files:
             detail = "; ".join(f"{w}: {r}" for w, r in problems[:3])
             raise ClapknnError(f"nothing to tag ({detail})" if detail else "nothing to tag")

@@ -14,8 +14,6 @@ vectors).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
@@ -583,12 +581,114 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
         return tags
 
 
-def labels_to_indicator(tag_lists: Sequence[Sequence[str]], classes: Sequence[str]) -> np.ndarray:
-    """0/1 matrix ``(n, len(classes))`` from per-row tag collections."""
-    col = {t: j for j, t in enumerate(classes)}
-    Y = np.zeros((len(tag_lists), len(classes)))
-    for i, tags in enumerate(tag_lists):
-        for t in tags:
-            if t in col:
-                Y[i, col[t]] = 1.0
-    return Y
+    # -------------------------------------------------------------- saved state
+    #: Parameters that change no fitted attribute when ``standardize`` is not ``"auto"`` (with
+    #: ``"auto"`` the leave-one-out choice of space votes with ``n_neighbors`` and ``weights``);
+    #: ``threshold`` never does.
+    _STATE_FREE = ("n_neighbors", "weights")
+    #: Version of what fitting computes from the same data and parameters: a saved state of another
+    #: version is fitted again. Raise it with any change to the fitting rules (the space choice,
+    #: the standardisation, the relevance).
+    FIT_RULES = 1
+
+    def fitted_state(self) -> dict:
+        """What fitting computed, to save and restore without fitting again (:meth:`from_fitted_state`).
+
+        Returns
+        -------
+        dict
+            ``params``: :meth:`get_params`; ``attributes``: every fitted attribute (a name ending
+            in ``_``) whose value is a numpy array, a number, a bool, a string, ``None``, or a list
+            or dict of those; ``rules``: :attr:`FIT_RULES`. The labels and the search vectors
+            (:attr:`search_index`) are not in it: the caller keeps those.
+        """
+        check_is_fitted(self)
+        attributes = {k: v for k, v in vars(self).items() if k.endswith("_") and not k.startswith("_") and _plain_value(v)}
+        return {"params": self.get_params(deep=False), "attributes": attributes, "rules": self.FIT_RULES}
+
+    @property
+    def search_index(self):
+        """The FAISS index searched: the fitted vectors in the search space (:meth:`to_search_space`)."""
+        check_is_fitted(self)
+        return self._index
+
+    @classmethod
+    def state_fits(cls, state: dict, params: dict) -> bool:
+        """Whether a saved :meth:`fitted_state` is what fitting with ``params`` would compute."""
+        if state.get("rules") != cls.FIT_RULES:
+            return False
+        saved = _comparable(state.get("params", {}))
+        wanted = _comparable(params)
+        free = {"threshold"} | (set(cls._STATE_FREE) if wanted.get("standardize") != "auto" else set())
+        keys = (set(saved) | set(wanted)) - free
+        return all(saved.get(k) == wanted.get(k) for k in keys)
+
+    @classmethod
+    def from_fitted_state(cls, state: dict, y, *, search_index, **params) -> "KNNTagger":
+        """A fitted tagger from a saved :meth:`fitted_state`, the labels it was fitted on and the
+        FAISS index of its search vectors (:attr:`search_index`), without fitting again.
+
+        ``params`` override the saved parameters (those :meth:`state_fits` allows to differ:
+        ``threshold``, and ``n_neighbors`` and ``weights`` when ``standardize`` is not ``"auto"``).
+
+        Raises
+        ------
+        ParameterError
+            When the state does not fit ``params``, or the labels or the index do not match it.
+        """
+        merged = {**state["params"], **params}
+        if not cls.state_fits(state, merged):
+            raise ParameterError("the saved vote state was fitted with other settings")
+        est = cls(**merged)
+        est._check_params()
+        for name, value in state["attributes"].items():
+            setattr(est, name, value)
+        tag_lists = _tag_collections(y)
+        if tag_lists is not None:
+            col = {t: j for j, t in enumerate(est.classes_.tolist())}
+            est._Y = np.zeros((len(tag_lists), len(est.classes_)))
+            for i, tags in enumerate(tag_lists):
+                for t in tags:
+                    est._Y[i, col[t]] = 1.0
+        elif np.ndim(y) == 2:
+            est._Y = (np.asarray(y) != 0).astype(np.float64)
+        else:
+            est._Y = (np.asarray(y)[:, None] == est.classes_[None, :]).astype(np.float64)
+        if len(est._Y) != est.n_samples_fit_ or search_index.ntotal != est.n_samples_fit_:
+            raise ParameterError(
+                f"the saved vote state is of {est.n_samples_fit_} samples, got {len(est._Y)} labels and "
+                f"{search_index.ntotal} search vectors"
+            )
+        if est.feature_blocks is not None:
+            est._blocks = [(int(a), int(b), float(w)) for a, b, w in est.feature_blocks]
+            est._block_weights = np.array([w for _, _, w in est._blocks])
+            if est.block_relevance_ is not None:
+                est._block_weights = est._block_weights * np.asarray(est.block_relevance_)
+        est._index = search_index
+        return est
+
+
+def _plain_value(v) -> bool:
+    """Whether ``v`` is a numpy array, a number, a bool, a string, ``None``, or a list or dict of those."""
+    if v is None or isinstance(v, (bool, int, float, str, np.ndarray, np.generic)):
+        if isinstance(v, np.ndarray) and v.dtype.kind == "O":
+            return all(isinstance(x, str) for x in v.ravel().tolist())
+        return not isinstance(v, np.ndarray) or v.dtype.kind in "biufU"
+    if isinstance(v, (list, tuple)):
+        return all(_plain_value(x) for x in v)
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _plain_value(x) for k, x in v.items())
+    return False
+
+
+def _comparable(params: dict) -> dict:
+    """Parameters with tuples as lists and numpy scalars as numbers (as a saved state reads back)."""
+
+    def plain(v):
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, np.generic):
+            return v.item()
+        return v
+
+    return {k: plain(v) for k, v in params.items()}

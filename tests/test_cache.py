@@ -92,14 +92,16 @@ def test_warm_cache_neither_reads_decodes_nor_encodes(library, tmp_path, monkeyp
     assert enc.snippets == len(plain.vectors)
     assert cold.n_cached == 0
 
-    import clapknn.encode
+    import clapknn.cache
     import clapknn.snippet
+    import clapknn.stream
 
     def boom(*a, **k):
         raise AssertionError("should not be called on a warm cache")
 
     monkeypatch.setattr(clapknn.snippet, "iter_file_snippets", boom)
-    monkeypatch.setattr(clapknn.encode, "file_sha256", boom)
+    monkeypatch.setattr(clapknn.stream, "file_sha256", boom)
+    monkeypatch.setattr(clapknn.cache, "file_sha256", boom)
     broken = [p for p in library if p.name == "broken.wav"]
     good = [p for p in library if p.name != "broken.wav"]
     enc2 = BandEncoder()
@@ -180,7 +182,7 @@ def test_damaged_memo_falls_back_to_hashing(library, tmp_path):
 def test_memo_records_files(library, tmp_path):
     cache = EmbeddingCache(tmp_path / "cache")
     sha = cache.file_sha256(library[0])
-    from clapknn.encode import file_sha256
+    from clapknn.digests import file_sha256
 
     assert sha == file_sha256(library[0])
     cache.close()
@@ -302,7 +304,7 @@ def test_writing_tags_into_a_file_keeps_its_cache_entry(tmp_path, suffix):
 
 def test_content_key_covers_the_stream_parameters_and_falls_back_to_the_file(tmp_path):
     from clapknn.cache import audio_content_key
-    from clapknn.encode import file_sha256
+    from clapknn.digests import file_sha256
 
     y = tone(440.0, 2.0)
     a = write_audio(tmp_path / "a.wav", y, subtype="PCM_16")

@@ -1,4 +1,4 @@
-"""The embedding stage on Ray Data, on a local Ray cluster started here; indexes built from its shards."""
+"""The embedding engine on Ray Data, on a two-node Ray cluster simulated here; indexes built from its shards."""
 
 from __future__ import annotations
 
@@ -24,11 +24,16 @@ SNIP = 2.0
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A local two-CPU Ray cluster for this module (decode tasks and one encoder actor)."""
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=150 * 1024**2, log_to_driver=False,
-             configure_logging=False)
-    yield
+    """Two Ray nodes on this machine (``ray.cluster_utils.Cluster``): a head and a worker of one CPU each."""
+    from ray.cluster_utils import Cluster
+
+    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": 100 * 1024**2,
+                                                          "include_dashboard": False})
+    nodes.add_node(num_cpus=1, object_store_memory=100 * 1024**2)
+    ray.init(address=nodes.address, log_to_driver=False, configure_logging=False)
+    yield nodes
     ray.shutdown()
+    nodes.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +46,15 @@ def shards(cluster, tmp_path_factory):
     nan[10] = np.nan
     write_audio(examples / "calm" / "nan.wav", nan, subtype="FLOAT")  # the one sample check, as in embed_files
     write_audio(examples / "energetic" / "with_tail.wav", tone(700.0, 5.2, seed=4, pulse_bpm=150.0))  # 0, 2, 3.2 s
-    out = embed_with_ray(examples, root / "shards", snippet_seconds=SNIP, batch_size=3)
+    out = embed_with_ray(examples, root / "shards", snippet_seconds=SNIP, batch_size=3, num_encoders=2, files_per_task=2)
     return examples, out
 
 
 def test_shards_hold_what_embed_files_gives(shards):
     examples, out = shards
     assert (out / "shards.json").is_file() and list(out.glob("*.parquet"))
+    leftovers = [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.") and p.suffix != ".lock"]
+    assert leftovers == []  # swapped in: no temporary or previous folder left
     got = read_shards(out)
     files, _ = Tagger.collect_files(examples)
     want = embed_files(files, get_encoder("features"), snippet_seconds=SNIP)
@@ -67,6 +74,8 @@ def test_index_and_library_from_shards(shards, tmp_path):
     examples, out = shards
     index = index_from_shards(out, examples, tmp_path / "idx")
     reference = build_index(examples, snippet_seconds=SNIP)
+    assert index.vote is not None  # fitted once and saved, as build_index does
+    assert index.vote["attributes"]["standardized_"] == reference.vote["attributes"]["standardized_"]
     np.testing.assert_allclose(index.vectors, reference.vectors, atol=1e-6)
     pd.testing.assert_frame_equal(index.metadata, reference.metadata, check_dtype=False)
     query = write_audio(tmp_path / "q.wav", tone(STYLES["energetic"]["freq"] * 1.01, 4.0, seed=5, pulse_bpm=150.0))
@@ -91,8 +100,16 @@ def test_shard_directory_checks(shards, tmp_path):
     partial = tmp_path / "partial"
     partial.mkdir()
     (partial / "shards.json").write_text((out / "shards.json").read_text())
-    with pytest.raises(IndexFormatError, match="incomplete"):
+    with pytest.raises(IndexFormatError, match="missing part-"):
         read_shards(partial)
+    changed = tmp_path / "changed"
+    import shutil
+
+    shutil.copytree(out, changed)
+    shard = sorted(changed.glob("*.parquet"))[0]
+    shard.write_bytes(shard.read_bytes()[:-8])
+    with pytest.raises(IndexFormatError, match="checksum mismatch"):
+        read_shards(changed)
 
 
 def test_cli_embed_ray_then_build_and_index_library(shards, tmp_path, capsys):
@@ -130,42 +147,101 @@ def test_tag_shards_equals_tag(shards, tmp_path):
 
 
 def test_worker_with_another_encoder_is_refused():
-    from clapknn.distributed import _EncodeActor
+    from clapknn.distributed import _EngineActor
     from clapknn.errors import EncoderMismatchError
 
     identity = get_encoder("features").identity()
-    _EncodeActor("features", {}, identity)  # the same encoder: accepted
+    settings = dict(snippet_seconds=SNIP, hop_seconds=SNIP, batch_size=3, cache=None)
+    _EngineActor("features", {}, identity, **settings)  # the same encoder: accepted
     with pytest.raises(EncoderMismatchError, match="Ray worker"):
-        _EncodeActor("features", {}, {**identity, "recipe": -1})
+        _EngineActor("features", {}, {**identity, "recipe": -1}, **settings)
+
+
+def test_the_actors_make_the_engines_vector_check(tmp_path):
+    """An encoder giving NaN for some audio: the file is a failure in the shard rows, as in embed_files."""
+    from clapknn.distributed import _EngineActor, _embedded_from_tables
+
+    loud = write_audio(tmp_path / "loud.wav", tone(330.0, 4.0, amp=0.8))
+    fine = write_audio(tmp_path / "fine.wav", tone(660.0, 4.0, amp=0.2))
+    identity = get_encoder("features").identity()
+    actor = _EngineActor("features", {}, identity, snippet_seconds=SNIP, hop_seconds=SNIP, batch_size=3, cache=None)
+    real = actor.encoder.embed
+
+    def nan_when_loud(audio):
+        out = np.asarray(real(audio), dtype=np.float32).copy()
+        out[np.abs(audio).max(axis=1) > 0.5] = np.nan
+        return out
+
+    actor.encoder.embed = nan_when_loud
+    table = actor({"file": np.array([0, 1]), "path": np.array([str(loud), str(fine)])})
+    emb = _embedded_from_tables([table], {"dim": identity["dim"], "n_files": 2}, tmp_path)
+    assert dict(emb.failures) == {str(loud): "the encoder gave non-finite values (NaN or inf) for this audio"}
+    assert emb.files["n_snippets"].tolist() == [0, 2] and np.isfinite(emb.vectors).all()
 
 
 def test_ray_pipeline_reads_and_fills_the_embedding_cache(shards, tmp_path):
     """A first run stores every fresh file (silent ones too, not undecodable ones); a second run's
-    decode tasks take them from the cache instead of decoding, and the shards come out the same;
+    actors take them from the cache instead of embedding them, and the shards come out the same;
     the cache is shared with the in-process pipeline both ways."""
-    from clapknn.cache import EmbeddingCache, settings_key
-    from clapknn.distributed import _decode_file
+    from clapknn.cache import EmbeddingCache
 
     examples, _ = shards
     cache = tmp_path / "cache"
-    first = embed_with_ray(examples, tmp_path / "a", snippet_seconds=SNIP, batch_size=3, cache=cache)
+    first = embed_with_ray(examples, tmp_path / "a", snippet_seconds=SNIP, batch_size=3, cache=cache, num_encoders=2)
     assert EmbeddingCache(cache).stats()["entries"] == 6  # 5 usable files and the silent one
-    identity = get_encoder("features").identity()
-    key = settings_key(identity, SNIP, SNIP)
-    files, _ = Tagger.collect_files(examples)
-    kinds = {Path(p).name: {r["kind"] for r in _decode_file({"file": 0, "path": str(p)}, sample_rate=22050, length=SNIP,
-                                                          hop=SNIP, cache=str(cache), key=key, dim=identity["dim"])}
-             for p in files}
-    assert kinds["broken.wav"] == {"file"}  # not cached: decoded (and failing) again
-    assert kinds["quiet.wav"] == {"file"}  # silent: no vectors, but found
-    assert kinds["nan.wav"] == {"file"}  # refused samples: not cached either
-    assert all(k == {"cached", "file"} for name, k in kinds.items() if name not in ("broken.wav", "quiet.wav", "nan.wav"))
-    second = embed_with_ray(examples, tmp_path / "b", snippet_seconds=SNIP, batch_size=3, cache=cache)
+    assert read_shards(first).n_cached == 0
+    second = embed_with_ray(examples, tmp_path / "b", snippet_seconds=SNIP, batch_size=3, cache=cache, num_encoders=2)
     a, b = read_shards(first), read_shards(second)
+    assert b.n_cached == 6  # broken.wav and nan.wav are decoded (and refused) again: failures are not cached
     np.testing.assert_array_equal(a.vectors, b.vectors)
     pd.testing.assert_frame_equal(a.snippets, b.snippets)
     pd.testing.assert_frame_equal(a.files, b.files)
-    # the in-process pipeline finds what Ray stored
+    # the in-process pipeline finds what Ray stored, and Ray what the in-process pipeline stored
+    files, _ = Tagger.collect_files(examples)
     got = embed_files(files, get_encoder("features"), snippet_seconds=SNIP, cache=cache)
     assert got.n_cached == 6
     np.testing.assert_allclose(got.vectors, a.vectors, atol=1e-6)
+    local = tmp_path / "local-cache"
+    embed_files(files, get_encoder("features"), snippet_seconds=SNIP, cache=local)
+    assert read_shards(embed_with_ray(examples, tmp_path / "c", snippet_seconds=SNIP, cache=local)).n_cached == 6
+
+
+def test_a_worker_node_removed_mid_run(cluster, tmp_path):
+    """A node lost while its actor embeds: the job completes on the other nodes, and every file is in
+    the shards once, with the vectors a local run gives."""
+    import threading
+    import time
+
+    from clapknn.cache import EmbeddingCache
+
+    music = tmp_path / "music"
+    for i in range(16):
+        write_audio(music / f"t{i:02d}.wav", tone(150.0 * (1 + 0.1 * i), 6.0, seed=i, pulse_bpm=60.0 + 5 * i))
+    doomed = cluster.add_node(num_cpus=1, object_store_memory=100 * 1024**2)
+    cluster.wait_for_nodes()
+    cache = tmp_path / "cache"
+    result: dict = {}
+
+    def run() -> None:
+        try:
+            result["out"] = embed_with_ray(music, tmp_path / "shards", snippet_seconds=SNIP, batch_size=3,
+                                           num_encoders=3, files_per_task=1, cache=cache)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            result["error"] = exc
+
+    job = threading.Thread(target=run)
+    job.start()
+    deadline = time.monotonic() + 300
+    while EmbeddingCache(cache, memo=False).stats()["entries"] < 2 and job.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    removed_mid_run = job.is_alive() and EmbeddingCache(cache, memo=False).stats()["entries"] < 16
+    cluster.remove_node(doomed, allow_graceful=False)
+    job.join(timeout=600)
+    assert not job.is_alive() and "error" not in result, result.get("error")
+    assert removed_mid_run  # the node went while files were still being embedded
+    emb = read_shards(result["out"])  # exactly one status row per file, or it refuses
+    assert sorted(Path(p).name for p in emb.files["path"]) == [f"t{i:02d}.wav" for i in range(16)]
+    assert not emb.failures
+    want = embed_files(sorted(music.glob("*.wav")), get_encoder("features"), snippet_seconds=SNIP)
+    pd.testing.assert_frame_equal(emb.snippets, want.snippets, check_dtype=False)  # no snippet twice
+    np.testing.assert_allclose(emb.vectors, want.vectors, atol=1e-6)

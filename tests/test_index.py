@@ -26,7 +26,8 @@ def test_round_trip(built_index, tmp_path):
     assert m["format_version"] == 1 and m["dim"] == index.dim and m["n_vectors"] == len(index)
     assert m["encoder"]["name"] == "features" and m["snippet_seconds"] == 2.0 and m["hop_seconds"] == 2.0
     assert m["tags"] == ["calm", "energetic"] and m["n_files"] == 6
-    assert set(m["checksums"]) == {"index.faiss", "metadata.parquet"}
+    assert {"index.faiss", "metadata.parquet", "vote.json"} <= set(m["checksums"]) <= {
+        "index.faiss", "metadata.parquet", "vote.json", "vote.faiss"}
     assert "numpy" in m["versions"] and m["created"]
     # rows align with vector ids: each row's source file, re-embedded, gives that vector
     from clapknn.encode import embed_files
@@ -240,8 +241,128 @@ def test_groups_from_the_labels_csv_are_kept_and_left_out_together(tmp_path, mon
         return fit(self, X, y, groups)
 
     monkeypatch.setattr(vote.KNNTagger, "fit", spy)
+    index.vote = None  # fitted here, as the build fitted it
     Tagger(index)
     np.testing.assert_array_equal(seen["groups"], groups)
     # an index without the column (built before it existed) groups by file
     old = index.metadata.drop(columns=["group"])
     assert len(set(example_groups(old))) == 4
+
+
+# --------------------------------------------------------------------------- the saved vote
+def _no_fit(monkeypatch):
+    from clapknn.vote import KNNTagger
+
+    def refused(self, *a, **k):
+        raise AssertionError("the vote was fitted again")
+
+    monkeypatch.setattr(KNNTagger, "fit", refused)
+
+
+def _queries(index, n=7, seed=3):
+    rng = np.random.default_rng(seed)
+    q = index.vectors[rng.choice(len(index), size=n, replace=False)] + rng.normal(0, 0.05, (n, index.dim))
+    return q.astype(np.float32)
+
+
+def test_a_loaded_index_is_tagged_with_the_saved_vote_without_fitting(built_index, monkeypatch):
+    index, root = built_index
+    fresh = Index.load(root / "index")
+    fresh.vote = None  # as an index saved without the vote: fitted on load
+    fitted = Tagger(fresh)
+    loaded = Index.load(root / "index")
+    assert loaded.vote is not None
+    _no_fit(monkeypatch)
+    restored = Tagger(loaded)
+    assert restored.estimator.search_index is loaded.vote_index()  # the saved FAISS index is what is searched
+    assert restored.estimator.standardized_ == fitted.estimator.standardized_
+    q = _queries(loaded)
+    np.testing.assert_allclose(restored.estimator.predict_proba(q), fitted.estimator.predict_proba(q), atol=1e-6)
+    np.testing.assert_array_equal(restored.estimator.similarities(q)[1], fitted.estimator.similarities(q)[1])
+
+
+def test_other_vote_settings_fit_again_and_the_others_do_not(built_index, monkeypatch):
+    from clapknn.vote import KNNTagger
+
+    index, root = built_index
+    loaded = Index.load(root / "index")
+    calls = []
+    real_fit = KNNTagger.fit
+
+    def counted(self, *a, **k):
+        calls.append(self.get_params())
+        return real_fit(self, *a, **k)
+
+    monkeypatch.setattr(KNNTagger, "fit", counted)
+    Tagger(loaded, threshold=0.3)  # no fitted attribute depends on the threshold
+    assert calls == []
+    Tagger(loaded, space="plain")  # another space
+    assert len(calls) == 1 and calls[-1]["standardize"] is False
+    Tagger(loaded, k=3)  # the "auto" choice of space votes with k
+    assert len(calls) == 2 and calls[-1]["n_neighbors"] == 3
+
+
+def test_an_index_without_the_saved_vote_still_loads_and_tags_alike(built_index, tmp_path):
+    index, root = built_index
+    old = tmp_path / "old"
+    shutil.copytree(root / "index", old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    for name in ("vote.json", "vote.faiss"):
+        manifest["checksums"].pop(name, None)
+        (old / name).unlink(missing_ok=True)
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    legacy = Index.load(old)
+    assert legacy.vote is None and legacy.vote_index() is None
+    q = _queries(legacy)
+    np.testing.assert_allclose(
+        Tagger(legacy).estimator.predict_proba(q), Tagger(Index.load(root / "index")).estimator.predict_proba(q), atol=1e-6
+    )
+
+
+def test_a_damaged_saved_vote_is_refused(built_index, tmp_path):
+    index, root = built_index
+    bad = tmp_path / "bad"
+    shutil.copytree(root / "index", bad)
+    (bad / "vote.json").write_text((bad / "vote.json").read_text().replace("true", "false", 1) + " ")
+    with pytest.raises(IndexFormatError, match="checksum mismatch"):
+        Index.load(bad)
+
+
+@pytest.mark.parametrize("standardize", [False, True, "auto"])
+def test_fitted_state_round_trip_gives_the_fitted_votes(standardize, tmp_path):
+    from clapknn.index import _from_json, _to_json
+    from clapknn.vote import KNNTagger
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 12)).astype(np.float32)
+    y = [["a"] if i % 3 else ["b", "c"] for i in range(120)]
+    X[:, :4] += np.array([[2.0 if "a" in t else -2.0] for t in y], dtype=np.float32)
+    groups = np.arange(120) // 4
+    blocks = [(0, 4, 1.0), (4, 12, 0.5)]
+    est = KNNTagger(5, standardize=standardize, feature_blocks=blocks, block_relevance=True).fit(X, y, groups=groups)
+    state = _from_json(json.loads(json.dumps(_to_json(est.fitted_state()))))
+    import faiss
+
+    faiss.write_index(est.search_index, str(tmp_path / "v.faiss"))
+    again = KNNTagger.from_fitted_state(state, y, search_index=faiss.read_index(str(tmp_path / "v.faiss")))
+    q = rng.normal(size=(9, 12)).astype(np.float32)
+    np.testing.assert_array_equal(again.predict_proba(q), est.predict_proba(q))
+    np.testing.assert_array_equal(again.predict(q), est.predict(q))
+    assert again.standardized_ == est.standardized_ and list(again.classes_) == list(est.classes_)
+    if standardize != "auto":  # the state does not depend on k: a restored tagger votes with another k
+        other = KNNTagger.from_fitted_state(state, y, search_index=est.search_index, n_neighbors=9, weights="uniform")
+        refit = KNNTagger(9, weights="uniform", standardize=standardize, feature_blocks=blocks, block_relevance=True)
+        np.testing.assert_allclose(other.predict_proba(q), refit.fit(X, y, groups=groups).predict_proba(q), atol=1e-6)
+    else:
+        assert not KNNTagger.state_fits(state, {**state["params"], "n_neighbors": 9})
+    assert KNNTagger.state_fits(state, state["params"])
+    assert not KNNTagger.state_fits({**state, "rules": KNNTagger.FIT_RULES + 1}, state["params"])  # other fitting rules
+
+
+def test_a_vote_in_the_plain_space_shares_the_index_vectors(built_index):
+    index, root = built_index
+    loaded = Index.load(root / "index")
+    loaded.set_vote(Tagger(loaded, space="plain").estimator)
+    assert loaded.vote_index() is loaded.faiss_index  # one copy of the vectors, searched as saved
+    loaded.set_vote(Tagger(loaded, space="standardized").estimator)
+    assert loaded.vote_index() is not loaded.faiss_index and loaded.vote_index().ntotal == len(loaded)

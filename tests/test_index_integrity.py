@@ -230,11 +230,11 @@ def test_concurrent_saves_and_loads_never_see_a_broken_index(tmp_path):
 _KILL_AT = _MAKE + textwrap.dedent(
     """
     import os, shutil, sys
-    import clapknn.index as ix
+    import clapknn.store as ix
 
     path, point = sys.argv[1], sys.argv[2]
     calls = {"rename": 0}
-    real_rename, real_rmtree, real_sha = os.rename, shutil.rmtree, ix._sha256
+    real_rename, real_rmtree, real_sha = os.rename, shutil.rmtree, ix.file_sha256
 
     def die():
         os._exit(137)   # as abrupt as SIGKILL: no finally blocks, no cleanup
@@ -254,7 +254,7 @@ _KILL_AT = _MAKE + textwrap.dedent(
             die()
         return real_sha(p)
 
-    ix.os.rename, ix._sha256 = rename, sha
+    ix.os.rename, ix.file_sha256 = rename, sha
     make(2).save(path)
     """
 )

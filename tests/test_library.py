@@ -101,6 +101,25 @@ def test_tampered_or_foreign_directories_are_refused(tmp_path, built_index):
         LibraryIndex.from_vectors(x, tracks(299), encoder=IDENT, snippet_seconds=10, hop_seconds=10)
 
 
+def test_the_library_store_has_the_index_guarantees(tmp_path):
+    """Checksums are mandatory, a save killed between its renames is recovered, a reader takes the lock."""
+    import json
+    import os
+
+    lib = LibraryIndex.from_vectors(clustered(50), tracks(50), encoder=IDENT, snippet_seconds=10, hop_seconds=10, kind="flat")
+    lib.save(tmp_path / "lib")
+    manifest = json.loads((tmp_path / "lib" / "manifest.json").read_text())
+    manifest["checksums"].pop("tracks.parquet")
+    (tmp_path / "lib" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexFormatError, match="no checksum for tracks.parquet"):
+        LibraryIndex.load(tmp_path / "lib")
+    lib.save(tmp_path / "lib")
+    os.rename(tmp_path / "lib", tmp_path / ".lib.previous")  # as a save killed between its two renames leaves it
+    assert len(LibraryIndex.load(tmp_path / "lib")) == 50
+    lib.save(tmp_path / "lib")  # the next save puts it back, then replaces it
+    assert not (tmp_path / ".lib.previous").exists() and len(LibraryIndex.load(tmp_path / "lib")) == 50
+
+
 @pytest.fixture(scope="module")
 def music(tmp_path_factory) -> Path:
     """Four tracks per style, plus a broken file."""

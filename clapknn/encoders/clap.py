@@ -54,6 +54,7 @@ from typing import Any
 
 import numpy as np
 
+from ..digests import memo_sha256
 from ..errors import AudioError, CheckpointError, ClapknnError, ParameterError
 from .base import Encoder
 
@@ -238,41 +239,25 @@ def resolve_checkpoint(
     )
 
 
-def _sha256(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".sha256.json")
 
 
-_SHA_MEMO: dict[tuple[str, int, int, int], str] = {}
+def _sidecar_sha256(path: Path, st: os.stat_result) -> str | None:
+    """The digest recorded beside a download, when the file still has the recorded size and mtime."""
+    try:
+        rec = json.loads(_sidecar(path).read_text())
+        if rec.get("size") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns and len(rec.get("sha256", "")) == 64:
+            return str(rec["sha256"])
+    except (OSError, ValueError, AttributeError):
+        pass
+    return None
 
 
 def _cached_sha256(path: Path) -> str:
     """SHA-256 of ``path``, reusing the ``.sha256.json`` written beside downloads when it still fits,
-    and computed once per process for a file that has not changed (size, mtime, inode)."""
-    path = Path(path).resolve()
-    st = path.stat()
-    memo_key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
-    if memo_key in _SHA_MEMO:
-        return _SHA_MEMO[memo_key]
-    side = _sidecar(path)
-    digest = None
-    try:
-        rec = json.loads(side.read_text())
-        if rec.get("size") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns and len(rec.get("sha256", "")) == 64:
-            digest = str(rec["sha256"])
-    except (OSError, ValueError, AttributeError):
-        pass
-    if digest is None:
-        digest = _sha256(path)
-    _SHA_MEMO[memo_key] = digest
-    return digest
+    and computed once per process for a file that has not changed (:func:`clapknn.digests.memo_sha256`)."""
+    return memo_sha256(path, known=_sidecar_sha256)
 
 
 def _short(digest: str) -> str:
