@@ -49,6 +49,7 @@ _LOO_NEIGHBOURS = 10
 # follow, the space switches at most this often)
 _ALPHA = 0.025
 _PERMUTATIONS = 39  # tag shuffles of the test (with _ALPHA = 0.025: the gain must beat all 39)
+_RELEVANCE_POWER = 0.5  # block_relevance: a block's weight grows as its mean F ratio to this power
 _PERMUTATION_SEED = 0  # the shuffles are drawn with this seed: the same examples, the same choice
 
 
@@ -288,11 +289,13 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
         ids = np.zeros((n, k), dtype=np.int64)
         wts = np.zeros((n, k))
         for start in range(0, n, 256):
-            r = np.arange(start, min(n, start + 256))
+            r = slice(start, min(n, start + 256))
             sims = similarity(r).astype(np.float64)
             sims[groups[r][:, None] == groups[None, :]] = -np.inf
-            top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+            top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (sims.shape[0], 1))
             s = np.take_along_axis(sims, top, axis=1)
+            by = np.lexsort((top, -s), axis=1)  # similarity descending, then the lower index
+            top, s = np.take_along_axis(top, by, axis=1), np.take_along_axis(s, by, axis=1)
             valid = np.isfinite(s)
             ids[r] = top
             wts[r] = vote_weights(np.where(valid, s, 0.0), "similarity") * valid
@@ -345,7 +348,7 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
             Z = ((l2_normalize(X) - self.mean_) / self.scale_).astype(np.float64)
             means, _ = self._group_means(Z, Y, inv, n_groups)
             units = [l2_normalize(Z[:, a:b]) for a, b, _ in self._blocks]
-            grams = np.stack([u @ u.T for u in units]).astype(np.float32)  # (blocks, n, n)
+            grams = np.stack([u @ u.T for u in units], axis=1).astype(np.float32)  # (n, blocks, n)
             present = np.stack([(np.abs(u).sum(axis=1) > 0).astype(np.float64) for u in units])  # (blocks, n)
             base = np.array([w for _, _, w in self._blocks])
         else:
@@ -360,7 +363,7 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
 
                 def similarity(r, w2=w2):
                     wr = w2[inv[r]]  # (m, blocks)
-                    dots = np.einsum("mb,bmn->mn", wr, grams[:, r, :])
+                    dots = np.matmul(wr[:, None, :].astype(np.float32), grams[r])[:, 0, :]
                     norm_r = np.sqrt(np.maximum((wr * present[:, r].T).sum(axis=1), 1e-24))
                     norm_all = np.sqrt(np.maximum(wr @ present, 1e-24))
                     return dots / norm_r[:, None] / norm_all
@@ -425,7 +428,7 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
             ratios += valid[:, None] * between / (np.maximum(within, 0.0) / dof + 1e-12)
             measured += valid
         f = ratios / np.maximum(measured, 1)[:, None]
-        rel = np.stack([np.sqrt(f[:, a:b].mean(axis=1)) for a, b, _ in self._blocks], axis=1)
+        rel = np.stack([f[:, a:b].mean(axis=1) ** _RELEVANCE_POWER for a, b, _ in self._blocks], axis=1)
         usable = (measured > 0) & np.isfinite(rel).all(axis=1) & (rel.max(axis=1) > 0)
         rel[~usable] = 1.0
         return rel if leave_one_out else rel[0]
