@@ -13,8 +13,9 @@ mean ± sd over episodes, of:
 - ``clapknn defaults``: :func:`clapknn.evaluate.evaluate` with the defaults of ``clapknn tag``
   (encoder, snippet length, k, weighting, aggregation and ``space="auto"``), which fits the vote on
   each episode's examples as :class:`clapknn.Tagger` does; ``--check-tag`` (on by default) also
-  builds an index from one episode's examples with :func:`clapknn.build_index` and tags its queries
-  with :class:`clapknn.Tagger`, and says whether the accuracy is the same;
+  builds an index from one episode's examples with :func:`clapknn.build_index`, tags its queries
+  with :class:`clapknn.Tagger` for k = 1, 5, 10 and every weighting, and says whether each accuracy
+  is the one ``evaluate`` gives for that k and weighting;
 - ``clapknn space=plain`` and ``space=standardized``: the same with the vote's space forced;
 - ``MFCC 1-NN``: each file's 20 MFCCs, mean and standard deviation over the file, Euclidean 1-NN;
 - ``nearest centroid``, ``logistic reg.``, ``majority``: :func:`~clapknn.evaluate.evaluate`'s
@@ -29,8 +30,10 @@ Usage::
     python bench/suite.py --sets mode,meter     # some sets
     python bench/suite.py --split dev           # the development parts
 
-The summary ends with the checks issue 16 asks of the defaults (at least the better of the two
-spaces, and above the MFCC 1-NN anchor and the majority class) and writes ``suite-<split>.json``
+The summary ends with the checks on the defaults (at least the better of the two spaces, and above
+the MFCC 1-NN anchor, the majority class and, on ``mode``, the key-profile rule; each loss with its
+paired difference over the episodes, ± its standard error, and whether it is beyond noise) and
+writes ``suite-<split>.json``
 and ``suite-<split>.md`` (``suite-<split>-<sets>.*`` for a choice of sets) to the cache folder.
 """
 
