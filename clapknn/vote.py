@@ -209,6 +209,8 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
         With ``standardize``: the per-dimension centre and spread of the fitted (unit) vectors.
     standardized_ : bool
         Whether the search uses the standardised space.
+    blocks_ : np.ndarray
+        With ``feature_blocks``: each block's ``(start, stop)`` columns, ``(n_blocks, 2)``.
     block_weights_ : np.ndarray
         With ``feature_blocks``: each block's weight in the standardised space (times its
         relevance, with ``block_relevance``).
@@ -276,7 +278,7 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
             return X
         X = (X - self.mean_) / self.scale_
         if self.feature_blocks is not None:
-            X = np.concatenate([w * l2_normalize(X[:, a:b]) for (a, b, _), w in zip(self._blocks, self.block_weights_)], axis=1)
+            X = np.concatenate([w * l2_normalize(X[:, a:b]) for (a, b), w in zip(self.blocks_, self.block_weights_)], axis=1)
         return l2_normalize(X)
 
     def _loo_neighbours(self, similarity, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -522,6 +524,7 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
         _, inv = np.unique(groups, return_inverse=True)
         self.block_relevance_ = None
         if self.feature_blocks is not None:
+            self.blocks_ = np.array([(a, b) for a, b, _ in self._blocks], dtype=np.int64).reshape(-1, 2)
             self.block_weights_ = np.array([w for _, _, w in self._blocks])
             if self.block_relevance and self.standardize:
                 Z = ((unit32 - self.mean_) / self.scale_).astype(np.float64)
