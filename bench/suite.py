@@ -13,8 +13,9 @@ mean ± sd over episodes, of:
 - ``clapknn defaults``: :func:`clapknn.evaluate.evaluate` with the defaults of ``clapknn tag``
   (encoder, snippet length, k, weighting, aggregation and ``space="auto"``), which fits the vote on
   each episode's examples as :class:`clapknn.Tagger` does; ``--check-tag`` (on by default) also
-  builds an index from one episode's examples with :func:`clapknn.build_index` and tags its queries
-  with :class:`clapknn.Tagger`, and says whether the accuracy is the same;
+  builds an index from one episode's examples with :func:`clapknn.build_index`, tags its queries
+  with :class:`clapknn.Tagger` for k = 1, 5, 10 and every weighting, and says whether each accuracy
+  is the one ``evaluate`` gives for that k and weighting;
 - ``clapknn space=plain`` and ``space=standardized``: the same with the vote's space forced;
 - ``MFCC 1-NN``: each file's 20 MFCCs, mean and standard deviation over the file, Euclidean 1-NN;
 - ``nearest centroid``, ``logistic reg.``, ``majority``: :func:`~clapknn.evaluate.evaluate`'s
@@ -29,8 +30,10 @@ Usage::
     python bench/suite.py --sets mode,meter     # some sets
     python bench/suite.py --split dev           # the development parts
 
-The summary ends with the checks issue 16 asks of the defaults (at least the better of the two
-spaces, and above the MFCC 1-NN anchor and the majority class) and writes ``suite-<split>.json``
+The summary ends with the checks on the defaults (at least the better of the two spaces, and above
+the MFCC 1-NN anchor, the majority class and, on ``mode``, the key-profile rule; each loss with its
+paired difference over the episodes, ± its standard error, and whether it is beyond noise) and
+writes ``suite-<split>.json``
 and ``suite-<split>.md`` (``suite-<split>-<sets>.*`` for a choice of sets) to the cache folder.
 """
 
@@ -52,6 +55,7 @@ import suite_sets  # noqa: E402
 
 SETS = ("emopia", "emopia-valence", "emopia-arousal", "mode", "instrument", "meter", "composer", "energy")
 SHOTS = (1, 5, 20)
+CHECK_KS = (1, 5, 10)  # the k values whose evaluate rows the tag check compares with clapknn tag
 METHODS = ("clapknn defaults", "clapknn space=plain", "clapknn space=standardized", "MFCC 1-NN",
            "nearest centroid", "logistic reg.", "majority", "key-profile rule")
 
@@ -92,24 +96,30 @@ def per_file(fn, paths: list[str], cache: Path, jobs: int, kind: str):
 
 
 # --------------------------------------------------------------------------- one set
-def _knn_runs(report, method: str, shots: int) -> np.ndarray:
+def _knn_runs(report, method: str, shots: int, k: int | None = None, weights: str | None = None) -> np.ndarray:
     r = report.runs
     r = r[(r["protocol"] == "episodes") & (r["method"] == method) & (r["shots"] == shots)]
+    if k is not None:
+        r = r[(r["k"] == k) & (r["weights"] == weights)]
     return r.sort_values("run")["accuracy"].to_numpy()
 
 
-def tag_check(emb, support: np.ndarray, queries: np.ndarray, cache) -> float:
-    """Accuracy of ``clapknn tag``'s path on one episode: an index built from the support files
-    with :func:`clapknn.build_index` and the queries tagged by :class:`clapknn.Tagger`, all with
-    their defaults."""
+def tag_check(emb, support: np.ndarray, queries: np.ndarray, cache, settings) -> dict:
+    """Accuracy of ``clapknn tag``'s path on one episode for each ``(k, weighting)`` of
+    ``settings``: an index built from the support files with :func:`clapknn.build_index` and the
+    queries tagged by :class:`clapknn.Tagger` with that k and weighting (other settings at their
+    defaults)."""
     from clapknn import Tagger, build_index
     from clapknn.labels import Example, ExampleSet
 
     examples = ExampleSet([Example(Path(emb.paths[i]), tuple(emb.tags[i]), str(emb.groups[i])) for i in support])
     index = build_index(examples, cache=cache)
-    result = Tagger(index).tag([emb.paths[i] for i in queries], cache=cache)
     truth = {emb.paths[i]: emb.tags[i][0] for i in queries}
-    return float(np.mean([truth[p] == t for p, t in zip(result.tracks["path"], result.tracks["top"])]))
+    out = {}
+    for k, w in settings:
+        result = Tagger(index, k=k, weights=w).tag([emb.paths[i] for i in queries], cache=cache)
+        out[(k, w)] = float(np.mean([truth[p] == t for p, t in zip(result.tracks["path"], result.tracks["top"])]))
+    return out
 
 
 def run_set(name: str, args) -> dict:
@@ -117,7 +127,7 @@ def run_set(name: str, args) -> dict:
     from clapknn.evaluate import embed_examples, evaluate, few_shot_episodes
     from clapknn.labels import Example, ExampleSet
     from clapknn.options import (
-        DEFAULT_AGGREGATE, DEFAULT_ENCODER, DEFAULT_K, DEFAULT_SNIPPET_SECONDS, DEFAULT_SPACE, DEFAULT_WEIGHTS,
+        DEFAULT_AGGREGATE, DEFAULT_ENCODER, DEFAULT_K, DEFAULT_SNIPPET_SECONDS, DEFAULT_SPACE, DEFAULT_WEIGHTS, WEIGHTS,
     )
 
     t0 = time.perf_counter()
@@ -130,7 +140,10 @@ def run_set(name: str, args) -> dict:
     counts = {t: sum(t in ts for ts in emb.tags) for t in sorted({t for ts in emb.tags for t in ts})}
     common = dict(shots=args.shots, n_episodes=args.episodes, folds=0, k=DEFAULT_K, weights=DEFAULT_WEIGHTS,
                   aggregate=DEFAULT_AGGREGATE, seed=args.seed, plots=False)
-    auto = evaluate(emb, space=DEFAULT_SPACE, baselines=False, **common)
+    # the defaults' evaluation sweeps k and the weightings too: the tag check compares each row
+    # with what `clapknn tag -k K --weights W` gives on the same episode
+    sweep = dict(common, k=CHECK_KS, weights=WEIGHTS)
+    auto = evaluate(emb, space=DEFAULT_SPACE, baselines=False, **sweep)
     plain = evaluate(emb, space="plain", baselines=True, **common)
     std = evaluate(emb, space="standardized", baselines=False, **common)
     methods: dict[str, dict[int, list[float]]] = {m: {} for m in METHODS}
@@ -151,7 +164,8 @@ def run_set(name: str, args) -> dict:
         for label, rep, method in (("clapknn defaults", auto, "knn"), ("clapknn space=plain", plain, "knn"),
                                    ("clapknn space=standardized", std, "knn"), ("nearest centroid", plain, "centroid"),
                                    ("logistic reg.", plain, "logreg"), ("majority", plain, "majority")):
-            methods[label][s] = _knn_runs(rep, method, s).tolist()
+            which = (DEFAULT_K, DEFAULT_WEIGHTS) if rep is auto and method == "knn" else (None, None)
+            methods[label][s] = _knn_runs(rep, method, s, *which).tolist()
         accs, rule = [], []
         for sup, qry in episodes_of[s]:
             d = ((mfcc[qry][:, None, :] - mfcc[sup][None, :, :]) ** 2).sum(axis=-1)
@@ -168,9 +182,13 @@ def run_set(name: str, args) -> dict:
     if args.check_tag and episodes_of:
         s = sorted(episodes_of)[len(episodes_of) // 2]
         sup, qry = episodes_of[s][0]
-        got = tag_check(emb, sup, qry, emb_cache)
-        want = methods["clapknn defaults"][s][0]
-        check = {"shots": s, "episode": 0, "tag": got, "evaluate": want, "same": bool(abs(got - want) < 1e-9)}
+        settings = [(k, w) for k in CHECK_KS for w in WEIGHTS]
+        got = tag_check(emb, sup, qry, emb_cache, settings)
+        want = {(k, w): float(_knn_runs(auto, "knn", s, k, w)[0]) for k, w in settings}
+        differ = [f"k={k} {w}: tag {got[(k, w)]:.3f}, evaluate {want[(k, w)]:.3f}" for k, w in settings
+                  if abs(got[(k, w)] - want[(k, w)]) > 1e-9]
+        check = {"shots": s, "episode": 0, "settings": len(settings), "tag": got[(DEFAULT_K, DEFAULT_WEIGHTS)],
+                 "evaluate": want[(DEFAULT_K, DEFAULT_WEIGHTS)], "same": not differ, "differ": differ}
     print(f"[{name}: {time.perf_counter() - t0:.0f} s]", file=sys.stderr)
     return {"set": name, "kind": suite_sets.KINDS[name], "split": args.split, "n_files": emb.n_tracks,
             "n_groups": n_groups, "tag_counts": counts, "methods": {m: v for m, v in methods.items() if v},
@@ -211,30 +229,41 @@ def summary_table(results: list[dict], shots) -> str:
     return "\n".join(lines)
 
 
+def _paired(a, b) -> tuple[float, float]:
+    """Mean and standard error of ``a - b`` over the episodes both were scored on (the same
+    episodes for every method)."""
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+
+
 def checks(results: list[dict], shots) -> list[str]:
     """Where the defaults lose (mean over episodes) to the better space, the MFCC 1-NN anchor, the
-    majority class or (mode) the key-profile rule, and where ``clapknn tag``'s path disagreed with
-    :func:`~clapknn.evaluate.evaluate`."""
+    majority class or (mode) the key-profile rule, each with the paired difference and whether it
+    is beyond noise (more than two standard errors of the mean difference over the episodes), and
+    where ``clapknn tag``'s path disagreed with :func:`~clapknn.evaluate.evaluate`."""
     out = []
     for res in results:
         c = res.get("tag_check")
         if c and not c["same"]:
-            out.append(f"{res['set']}: build_index + Tagger gave {c['tag']:.3f} on {c['shots']}-shot episode 0, "
-                       f"evaluate {c['evaluate']:.3f}")
+            out.append(f"{res['set']}: build_index + Tagger differ from evaluate on {c['shots']}-shot episode 0: "
+                       + "; ".join(c["differ"]))
         m = res["methods"]
         for s in shots:
             if s not in m.get("clapknn defaults", {}):
                 continue
-            d = float(np.mean(m["clapknn defaults"][s]))
-            best_space = max(float(np.mean(m["clapknn space=plain"][s])), float(np.mean(m["clapknn space=standardized"][s])))
-            for what, ref in (("the better space", best_space), ("MFCC 1-NN", float(np.mean(m["MFCC 1-NN"][s]))),
-                              ("majority", float(np.mean(m["majority"][s])))):
-                if d < ref - 1e-9:
-                    out.append(f"{res['set']} {s} shot{'s' if s > 1 else ''}: defaults {d:.3f} < {what} {ref:.3f}")
+            d = m["clapknn defaults"][s]
+            spaces = ("clapknn space=plain", "clapknn space=standardized")
+            best = max(spaces, key=lambda name: float(np.mean(m[name][s])))
+            refs = [(f"the better space ({best.split('=')[1]})", m[best][s]), ("MFCC 1-NN", m["MFCC 1-NN"][s]),
+                    ("majority", m["majority"][s])]
             if "key-profile rule" in m and s in m["key-profile rule"]:
-                rule = float(np.mean(m["key-profile rule"][s]))
-                if d < rule:
-                    out.append(f"{res['set']} {s} shot{'s' if s > 1 else ''}: defaults {d:.3f} < key-profile rule {rule:.3f}")
+                refs.append(("key-profile rule", m["key-profile rule"][s]))
+            for what, ref in refs:
+                diff, se = _paired(d, ref)
+                if diff < -1e-9:
+                    noise = "beyond noise" if diff < -2 * se else "within noise"
+                    out.append(f"{res['set']} {s} shot{'s' if s > 1 else ''}: defaults {np.mean(d):.3f} < {what} "
+                               f"{np.mean(ref):.3f} (paired difference {diff:+.3f} ± {se:.3f}, {noise})")
     return out
 
 
@@ -279,8 +308,9 @@ def main(argv: list[str] | None = None) -> int:
                   + ", ".join(f"{s} shots {v:.0%}" for s, v in sorted(res["std_share"].items())))
         if res["tag_check"]:
             c = res["tag_check"]
-            print(f"build_index + Tagger on {c['shots']}-shot episode 0: {c['tag']:.3f} "
-                  f"(evaluate: {c['evaluate']:.3f}; {'same' if c['same'] else 'DIFFERENT'})")
+            print(f"build_index + Tagger on {c['shots']}-shot episode 0, defaults: {c['tag']:.3f} (evaluate: "
+                  f"{c['evaluate']:.3f}); k in {', '.join(map(str, CHECK_KS))} x every weighting: "
+                  + ("all the same" if c["same"] else "DIFFERENT: " + "; ".join(c["differ"])))
         sys.stdout.flush()
 
     print(f"\n=== suite summary: {args.split} parts, track accuracy, mean ± sd over {args.episodes} episodes "

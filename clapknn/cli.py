@@ -260,7 +260,8 @@ def cmd_info(args) -> int:
         if "loo_vote_share" in vote:
             shares = vote["loo_vote_share"]
             line += (f" (leave-one-out vote share: standardised {shares['standardized']:.2f}, plain "
-                     f"{shares['plain']:.2f}, chance {shares['chance']:.2f})")
+                     f"{shares['plain']:.2f}, chance {shares['chance']:.2f}"
+                     + (f"; plain space's gain p = {vote['p_value_plain']:.3f}" if "p_value_plain" in vote else "") + ")")
         print(line)
         if vote.get("block_relevance"):
             ranked = sorted(vote["block_relevance"].items(), key=lambda kv: -kv[1])
@@ -284,7 +285,9 @@ def _vote_summary(index) -> dict | None:
         return {"error": str(exc)}
     out = {"k": int(est.n_neighbors), "weights": est.weights, "space": "standardised" if est.standardized_ else "plain"}
     if hasattr(est, "loo_score_"):
-        out["loo_vote_share"] = {k: round(float(v), 4) for k, v in est.loo_score_.items()}
+        out["loo_vote_share"] = {k: round(float(v), 4) for k, v in est.loo_score_.items() if k != "p_value_plain"}
+        if "p_value_plain" in est.loo_score_:  # the permutation test's p-value for the plain space's gain
+            out["p_value_plain"] = round(float(est.loo_score_["p_value_plain"]), 4)
     if getattr(est, "block_relevance_", None) is not None:
         out["block_relevance"] = {name: round(float(r), 3) for name, r in zip(FEATURE_BLOCKS, est.block_relevance_)}
     return out

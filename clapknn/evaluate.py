@@ -468,18 +468,21 @@ def _track_scores(snippet_scores: np.ndarray, qgroups: np.ndarray, n: int, metho
     return aggregate(snippet_scores, qgroups, method=method, n_groups=n)
 
 
-def _knn_scores(X_s, Y_s, X_q, ks, weights, qgroups, n_q, agg, options=None, groups=None, k_fit=None, w_fit=None):
-    """Track scores for every (k, weighting) from one neighbour search with the largest k, and the
-    fitted estimator: ``({(k, weighting): scores}, estimator)``.
+def _knn_scores(X_s, Y_s, X_q, ks, weights, qgroups, n_q, agg, options=None, groups=None):
+    """Track scores for every (k, weighting), and the fitted estimator: ``({(k, weighting):
+    scores}, estimator)``.
 
-    The estimator is fitted as :class:`~clapknn.tagger.Tagger` fits it (``groups``: the file of
-    each support snippet; ``k_fit``, ``w_fit``: the k and weighting its own choices, such as
-    ``standardize="auto"``, are made with).
+    The estimator is fitted as :class:`~clapknn.tagger.Tagger` fits it (``groups``: the file or
+    group of each support snippet). What the fit decides from the examples (the search space,
+    the block weights) does not depend on ``n_neighbors`` or ``weights``
+    (:class:`~clapknn.vote.KNNTagger`), so one fit and one search with the largest k give, for
+    every (k, weighting), the scores of a :class:`~clapknn.tagger.Tagger` made with that k and
+    weighting.
     """
     from .vote import KNNTagger, vote_scores
 
     kmax = max(ks)
-    est = KNNTagger(k_fit or kmax, weights=w_fit or "similarity", **dict(options or {}))
+    est = KNNTagger(kmax, weights=weights[0], **dict(options or {}))
     est.fit(X_s, Y_s, groups=groups)  # indicator y: classes are its columns
     sims, ids = est.similarities(X_q, kmax)
     labels = Y_s[ids].astype(np.float64)
@@ -1015,12 +1018,13 @@ def evaluate(
             chance = chance_levels(y_true, multilabel)
             results: dict[tuple, np.ndarray] = {}
             knn, est = _knn_scores(X_s, Y_s, X_q, ks, ws, qpos, n_q, aggregate, options,
-                                   groups=group_ids[emb.track[s_mask]], k_fit=headline["k"], w_fit=headline["weights"])
+                                   groups=group_ids[emb.track[s_mask]])
             if hasattr(est, "loo_score_"):
                 space_rows.append({"snippet_seconds": emb.snippet_seconds, "protocol": protocol, "shots": n_shots,
                                    "run": rep, "standardized": bool(est.standardized_),
                                    "loo_standardized": est.loo_score_["standardized"],
-                                   "loo_plain": est.loo_score_["plain"]})
+                                   "loo_plain": est.loo_score_["plain"],
+                                   "p_plain": est.loo_score_["p_value_plain"]})
             for (kk, w), sc in knn.items():
                 results[("knn", kk, w)] = sc
             # the baselines work in the same space as the kNN search (standardised when it is)

@@ -35,15 +35,20 @@ EXPECTED_FAILED_CHECKS = {
 }
 _TIE_MARGIN = 8  # extra neighbours fetched so ties at the k-th place are broken by id
 _SHRINK = 0.1  # standardize: spreads are shrunk towards their pooled value by this share
-_LOO_MAX = 4000  # standardize="auto": fitted samples voted on, at most
-# standardize="auto": the leave-one-out vote asks this many times n_neighbors neighbours; a wider
-# vote gives a smoother share, so two spaces are told apart on fewer examples
-_LOO_NEIGHBOURS = 2
-# standardize="auto": the standardised space is chosen when its mean leave-one-out gain exceeds
-# this many standard errors of the gain (0.5: a gain more likely real than not, by a margin; 1.0
-# kept the plain space on too many indexes where the standardised one was better, 0 switched
-# on noise; docs/evaluation.md)
-_CHOICE_MARGIN = 0.5
+# standardize="auto" (docs/evaluation.md, "The vote's space"): samples that take part in the
+# leave-one-group-out test, at most (evenly spread); with block relevance it holds one n x n
+# similarity matrix per block
+_LOO_MAX = 800
+# neighbours in each leave-one-out vote: fixed, so the choice is the same for every k and weighting
+# of the vote it serves
+_LOO_NEIGHBOURS = 10
+# the plain space is taken only when its leave-one-out gain over the standardised one is matched by
+# at most this share of the tag shuffles (a permutation test's level: on tags the vectors do not
+# follow, the space switches at most this often)
+_ALPHA = 0.025
+_PERMUTATIONS = 39  # tag shuffles of the test (with _ALPHA = 0.025: the gain must beat all 39)
+_RELEVANCE_POWER = 0.5  # block_relevance: a block's weight grows as its mean F ratio to this power
+_PERMUTATION_SEED = 0  # the shuffles are drawn with this seed: the same examples, the same choice
 
 
 def _tag_collections(y) -> list | None:
@@ -161,13 +166,18 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
     standardize : {False, True, "auto"}, default=False
         ``True``: standardise every dimension on the fitted vectors (mean 0, unit spread; spreads
         are shrunk a little towards their pooled value so a nearly constant dimension cannot
-        dominate) before the cosine search; queries get the same transform. ``"auto"``: search the
-        standardised space only if, in a leave-one-group-out vote over the fitted samples (see
-        ``groups`` in :meth:`fit`), it gives a larger share of each sample's vote to the sample's
-        own tags than the plain space does, by more than half the gain's standard error across
-        groups; else the plain one. The choice is in
-        :attr:`standardized_`. Encoders whose dimensions are hand-made features ask for it
-        (``encoder.knn_options()``).
+        dominate) before the cosine search; queries get the same transform. ``"auto"``: the
+        standardised space unless the plain one clearly does better on the fitted samples
+        themselves: in a leave-one-group-out vote (see ``groups`` in :meth:`fit`; each sample's
+        10 nearest samples of other groups, similarity-weighted), the plain space must give a
+        larger mean share of a sample's vote to its own tags than the standardised one, by more
+        than it does on every one of 39 shuffles of the groups' tags among the groups (a
+        permutation test at level 1/40: on tags the vectors do not follow, the space changes
+        at most 2.5% of the time). With one group per tag there is no evidence and the
+        standardised space is kept. The choice is in :attr:`standardized_`; it depends on the
+        fitted vectors, tags and groups only (not on ``n_neighbors``, ``weights``, the order of
+        the samples or the groups' names). Encoders whose dimensions are hand-made features ask
+        for it (``encoder.knn_options()``).
     feature_blocks : sequence of (start, stop, weight), optional
         In the standardised space: column blocks, each scaled to unit length and multiplied by its
         weight, so the cosine becomes a weighted mean of per-block cosines and no block outweighs
@@ -191,19 +201,31 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
     feature_names_in_ : np.ndarray
         Column names, when ``X`` was a data frame with string column names.
     n_samples_fit_ : int
+    labels_ : np.ndarray
+        The fitted samples' tags, a 0/1 matrix ``(n_samples_fit_, len(classes_))``.
     mean_, scale_ : np.ndarray
         With ``standardize``: the per-dimension centre and spread of the fitted (unit) vectors.
     standardized_ : bool
         Whether the search uses the standardised space.
+    blocks_ : np.ndarray
+        With ``feature_blocks``: each block's ``(start, stop)`` columns, ``(n_blocks, 2)``.
+    block_weights_ : np.ndarray
+        With ``feature_blocks``: each block's weight in the standardised space (times its
+        relevance, with ``block_relevance``).
     block_relevance_ : np.ndarray or None
         With ``block_relevance``: each block's relevance factor (``None`` otherwise).
     loo_score_ : dict
         With ``standardize="auto"``: for each space, the mean share of a fitted sample's
-        leave-one-group-out vote that goes to its own tags, and that share for a random vote
-        (``{"standardized": ..., "plain": ..., "chance": ...}``).
+        leave-one-group-out vote that goes to its own tags, that share for a random vote, and the
+        permutation test's p-value for the plain space's gain (``{"standardized": ..., "plain":
+        ..., "chance": ..., "p_value_plain": ...}``).
 
     Notes
     -----
+    The fitted state is a function of ``X``, ``y``, ``groups`` and the space settings
+    (``standardize``, ``feature_blocks``, ``block_relevance``) alone: estimators that differ only
+    in ``n_neighbors``, ``weights`` or ``threshold`` search the same space.
+
     Neighbours are ordered by decreasing similarity; equal similarities are broken by the lower
     sample index. Ties between classes in :meth:`predict` go to the first class in ``classes_``.
 
@@ -254,89 +276,121 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
             return X
         X = (X - self.mean_) / self.scale_
         if self.feature_blocks is not None:
-            X = np.concatenate([w * l2_normalize(X[:, a:b]) for (a, b, _), w in zip(self._blocks, self._block_weights)], axis=1)
+            X = np.concatenate([w * l2_normalize(X[:, a:b]) for (a, b), w in zip(self.blocks_, self.block_weights_)], axis=1)
         return l2_normalize(X)
 
-    def _loo_shares(self, similarity, groups: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """For each fitted sample in ``rows``: the share of its vote, by its
-        ``_LOO_NEIGHBOURS * n_neighbors`` nearest samples of other groups, that goes to its own
-        tags (0 when it has no neighbour). ``similarity(r)`` gives the similarities of samples
-        ``r`` to every fitted sample."""
-        k = max(1, min(_LOO_NEIGHBOURS * int(self.n_neighbors), len(groups) - 1))
-        out = np.zeros(len(rows))
-        for start in range(0, len(rows), 256):
-            r = rows[start : start + 256]
+    def _loo_neighbours(self, similarity, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each sample's :data:`_LOO_NEIGHBOURS` nearest samples of other groups and their vote
+        weights (similarity weighting; 0 where a sample has fewer such neighbours):
+        ``(ids, weights)``, both ``(n, k)``. ``similarity(r)`` gives the similarities of samples
+        ``r`` to every sample."""
+        n = len(groups)
+        k = max(1, min(_LOO_NEIGHBOURS, n - 1))
+        ids = np.zeros((n, k), dtype=np.int64)
+        wts = np.zeros((n, k))
+        for start in range(0, n, 256):
+            r = slice(start, min(n, start + 256))
             sims = similarity(r).astype(np.float64)
             sims[groups[r][:, None] == groups[None, :]] = -np.inf
-            top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+            top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (sims.shape[0], 1))
             s = np.take_along_axis(sims, top, axis=1)
+            by = np.lexsort((top, -s), axis=1)  # similarity descending, then the lower index
+            top, s = np.take_along_axis(top, by, axis=1), np.take_along_axis(s, by, axis=1)
             valid = np.isfinite(s)
-            w = vote_weights(np.where(valid, s, 0.0), self.weights) * valid
-            votes = np.einsum("mk,mkt->mt", w, self._Y[top])
-            out[start : start + len(r)] = (votes * (self._Y[r] > 0)).sum(axis=1) / np.maximum(votes.sum(axis=1), 1e-12)
-        return out
+            ids[r] = top
+            wts[r] = vote_weights(np.where(valid, s, 0.0), "similarity") * valid
+        return ids, wts
 
-    def _standardized_similarity(self, X: np.ndarray, inv: np.ndarray, group_stats):
-        """Similarities in the standardised space as seen by each left-out group: with
-        ``block_relevance`` (``group_stats``: the standardised vectors, group means and group
-        tags fit measured them from), the blocks are weighted by relevance measured without that
-        group, so the choice of space never uses the left-out file's own tags."""
-        if group_stats is None:
-            T = self._space(X, True)
-            return lambda r: T[r] @ T.T
+    @staticmethod
+    def _group_shares(ids: np.ndarray, wts: np.ndarray, Y: np.ndarray, inv: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """Per group: the mean, over its samples, of the share of a sample's leave-one-group-out
+        vote (neighbours ``ids`` with weights ``wts``) that goes to the sample's own tags ``Y``."""
+        votes = np.einsum("mk,mkt->mt", wts, Y[ids])
+        shares = (votes * (Y > 0)).sum(axis=1) / np.maximum(votes.sum(axis=1), 1e-12)
+        return np.bincount(inv, weights=shares, minlength=len(counts)) / counts
+
+    def _choose_space(self, X: np.ndarray, Y: np.ndarray, groups: np.ndarray) -> bool:
+        """``standardize="auto"``: whether to search the standardised space (see ``standardize``).
+
+        The statistic is the plain space's mean gain over the standardised one, over the groups, in
+        the share of each sample's leave-one-group-out vote that goes to its own tags. Its null
+        distribution is that of the same statistic with the groups' tags shuffled among the groups
+        (:data:`_PERMUTATIONS` shuffles, a fixed seed): on tags that the vectors do not follow, the
+        shuffled tags are as likely as the real ones, so the plain space is taken with probability
+        at most :data:`_ALPHA`, whatever the dependence between groups. At most :data:`_LOO_MAX`
+        samples, evenly spread, take part.
+        """
         from .encoders.base import l2_normalize
 
-        Z, means, has = group_stats
-        units = [l2_normalize(Z[:, a:b]) for a, b, _ in self._blocks]
-        present = np.stack([(np.abs(u).sum(axis=1) > 0).astype(np.float64) for u in units])  # (blocks, n)
-        base = np.array([w for _, _, w in self._blocks])
-        w2 = (base * self._relevance_of(means, has, leave_one_out=True)) ** 2  # (groups, blocks)
+        # samples in lexicographic order of their vectors, groups numbered in the order they come
+        # in: the choice depends on the examples, not on the order they were given in or on the
+        # groups' names
+        order = np.lexsort(X.T[::-1])
+        X, Y, groups = X[order], Y[order], np.asarray(groups)[order]
+        if len(X) > _LOO_MAX:
+            keep = np.linspace(0, len(X) - 1, _LOO_MAX).round().astype(np.int64)
+            X, Y, groups = X[keep], Y[keep], groups[keep]
+        _, first, inv = np.unique(groups, return_index=True, return_inverse=True)
+        inv = np.argsort(np.argsort(first))[inv]
+        groups = inv
+        n_groups = int(inv.max()) + 1
+        counts = np.bincount(inv, minlength=n_groups).astype(np.float64)
+        _, has = self._group_means(X[:, :1].astype(np.float64), Y, inv, n_groups)
+        # the permuted tags: every sample takes the tags of the group its group is dealt
+        rng = np.random.default_rng(_PERMUTATION_SEED)
+        deals = [np.arange(n_groups)] + [rng.permutation(n_groups) for _ in range(_PERMUTATIONS)]
+        labels = [Y] + [has[d][inv].astype(np.float64) for d in deals[1:]]
 
-        U = np.concatenate(units, axis=1)
-        sizes = [u.shape[1] for u in units]
-
-        def similarity(r):
-            wr = w2[inv[r]]  # (m, blocks)
-            dots = (U[r] * np.repeat(wr, sizes, axis=1)) @ U.T
-            norm_r = np.sqrt(np.maximum((wr * present[:, r].T).sum(axis=1), 1e-24))
-            norm_all = np.sqrt(np.maximum(wr @ present, 1e-24))
-            return dots / norm_r[:, None] / norm_all
-
-        return similarity
-
-    def _choose_space(self, X: np.ndarray, groups: np.ndarray, inv: np.ndarray, group_stats) -> bool:
-        """``standardize="auto"``: whether the standardised space wins the leave-one-group-out vote
-        clearly: per group, the mean share of the vote that goes to the samples' own tags; the
-        standardised space is chosen when its mean gain over the plain space exceeds
-        :data:`_CHOICE_MARGIN` times the gain's standard error (at most :data:`_LOO_MAX` samples,
-        evenly spread)."""
-        n = len(X)
-        rows = np.arange(n) if n <= _LOO_MAX else np.linspace(0, n - 1, _LOO_MAX).round().astype(np.int64)
         plain = self._space(X, False)
-        spaces = {"standardized": self._standardized_similarity(X, inv, group_stats), "plain": lambda r: plain[r] @ plain.T}
-        _, row_group = np.unique(inv[rows], return_inverse=True)
-        counts = np.bincount(row_group).astype(np.float64)
-        per_group = {}
-        for name, similarity in spaces.items():
-            shares = self._loo_shares(similarity, groups, rows)
-            per_group[name] = np.bincount(row_group, weights=shares) / counts
-        gain = per_group["standardized"] - per_group["plain"]
-        se = float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else 0.0
-        self.loo_score_ = {name: float(v.mean()) for name, v in per_group.items()}
+        p_ids, p_w = self._loo_neighbours(lambda r: plain[r] @ plain.T, groups)
+        relevance = self.block_relevance and self.feature_blocks is not None
+        if relevance:  # the standardised neighbours depend on the tags through the block weights
+            Z = ((l2_normalize(X) - self.mean_) / self.scale_).astype(np.float64)
+            means, _ = self._group_means(Z, Y, inv, n_groups)
+            units = [l2_normalize(Z[:, a:b]) for a, b, _ in self._blocks]
+            grams = np.stack([u @ u.T for u in units], axis=1).astype(np.float32)  # (n, blocks, n)
+            present = np.stack([(np.abs(u).sum(axis=1) > 0).astype(np.float64) for u in units])  # (blocks, n)
+            base = np.array([w for _, _, w in self._blocks])
+        else:
+            std = self._space(X, True)
+            s_ids, s_w = self._loo_neighbours(lambda r: std[r] @ std.T, groups)
+        stats, scores = [], None
+        for d, Yd in zip(deals, labels):
+            if relevance:
+                hd = has[d]
+                # relevance measured without the left-out group: its own tags never weigh its vote
+                w2 = (base * self._relevance_of(means, hd, leave_one_out=True)) ** 2  # (groups, blocks)
+
+                def similarity(r, w2=w2):
+                    wr = w2[inv[r]]  # (m, blocks)
+                    dots = np.matmul(wr[:, None, :].astype(np.float32), grams[r])[:, 0, :]
+                    norm_r = np.sqrt(np.maximum((wr * present[:, r].T).sum(axis=1), 1e-24))
+                    norm_all = np.sqrt(np.maximum(wr @ present, 1e-24))
+                    return dots / norm_r[:, None] / norm_all
+
+                s_ids, s_w = self._loo_neighbours(similarity, groups)
+            sp = self._group_shares(p_ids, p_w, Yd, inv, counts)
+            ss = self._group_shares(s_ids, s_w, Yd, inv, counts)
+            stats.append(float(np.mean(sp - ss)))
+            if scores is None:
+                scores = {"standardized": float(ss.mean()), "plain": float(sp.mean())}
+        observed, null = stats[0], np.array(stats[1:])
+        p_value = float((1 + np.sum(null >= observed - 1e-12)) / (1 + len(null)))
+        self.loo_score_ = {**scores, "p_value_plain": p_value}
         # the share a random vote gives a sample's own tags (reported; leave-one-out on a few
         # balanced examples falls below it in both spaces, as leaving a sample out leaves its tag short)
-        self.loo_score_["chance"] = float(np.mean(self._Y.sum(axis=1))) / max(self._Y.shape[1], 1)
-        # a gain well within its own noise, or no evidence at all (one file per tag: every left-out vote
-        # goes to other tags), keeps the plain vectors, as the encoder made them
-        return bool(gain.mean() > _CHOICE_MARGIN * se)
+        self.loo_score_["chance"] = float(np.mean(Y.sum(axis=1))) / max(Y.shape[1], 1)
+        # no evidence (one group per tag: every left-out vote goes to other tags) or a gain that
+        # shuffled tags match often keeps the standardised space
+        return not (observed > 0 and p_value <= _ALPHA)
 
-    def _group_means(self, Z: np.ndarray, inv: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
-        """Per group (file): the mean of its rows of ``Z``, and which tags it has."""
+    def _group_means(self, Z: np.ndarray, Y: np.ndarray, inv: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per group (file): the mean of its rows of ``Z``, and which tags (of ``Y``) it has."""
         counts = np.bincount(inv, minlength=n_groups).astype(np.float64)
         means = np.zeros((n_groups, Z.shape[1]))
         np.add.at(means, inv, Z)
-        tags = np.zeros((n_groups, self._Y.shape[1]))
-        np.add.at(tags, inv, self._Y)
+        tags = np.zeros((n_groups, Y.shape[1]))
+        np.add.at(tags, inv, Y)
         return means / counts[:, None], tags / counts[:, None] > 0.5
 
     def _relevance_of(self, means: np.ndarray, has: np.ndarray, *, leave_one_out: bool = False) -> np.ndarray:
@@ -374,7 +428,7 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
             ratios += valid[:, None] * between / (np.maximum(within, 0.0) / dof + 1e-12)
             measured += valid
         f = ratios / np.maximum(measured, 1)[:, None]
-        rel = np.stack([np.sqrt(f[:, a:b].mean(axis=1)) for a, b, _ in self._blocks], axis=1)
+        rel = np.stack([f[:, a:b].mean(axis=1) ** _RELEVANCE_POWER for a, b, _ in self._blocks], axis=1)
         usable = (measured > 0) & np.isfinite(rel).all(axis=1) & (rel.max(axis=1) > 0)
         rel[~usable] = 1.0
         return rel if leave_one_out else rel[0]
@@ -445,7 +499,7 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
                 self.classes_, codes = np.unique(y, return_inverse=True)
                 Y = np.zeros((len(y), len(self.classes_)))
                 Y[np.arange(len(y)), codes] = 1.0
-        self._Y = Y
+        self.labels_ = Y
         if self.feature_blocks is not None:
             self._blocks = [(int(a), int(b), float(w)) for a, b, w in self.feature_blocks]
             if not self._blocks or any(not (0 <= a < b <= X.shape[1]) or w < 0 for a, b, w in self._blocks):
@@ -467,18 +521,17 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
             raise ParameterError(f"X has {len(X)} rows but groups has {len(groups)}")
         _, inv = np.unique(groups, return_inverse=True)
         self.block_relevance_ = None
-        group_stats = None  # (standardised vectors, group means, group tags), reused by the space choice
         if self.feature_blocks is not None:
-            self._block_weights = np.array([w for _, _, w in self._blocks])
+            self.blocks_ = np.array([(a, b) for a, b, _ in self._blocks], dtype=np.int64).reshape(-1, 2)
+            self.block_weights_ = np.array([w for _, _, w in self._blocks])
             if self.block_relevance and self.standardize:
                 Z = ((unit32 - self.mean_) / self.scale_).astype(np.float64)
-                means, has = self._group_means(Z, inv, int(inv.max()) + 1)
+                means, has = self._group_means(Z, Y, inv, int(inv.max()) + 1)
                 self.block_relevance_ = self._relevance_of(means, has)
-                self._block_weights = self._block_weights * self.block_relevance_
-                group_stats = (Z, means, has)
+                self.block_weights_ = self.block_weights_ * self.block_relevance_
         self.standardized_ = bool(self.standardize)
         if self.standardize == "auto":
-            self.standardized_ = self._choose_space(X, groups, inv, group_stats)
+            self.standardized_ = self._choose_space(X, Y, groups)
         T = self._space(X, self.standardized_)
         self._index = faiss.IndexFlatIP(T.shape[1])
         self._index.add(T)
@@ -563,7 +616,7 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
         scores are the weighted share of neighbours that carry each tag.
         """
         sims, ids = self._search(X, None)
-        return vote_scores(sims, self._Y[ids], self.weights)
+        return vote_scores(sims, self.labels_[ids], self.weights)
 
     def predict(self, X):
         """Single-label: the top class per row. Multi-label: a 0/1 indicator matrix of the classes

@@ -329,6 +329,48 @@ def test_evaluate_end_to_end_writes_tables_and_plots(labelled_csv, tmp_path):
     assert len([d for d in (tmp_path / "cache").iterdir() if (d / "settings.json").exists()]) == 2
 
 
+def test_evaluate_rows_are_what_the_tagger_gives_for_every_k_weighting_and_length(labelled_csv, tmp_path):
+    """Each (snippet length, k, weighting) row of an episode equals what ``clapknn tag`` does on
+    the same split: an index built from the episode's support files, tagged with ``Tagger(k=...,
+    weights=...)``; the vote's space is fitted on the examples alone, so a sweep cannot reuse
+    another k's choice."""
+    from pathlib import Path
+
+    from clapknn import Tagger, build_index
+    from clapknn.evaluate import METRICS, _indicator, _predict
+    from clapknn.labels import Example, ExampleSet
+    from clapknn.options import WEIGHTS
+
+    cache = tmp_path / "cache"
+    ks, lengths = (1, 3, 5), (1.0, 1.5)
+    report = evaluate(labelled_csv, shots=(2,), n_episodes=2, folds=0, k=ks, weights=WEIGHTS, snippet_seconds=lengths,
+                      space="auto", baselines=False, cache=cache, seed=3)
+    base = report.embeddings[1.0]
+    episodes = few_shot_episodes(base.tags, base.groups, shots=2, n_episodes=2, seed=3)
+    checked = 0
+    for length in lengths:
+        for run, (sup, qry) in enumerate(episodes):
+            support = ExampleSet([Example(Path(base.paths[i]), tuple(base.tags[i]), str(base.groups[i])) for i in sup])
+            index = build_index(support, snippet_seconds=length, cache=cache)
+            for k in ks:
+                for w in WEIGHTS:
+                    tagger = Tagger(index, k=k, weights=w)
+                    assert tagger.estimator.standardized_ == bool(
+                        report.spaces.query("snippet_seconds == @length and run == @run")["standardized"].iloc[0])
+                    tracks = tagger.tag([base.paths[i] for i in qry], cache=cache).tracks
+                    truth = dict(zip(base.paths, base.tags))
+                    y_true = _indicator([truth[p] for p in tracks["path"]], report.tags)
+                    scores = tracks[[f"score:{t}" for t in report.tags]].to_numpy(dtype=np.float64)
+                    want, _ = track_metrics(y_true, scores, _predict(scores, False), False)
+                    row = report.runs.query("snippet_seconds == @length and run == @run and method == 'knn' "
+                                            "and k == @k and weights == @w")
+                    assert len(row) == 1
+                    for m in METRICS:
+                        assert row[m].iloc[0] == pytest.approx(want[m], abs=1e-9, nan_ok=True), (length, run, k, w, m)
+                    checked += 1
+    assert checked == len(lengths) * len(episodes) * len(ks) * len(WEIGHTS)
+
+
 def test_embeddings_are_read_back_from_the_cache(labelled_csv, tmp_path):
     from clapknn.encoders.features import FeaturesEncoder
     from clapknn.evaluate import embed_examples

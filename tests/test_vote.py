@@ -245,7 +245,7 @@ def test_kneighbors_without_X_are_the_fitted_samples_without_themselves(rng):
     assert est.kneighbors(n_neighbors=2, return_distance=False).shape == (40, 2)
     assert est.kneighbors(n_neighbors=100)[1].shape == (40, 39)  # capped at the other samples
     # predict_proba(None): each fitted sample voted on by the others
-    np.testing.assert_allclose(est.predict_proba(None), vote_scores(1.0 - dist, est._Y[ids], est.weights))
+    np.testing.assert_allclose(est.predict_proba(None), vote_scores(1.0 - dist, est.labels_[ids], est.weights))
 
 
 def test_kneighbors_without_X_on_duplicates_drops_the_sample_itself():
