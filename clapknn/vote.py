@@ -635,14 +635,13 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
 
 
     # -------------------------------------------------------------- saved state
-    #: Parameters that change no fitted attribute when ``standardize`` is not ``"auto"`` (with
-    #: ``"auto"`` the leave-one-out choice of space votes with ``n_neighbors`` and ``weights``);
-    #: ``threshold`` never does.
-    _STATE_FREE = ("n_neighbors", "weights")
+    #: Parameters that change no fitted attribute (the ``"auto"`` choice of space is made with a
+    #: leave-one-group-out vote of its own fixed size, whatever ``n_neighbors`` and ``weights`` are).
+    _STATE_FREE = ("n_neighbors", "weights", "threshold")
     #: Version of what fitting computes from the same data and parameters: a saved state of another
     #: version is fitted again. Raise it with any change to the fitting rules (the space choice,
     #: the standardisation, the relevance).
-    FIT_RULES = 1
+    FIT_RULES = 2
 
     def fitted_state(self) -> dict:
         """What fitting computed, to save and restore without fitting again (:meth:`from_fitted_state`).
@@ -656,7 +655,10 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
             (:attr:`search_index`) are not in it: the caller keeps those.
         """
         check_is_fitted(self)
-        attributes = {k: v for k, v in vars(self).items() if k.endswith("_") and not k.startswith("_") and _plain_value(v)}
+        attributes = {
+            k: v for k, v in vars(self).items()
+            if k.endswith("_") and not k.startswith("_") and k != "labels_" and _plain_value(v)
+        }
         return {"params": self.get_params(deep=False), "attributes": attributes, "rules": self.FIT_RULES}
 
     @property
@@ -672,8 +674,7 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
             return False
         saved = _comparable(state.get("params", {}))
         wanted = _comparable(params)
-        free = {"threshold"} | (set(cls._STATE_FREE) if wanted.get("standardize") != "auto" else set())
-        keys = (set(saved) | set(wanted)) - free
+        keys = (set(saved) | set(wanted)) - set(cls._STATE_FREE)
         return all(saved.get(k) == wanted.get(k) for k in keys)
 
     @classmethod
@@ -682,7 +683,7 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
         FAISS index of its search vectors (:attr:`search_index`), without fitting again.
 
         ``params`` override the saved parameters (those :meth:`state_fits` allows to differ:
-        ``threshold``, and ``n_neighbors`` and ``weights`` when ``standardize`` is not ``"auto"``).
+        ``threshold``, ``n_neighbors`` and ``weights``).
 
         Raises
         ------
@@ -699,17 +700,17 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
         tag_lists = _tag_collections(y)
         if tag_lists is not None:
             col = {t: j for j, t in enumerate(est.classes_.tolist())}
-            est._Y = np.zeros((len(tag_lists), len(est.classes_)))
+            est.labels_ = np.zeros((len(tag_lists), len(est.classes_)))
             for i, tags in enumerate(tag_lists):
                 for t in tags:
-                    est._Y[i, col[t]] = 1.0
+                    est.labels_[i, col[t]] = 1.0
         elif np.ndim(y) == 2:
-            est._Y = (np.asarray(y) != 0).astype(np.float64)
+            est.labels_ = (np.asarray(y) != 0).astype(np.float64)
         else:
-            est._Y = (np.asarray(y)[:, None] == est.classes_[None, :]).astype(np.float64)
-        if len(est._Y) != est.n_samples_fit_ or search_index.ntotal != est.n_samples_fit_:
+            est.labels_ = (np.asarray(y)[:, None] == est.classes_[None, :]).astype(np.float64)
+        if len(est.labels_) != est.n_samples_fit_ or search_index.ntotal != est.n_samples_fit_:
             raise ParameterError(
-                f"the saved vote state is of {est.n_samples_fit_} samples, got {len(est._Y)} labels and "
+                f"the saved vote state is of {est.n_samples_fit_} samples, got {len(est.labels_)} labels and "
                 f"{search_index.ntotal} search vectors"
             )
         if est.feature_blocks is not None:

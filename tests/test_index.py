@@ -298,8 +298,8 @@ def test_other_vote_settings_fit_again_and_the_others_do_not(built_index, monkey
     assert calls == []
     Tagger(loaded, space="plain")  # another space
     assert len(calls) == 1 and calls[-1]["standardize"] is False
-    Tagger(loaded, k=3)  # the "auto" choice of space votes with k
-    assert len(calls) == 2 and calls[-1]["n_neighbors"] == 3
+    Tagger(loaded, k=3, weights="uniform")  # the "auto" choice of space does not depend on k or weights
+    assert len(calls) == 1
 
 
 def test_an_index_without_the_saved_vote_still_loads_and_tags_alike(built_index, tmp_path):
@@ -349,12 +349,12 @@ def test_fitted_state_round_trip_gives_the_fitted_votes(standardize, tmp_path):
     np.testing.assert_array_equal(again.predict_proba(q), est.predict_proba(q))
     np.testing.assert_array_equal(again.predict(q), est.predict(q))
     assert again.standardized_ == est.standardized_ and list(again.classes_) == list(est.classes_)
-    if standardize != "auto":  # the state does not depend on k: a restored tagger votes with another k
-        other = KNNTagger.from_fitted_state(state, y, search_index=est.search_index, n_neighbors=9, weights="uniform")
-        refit = KNNTagger(9, weights="uniform", standardize=standardize, feature_blocks=blocks, block_relevance=True)
-        np.testing.assert_allclose(other.predict_proba(q), refit.fit(X, y, groups=groups).predict_proba(q), atol=1e-6)
-    else:
-        assert not KNNTagger.state_fits(state, {**state["params"], "n_neighbors": 9})
+    # the state depends on neither k nor weights (nor, with "auto", does the choice of space):
+    # a restored tagger votes with another k as a tagger fitted with it does
+    other = KNNTagger.from_fitted_state(state, y, search_index=est.search_index, n_neighbors=9, weights="uniform")
+    refit = KNNTagger(9, weights="uniform", standardize=standardize, feature_blocks=blocks, block_relevance=True)
+    np.testing.assert_allclose(other.predict_proba(q), refit.fit(X, y, groups=groups).predict_proba(q), atol=1e-6)
+    assert not KNNTagger.state_fits(state, {**state["params"], "block_relevance": False})
     assert KNNTagger.state_fits(state, state["params"])
     assert not KNNTagger.state_fits({**state, "rules": KNNTagger.FIT_RULES + 1}, state["params"])  # other fitting rules
 
