@@ -9,13 +9,13 @@ that are never labelled.
 
 Protocol: the suite's EMOPIA set (``bench/suite_sets.py``: rows with path, tags, group = song,
 split). Within a split, the songs are dealt (per seed) into a library half and a test half; the
-start clips are drawn per seed from the library. Queue settings (pool, diversity, density) are chosen on the
-``dev`` split; the ``heldout`` split is only reported, with the setting chosen on dev. Everything
+start clips are drawn per seed from the library. Queue settings (pool, coverage, density, balance,
+space) are chosen on the ``dev`` split; the ``heldout`` split is only reported, with the setting chosen on dev. Everything
 runs with the defaults of ``clapknn serve`` (features encoder, 10-s snippets, k=5, similarity
 votes, mean pooling, the vote space ``auto`` picks).
 
     python bench/label_next.py                    # dev choice, then the heldout report
-    python bench/label_next.py --seeds 10 --rounds 5
+    python bench/label_next.py --seeds 20 --rounds 5 --out /tmp/label-next
 """
 
 from __future__ import annotations
@@ -107,14 +107,14 @@ def run_split(rows, enc, emb, *, seeds, rounds, per_round, start, settings):
                 results.append({"strategy": name, "seed": seed, "round": rnd, "labelled": len(labelled), "accuracy": acc})
                 if rnd == rounds:
                     break
-                free = np.array([i for i in library if i not in set(labelled)])
                 if setting is None:
+                    free = np.array([i for i in library if i not in set(labelled)])
                     chosen = [int(i) for i in pick_rng.choice(free, size=min(per_round, len(free)), replace=False)]
-                else:
-                    pool, diversity, density = setting
-                    rows_free = label_next(scores[free], track_vec[free], n=per_round, pool=pool, diversity=diversity,
-                                           density=density, examples=track_vec[labelled])
-                    chosen = [int(free[r]) for r in rows_free]
+                else:  # as the app asks: every library track, the examples excluded
+                    is_example = np.isin(library, labelled)
+                    rows_lib = label_next(scores[library], track_vec[library], n=per_round,
+                                          exclude=np.flatnonzero(is_example), examples=track_vec[labelled], **setting)
+                    chosen = [int(library[r]) for r in rows_lib]
                 labelled += chosen
     return pd.DataFrame(results)
 
@@ -133,7 +133,7 @@ def summary(df, rounds):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--set", default="emopia")
-    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--per-round", type=int, default=10)
     ap.add_argument("--start", type=int, default=1, help="clips per tag in the starting index")
@@ -148,15 +148,20 @@ def main(argv=None) -> int:
     cache = suite_sets.cache_root() / "embeddings"
     out = Path(args.out) if args.out else suite_sets.cache_root()
     out.mkdir(parents=True, exist_ok=True)
-    grid = {"queue margin only": (1, 0.0, 0.0)}
-    grid.update({f"queue pool={p} diversity={d} density={e}": (p, d, e)
-                 for p, d, e in itertools.product((4, 8, 16), (0.5, 1.0, 2.0), (0.0, 1.0, 2.0))})
+    grid = {
+        "margin only": dict(pool=1, coverage=0.0),
+        "plain pool=8 coverage=1": dict(pool=8, coverage=1.0, standardize=False),
+        "plain coverage=3": dict(coverage=3.0, standardize=False),
+        "k-centre (coverage=100)": dict(coverage=100.0),
+        "coverage=3 balance=1": dict(coverage=3.0, balance=1.0),
+    }
+    grid.update({f"coverage={c:g} density={e:g}": dict(coverage=c, density=e)
+                 for c, e in itertools.product((1.0, 3.0, 10.0), (0.0, 1.0))})
     if args.report:
         import pandas as pd
 
         dev, held = (pd.read_csv(out / f"label_next-{s}.csv") for s in ("dev", "heldout"))
-        final = dev[dev["round"] == args.rounds].groupby("strategy")["accuracy"].mean().drop("random")
-        chosen = str(final.idxmax())
+        chosen = choose(dev)
         for name, df in (("dev", dev), ("heldout", held)):
             print(f"\n## {name}\n\n{summary(df, args.rounds)}")
         print(f"\nchosen on dev: {chosen}\n\n{paired(held, chosen, args.rounds)}")
@@ -166,34 +171,46 @@ def main(argv=None) -> int:
     for split in ("dev", "heldout"):
         rows = [r for r in all_rows if r["split"] == split]
         enc, emb = embed(rows, cache)
-        settings = grid if split == "dev" else {chosen: grid[chosen]}
+        reference = "plain pool=8 coverage=1"  # close to the queue before the coverage term, for comparison
+        settings = grid if split == "dev" else {k: grid[k] for k in dict.fromkeys([chosen, reference])}
         df = run_split(rows, enc, emb, seeds=args.seeds, rounds=args.rounds, per_round=args.per_round,
                        start=args.start, settings=settings)
         df.to_csv(out / f"label_next-{split}.csv", index=False)
         if split == "dev":
-            final = df[df["round"] == args.rounds].groupby("strategy")["accuracy"].mean().drop("random")
-            chosen = str(final.idxmax())
+            chosen = choose(df)
         report[split] = (len(rows), len({r["group"] for r in rows}), df)
         print(f"\n## {split} ({len(rows)} clips, {len({r['group'] for r in rows})} songs; {args.seeds} seeds)\n")
         print(summary(df, args.rounds))
         if split == "dev":
-            print(f"\nchosen on dev (best mean accuracy after round {args.rounds}): {chosen}")
+            print(f"\nchosen on dev (best mean accuracy over rounds 1-{args.rounds}): {chosen}\n")
+            print(paired(df, chosen, args.rounds, split="dev"))
     print()
     print(paired(report["heldout"][2], chosen, args.rounds))
     print(f"\n{time.perf_counter() - t0:.0f} s")
     return 0
 
 
-def paired(df, chosen: str, rounds: int) -> str:
-    """Per round, queue minus random on the same seeds (the same library, test songs and start)."""
-    lines = [f"heldout, {chosen} minus random, same seeds:", "| round | labelled | difference (mean ± sd) | queue ahead |",
-             "|---:|---:|---:|---:|"]
+def choose(df) -> str:
+    """The queue setting with the best mean accuracy over rounds 1.. (every round a curator stops at)."""
+    part = df[(df["round"] > 0) & (df["strategy"] != "random")]
+    return str(part.groupby("strategy")["accuracy"].mean().idxmax())
+
+
+def paired(df, chosen: str, rounds: int, split: str = "heldout") -> str:
+    """Per round, queue minus random on the same seeds (the same library, test songs and start):
+    mean ± sd, the 95 % t interval of the mean and the seeds where the queue is ahead."""
+    from scipy import stats
+
+    lines = [f"{split}, {chosen} minus random, same seeds:",
+             "| round | labelled | difference (mean ± sd) | 95 % interval | queue ahead |", "|---:|---:|---:|---:|---:|"]
     for r in range(1, rounds + 1):
         part = df[df["round"] == r]
         wide = part.pivot(index="seed", columns="strategy", values="accuracy")
         diff = wide[chosen] - wide["random"]
         n = int(part["labelled"].iloc[0])
-        lines.append(f"| {r} | {n} | {diff.mean():+.3f} ± {diff.std(ddof=1):.3f} | {int((diff > 0).sum())} of {len(diff)} seeds |")
+        half = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff))
+        lines.append(f"| {r} | {n} | {diff.mean():+.3f} ± {diff.std(ddof=1):.3f} | {diff.mean() - half:+.3f}..{diff.mean() + half:+.3f} "
+                     f"| {int((diff > 0).sum())} of {len(diff)} seeds ({int((diff < 0).sum())} behind) |")
     return "\n".join(lines)
 
 
