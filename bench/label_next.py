@@ -29,6 +29,9 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+#: Also run on heldout, for comparison: close to the queue before the coverage term (margin first,
+#: cosine of the raw vectors).
+REFERENCE = {"plain pool=8 coverage=1": dict(pool=8, coverage=1.0, standardize=False)}
 
 
 def embed(rows, cache):
@@ -83,7 +86,7 @@ def run_split(rows, enc, emb, *, seeds, rounds, per_round, start, settings):
         scores[np.ix_(out["row"].to_numpy(), pos)] = out[cols].to_numpy()
         top = np.array([""] * len(rows), dtype=object)
         top[out["row"].to_numpy()] = out["top"].to_numpy()
-        return scores, top
+        return scores, top, bool(getattr(tagger.estimator, "standardized_", False))
 
     results = []
     song_names = sorted(set(groups[used]))
@@ -101,10 +104,14 @@ def run_split(rows, enc, emb, *, seeds, rounds, per_round, start, settings):
             pick_rng = np.random.default_rng([11, seed])
             labelled = list(first)
             query = np.concatenate([library, test])
+            before = None
             for rnd in range(rounds + 1):
-                scores, top = tag_all(labelled, query)
+                scores, top, standardized = tag_all(labelled, query)
                 acc = float(np.mean(top[test] == tags[test]))
-                results.append({"strategy": name, "seed": seed, "round": rnd, "labelled": len(labelled), "accuracy": acc})
+                changed = float(np.mean(top[test] != before[test])) if before is not None else np.nan
+                before = top
+                results.append({"strategy": name, "seed": seed, "round": rnd, "labelled": len(labelled), "accuracy": acc,
+                                "changed": changed, "standardized": standardized})
                 if rnd == rounds:
                     break
                 if setting is None:
@@ -139,6 +146,8 @@ def main(argv=None) -> int:
     ap.add_argument("--start", type=int, default=1, help="clips per tag in the starting index")
     ap.add_argument("--out", help="folder for the per-run CSVs (default: the suite's cache folder)")
     ap.add_argument("--report", action="store_true", help="print the tables again from the CSVs of the last run")
+    ap.add_argument("--only", help="run only these settings of the dev grid (comma-separated names), e.g. to extend "
+                                   "an earlier run; the heldout report still uses the best of those run")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(HERE))
     import suite_sets
@@ -157,6 +166,18 @@ def main(argv=None) -> int:
     }
     grid.update({f"coverage={c:g} density={e:g}": dict(coverage=c, density=e)
                  for c, e in itertools.product((1.0, 3.0, 10.0), (0.0, 1.0))})
+    grid.update({  # representativeness: typical tracks first, or the centres of the library's clusters
+        "coverage=1 density=3": dict(coverage=1.0, density=3.0),
+        "coverage=0.3 density=1": dict(coverage=0.3, density=1.0),
+        "clusters then coverage=1 density=1": dict(coverage=1.0, density=1.0, clusters=True),
+        "clusters then margin": dict(coverage=0.0, clusters=True),
+    })
+    if args.only:
+        names = [n.strip() for n in args.only.split(",") if n.strip()]
+        unknown = [n for n in names if n not in grid]
+        if unknown:
+            ap.error(f"not in the grid: {', '.join(unknown)}")
+        grid = {n: grid[n] for n in names}
     if args.report:
         import pandas as pd
 
@@ -165,14 +186,14 @@ def main(argv=None) -> int:
         for name, df in (("dev", dev), ("heldout", held)):
             print(f"\n## {name}\n\n{summary(df, args.rounds)}")
         print(f"\nchosen on dev: {chosen}\n\n{paired(held, chosen, args.rounds)}")
+        print(f"\n{paired(dev, chosen, args.rounds, split='dev')}\n\n{churn(held, args.rounds)}")
         return 0
     report = {}
     chosen = None
     for split in ("dev", "heldout"):
         rows = [r for r in all_rows if r["split"] == split]
         enc, emb = embed(rows, cache)
-        reference = "plain pool=8 coverage=1"  # close to the queue before the coverage term, for comparison
-        settings = grid if split == "dev" else {k: grid[k] for k in dict.fromkeys([chosen, reference])}
+        settings = grid if split == "dev" else {chosen: grid[chosen], **REFERENCE}
         df = run_split(rows, enc, emb, seeds=args.seeds, rounds=args.rounds, per_round=args.per_round,
                        start=args.start, settings=settings)
         df.to_csv(out / f"label_next-{split}.csv", index=False)
@@ -186,8 +207,23 @@ def main(argv=None) -> int:
             print(paired(df, chosen, args.rounds, split="dev"))
     print()
     print(paired(report["heldout"][2], chosen, args.rounds))
+    print(f"\n{churn(report['heldout'][2], args.rounds)}")
     print(f"\n{time.perf_counter() - t0:.0f} s")
     return 0
+
+
+def churn(df, rounds) -> str:
+    """Per strategy and round: the share of test tracks whose top tag the round's labels changed, and
+    the share of seeds where the vote searched its standardised space (refitted on the examples)."""
+    if "changed" not in df:
+        return ""
+    g = df.groupby(["strategy", "round"])
+    changed, std = g["changed"].mean().unstack(), g["standardized"].mean().unstack()
+    lines = ["| strategy | " + " | ".join(f"round {r}" for r in range(rounds + 1)) + " |", "|---|" + "---:|" * (rounds + 1)]
+    for s in changed.index:
+        cells = [("" if r == 0 else f"{changed.loc[s, r]:.2f} moved, ") + f"{std.loc[s, r]:.0%} std" for r in range(rounds + 1)]
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    return "share of test tracks whose top tag changed in the round; share of seeds in the standardised space\n\n" + "\n".join(lines)
 
 
 def choose(df) -> str:

@@ -25,7 +25,7 @@ import numpy as np
 
 __all__ = [
     "margins", "label_next", "library_space", "DEFAULT_POOL", "DEFAULT_COVERAGE", "DEFAULT_DENSITY",
-    "DEFAULT_BALANCE", "LOW_MARGIN",
+    "DEFAULT_BALANCE", "DEFAULT_CLUSTERS", "LOW_MARGIN",
 ]
 
 #: Candidates the queue chooses from, as a multiple of the queue's length, the most uncertain first
@@ -38,6 +38,8 @@ DEFAULT_COVERAGE = 3.0
 DEFAULT_DENSITY = 0.0
 #: Penalty per earlier pick with the same predicted top tag, in units of ``n / n_tags`` picks.
 DEFAULT_BALANCE = 0.0
+#: Whether the queue starts with the centres of the library's k-means clusters that hold no example.
+DEFAULT_CLUSTERS = False
 #: Tracks whose similarity makes a candidate's density.
 DENSITY_NEIGHBOURS = 10
 #: At most this many library tracks (evenly spaced rows) are compared with to measure density.
@@ -107,6 +109,7 @@ def label_next(
     density: float = DEFAULT_DENSITY,
     balance: float = DEFAULT_BALANCE,
     standardize: bool = True,
+    clusters: bool = DEFAULT_CLUSTERS,
 ) -> list[int]:
     """Rows of the tracks to label next, best first.
 
@@ -137,6 +140,10 @@ def label_next(
         of ``n / n_tags`` picks (0: no penalty).
     standardize : bool
         Measure distances in the library-standardised space (False: cosine of ``vectors`` as given).
+    clusters : bool
+        Cluster-based sampling first: cut the library into (examples + ``n``) k-means clusters in
+        that space and ask, largest cluster first, for the candidate nearest the centre of each
+        cluster that holds no example; the rest of the queue is filled greedily as above.
 
     Returns
     -------
@@ -176,12 +183,45 @@ def label_next(
     unit_cost = balance * n_tags / max(int(n), 1)
     chosen: list[int] = []
     free = np.ones(len(cand), dtype=bool)
-    for _ in range(min(n, len(cand))):
-        total_value = value + coverage * (1.0 - closest) - unit_cost * per_tag[top]
-        total_value[~free] = -np.inf
-        best = int(np.argmax(total_value))  # first maximum: the more uncertain (lower row) on ties
+    def take(best: int) -> None:
+        nonlocal closest
         chosen.append(int(cand[best]))
         free[best] = False
         per_tag[top[best]] += 1
         closest = np.maximum(closest, unit @ unit[best])
+
+    if clusters:
+        for best in _cluster_centres(space, cand, excluded, ex[0] if ex else None, n):
+            take(best)
+    while len(chosen) < min(n, len(cand)):
+        total_value = value + coverage * (1.0 - closest) - unit_cost * per_tag[top]
+        total_value[~free] = -np.inf
+        take(int(np.argmax(total_value)))  # first maximum: the more uncertain (lower row) on ties
     return chosen
+
+
+def _cluster_centres(space, cand, excluded, examples, n) -> list[int]:
+    """Positions in ``cand`` of the candidates nearest the centres of the k-means clusters of the
+    library (examples + ``n`` of them) that hold no example, the largest cluster first."""
+    from sklearn.cluster import KMeans
+
+    n_known = len(excluded) + (len(examples) if examples is not None else 0)
+    k = min(n_known + int(n), len(space))
+    if k < 2:
+        return []
+    km = KMeans(n_clusters=k, n_init=3, random_state=0).fit(space)
+    covered = set(km.labels_[excluded].tolist())
+    if examples is not None and len(examples):
+        covered |= set(km.predict(examples).tolist())
+    sizes = np.bincount(km.labels_, minlength=k)
+    label_of = km.labels_[cand]
+    picks: list[int] = []
+    for c in sorted(set(range(k)) - covered, key=lambda c: (-sizes[c], c)):
+        inside = np.flatnonzero(label_of == c)
+        if not len(inside):
+            continue
+        dist = np.linalg.norm(space[cand[inside]] - km.cluster_centers_[c], axis=1)
+        picks.append(int(inside[np.argmin(dist)]))
+        if len(picks) == n:
+            break
+    return picks
