@@ -383,6 +383,26 @@ def test_label_next_distances_are_standardised_on_the_library():
     assert nearest_same_side(space) >= nearest_same_side(library_space(vectors, standardize=False)[0]) + 0.2
 
 
+def test_label_next_clusters_ask_the_centre_of_each_uncovered_cluster_largest_first():
+    from clapknn.webapp.labelnext import label_next, library_space
+
+    rng = np.random.default_rng(2)
+    centres = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    sizes = [4, 9, 6]  # cluster 0 holds the example; 1 is the largest of the others
+    cluster = np.repeat([0, 1, 2], sizes)
+    vectors = centres[cluster] + 0.05 * rng.standard_normal((len(cluster), 3))
+    scores = np.tile([[0.9, 0.1]], (len(cluster), 1))
+    scores[cluster == 0] = [0.5, 0.5]  # the vote is unsure only where the example already is
+    picks = label_next(scores, vectors, n=2, coverage=0.0, clusters=True, exclude=[0])
+    assert list(cluster[picks]) == [1, 2]
+    space = library_space(vectors)[0]
+    for pick, c in zip(picks, (1, 2)):  # each pick is its cluster's most central track (in the queue's space)
+        members = np.flatnonzero(cluster == c)
+        centre = space[members].mean(axis=0)
+        assert pick == members[np.argmin(np.linalg.norm(space[members] - centre, axis=1))]
+    assert list(cluster[label_next(scores, vectors, n=2, coverage=0.0, exclude=[0])]) == [0, 0]  # without: the doubt
+
+
 def test_label_next_balance_spreads_the_queue_over_predicted_tags():
     from clapknn.webapp.labelnext import label_next
 

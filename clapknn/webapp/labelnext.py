@@ -163,7 +163,7 @@ def label_next(
     uncertainty = 1.0 - margins(scores)
     order = rows[np.lexsort((rows, -uncertainty[rows]))]
     cand = order[: max(int(n), int(pool) * int(n))] if pool > 0 else order
-    if len(cand) <= 1 or (coverage <= 0 and density <= 0 and balance <= 0):
+    if len(cand) <= 1 or (coverage <= 0 and density <= 0 and balance <= 0 and not clusters):
         return [int(r) for r in cand[:n]]
     known = [np.asarray(examples, dtype=np.float64)] if examples is not None and len(examples) else []
     space, *ex = library_space(np.asarray(vectors, dtype=np.float64), *known, standardize=standardize)
