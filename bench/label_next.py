@@ -31,7 +31,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 #: Also run on heldout, for comparison: close to the queue before the coverage term (margin first,
 #: cosine of the raw vectors).
-REFERENCE = {"plain pool=8 coverage=1": dict(pool=8, coverage=1.0, standardize=False)}
+REFERENCE = {"plain pool=8 coverage=1": dict(pool=8, coverage=1.0, density=0.0, balance=0.0, standardize=False, clusters=False)}
 
 
 def embed(rows, cache):
@@ -172,6 +172,8 @@ def main(argv=None) -> int:
         "clusters then coverage=1 density=1": dict(coverage=1.0, density=1.0, clusters=True),
         "clusters then margin": dict(coverage=0.0, clusters=True),
     })
+    base = dict(pool=0, coverage=0.0, density=0.0, balance=0.0, standardize=True, clusters=False)
+    grid = {name: {**base, **setting} for name, setting in grid.items()}  # every setting spelt out, not the defaults
     if args.only:
         names = [n.strip() for n in args.only.split(",") if n.strip()]
         unknown = [n for n in names if n not in grid]

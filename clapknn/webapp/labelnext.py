@@ -33,17 +33,19 @@ __all__ = [
 #: (bench/label_next.py; docs/webapp.md).
 DEFAULT_POOL = 0
 #: Weight of the distance to the nearest example or earlier pick against the uncertainty (1 - margin).
-DEFAULT_COVERAGE = 3.0
+DEFAULT_COVERAGE = 1.0
 #: Weight of the bonus for candidates in dense parts of the library (typical rather than odd tracks).
-DEFAULT_DENSITY = 0.0
+DEFAULT_DENSITY = 1.0
 #: Penalty per earlier pick with the same predicted top tag, in units of ``n / n_tags`` picks.
 DEFAULT_BALANCE = 0.0
 #: Whether the queue starts with the centres of the library's k-means clusters that hold no example.
-DEFAULT_CLUSTERS = False
+DEFAULT_CLUSTERS = True
 #: Tracks whose similarity makes a candidate's density.
 DENSITY_NEIGHBOURS = 10
 #: At most this many library tracks (evenly spaced rows) are compared with to measure density.
 DENSITY_REFERENCE = 2000
+#: At most this many library tracks (evenly spaced rows) fit the clusters; the others are assigned.
+CLUSTER_FIT = 2000
 #: A track whose two best tag scores are closer than this is flagged as low-confidence.
 LOW_MARGIN = 0.2
 _EPS = 1e-12
@@ -88,13 +90,13 @@ def library_space(vectors: np.ndarray, *others: np.ndarray, standardize: bool = 
 def _density(space: np.ndarray, cand: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Mean similarity of each candidate to its nearest library tracks (itself left out)."""
     ref = rows if len(rows) <= DENSITY_REFERENCE else rows[np.linspace(0, len(rows) - 1, DENSITY_REFERENCE).astype(int)]
-    sims = space[ref] @ space[cand].T  # (reference, candidates)
-    sims[ref[:, None] == cand[None, :]] = -np.inf
     m = min(DENSITY_NEIGHBOURS, len(ref) - 1)
     if m <= 0:
         return np.zeros(len(cand))
-    top = -np.partition(-sims, m - 1, axis=0)[:m]
-    return top.mean(axis=0)
+    sims = space[cand].astype(np.float32) @ space[ref].T.astype(np.float32)  # (candidates, reference)
+    sims[cand[:, None] == ref[None, :]] = -np.inf
+    top = -np.partition(-sims, m - 1, axis=1)[:, :m]
+    return top.mean(axis=1, dtype=np.float64)
 
 
 def label_next(
@@ -209,12 +211,15 @@ def _cluster_centres(space, cand, excluded, examples, n) -> list[int]:
     k = min(n_known + int(n), len(space))
     if k < 2:
         return []
-    km = KMeans(n_clusters=k, n_init=3, random_state=0).fit(space)
-    covered = set(km.labels_[excluded].tolist())
+    fit = space if len(space) <= CLUSTER_FIT else space[np.linspace(0, len(space) - 1, CLUSTER_FIT).astype(int)]
+    km = KMeans(n_clusters=min(k, len(fit)), n_init=3, random_state=0).fit(fit)
+    k = km.n_clusters
+    labels = km.labels_ if fit is space else km.predict(space)
+    covered = set(labels[excluded].tolist())
     if examples is not None and len(examples):
         covered |= set(km.predict(examples).tolist())
-    sizes = np.bincount(km.labels_, minlength=k)
-    label_of = km.labels_[cand]
+    sizes = np.bincount(labels, minlength=k)
+    label_of = labels[cand]
     picks: list[int] = []
     for c in sorted(set(range(k)) - covered, key=lambda c: (-sizes[c], c)):
         inside = np.flatnonzero(label_of == c)
