@@ -2,17 +2,20 @@
 
 With a handful of examples the vote mostly lacks *coverage*: whole regions of the library have no
 example near them, so their tags are guesses however the margins look. A label helps most where it
-covers many unlabelled tracks that no example covers yet; once the library is covered, the tracks
-the vote is unsure of (a small margin between their two best tag scores) are worth more.
-:func:`label_next` picks greedily (k-centre greedy with an uncertainty term): each pick maximises
+stands for many unlabelled tracks that no example stands for yet. By default (the setting chosen on
+EMOPIA's dev split, bench/label_next.py; docs/webapp.md) :func:`label_next` therefore does
+cluster-based sampling: it cuts the library into (examples + ``n``) k-means clusters and asks, the
+largest cluster first, for the most central track of each cluster that holds no example. When
+fewer such clusters than ``n`` are left, the rest of the queue is filled greedily (k-centre greedy
+with an uncertainty term): each pick maximises
 
     (1 - margin) + coverage * (distance to the nearest example or earlier pick)
                  + density * (typicality) - balance * (earlier picks with the same predicted tag)
 
-in a search space where every dimension is standardised on the library's own tracks (so that no
-hand-made feature with a large range decides the distances alone, and so that the space does not
-move when a label is added). Tracks are whole files (one vector per file), so two snippets of one
-song are never proposed apart.
+Distances are measured in a space where every dimension is standardised on the library's own
+tracks (so that no hand-made feature with a large range decides them alone, and so that the space
+does not move when a label is added). Tracks are whole files (one vector per file), so two
+snippets of one song are never proposed apart.
 
 >>> order = label_next(scores, vectors, n=10, exclude=labelled)     # doctest: +SKIP
 """
@@ -170,9 +173,6 @@ def label_next(
     known = [np.asarray(examples, dtype=np.float64)] if examples is not None and len(examples) else []
     space, *ex = library_space(np.asarray(vectors, dtype=np.float64), *known, standardize=standardize)
     unit = space[cand]
-    value = uncertainty[cand].copy()
-    if density > 0:
-        value += density * _density(space, cand, np.arange(total))
     # similarity of each candidate to what is already known: examples, excluded rows, then each pick
     closest = np.full(len(cand), -1.0)
     if ex:
@@ -195,6 +195,9 @@ def label_next(
     if clusters:
         for best in _cluster_centres(space, cand, excluded, ex[0] if ex else None, n):
             take(best)
+    value = uncertainty[cand].copy()
+    if density > 0 and len(chosen) < min(n, len(cand)):  # only when the cluster centres leave room
+        value += density * _density(space, cand, np.arange(total))
     while len(chosen) < min(n, len(cand)):
         total_value = value + coverage * (1.0 - closest) - unit_cost * per_tag[top]
         total_value[~free] = -np.inf
