@@ -9,13 +9,13 @@ that are never labelled.
 
 Protocol: the suite's EMOPIA set (``bench/suite_sets.py``: rows with path, tags, group = song,
 split). Within a split, the songs are dealt (per seed) into a library half and a test half; the
-start clips are drawn per seed from the library. Queue settings (pool, diversity, density) are chosen on the
-``dev`` split; the ``heldout`` split is only reported, with the setting chosen on dev. Everything
+start clips are drawn per seed from the library. Queue settings (pool, coverage, density, balance,
+space) are chosen on the ``dev`` split; the ``heldout`` split is only reported, with the setting chosen on dev. Everything
 runs with the defaults of ``clapknn serve`` (features encoder, 10-s snippets, k=5, similarity
 votes, mean pooling, the vote space ``auto`` picks).
 
     python bench/label_next.py                    # dev choice, then the heldout report
-    python bench/label_next.py --seeds 10 --rounds 5
+    python bench/label_next.py --seeds 20 --rounds 5 --out /tmp/label-next
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+#: Also run on heldout, for comparison: close to the queue before the coverage term (margin first,
+#: cosine of the raw vectors).
+REFERENCE = {"plain pool=8 coverage=1": dict(pool=8, coverage=1.0, density=0.0, balance=0.0, standardize=False, clusters=False)}
 
 
 def embed(rows, cache):
@@ -83,7 +86,7 @@ def run_split(rows, enc, emb, *, seeds, rounds, per_round, start, settings):
         scores[np.ix_(out["row"].to_numpy(), pos)] = out[cols].to_numpy()
         top = np.array([""] * len(rows), dtype=object)
         top[out["row"].to_numpy()] = out["top"].to_numpy()
-        return scores, top
+        return scores, top, bool(getattr(tagger.estimator, "standardized_", False))
 
     results = []
     song_names = sorted(set(groups[used]))
@@ -101,20 +104,24 @@ def run_split(rows, enc, emb, *, seeds, rounds, per_round, start, settings):
             pick_rng = np.random.default_rng([11, seed])
             labelled = list(first)
             query = np.concatenate([library, test])
+            before = None
             for rnd in range(rounds + 1):
-                scores, top = tag_all(labelled, query)
+                scores, top, standardized = tag_all(labelled, query)
                 acc = float(np.mean(top[test] == tags[test]))
-                results.append({"strategy": name, "seed": seed, "round": rnd, "labelled": len(labelled), "accuracy": acc})
+                changed = float(np.mean(top[test] != before[test])) if before is not None else np.nan
+                before = top
+                results.append({"strategy": name, "seed": seed, "round": rnd, "labelled": len(labelled), "accuracy": acc,
+                                "changed": changed, "standardized": standardized})
                 if rnd == rounds:
                     break
-                free = np.array([i for i in library if i not in set(labelled)])
                 if setting is None:
+                    free = np.array([i for i in library if i not in set(labelled)])
                     chosen = [int(i) for i in pick_rng.choice(free, size=min(per_round, len(free)), replace=False)]
-                else:
-                    pool, diversity, density = setting
-                    rows_free = label_next(scores[free], track_vec[free], n=per_round, pool=pool, diversity=diversity,
-                                           density=density, examples=track_vec[labelled])
-                    chosen = [int(free[r]) for r in rows_free]
+                else:  # as the app asks: every library track, the examples excluded
+                    is_example = np.isin(library, labelled)
+                    rows_lib = label_next(scores[library], track_vec[library], n=per_round,
+                                          exclude=np.flatnonzero(is_example), examples=track_vec[labelled], **setting)
+                    chosen = [int(library[r]) for r in rows_lib]
                 labelled += chosen
     return pd.DataFrame(results)
 
@@ -133,12 +140,14 @@ def summary(df, rounds):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--set", default="emopia")
-    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--per-round", type=int, default=10)
     ap.add_argument("--start", type=int, default=1, help="clips per tag in the starting index")
     ap.add_argument("--out", help="folder for the per-run CSVs (default: the suite's cache folder)")
     ap.add_argument("--report", action="store_true", help="print the tables again from the CSVs of the last run")
+    ap.add_argument("--only", help="run only these settings of the dev grid (comma-separated names), e.g. to extend "
+                                   "an earlier run; the heldout report still uses the best of those run")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(HERE))
     import suite_sets
@@ -148,52 +157,98 @@ def main(argv=None) -> int:
     cache = suite_sets.cache_root() / "embeddings"
     out = Path(args.out) if args.out else suite_sets.cache_root()
     out.mkdir(parents=True, exist_ok=True)
-    grid = {"queue margin only": (1, 0.0, 0.0)}
-    grid.update({f"queue pool={p} diversity={d} density={e}": (p, d, e)
-                 for p, d, e in itertools.product((4, 8, 16), (0.5, 1.0, 2.0), (0.0, 1.0, 2.0))})
+    grid = {
+        "margin only": dict(pool=1, coverage=0.0),
+        "plain pool=8 coverage=1": dict(pool=8, coverage=1.0, standardize=False),
+        "plain coverage=3": dict(coverage=3.0, standardize=False),
+        "k-centre (coverage=100)": dict(coverage=100.0),
+        "coverage=3 balance=1": dict(coverage=3.0, balance=1.0),
+    }
+    grid.update({f"coverage={c:g} density={e:g}": dict(coverage=c, density=e)
+                 for c, e in itertools.product((1.0, 3.0, 10.0), (0.0, 1.0))})
+    grid.update({  # representativeness: typical tracks first, or the centres of the library's clusters
+        "coverage=1 density=3": dict(coverage=1.0, density=3.0),
+        "coverage=0.3 density=1": dict(coverage=0.3, density=1.0),
+        "clusters then coverage=1 density=1": dict(coverage=1.0, density=1.0, clusters=True),
+        "clusters then margin": dict(coverage=0.0, clusters=True),
+    })
+    base = dict(pool=0, coverage=0.0, density=0.0, balance=0.0, standardize=True, clusters=False)
+    grid = {name: {**base, **setting} for name, setting in grid.items()}  # every setting spelt out, not the defaults
+    if args.only:
+        names = [n.strip() for n in args.only.split(",") if n.strip()]
+        unknown = [n for n in names if n not in grid]
+        if unknown:
+            ap.error(f"not in the grid: {', '.join(unknown)}")
+        grid = {n: grid[n] for n in names}
     if args.report:
         import pandas as pd
 
         dev, held = (pd.read_csv(out / f"label_next-{s}.csv") for s in ("dev", "heldout"))
-        final = dev[dev["round"] == args.rounds].groupby("strategy")["accuracy"].mean().drop("random")
-        chosen = str(final.idxmax())
+        chosen = choose(dev)
         for name, df in (("dev", dev), ("heldout", held)):
             print(f"\n## {name}\n\n{summary(df, args.rounds)}")
         print(f"\nchosen on dev: {chosen}\n\n{paired(held, chosen, args.rounds)}")
+        print(f"\n{paired(dev, chosen, args.rounds, split='dev')}\n\n{churn(held, args.rounds)}")
         return 0
     report = {}
     chosen = None
     for split in ("dev", "heldout"):
         rows = [r for r in all_rows if r["split"] == split]
         enc, emb = embed(rows, cache)
-        settings = grid if split == "dev" else {chosen: grid[chosen]}
+        settings = grid if split == "dev" else {chosen: grid[chosen], **REFERENCE}
         df = run_split(rows, enc, emb, seeds=args.seeds, rounds=args.rounds, per_round=args.per_round,
                        start=args.start, settings=settings)
         df.to_csv(out / f"label_next-{split}.csv", index=False)
         if split == "dev":
-            final = df[df["round"] == args.rounds].groupby("strategy")["accuracy"].mean().drop("random")
-            chosen = str(final.idxmax())
+            chosen = choose(df)
         report[split] = (len(rows), len({r["group"] for r in rows}), df)
         print(f"\n## {split} ({len(rows)} clips, {len({r['group'] for r in rows})} songs; {args.seeds} seeds)\n")
         print(summary(df, args.rounds))
         if split == "dev":
-            print(f"\nchosen on dev (best mean accuracy after round {args.rounds}): {chosen}")
+            print(f"\nchosen on dev (best mean accuracy over rounds 1-{args.rounds}): {chosen}\n")
+            print(paired(df, chosen, args.rounds, split="dev"))
     print()
     print(paired(report["heldout"][2], chosen, args.rounds))
+    print(f"\n{churn(report['heldout'][2], args.rounds)}")
     print(f"\n{time.perf_counter() - t0:.0f} s")
     return 0
 
 
-def paired(df, chosen: str, rounds: int) -> str:
-    """Per round, queue minus random on the same seeds (the same library, test songs and start)."""
-    lines = [f"heldout, {chosen} minus random, same seeds:", "| round | labelled | difference (mean ± sd) | queue ahead |",
-             "|---:|---:|---:|---:|"]
+def churn(df, rounds) -> str:
+    """Per strategy and round: the share of test tracks whose top tag the round's labels changed, and
+    the share of seeds where the vote searched its standardised space (refitted on the examples)."""
+    if "changed" not in df:
+        return ""
+    g = df.groupby(["strategy", "round"])
+    changed, std = g["changed"].mean().unstack(), g["standardized"].mean().unstack()
+    lines = ["| strategy | " + " | ".join(f"round {r}" for r in range(rounds + 1)) + " |", "|---|" + "---:|" * (rounds + 1)]
+    for s in changed.index:
+        cells = [("" if r == 0 else f"{changed.loc[s, r]:.2f} moved, ") + f"{std.loc[s, r]:.0%} std" for r in range(rounds + 1)]
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    return "share of test tracks whose top tag changed in the round; share of seeds in the standardised space\n\n" + "\n".join(lines)
+
+
+def choose(df) -> str:
+    """The queue setting with the best mean accuracy over rounds 1.. (every round a curator stops at)."""
+    part = df[(df["round"] > 0) & (df["strategy"] != "random")]
+    return str(part.groupby("strategy")["accuracy"].mean().idxmax())
+
+
+def paired(df, chosen: str, rounds: int, split: str = "heldout") -> str:
+    """Per round, queue minus random on the same seeds (the same library, test songs and start):
+    mean ± sd, the 95 % t interval of the mean and the seeds where the queue is ahead."""
+    from scipy import stats
+
+    lines = [f"{split}, {chosen} minus random, same seeds:",
+             "| round | labelled | difference (mean ± sd) | 95 % interval | queue ahead |", "|---:|---:|---:|---:|---:|"]
     for r in range(1, rounds + 1):
         part = df[df["round"] == r]
         wide = part.pivot(index="seed", columns="strategy", values="accuracy")
         diff = wide[chosen] - wide["random"]
         n = int(part["labelled"].iloc[0])
-        lines.append(f"| {r} | {n} | {diff.mean():+.3f} ± {diff.std(ddof=1):.3f} | {int((diff > 0).sum())} of {len(diff)} seeds |")
+        half = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff))
+        lines.append(f"| {r} | {n} | {diff.mean():+.3f} ± {diff.std(ddof=1):.3f} | {diff.mean() - half:+.3f}..{diff.mean() + half:+.3f} "
+                     f"| {int((diff > 0).sum())} of {len(diff)} seeds ({int((diff < 0).sum())} behind) |")
     return "\n".join(lines)
 
 

@@ -324,15 +324,95 @@ def test_label_next_prefers_uncertain_tracks_unlike_each_other():
     scores = np.array([[0.5, 0.5], [0.51, 0.49], [0.9, 0.1], [0.55, 0.45], [1.0, 0.0]])
     assert margins(scores) == pytest.approx([0.0, 0.02, 0.8, 0.1, 1.0])
     vectors = np.array([[1.0, 0.0], [1.0, 0.01], [0.0, 1.0], [0.0, 1.0], [0.7, 0.7]])
-    assert label_next(scores, vectors, n=2, diversity=0.0) == [0, 1]  # by margin only: the two near-copies
-    assert label_next(scores, vectors, n=2, diversity=1.0) == [0, 3]  # spread: the copy of 0 is passed over
-    assert 0 not in label_next(scores, vectors, n=2, exclude=[0])
-    assert label_next(scores, vectors, n=2, diversity=1.0, examples=np.array([[1.0, 0.0]]))[0] == 3
+    plain = dict(standardize=False, pool=2, density=0.0, clusters=False)
+    only = dict(density=0.0, clusters=False)  # the defaults also ask for typical tracks and cluster centres
+    assert label_next(scores, vectors, n=2, coverage=0.0, **only) == [0, 1]  # by margin only: the two near-copies
+    assert label_next(scores, vectors, n=2, coverage=1.0, **plain) == [0, 3]  # spread: the copy of 0 is passed over
+    assert 0 not in label_next(scores, vectors, n=2, exclude=[0])  # the defaults too
+    assert label_next(scores, vectors, n=2, coverage=1.0, examples=np.array([[1.0, 0.0]]), **plain)[0] == 3
+    # an excluded row (a track that is an example) counts as known: its near-copy is passed over
+    assert label_next(scores, vectors, n=1, coverage=1.0, exclude=[0], **plain) == [3]
     # equal doubt: the density bonus prefers a typical track (row 1, among many like it) to an odd one (row 0)
     doubt = np.tile([[0.5, 0.5]], (6, 1))
     crowd = np.array([[0.0, 1.0], [1.0, 0.05], [1.0, 0.0], [1.0, 0.1], [1.0, -0.05], [0.95, 0.1]])
-    assert label_next(doubt, crowd, n=1, diversity=0.0)[0] == 0
-    assert label_next(doubt, crowd, n=1, diversity=0.0, density=1.0)[0] != 0
+    assert label_next(doubt, crowd, n=1, coverage=0.0, **only)[0] == 0
+    assert label_next(doubt, crowd, n=1, coverage=0.0, density=1.0, clusters=False, standardize=False)[0] != 0
+
+
+def test_label_next_covers_the_library_farthest_first_before_doubt():
+    from clapknn.webapp.labelnext import label_next
+
+    # three tight clusters; the vote is most unsure inside cluster A, sure of B and C
+    rng = np.random.default_rng(0)
+    centres = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    vectors = np.repeat(centres, 5, axis=0) + 0.01 * rng.standard_normal((15, 3))
+    scores = np.tile([[0.9, 0.1]], (15, 1))
+    scores[:5] = [[0.5, 0.5]]
+    cluster = np.arange(15) // 5
+    assert set(cluster[label_next(scores, vectors, n=3, coverage=0.0, density=0.0, clusters=False)]) == {0}  # margin only: all from A
+    assert sorted(cluster[label_next(scores, vectors, n=3, coverage=100.0, clusters=False)]) == [0, 1, 2]  # one per cluster
+    # with A and B already covered by examples, the first pick comes from C whatever the doubt in A
+    assert cluster[label_next(scores, vectors, n=1, coverage=3.0, density=0.0, clusters=False, examples=centres[:2])[0]] == 2
+    # once every cluster is covered, the doubt decides again (coverage is then equal for all)
+    assert cluster[label_next(scores, vectors, n=1, coverage=3.0, density=0.0, clusters=False, examples=centres)[0]] == 0
+    assert label_next(scores, vectors, n=3) == label_next(scores.copy(), vectors.copy(), n=3)  # same input, same queue
+
+
+def test_label_next_distances_are_standardised_on_the_library():
+    from clapknn.webapp.labelnext import label_next, library_space
+
+    # dimensions 0 and 1 have a large range but say nothing (noise); dimension 2 is small but splits the library
+    rng = np.random.default_rng(1)
+    side = np.repeat([0.0, 1.0], 10)
+    vectors = np.column_stack([50.0 + 5.0 * rng.standard_normal((20, 2)), 0.5 * side])
+    scores = np.tile([[0.5, 0.5]], (20, 1))
+    space = library_space(vectors)[0]
+    assert np.allclose(np.linalg.norm(space, axis=1), 1.0)
+    assert np.abs(space.mean(axis=0)).max() < 0.05  # centred per dimension
+
+    def far_side(**kw):  # side of the farthest-first pick, for an example at each track of side 0
+        return [side[label_next(scores, vectors, n=1, coverage=100.0, clusters=False, examples=vectors[i:i + 1], **kw)[0]] for i in range(10)]
+
+    assert far_side() == [1.0] * 10  # standardised: always the other side of the library
+
+    def nearest_same_side(space):
+        sims = space @ space.T
+        np.fill_diagonal(sims, -np.inf)
+        return np.mean(side[np.argmax(sims, axis=1)] == side)
+
+    # neighbours share a side far more often once every dimension counts alike (plain cosine: the noise decides)
+    assert nearest_same_side(space) >= nearest_same_side(library_space(vectors, standardize=False)[0]) + 0.2
+
+
+def test_label_next_clusters_ask_the_centre_of_each_uncovered_cluster_largest_first():
+    from clapknn.webapp.labelnext import label_next, library_space
+
+    rng = np.random.default_rng(2)
+    centres = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    sizes = [4, 9, 6]  # cluster 0 holds the example; 1 is the largest of the others
+    cluster = np.repeat([0, 1, 2], sizes)
+    vectors = centres[cluster] + 0.05 * rng.standard_normal((len(cluster), 3))
+    scores = np.tile([[0.9, 0.1]], (len(cluster), 1))
+    scores[cluster == 0] = [0.5, 0.5]  # the vote is unsure only where the example already is
+    picks = label_next(scores, vectors, n=2, coverage=0.0, density=0.0, clusters=True, exclude=[0])
+    assert list(cluster[picks]) == [1, 2]
+    space = library_space(vectors)[0]
+    for pick, c in zip(picks, (1, 2)):  # each pick is its cluster's most central track (in the queue's space)
+        members = np.flatnonzero(cluster == c)
+        centre = space[members].mean(axis=0)
+        assert pick == members[np.argmin(np.linalg.norm(space[members] - centre, axis=1))]
+    assert list(cluster[label_next(scores, vectors, n=2, coverage=0.0, density=0.0, clusters=False, exclude=[0])]) == [0, 0]  # without: the doubt
+
+
+def test_label_next_balance_spreads_the_queue_over_predicted_tags():
+    from clapknn.webapp.labelnext import label_next
+
+    # four tracks the vote calls "a" (a little less sure each), two it calls "b"; all alike
+    scores = np.array([[0.55, 0.45], [0.56, 0.44], [0.57, 0.43], [0.58, 0.42], [0.3, 0.7], [0.29, 0.71]])
+    vectors = np.ones((6, 2)) + 1e-3 * np.arange(12).reshape(6, 2)
+    top = np.argmax(scores, axis=1)
+    assert list(top[label_next(scores, vectors, n=2, coverage=0.0, density=0.0, clusters=False)]) == [0, 0]
+    assert sorted(top[label_next(scores, vectors, n=2, coverage=0.0, density=0.0, clusters=False, balance=1.0, standardize=False)]) == [0, 1]
 
 
 # --------------------------------------------------------------------------- export
