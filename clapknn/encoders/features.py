@@ -44,6 +44,7 @@ from the stored vectors whenever an index is loaded; ``clapknn tag --space`` for
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -155,6 +156,187 @@ def _notes(pitch: np.ndarray, seconds: float) -> np.ndarray:
     ])
 
 
+class _Spectra:
+    """Everything the blocks of one snippet share, computed on first use and kept: the STFT (and
+    its power), the semitone spectrum, the MFCCs, the spectral-contrast frames, the onset flux and
+    the pitch-class profile. No intermediate result is computed twice, and a block that is not
+    asked for costs nothing (``bench/features_cost.py`` times each one)."""
+
+    def __init__(self, enc: "FeaturesEncoder", y: np.ndarray) -> None:
+        self.enc = enc
+        self.sr = enc.sample_rate
+        self.y = np.asarray(y, dtype=np.float32)
+
+    @cached_property
+    def S(self) -> np.ndarray:
+        """STFT magnitude, ``_N_FFT`` / ``_HOP``."""
+        import librosa
+
+        return np.abs(librosa.stft(self.y, n_fft=_N_FFT, hop_length=_HOP))
+
+    @cached_property
+    def P(self) -> np.ndarray:
+        """STFT power (float64)."""
+        return self.S.astype(np.float64) ** 2
+
+    @cached_property
+    def mfcc(self) -> np.ndarray:
+        """MFCC 1..19 of a 64-band log-mel spectrogram."""
+        import librosa
+
+        log_mel = librosa.power_to_db(self.enc._bank("mel") @ self.P, ref=1.0, top_db=None, amin=1e-10)
+        return librosa.feature.mfcc(S=log_mel, n_mfcc=_N_MFCC)[1:]
+
+    @cached_property
+    def contrast(self) -> np.ndarray:
+        """Spectral contrast per frame, 7 octave bands."""
+        import librosa
+
+        return librosa.feature.spectral_contrast(S=self.S, sr=self.sr)
+
+    @cached_property
+    def flux(self) -> np.ndarray:
+        """Superflux-style onset strength on a 128-band log-mel spectrogram."""
+        import librosa
+
+        log_mel_f = librosa.power_to_db(self.enc._bank("mel_flux") @ self.P, ref=1.0, top_db=None, amin=1e-10)
+        return librosa.onset.onset_strength(S=log_mel_f, sr=self.sr, lag=2, max_size=3)
+
+    @cached_property
+    def pitch(self) -> np.ndarray:
+        """Semitone power spectrogram ``(bands, frames)`` from a finer STFT."""
+        import librosa
+
+        S_pitch = np.abs(librosa.stft(self.y, n_fft=_N_FFT_PITCH, hop_length=_HOP_PITCH)).astype(np.float64) ** 2
+        return self.enc._bank("semitones") @ S_pitch
+
+    @cached_property
+    def chroma(self) -> np.ndarray:
+        """Pitch-class profile per frame (log-compressed semitone spectrum folded to 12 classes,
+        row 0 = C, unit norm per frame)."""
+        pitch = np.log1p(1000.0 * self.pitch / (self.pitch.max() + 1e-12))
+        n_oct = (_PITCH_HI - _PITCH_LO) // 12
+        # fold octaves; rows start at A (MIDI 33), so roll to put C first
+        chroma = np.roll(pitch.reshape(n_oct, 12, -1).sum(axis=0), (_PITCH_LO % 12), axis=0)
+        return chroma / np.maximum(np.linalg.norm(chroma, axis=0, keepdims=True), 1e-12)
+
+    @cached_property
+    def profile(self) -> np.ndarray:
+        """The snippet's mean pitch-class profile."""
+        return self.chroma.mean(axis=1)
+
+    @cached_property
+    def key_corr(self) -> np.ndarray:
+        """Correlation of :attr:`profile` with the 24 key profiles."""
+        centred = self.profile - self.profile.mean()
+        return self.enc._bank("keys") @ (centred / (np.linalg.norm(centred) + 1e-12))
+
+
+def _level(sp: _Spectra) -> np.ndarray:
+    import librosa
+
+    rms = librosa.feature.rms(y=sp.y, frame_length=_N_FFT, hop_length=_HOP)[0].astype(np.float64)
+    db = np.maximum(20.0 * np.log10(rms + 1e-10), _FLOOR_DB)
+    return (np.array([db.mean(), *np.percentile(db, [10, 50, 90])]) + 30.0) / 15.0
+
+
+def _timbre(sp: _Spectra) -> np.ndarray:
+    return (sp.mfcc.mean(axis=1) - _MFCC_CENTRE) / _MFCC_SCALE
+
+
+def _timbre_var(sp: _Spectra) -> np.ndarray:
+    return (sp.mfcc.std(axis=1) - _MFCC_SD_CENTRE) / _MFCC_SD_SCALE
+
+
+def _contrast(sp: _Spectra) -> np.ndarray:
+    return (sp.contrast.mean(axis=1) - 24.0) / 5.0
+
+
+def _contrast_var(sp: _Spectra) -> np.ndarray:
+    return (sp.contrast.std(axis=1) - 5.0) / 2.0
+
+
+def _spectral(sp: _Spectra) -> np.ndarray:
+    S, P = sp.S, sp.P
+    freqs = sp.enc._bank("freqs")
+    # first and second moments as products with the frequency axis (no (bins, frames) temporaries)
+    S64 = S.astype(np.float64)
+    mass = S64.sum(axis=0)
+    total = mass + 1e-10
+    centroid = (freqs @ S64) / total
+    spread = (freqs**2 @ S64) / total - 2.0 * centroid**2 + centroid**2 * mass / total
+    bandwidth = np.sqrt(np.maximum(spread, 0.0))
+    flatness = np.exp(np.mean(np.log(P + 1e-12), axis=0)) / (P.mean(axis=0) + 1e-12)
+    c_mean, b_mean = centroid.mean() + 1e-6, bandwidth.mean() + 1e-6
+    return np.array(
+        [
+            np.log2(c_mean / 1000.0),
+            centroid.std() / c_mean - 0.3,
+            np.log2(b_mean / 1000.0),
+            bandwidth.std() / b_mean - 0.3,
+            np.log10(flatness.mean() + 1e-10) + 3.0,
+        ]
+    )
+
+
+def _rhythm(sp: _Spectra) -> np.ndarray:
+    import librosa
+
+    flux, sr = sp.flux, sp.sr
+    tempogram = librosa.feature.tempogram(onset_envelope=flux, sr=sr, hop_length=_HOP)
+    bpms = librosa.tempo_frequencies(tempogram.shape[0], sr=sr, hop_length=_HOP)
+    edges = np.geomspace(30, 300, _TEMPO_BANDS + 1)
+    tg = tempogram.mean(axis=1)
+    bands = np.array([tg[(bpms >= lo) & (bpms < hi)].mean() for lo, hi in zip(edges[:-1], edges[1:])])
+    bands = bands / (bands.sum() + 1e-9)
+    rhythm = np.array(
+        [
+            np.log(flux.mean() + 1e-3),
+            np.log(np.median(flux) + 1e-3) + 1.5,
+            4.0 * ((flux > 1.0).mean() - 0.2),
+            4.0 * ((flux > 0.5).mean() - 0.3),
+            np.log(np.percentile(flux, 90) + 1e-3) - 1.0,
+        ]
+    )
+    return np.concatenate([rhythm, (bands - 1.0 / _TEMPO_BANDS) / 0.04])
+
+
+def _notes_block(sp: _Spectra) -> np.ndarray:
+    return (_notes(sp.pitch, len(sp.y) / sp.sr) - _NOTES_CENTRE) / _NOTES_SCALE
+
+
+def _tonal(sp: _Spectra) -> np.ndarray:
+    tonic = int(np.argmax(sp.key_corr)) % 12
+    return (np.roll(sp.profile, -tonic) - sp.profile.mean()) / 0.1
+
+
+def _chroma(sp: _Spectra) -> np.ndarray:
+    return (sp.profile - sp.profile.mean()) / 0.1
+
+
+def _chroma_var(sp: _Spectra) -> np.ndarray:
+    return (sp.chroma.std(axis=1) - 0.1) / 0.05
+
+
+def _key(sp: _Spectra) -> np.ndarray:
+    corr = sp.key_corr
+    major, minor = corr[:12].max(), corr[12:].max()
+    return (np.array([major, minor, major - minor, corr.max()]) - _KEY_CENTRE) / _KEY_SCALE
+
+
+def _harmony(sp: _Spectra) -> np.ndarray:
+    return (np.abs(np.fft.rfft(sp.chroma, axis=0))[1:7].mean(axis=1) - 0.45) / 0.15
+
+
+#: The function that computes each block from a snippet's :class:`_Spectra`.
+_BLOCK_FUNCS = {
+    "timbre": _timbre, "timbre_var": _timbre_var, "chroma": _chroma, "chroma_var": _chroma_var,
+    "contrast": _contrast, "contrast_var": _contrast_var, "spectral": _spectral, "rhythm": _rhythm,
+    "level": _level, "tonal": _tonal, "key": _key, "harmony": _harmony, "notes": _notes_block,
+}  # fmt: skip
+
+
+
 class FeaturesEncoder(Encoder):
     """Hand-crafted music features as an embedding.
 
@@ -211,119 +393,35 @@ class FeaturesEncoder(Encoder):
 
     # ------------------------------------------------------------------ features
     def _bank(self, name: str):
+        """Filter banks and constant tables, built on first use. The mel and semitone banks are
+        sparse matrices (each FFT bin feeds at most two filters), so projecting a spectrogram on
+        them costs a small fraction of a dense product and gives the same sums."""
         if name not in self._banks:
             import librosa
+            from scipy import sparse
 
             sr = self.sample_rate
             if name == "mel":
-                self._banks[name] = librosa.filters.mel(sr=sr, n_fft=_N_FFT, n_mels=_N_MELS)
+                self._banks[name] = sparse.csr_matrix(librosa.filters.mel(sr=sr, n_fft=_N_FFT, n_mels=_N_MELS))
             elif name == "mel_flux":
-                self._banks[name] = librosa.filters.mel(sr=sr, n_fft=_N_FFT, n_mels=_N_MELS_FLUX)
+                self._banks[name] = sparse.csr_matrix(librosa.filters.mel(sr=sr, n_fft=_N_FFT, n_mels=_N_MELS_FLUX))
             elif name == "semitones":
-                self._banks[name] = _semitone_filterbank(sr, _N_FFT_PITCH)
+                self._banks[name] = sparse.csr_matrix(_semitone_filterbank(sr, _N_FFT_PITCH))
             elif name == "keys":
                 self._banks[name] = _key_profiles()
             elif name == "freqs":
                 self._banks[name] = np.fft.rfftfreq(_N_FFT, 1.0 / sr)
         return self._banks[name]
 
-    def _blocks(self, y: np.ndarray) -> dict[str, np.ndarray]:
-        """The feature blocks of one snippet, each moved and scaled to values of order one."""
-        import librosa
+    def _spectra(self, y: np.ndarray) -> "_Spectra":
+        """The shared intermediate results of one snippet (each computed once, on first use)."""
+        return _Spectra(self, y)
 
-        sr = self.sample_rate
-        y = np.asarray(y, dtype=np.float32)
-        S = np.abs(librosa.stft(y, n_fft=_N_FFT, hop_length=_HOP))
-        P = S.astype(np.float64) ** 2
-
-        # level: frame RMS in dBFS
-        rms = librosa.feature.rms(y=y, frame_length=_N_FFT, hop_length=_HOP)[0].astype(np.float64)
-        db = np.maximum(20.0 * np.log10(rms + 1e-10), _FLOOR_DB)
-        level = (np.array([db.mean(), *np.percentile(db, [10, 50, 90])]) + 30.0) / 15.0
-
-        # timbre: MFCC 1..19 of a 64-band log-mel spectrogram
-        log_mel = librosa.power_to_db(self._bank("mel") @ P, ref=1.0, top_db=None, amin=1e-10)
-        mfcc = librosa.feature.mfcc(S=log_mel, n_mfcc=_N_MFCC)[1:]
-        timbre = (mfcc.mean(axis=1) - _MFCC_CENTRE) / _MFCC_SCALE
-        timbre_var = (mfcc.std(axis=1) - _MFCC_SD_CENTRE) / _MFCC_SD_SCALE
-
-        contrast_frames = librosa.feature.spectral_contrast(S=S, sr=sr)
-        contrast = (contrast_frames.mean(axis=1) - 24.0) / 5.0
-        contrast_var = (contrast_frames.std(axis=1) - 5.0) / 2.0
-
-        # spectral shape
-        freqs = self._bank("freqs")
-        total = S.sum(axis=0) + 1e-10
-        centroid = (freqs[:, None] * S).sum(axis=0) / total
-        bandwidth = np.sqrt((((freqs[:, None] - centroid) ** 2) * S).sum(axis=0) / total)
-        flatness = np.exp(np.mean(np.log(P + 1e-12), axis=0)) / (P.mean(axis=0) + 1e-12)
-        c_mean, b_mean = centroid.mean() + 1e-6, bandwidth.mean() + 1e-6
-        spectral = np.array(
-            [
-                np.log2(c_mean / 1000.0),
-                centroid.std() / c_mean - 0.3,
-                np.log2(b_mean / 1000.0),
-                bandwidth.std() / b_mean - 0.3,
-                np.log10(flatness.mean() + 1e-10) + 3.0,
-            ]
-        )
-
-        # onsets (superflux-style flux on a 128-band log-mel) and tempogram bands
-        log_mel_f = librosa.power_to_db(self._bank("mel_flux") @ P, ref=1.0, top_db=None, amin=1e-10)
-        flux = librosa.onset.onset_strength(S=log_mel_f, sr=sr, lag=2, max_size=3)
-        tempogram = librosa.feature.tempogram(onset_envelope=flux, sr=sr, hop_length=_HOP)
-        bpms = librosa.tempo_frequencies(tempogram.shape[0], sr=sr, hop_length=_HOP)
-        edges = np.geomspace(30, 300, _TEMPO_BANDS + 1)
-        tg = tempogram.mean(axis=1)
-        bands = np.array([tg[(bpms >= lo) & (bpms < hi)].mean() for lo, hi in zip(edges[:-1], edges[1:])])
-        bands = bands / (bands.sum() + 1e-9)
-        rhythm = np.array(
-            [
-                np.log(flux.mean() + 1e-3),
-                np.log(np.median(flux) + 1e-3) + 1.5,
-                4.0 * ((flux > 1.0).mean() - 0.2),
-                4.0 * ((flux > 0.5).mean() - 0.3),
-                np.log(np.percentile(flux, 90) + 1e-3) - 1.0,
-            ]
-        )
-        rhythm = np.concatenate([rhythm, (bands - 1.0 / _TEMPO_BANDS) / 0.04])
-
-        # tonality: semitone spectrum -> pitch-class profile per frame (log-compressed, unit norm)
-        S_pitch = np.abs(librosa.stft(y, n_fft=_N_FFT_PITCH, hop_length=_HOP_PITCH)).astype(np.float64) ** 2
-        pitch = self._bank("semitones") @ S_pitch
-        notes = (_notes(pitch, len(y) / sr) - _NOTES_CENTRE) / _NOTES_SCALE
-        pitch = np.log1p(1000.0 * pitch / (pitch.max() + 1e-12))
-        n_oct = (_PITCH_HI - _PITCH_LO) // 12
-        # fold octaves; rows start at A (MIDI 33), so roll to put C first
-        chroma = np.roll(pitch.reshape(n_oct, 12, -1).sum(axis=0), (_PITCH_LO % 12), axis=0)
-        chroma = chroma / np.maximum(np.linalg.norm(chroma, axis=0, keepdims=True), 1e-12)
-        profile = chroma.mean(axis=1)
-        centred = profile - profile.mean()
-        corr = self._bank("keys") @ (centred / (np.linalg.norm(centred) + 1e-12))
-        best = int(np.argmax(corr))
-        tonic = best % 12
-        tonal = (np.roll(profile, -tonic) - profile.mean()) / 0.1
-        chroma_abs = (profile - profile.mean()) / 0.1
-        chroma_var = (chroma.std(axis=1) - 0.1) / 0.05
-        major, minor = corr[:12].max(), corr[12:].max()
-        key = (np.array([major, minor, major - minor, corr.max()]) - _KEY_CENTRE) / _KEY_SCALE
-        harmony = (np.abs(np.fft.rfft(chroma, axis=0))[1:7].mean(axis=1) - 0.45) / 0.15
-
-        return {
-            "timbre": timbre,
-            "timbre_var": timbre_var,
-            "chroma": chroma_abs,
-            "chroma_var": chroma_var,
-            "contrast": contrast,
-            "contrast_var": contrast_var,
-            "spectral": spectral,
-            "rhythm": rhythm,
-            "level": level,
-            "tonal": tonal,
-            "key": key,
-            "harmony": harmony,
-            "notes": notes,
-        }
+    def _blocks(self, y: np.ndarray, names=None) -> dict[str, np.ndarray]:
+        """The feature blocks of one snippet (``names``: only those), each moved and scaled to
+        values of order one."""
+        sp = self._spectra(y)
+        return {name: _BLOCK_FUNCS[name](sp) for name in (FEATURE_BLOCKS if names is None else names)}
 
     def embed(self, snippets: np.ndarray) -> np.ndarray:
         """Feature vectors of mono snippets at :attr:`sample_rate`.
