@@ -385,11 +385,7 @@ class FeaturesEncoder(Encoder):
     def feature_blocks() -> list[tuple[int, int, float]]:
         """``(start, stop, weight)`` of each block of :data:`FEATURE_BLOCKS` in the vector, with
         its weight in the standardised space."""
-        out, start = [], 0
-        for name, (_, weight) in FEATURE_BLOCKS.items():
-            out.append((start, start + _BLOCK_SIZES[name], float(weight)))
-            start += _BLOCK_SIZES[name]
-        return out
+        return [(a, b, w) for _, a, b, w in block_layout()]
 
     # ------------------------------------------------------------------ features
     def _bank(self, name: str):
@@ -431,15 +427,35 @@ class FeaturesEncoder(Encoder):
         snippets = np.atleast_2d(np.asarray(snippets, dtype=np.float32))
         out = np.zeros((snippets.shape[0], self.dim), dtype=np.float32)
         for i, y in enumerate(snippets):
-            blocks = self._blocks(y)
-            parts = []
-            for name, (weight, _) in FEATURE_BLOCKS.items():
-                v = np.nan_to_num(blocks[name].astype(np.float64))
-                if name in _MAGNITUDE_BLOCKS:  # the size is the point: keep it
-                    v = v / np.sqrt(v.size)
-                else:  # a block is a pattern: unit length
-                    n = float(np.linalg.norm(v))
-                    v = v / n if n > 1e-12 else v
-                parts.append(weight * v)
-            out[i] = np.concatenate(parts)
+            out[i] = compose(self._blocks(y))
         return l2_normalize(out)
+
+
+def compose(blocks: dict[str, np.ndarray], names=None) -> np.ndarray:
+    """The (not yet L2-normalised) vector of one snippet from its blocks: each block in
+    :data:`FEATURE_BLOCKS` order (``names``: only those), a unit pattern or kept in its fixed units
+    (:data:`_MAGNITUDE_BLOCKS`), times its plain weight."""
+    parts = []
+    for name, (weight, _) in FEATURE_BLOCKS.items():
+        if names is not None and name not in names:
+            continue
+        v = np.nan_to_num(np.asarray(blocks[name], dtype=np.float64))
+        if name in _MAGNITUDE_BLOCKS:  # the size is the point: keep it
+            v = v / np.sqrt(v.size)
+        else:  # a block is a pattern: unit length
+            n = float(np.linalg.norm(v))
+            v = v / n if n > 1e-12 else v
+        parts.append(weight * v)
+    return np.concatenate(parts)
+
+
+def block_layout(names=None) -> list[tuple[str, int, int, float]]:
+    """``(name, start, stop, standardised-space weight)`` of each block (``names``: only those, in
+    vector order) in a vector made by :func:`compose`."""
+    out, start = [], 0
+    for name, (_, weight) in FEATURE_BLOCKS.items():
+        if names is not None and name not in names:
+            continue
+        out.append((name, start, start + _BLOCK_SIZES[name], float(weight)))
+        start += _BLOCK_SIZES[name]
+    return out
