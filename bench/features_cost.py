@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from clapknn.encoders.features import FeaturesEncoder
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
@@ -159,23 +161,19 @@ def cost(ys: np.ndarray, repeats: int) -> None:
 
 
 # --------------------------------------------------------------------------- ablation
-def _raw_encoder():
+class RawBlocks(FeaturesEncoder):
     """The features encoder with :meth:`embed` returning each snippet's raw blocks, concatenated in
     :data:`FEATURE_BLOCKS` order (nothing weighted or normalised)."""
-    from clapknn.encoders import features as F
 
-    class RawBlocks(F.FeaturesEncoder):
-        def embed(self, snippets):
-            snippets = np.atleast_2d(np.asarray(snippets, dtype=np.float32))
-            return np.stack([np.concatenate([np.asarray(b, np.float64) for b in self._blocks(y).values()])
-                             for y in snippets]).astype(np.float32)
+    def embed(self, snippets):
+        snippets = np.atleast_2d(np.asarray(snippets, dtype=np.float32))
+        return np.stack([np.concatenate([np.asarray(b, np.float64) for b in self._blocks(y).values()])
+                         for y in snippets]).astype(np.float32)
 
-        def identity(self):
-            ident = super().identity()
-            ident["raw_blocks"] = True
-            return ident
-
-    return RawBlocks()
+    def identity(self):
+        ident = super().identity()
+        ident["raw_blocks"] = True
+        return ident
 
 
 def variant(raw, names):
@@ -209,10 +207,26 @@ def ablation(sets: list[str], split: str, episodes: int, jobs: int) -> None:
 
     print(f"\nABLATION: 5-shot track accuracy on the {split} parts, {episodes} episodes "
           "(defaults / plain / standardised); the rows below 'all blocks' leave one block out")
+    raws: dict = {}
     for set_name in sets:
         rows = [r for r in suite_sets.load_set(set_name, jobs=jobs) if r["split"] == split]
         examples = ExampleSet([Example(Path(r["path"]), tuple(r["tags"].split(";")), r["group"]) for r in rows])
-        raw = embed_examples(examples, _raw_encoder(), snippet_seconds=DEFAULT_SNIPPET_SECONDS, n_jobs=jobs)
+        key = tuple(sorted(r["path"] for r in rows))
+        if key not in raws:  # the EMOPIA sets share their files: embed them once
+            import hashlib
+            import pickle
+
+            digest = hashlib.sha1("\n".join(key).encode()).hexdigest()[:12]
+            store = suite_sets.cache_root() / "features-raw" / f"recipe{F.RECIPE_VERSION}-{digest}.pkl"
+            if store.exists():  # raw blocks of these files with this recipe, from an earlier run
+                raws[key] = pickle.loads(store.read_bytes())
+            else:
+                raws[key] = embed_examples(examples, RawBlocks(), snippet_seconds=DEFAULT_SNIPPET_SECONDS,
+                                           n_jobs=jobs)
+                store.parent.mkdir(parents=True, exist_ok=True)
+                store.write_bytes(pickle.dumps(raws[key]))
+        raw = raws[key].relabel({r["path"]: r["tags"].split(";") for r in rows},
+                                {r["path"]: r["group"] for r in rows})
         print(f"\n  {set_name} ({raw.n_tracks} files)        auto    plain   std")
         full = None
         for left_out in [None, *names]:

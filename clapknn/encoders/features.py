@@ -9,8 +9,8 @@ evaluation on human-labelled mood data (EMOPIA; see ``docs/evaluation.md``):
   tonal or noisy each register is;
 - **tonal** — the pitch-class profile (from a semitone spectrum) rotated so the tonic of the
   estimated key comes first: the scale degrees used, whatever the key; major and minor differ here;
-- **key** — correlations with the best major and best minor Krumhansl-Kessler key profiles, their
-  difference (mode) and the key clarity;
+- **key** — correlations with the best major and best minor key profiles (Albrecht & Shanahan's,
+  those of :mod:`clapknn.analysis`), their difference (mode) and the key clarity;
 - **harmony** — magnitudes of the DFT of each frame's pitch-class profile (interval content:
   chromatic, whole-tone, diatonic...), averaged; transposition-invariant;
 - **chroma** — the pitch-class profile itself (which notes, in absolute terms);
@@ -56,7 +56,7 @@ __all__ = ["FeaturesEncoder", "FEATURE_BLOCKS", "RECIPE_VERSION"]
 _QUIET = 0.05  # plain-vector weight of the blocks meant for the standardised space only
 
 #: Version of the feature recipe; bump it whenever the vectors change, so old indexes are refused.
-RECIPE_VERSION = 4
+RECIPE_VERSION = 5
 
 #: Blocks in vector order: ``name: (weight in the plain vector, weight in the standardised space)``.
 #: The plain vector (the encoder's output) is a weighted set of unit-length patterns of timbre,
@@ -90,11 +90,10 @@ _N_MELS = 64
 _N_MELS_FLUX = 128
 _PITCH_LO, _PITCH_HI = 33, 105  # MIDI notes of the semitone spectrum: A1 (55 Hz) .. A7 (3.5 kHz)
 _TEMPO_BANDS = 8  # log-spaced tempogram bands, 30-300 BPM
+_TEMPO_WIN = 384  # onset frames (~8.9 s) per tempogram window, librosa's default
+_TEMPO_STEP = 4  # tempogram frames averaged: every fourth
 _FLOOR_DB = -100.0
 
-# Krumhansl-Kessler probe-tone profiles (C major, C minor).
-_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 
 # Fixed (centre, scale) per block, round numbers that bring typical music to order one. The vote
 # standardises on the index anyway; these only keep the L2 normalisation from being dominated by
@@ -110,18 +109,43 @@ _MFCC_CENTRE = np.r_[130.0, -30.0, 15.0, np.zeros(_N_MFCC - 4)]
 _MFCC_SCALE = np.r_[30.0, 20.0, 10.0, np.full(_N_MFCC - 4, 6.0)]
 _MFCC_SD_CENTRE = np.r_[24.0, 14.0, 10.0, np.full(_N_MFCC - 4, 8.0)]
 _MFCC_SD_SCALE = np.r_[16.0, 7.0, 4.0, np.full(_N_MFCC - 4, 3.0)]
-_KEY_CENTRE = np.array([0.7, 0.7, 0.0, 0.75])
-_KEY_SCALE = np.array([0.12, 0.12, 0.17, 0.1])
+_KEY_CENTRE = np.array([0.75, 0.65, 0.1, 0.8])
+_KEY_SCALE = np.array([0.12, 0.11, 0.19, 0.08])
 _NOTE_RISE_DB = (6.0, 10.0)  # a semitone band rising this much over two frames (93 ms) starts a note
 _NOTES_CENTRE = np.array([4.5, 4.2, 0.5, 8.0, 3.3, 0.4, 2.3])
 _NOTES_SCALE = np.array([0.5, 0.5, 0.2, 0.5, 0.5, 0.25, 0.5])
 
 
 def _key_profiles() -> np.ndarray:
-    """24 unit, zero-mean profiles: rows 0-11 major keys on C..B, rows 12-23 minor keys."""
-    rows = [np.roll(p, t) for p in (_MAJOR, _MINOR) for t in range(12)]
+    """24 unit, zero-mean profiles: rows 0-11 major keys on C..B, rows 12-23 minor keys, from the
+    key profiles :mod:`clapknn.analysis` uses by default (:data:`~clapknn.analysis.DEFAULT_PROFILE`)."""
+    from ..analysis import DEFAULT_PROFILE, PROFILES
+
+    rows = [np.roll(np.asarray(p, dtype=float), t) for p in PROFILES[DEFAULT_PROFILE] for t in range(12)]
     P = np.array(rows) - np.mean(rows, axis=1, keepdims=True)
     return P / np.linalg.norm(P, axis=1, keepdims=True)
+
+
+def _contrast_bands(sr: int, n_fft: int, n_bands: int = 6, fmin: float = 200.0, quantile: float = 0.02):
+    """``(first bin, stop bin, bins per side)`` of librosa's spectral-contrast octave bands."""
+    freq = np.fft.rfftfreq(n_fft, 1.0 / sr)
+    octa = np.zeros(n_bands + 2)
+    octa[1:] = fmin * (2.0 ** np.arange(0, n_bands + 1))
+    out = []
+    for k, (f_low, f_high) in enumerate(zip(octa[:-1], octa[1:])):
+        band = np.logical_and(freq >= f_low, freq <= f_high)
+        idx = np.flatnonzero(band)
+        if k > 0:
+            band[idx[0] - 1] = True
+        if k == n_bands:
+            band[idx[-1] + 1 :] = True
+        bins = np.flatnonzero(band)
+        lo, hi = int(bins[0]), int(bins[-1]) + 1
+        side = int(max(np.rint(quantile * band.sum()), 1))
+        if k < n_bands:
+            hi -= 1
+        out.append((lo, hi, side))
+    return out
 
 
 def _semitone_filterbank(sr: int, n_fft: int) -> np.ndarray:
@@ -189,10 +213,18 @@ class _Spectra:
 
     @cached_property
     def contrast(self) -> np.ndarray:
-        """Spectral contrast per frame, 7 octave bands."""
+        """Spectral contrast per frame in 7 octave bands (librosa's definition: the mean of the top
+        and of the bottom 2 % of each band's bins, in dB), with a partial sort instead of a full one."""
         import librosa
 
-        return librosa.feature.spectral_contrast(S=self.S, sr=self.sr)
+        rows_peak, rows_valley = [], []
+        for lo, hi, idx in self.enc._bank("contrast"):
+            band = self.S[lo:hi]
+            n = band.shape[0]
+            part = np.partition(band, (idx - 1, n - idx), axis=0)
+            rows_valley.append(part[:idx].mean(axis=0))
+            rows_peak.append(part[n - idx :].mean(axis=0))
+        return librosa.power_to_db(np.array(rows_peak)) - librosa.power_to_db(np.array(rows_valley))
 
     @cached_property
     def flux(self) -> np.ndarray:
@@ -207,8 +239,8 @@ class _Spectra:
         """Semitone power spectrogram ``(bands, frames)`` from a finer STFT."""
         import librosa
 
-        S_pitch = np.abs(librosa.stft(self.y, n_fft=_N_FFT_PITCH, hop_length=_HOP_PITCH)).astype(np.float64) ** 2
-        return self.enc._bank("semitones") @ S_pitch
+        S_pitch = np.abs(librosa.stft(self.y, n_fft=_N_FFT_PITCH, hop_length=_HOP_PITCH))
+        return (self.enc._bank("semitones") @ (S_pitch * S_pitch)).astype(np.float64)
 
     @cached_property
     def chroma(self) -> np.ndarray:
@@ -266,7 +298,8 @@ def _spectral(sp: _Spectra) -> np.ndarray:
     centroid = (freqs @ S64) / total
     spread = (freqs**2 @ S64) / total - 2.0 * centroid**2 + centroid**2 * mass / total
     bandwidth = np.sqrt(np.maximum(spread, 0.0))
-    flatness = np.exp(np.mean(np.log(P + 1e-12), axis=0)) / (P.mean(axis=0) + 1e-12)
+    S2 = S * S  # float32: the logarithm of every bin is the costly part
+    flatness = np.exp(np.mean(np.log(S2 + np.float32(1e-12)), axis=0, dtype=np.float64)) / (P.mean(axis=0) + 1e-12)
     c_mean, b_mean = centroid.mean() + 1e-6, bandwidth.mean() + 1e-6
     return np.array(
         [
@@ -283,10 +316,17 @@ def _rhythm(sp: _Spectra) -> np.ndarray:
     import librosa
 
     flux, sr = sp.flux, sp.sr
-    tempogram = librosa.feature.tempogram(onset_envelope=flux, sr=sr, hop_length=_HOP)
-    bpms = librosa.tempo_frequencies(tempogram.shape[0], sr=sr, hop_length=_HOP)
+    # librosa's tempogram (windowed autocorrelation of the flux around each frame, each scaled to
+    # a maximum of 1), averaged over every _TEMPO_STEP-th frame only: its windows (~9 s) overlap so
+    # much that the others add nothing to the mean
+    win = _TEMPO_WIN
+    n = flux.shape[-1]
+    padded = np.pad(flux, (win // 2, win // 2), mode="linear_ramp", end_values=(0, 0))
+    frames = librosa.util.frame(padded, frame_length=win, hop_length=1)[:, :n:_TEMPO_STEP]
+    ac = librosa.autocorrelate(frames * sp.enc._bank("tempo_window")[:, None], axis=0)
+    tg = librosa.util.normalize(ac, norm=np.inf, axis=0).mean(axis=1)
+    bpms = librosa.tempo_frequencies(win, sr=sr, hop_length=_HOP)
     edges = np.geomspace(30, 300, _TEMPO_BANDS + 1)
-    tg = tempogram.mean(axis=1)
     bands = np.array([tg[(bpms >= lo) & (bpms < hi)].mean() for lo, hi in zip(edges[:-1], edges[1:])])
     bands = bands / (bands.sum() + 1e-9)
     rhythm = np.array(
@@ -407,6 +447,12 @@ class FeaturesEncoder(Encoder):
                 self._banks[name] = _key_profiles()
             elif name == "freqs":
                 self._banks[name] = np.fft.rfftfreq(_N_FFT, 1.0 / sr)
+            elif name == "tempo_window":
+                from scipy.signal import get_window
+
+                self._banks[name] = get_window("hann", _TEMPO_WIN, fftbins=True)
+            elif name == "contrast":
+                self._banks[name] = _contrast_bands(sr, _N_FFT)
         return self._banks[name]
 
     def _spectra(self, y: np.ndarray) -> "_Spectra":
