@@ -190,7 +190,7 @@ def variant(raw, names):
     return dataclasses.replace(raw, vectors=vectors, knn_options=options)
 
 
-def ablation(sets: list[str], split: str, episodes: int, jobs: int) -> None:
+def ablation(sets: list[str], split: str, episodes: int, jobs: int, full_only: bool = False) -> None:
     import suite_sets
     from clapknn.encoders import features as F
     from clapknn.evaluate import embed_examples, evaluate
@@ -229,7 +229,7 @@ def ablation(sets: list[str], split: str, episodes: int, jobs: int) -> None:
                                 {r["path"]: r["group"] for r in rows})
         print(f"\n  {set_name} ({raw.n_tracks} files)        auto    plain   std")
         full = None
-        for left_out in [None, *names]:
+        for left_out in [None] + ([] if full_only else names):
             keep = [n for n in names if n != left_out]
             emb = variant(raw, keep)
             got = [acc(emb, s) for s in ("auto", "plain", "standardized")]
@@ -251,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--episodes", type=int, default=20)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--no-cost", dest="do_cost", action="store_false", help="only the ablation")
+    ap.add_argument("--full-only", action="store_true", help="only the row with every block")
     args = ap.parse_args(argv)
 
     import warnings
@@ -261,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         cost(ys, args.repeats)
     sets = [s.strip() for s in args.sets.split(",") if s.strip()]
     if sets:
-        ablation(sets, args.split, args.episodes, args.jobs)
+        ablation(sets, args.split, args.episodes, args.jobs, args.full_only)
     return 0
 
 

@@ -126,6 +126,26 @@ def _write_midi(notes, path: Path, *, program: int, bpm: float, drums=None, bass
     pm.write(str(path))
 
 
+#: How a chorale's key is read from its score (stored with each item; items made otherwise are keyed again).
+KEY_RULE = "signature+dorian"
+
+
+def chorale_key(score, k) -> tuple[int, str]:
+    """Tonic pitch class and mode of a chorale: the key of its signature (``k``, music21's reading of
+    the MusicXML ``<key>``), except a minor piece in the "Dorian" notation of Bach's time, written
+    with one flat fewer than its key has (G minor with one flat): when the signature says minor and
+    the final bass note lies a fourth above its tonic, the key is the minor key on that note (the
+    piece ends on its tonic; the one-flat "D minor" chorales that end on G are in G minor)."""
+    tonic, mode = int(k.tonic.pitchClass), str(k.mode)
+    if mode == "minor":
+        bass = score.parts[-1].flatten().notes
+        if len(bass):
+            final = int(min(bass[-1].pitches, key=lambda p: p.midi).pitchClass)
+            if (final - tonic) % 12 == 5:
+                return final, "minor"
+    return tonic, mode
+
+
 def build_chorales(n: int, rng: np.random.Generator, root: Path) -> list[dict]:
     from music21 import corpus, key, meter
 
@@ -142,7 +162,16 @@ def build_chorales(n: int, rng: np.random.Generator, root: Path) -> list[dict]:
         item_id = path.stem
         midi, wav, meta = root / f"{item_id}.mid", root / f"{item_id}.wav", root / f"{item_id}.json"
         if meta.exists() and wav.exists():
-            items.append(json.loads(meta.read_text()))
+            item = json.loads(meta.read_text())
+            if item.get("key_rule") != KEY_RULE:  # made before the Dorian-signature rule: key again
+                try:
+                    score = corpus.parse(path)
+                    item["tonic"], item["mode"] = chorale_key(score, score.recurse().getElementsByClass(key.Key)[0])
+                    item["key_rule"] = KEY_RULE
+                    meta.write_text(json.dumps(item))
+                except Exception:  # noqa: BLE001 - unreadable now: keep the key it was made with
+                    pass
+            items.append(item)
             continue
         try:
             score = corpus.parse(path)
@@ -152,6 +181,7 @@ def build_chorales(n: int, rng: np.random.Generator, root: Path) -> list[dict]:
         if not keys or keys[0].mode not in ("major", "minor"):
             continue
         k = keys[0]
+        tonic, mode = chorale_key(score, k)
         ts = score.recurse().getElementsByClass(meter.TimeSignature).first()
         quarter_beat = ts is not None and ts.denominator == 4
         spq = 60.0 / bpm  # seconds per quarter note
@@ -174,8 +204,9 @@ def build_chorales(n: int, rng: np.random.Generator, root: Path) -> list[dict]:
             "set": "chorales",
             "id": item_id,
             "wav": str(wav),
-            "tonic": k.tonic.pitchClass,
-            "mode": k.mode,
+            "tonic": tonic,
+            "mode": mode,
+            "key_rule": KEY_RULE,
             "bpm": bpm if quarter_beat else None,
             "beats": beats if quarter_beat else [],
             "instrument": instruments[program],
