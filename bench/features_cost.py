@@ -44,6 +44,14 @@ sys.path.insert(0, str(HERE))
 SR = 22050
 SNIPPET = 10 * SR
 STAGES = ("S", "P", "mfcc", "contrast", "flux", "pitch", "chroma", "profile", "key_corr")
+#: The shared stages each block reads (directly or through another stage).
+_PITCH = ("pitch", "chroma", "profile")
+STAGES_OF = {
+    "timbre": ("S", "P", "mfcc"), "timbre_var": ("S", "P", "mfcc"), "chroma": _PITCH, "chroma_var": _PITCH[:2],
+    "contrast": ("S", "contrast"), "contrast_var": ("S", "contrast"), "spectral": ("S", "P"),
+    "rhythm": ("S", "P", "flux"), "level": (), "tonal": _PITCH + ("key_corr",), "key": _PITCH + ("key_corr",),
+    "harmony": _PITCH[:2], "notes": ("pitch",),
+}  # fmt: skip
 
 
 def synthetic_snippets(n: int, seed: int = 0) -> np.ndarray:
@@ -141,13 +149,11 @@ def cost(ys: np.ndarray, repeats: int) -> None:
             per.append(1000.0 * min(run() for _ in range(repeats)))
         own[name] = statistics.median(per)
 
-    def blocks_ms(encoder, subset):
-        return statistics.median(_cpu_ms(lambda y=y: encoder._blocks(y, subset), repeats) for y in ys)
-
     total = statistics.median(_cpu_ms(lambda y=y: enc.embed(y[None]), repeats) for y in ys)
     total_dense = statistics.median(_cpu_ms(lambda y=y: dense.embed(y[None]), repeats) for y in ys)
-    all_blocks = blocks_ms(enc, names)
-    saved = {n: all_blocks - blocks_ms(enc, [m for m in names if m != n]) for n in names}
+    # what leaving a block out saves: its own time and that of the stages no other block uses
+    users = {s: [n for n in names if s in STAGES_OF[n]] for s in STAGES}
+    saved = {n: own[n] + sum(stages[s] for s in STAGES_OF[n] if users[s] == [n]) for n in names}
 
     print(f"CPU ms per 10-s snippet (median of {len(ys)} snippets, best of {repeats})")
     print("\nshared stages            this encoder   dense products   ratio")
