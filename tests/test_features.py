@@ -71,3 +71,76 @@ def test_level_moves_with_gain_and_notes_do_not(name):
         assert (loud > quiet).all()
     else:
         np.testing.assert_allclose(loud, quiet, atol=0.05)
+
+
+def _cadence(tonic: int, mode: str, seconds: float = 10.0) -> np.ndarray:
+    """I-IV-V-I (i-iv-V-i) chords over their roots, repeated for ``seconds``."""
+    third, sixth = (4, 9) if mode == "major" else (3, 8)
+    triads = ([0, third, 7], [5, sixth, 12], [7, 11, 14], [0, third, 7])
+    y = np.zeros(int(seconds * SR))
+    step = 0.6
+    for i, start in enumerate(np.arange(0.0, seconds - 0.1, step)):
+        a = int(start * SR)
+        for d in triads[i % 4] + [triads[i % 4][0] - 12]:
+            tone = _tone(60.0 + tonic + d, min(step, seconds - start))
+            y[a : a + len(tone)] += tone[: len(y) - a]
+    return (0.3 * y / np.abs(y).max()).astype(np.float32)
+
+
+def test_asking_for_some_blocks_gives_those_blocks_unchanged():
+    enc = FeaturesEncoder()
+    y = _notes(4.0, chord=3)
+    full = enc._blocks(y)
+    some = enc._blocks(y, ["key", "rhythm", "level"])
+    assert list(some) == ["key", "rhythm", "level"]
+    for name, v in some.items():
+        np.testing.assert_array_equal(v, full[name])
+
+
+def test_shared_spectra_are_computed_once_per_snippet(monkeypatch):
+    import librosa
+
+    calls = []
+    real = librosa.stft
+    monkeypatch.setattr(librosa, "stft", lambda *a, **kw: calls.append(kw.get("n_fft")) or real(*a, **kw))
+    FeaturesEncoder().embed(_notes(3.0)[None])
+    # one STFT for every block of the 2048-point grid, one finer one for the semitone spectrum
+    assert sorted(calls) == [2048, 4096]
+
+
+def test_contrast_is_librosas_spectral_contrast():
+    import librosa
+
+    enc = FeaturesEncoder()
+    sp = enc._spectra(_notes(5.0, chord=2))
+    np.testing.assert_allclose(sp.contrast, librosa.feature.spectral_contrast(S=sp.S, sr=SR), atol=1e-3)
+
+
+def test_key_profiles_are_the_analysis_defaults():
+    from clapknn.analysis import DEFAULT_PROFILE, PROFILES, key_scores
+    from clapknn.encoders.features import _key_profiles
+
+    rng = np.random.default_rng(0)
+    x = rng.random((5, 12))
+    centred = x - x.mean(axis=1, keepdims=True)
+    centred /= np.linalg.norm(centred, axis=1, keepdims=True)
+    np.testing.assert_allclose(centred @ _key_profiles().T, key_scores(x, profile=DEFAULT_PROFILE), atol=1e-12)
+    assert DEFAULT_PROFILE in PROFILES
+
+
+@pytest.mark.parametrize("tonic", [0, 2, 7, 9])
+def test_key_block_tells_major_from_minor_in_any_key(tonic):
+    enc = FeaturesEncoder()
+    major, minor = enc._blocks(_cadence(tonic, "major"))["key"], enc._blocks(_cadence(tonic, "minor"))["key"]
+    # dimension 2: best major correlation minus best minor one (scaled)
+    assert major[2] > minor[2]
+    assert major[0] > minor[0] and minor[1] > major[1]
+    # the tonal block puts the estimated tonic first, whatever the key: same cadence, same pattern
+    a, b = enc._blocks(_cadence(0, "major"))["tonal"], enc._blocks(_cadence(tonic, "major"))["tonal"]
+    assert np.corrcoef(a, b)[0, 1] > 0.9
+
+
+def test_recipe_is_in_the_identity():
+    from clapknn.encoders.features import RECIPE_VERSION
+
+    assert FeaturesEncoder().identity()["recipe"] == RECIPE_VERSION

@@ -9,8 +9,8 @@ evaluation on human-labelled mood data (EMOPIA; see ``docs/evaluation.md``):
   tonal or noisy each register is;
 - **tonal** — the pitch-class profile (from a semitone spectrum) rotated so the tonic of the
   estimated key comes first: the scale degrees used, whatever the key; major and minor differ here;
-- **key** — correlations with the best major and best minor Krumhansl-Kessler key profiles, their
-  difference (mode) and the key clarity;
+- **key** — correlations with the best major and best minor key profiles (Albrecht & Shanahan's,
+  those of :mod:`clapknn.analysis`), their difference (mode) and the key clarity;
 - **harmony** — magnitudes of the DFT of each frame's pitch-class profile (interval content:
   chromatic, whole-tone, diatonic...), averaged; transposition-invariant;
 - **chroma** — the pitch-class profile itself (which notes, in absolute terms);
@@ -44,6 +44,7 @@ from the stored vectors whenever an index is loaded; ``clapknn tag --space`` for
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -55,7 +56,7 @@ __all__ = ["FeaturesEncoder", "FEATURE_BLOCKS", "RECIPE_VERSION"]
 _QUIET = 0.05  # plain-vector weight of the blocks meant for the standardised space only
 
 #: Version of the feature recipe; bump it whenever the vectors change, so old indexes are refused.
-RECIPE_VERSION = 4
+RECIPE_VERSION = 5
 
 #: Blocks in vector order: ``name: (weight in the plain vector, weight in the standardised space)``.
 #: The plain vector (the encoder's output) is a weighted set of unit-length patterns of timbre,
@@ -89,11 +90,10 @@ _N_MELS = 64
 _N_MELS_FLUX = 128
 _PITCH_LO, _PITCH_HI = 33, 105  # MIDI notes of the semitone spectrum: A1 (55 Hz) .. A7 (3.5 kHz)
 _TEMPO_BANDS = 8  # log-spaced tempogram bands, 30-300 BPM
+_TEMPO_WIN = 384  # onset frames (~8.9 s) per tempogram window, librosa's default
+_TEMPO_STEP = 4  # tempogram frames averaged: every fourth
 _FLOOR_DB = -100.0
 
-# Krumhansl-Kessler probe-tone profiles (C major, C minor).
-_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 
 # Fixed (centre, scale) per block, round numbers that bring typical music to order one. The vote
 # standardises on the index anyway; these only keep the L2 normalisation from being dominated by
@@ -109,18 +109,43 @@ _MFCC_CENTRE = np.r_[130.0, -30.0, 15.0, np.zeros(_N_MFCC - 4)]
 _MFCC_SCALE = np.r_[30.0, 20.0, 10.0, np.full(_N_MFCC - 4, 6.0)]
 _MFCC_SD_CENTRE = np.r_[24.0, 14.0, 10.0, np.full(_N_MFCC - 4, 8.0)]
 _MFCC_SD_SCALE = np.r_[16.0, 7.0, 4.0, np.full(_N_MFCC - 4, 3.0)]
-_KEY_CENTRE = np.array([0.7, 0.7, 0.0, 0.75])
-_KEY_SCALE = np.array([0.12, 0.12, 0.17, 0.1])
+_KEY_CENTRE = np.array([0.75, 0.65, 0.1, 0.8])
+_KEY_SCALE = np.array([0.12, 0.11, 0.19, 0.08])
 _NOTE_RISE_DB = (6.0, 10.0)  # a semitone band rising this much over two frames (93 ms) starts a note
 _NOTES_CENTRE = np.array([4.5, 4.2, 0.5, 8.0, 3.3, 0.4, 2.3])
 _NOTES_SCALE = np.array([0.5, 0.5, 0.2, 0.5, 0.5, 0.25, 0.5])
 
 
 def _key_profiles() -> np.ndarray:
-    """24 unit, zero-mean profiles: rows 0-11 major keys on C..B, rows 12-23 minor keys."""
-    rows = [np.roll(p, t) for p in (_MAJOR, _MINOR) for t in range(12)]
+    """24 unit, zero-mean profiles: rows 0-11 major keys on C..B, rows 12-23 minor keys, from the
+    key profiles :mod:`clapknn.analysis` uses by default (:data:`~clapknn.analysis.DEFAULT_PROFILE`)."""
+    from ..analysis import DEFAULT_PROFILE, PROFILES
+
+    rows = [np.roll(np.asarray(p, dtype=float), t) for p in PROFILES[DEFAULT_PROFILE] for t in range(12)]
     P = np.array(rows) - np.mean(rows, axis=1, keepdims=True)
     return P / np.linalg.norm(P, axis=1, keepdims=True)
+
+
+def _contrast_bands(sr: int, n_fft: int, n_bands: int = 6, fmin: float = 200.0, quantile: float = 0.02):
+    """``(first bin, stop bin, bins per side)`` of librosa's spectral-contrast octave bands."""
+    freq = np.fft.rfftfreq(n_fft, 1.0 / sr)
+    octa = np.zeros(n_bands + 2)
+    octa[1:] = fmin * (2.0 ** np.arange(0, n_bands + 1))
+    out = []
+    for k, (f_low, f_high) in enumerate(zip(octa[:-1], octa[1:])):
+        band = np.logical_and(freq >= f_low, freq <= f_high)
+        idx = np.flatnonzero(band)
+        if k > 0:
+            band[idx[0] - 1] = True
+        if k == n_bands:
+            band[idx[-1] + 1 :] = True
+        bins = np.flatnonzero(band)
+        lo, hi = int(bins[0]), int(bins[-1]) + 1
+        side = int(max(np.rint(quantile * band.sum()), 1))
+        if k < n_bands:
+            hi -= 1
+        out.append((lo, hi, side))
+    return out
 
 
 def _semitone_filterbank(sr: int, n_fft: int) -> np.ndarray:
@@ -155,6 +180,203 @@ def _notes(pitch: np.ndarray, seconds: float) -> np.ndarray:
     ])
 
 
+class _Spectra:
+    """Everything the blocks of one snippet share, computed on first use and kept: the STFT (and
+    its power), the semitone spectrum, the MFCCs, the spectral-contrast frames, the onset flux and
+    the pitch-class profile. No intermediate result is computed twice, and a block that is not
+    asked for costs nothing (``bench/features_cost.py`` times each one)."""
+
+    def __init__(self, enc: "FeaturesEncoder", y: np.ndarray) -> None:
+        self.enc = enc
+        self.sr = enc.sample_rate
+        self.y = np.asarray(y, dtype=np.float32)
+
+    @cached_property
+    def S(self) -> np.ndarray:
+        """STFT magnitude, ``_N_FFT`` / ``_HOP``."""
+        import librosa
+
+        return np.abs(librosa.stft(self.y, n_fft=_N_FFT, hop_length=_HOP))
+
+    @cached_property
+    def P(self) -> np.ndarray:
+        """STFT power (float64)."""
+        return self.S.astype(np.float64) ** 2
+
+    @cached_property
+    def mfcc(self) -> np.ndarray:
+        """MFCC 1..19 of a 64-band log-mel spectrogram."""
+        import librosa
+
+        log_mel = librosa.power_to_db(self.enc._bank("mel") @ self.P, ref=1.0, top_db=None, amin=1e-10)
+        return librosa.feature.mfcc(S=log_mel, n_mfcc=_N_MFCC)[1:]
+
+    @cached_property
+    def contrast(self) -> np.ndarray:
+        """Spectral contrast per frame in 7 octave bands (librosa's definition: the mean of the top
+        and of the bottom 2 % of each band's bins, in dB), with a partial sort instead of a full one."""
+        import librosa
+
+        rows_peak, rows_valley = [], []
+        for lo, hi, idx in self.enc._bank("contrast"):
+            band = self.S[lo:hi]
+            n = band.shape[0]
+            part = np.partition(band, (idx - 1, n - idx), axis=0)
+            rows_valley.append(part[:idx].mean(axis=0))
+            rows_peak.append(part[n - idx :].mean(axis=0))
+        return librosa.power_to_db(np.array(rows_peak)) - librosa.power_to_db(np.array(rows_valley))
+
+    @cached_property
+    def flux(self) -> np.ndarray:
+        """Superflux-style onset strength on a 128-band log-mel spectrogram."""
+        import librosa
+
+        log_mel_f = librosa.power_to_db(self.enc._bank("mel_flux") @ self.P, ref=1.0, top_db=None, amin=1e-10)
+        return librosa.onset.onset_strength(S=log_mel_f, sr=self.sr, lag=2, max_size=3)
+
+    @cached_property
+    def pitch(self) -> np.ndarray:
+        """Semitone power spectrogram ``(bands, frames)`` from a finer STFT."""
+        import librosa
+
+        S_pitch = np.abs(librosa.stft(self.y, n_fft=_N_FFT_PITCH, hop_length=_HOP_PITCH))
+        return (self.enc._bank("semitones") @ (S_pitch * S_pitch)).astype(np.float64)
+
+    @cached_property
+    def chroma(self) -> np.ndarray:
+        """Pitch-class profile per frame (log-compressed semitone spectrum folded to 12 classes,
+        row 0 = C, unit norm per frame)."""
+        pitch = np.log1p(1000.0 * self.pitch / (self.pitch.max() + 1e-12))
+        n_oct = (_PITCH_HI - _PITCH_LO) // 12
+        # fold octaves; rows start at A (MIDI 33), so roll to put C first
+        chroma = np.roll(pitch.reshape(n_oct, 12, -1).sum(axis=0), (_PITCH_LO % 12), axis=0)
+        return chroma / np.maximum(np.linalg.norm(chroma, axis=0, keepdims=True), 1e-12)
+
+    @cached_property
+    def profile(self) -> np.ndarray:
+        """The snippet's mean pitch-class profile."""
+        return self.chroma.mean(axis=1)
+
+    @cached_property
+    def key_corr(self) -> np.ndarray:
+        """Correlation of :attr:`profile` with the 24 key profiles."""
+        centred = self.profile - self.profile.mean()
+        return self.enc._bank("keys") @ (centred / (np.linalg.norm(centred) + 1e-12))
+
+
+def _level(sp: _Spectra) -> np.ndarray:
+    import librosa
+
+    rms = librosa.feature.rms(y=sp.y, frame_length=_N_FFT, hop_length=_HOP)[0].astype(np.float64)
+    db = np.maximum(20.0 * np.log10(rms + 1e-10), _FLOOR_DB)
+    return (np.array([db.mean(), *np.percentile(db, [10, 50, 90])]) + 30.0) / 15.0
+
+
+def _timbre(sp: _Spectra) -> np.ndarray:
+    return (sp.mfcc.mean(axis=1) - _MFCC_CENTRE) / _MFCC_SCALE
+
+
+def _timbre_var(sp: _Spectra) -> np.ndarray:
+    return (sp.mfcc.std(axis=1) - _MFCC_SD_CENTRE) / _MFCC_SD_SCALE
+
+
+def _contrast(sp: _Spectra) -> np.ndarray:
+    return (sp.contrast.mean(axis=1) - 24.0) / 5.0
+
+
+def _contrast_var(sp: _Spectra) -> np.ndarray:
+    return (sp.contrast.std(axis=1) - 5.0) / 2.0
+
+
+def _spectral(sp: _Spectra) -> np.ndarray:
+    S, P = sp.S, sp.P
+    freqs = sp.enc._bank("freqs")
+    # first and second moments as products with the frequency axis (no (bins, frames) temporaries)
+    S64 = S.astype(np.float64)
+    mass = S64.sum(axis=0)
+    total = mass + 1e-10
+    centroid = (freqs @ S64) / total
+    spread = (freqs**2 @ S64) / total - 2.0 * centroid**2 + centroid**2 * mass / total
+    bandwidth = np.sqrt(np.maximum(spread, 0.0))
+    S2 = S * S  # float32: the logarithm of every bin is the costly part
+    flatness = np.exp(np.mean(np.log(S2 + np.float32(1e-12)), axis=0, dtype=np.float64)) / (P.mean(axis=0) + 1e-12)
+    c_mean, b_mean = centroid.mean() + 1e-6, bandwidth.mean() + 1e-6
+    return np.array(
+        [
+            np.log2(c_mean / 1000.0),
+            centroid.std() / c_mean - 0.3,
+            np.log2(b_mean / 1000.0),
+            bandwidth.std() / b_mean - 0.3,
+            np.log10(flatness.mean() + 1e-10) + 3.0,
+        ]
+    )
+
+
+def _rhythm(sp: _Spectra) -> np.ndarray:
+    import librosa
+
+    flux, sr = sp.flux, sp.sr
+    # librosa's tempogram (windowed autocorrelation of the flux around each frame, each scaled to
+    # a maximum of 1), averaged over every _TEMPO_STEP-th frame only: its windows (~9 s) overlap so
+    # much that the others add nothing to the mean
+    win = _TEMPO_WIN
+    n = flux.shape[-1]
+    padded = np.pad(flux, (win // 2, win // 2), mode="linear_ramp", end_values=(0, 0))
+    frames = librosa.util.frame(padded, frame_length=win, hop_length=1)[:, :n:_TEMPO_STEP]
+    ac = librosa.autocorrelate(frames * sp.enc._bank("tempo_window")[:, None], axis=0)
+    tg = librosa.util.normalize(ac, norm=np.inf, axis=0).mean(axis=1)
+    bpms = librosa.tempo_frequencies(win, sr=sr, hop_length=_HOP)
+    edges = np.geomspace(30, 300, _TEMPO_BANDS + 1)
+    bands = np.array([tg[(bpms >= lo) & (bpms < hi)].mean() for lo, hi in zip(edges[:-1], edges[1:])])
+    bands = bands / (bands.sum() + 1e-9)
+    rhythm = np.array(
+        [
+            np.log(flux.mean() + 1e-3),
+            np.log(np.median(flux) + 1e-3) + 1.5,
+            4.0 * ((flux > 1.0).mean() - 0.2),
+            4.0 * ((flux > 0.5).mean() - 0.3),
+            np.log(np.percentile(flux, 90) + 1e-3) - 1.0,
+        ]
+    )
+    return np.concatenate([rhythm, (bands - 1.0 / _TEMPO_BANDS) / 0.04])
+
+
+def _notes_block(sp: _Spectra) -> np.ndarray:
+    return (_notes(sp.pitch, len(sp.y) / sp.sr) - _NOTES_CENTRE) / _NOTES_SCALE
+
+
+def _tonal(sp: _Spectra) -> np.ndarray:
+    tonic = int(np.argmax(sp.key_corr)) % 12
+    return (np.roll(sp.profile, -tonic) - sp.profile.mean()) / 0.1
+
+
+def _chroma(sp: _Spectra) -> np.ndarray:
+    return (sp.profile - sp.profile.mean()) / 0.1
+
+
+def _chroma_var(sp: _Spectra) -> np.ndarray:
+    return (sp.chroma.std(axis=1) - 0.1) / 0.05
+
+
+def _key(sp: _Spectra) -> np.ndarray:
+    corr = sp.key_corr
+    major, minor = corr[:12].max(), corr[12:].max()
+    return (np.array([major, minor, major - minor, corr.max()]) - _KEY_CENTRE) / _KEY_SCALE
+
+
+def _harmony(sp: _Spectra) -> np.ndarray:
+    return (np.abs(np.fft.rfft(sp.chroma, axis=0))[1:7].mean(axis=1) - 0.45) / 0.15
+
+
+#: The function that computes each block from a snippet's :class:`_Spectra`.
+_BLOCK_FUNCS = {
+    "timbre": _timbre, "timbre_var": _timbre_var, "chroma": _chroma, "chroma_var": _chroma_var,
+    "contrast": _contrast, "contrast_var": _contrast_var, "spectral": _spectral, "rhythm": _rhythm,
+    "level": _level, "tonal": _tonal, "key": _key, "harmony": _harmony, "notes": _notes_block,
+}  # fmt: skip
+
+
+
 class FeaturesEncoder(Encoder):
     """Hand-crafted music features as an embedding.
 
@@ -165,8 +387,10 @@ class FeaturesEncoder(Encoder):
 
     Notes
     -----
-    Deterministic and batch-independent: each snippet is processed on its own. Filter banks are
-    built on first use and kept on the instance. About 40-60 ms per 10-s snippet on one core.
+    Deterministic and batch-independent: each snippet is processed on its own, its intermediate
+    results (STFT, semitone spectrum, MFCCs, contrast, onset flux, pitch-class profile) computed
+    once and shared by the blocks that read them. Filter banks are built on first use and kept on
+    the instance. About 30-35 ms of CPU per 10-s snippet (``bench/features_cost.py``).
     A track shorter than one snippet is looped to the full length (:attr:`pad` ``"repeat"``: the
     last copy partial, no silence added), so loudness, rhythm and note statistics describe the
     music rather than a stretch of zeros; CLAP uses its own training rule instead (``"repeatpad"``).
@@ -203,127 +427,45 @@ class FeaturesEncoder(Encoder):
     def feature_blocks() -> list[tuple[int, int, float]]:
         """``(start, stop, weight)`` of each block of :data:`FEATURE_BLOCKS` in the vector, with
         its weight in the standardised space."""
-        out, start = [], 0
-        for name, (_, weight) in FEATURE_BLOCKS.items():
-            out.append((start, start + _BLOCK_SIZES[name], float(weight)))
-            start += _BLOCK_SIZES[name]
-        return out
+        return [(a, b, w) for _, a, b, w in block_layout()]
 
     # ------------------------------------------------------------------ features
     def _bank(self, name: str):
+        """Filter banks and constant tables, built on first use. The mel and semitone banks are
+        sparse matrices (each FFT bin feeds at most two filters), so projecting a spectrogram on
+        them costs a small fraction of a dense product and gives the same sums."""
         if name not in self._banks:
             import librosa
+            from scipy import sparse
 
             sr = self.sample_rate
             if name == "mel":
-                self._banks[name] = librosa.filters.mel(sr=sr, n_fft=_N_FFT, n_mels=_N_MELS)
+                self._banks[name] = sparse.csr_matrix(librosa.filters.mel(sr=sr, n_fft=_N_FFT, n_mels=_N_MELS))
             elif name == "mel_flux":
-                self._banks[name] = librosa.filters.mel(sr=sr, n_fft=_N_FFT, n_mels=_N_MELS_FLUX)
+                self._banks[name] = sparse.csr_matrix(librosa.filters.mel(sr=sr, n_fft=_N_FFT, n_mels=_N_MELS_FLUX))
             elif name == "semitones":
-                self._banks[name] = _semitone_filterbank(sr, _N_FFT_PITCH)
+                self._banks[name] = sparse.csr_matrix(_semitone_filterbank(sr, _N_FFT_PITCH))
             elif name == "keys":
                 self._banks[name] = _key_profiles()
             elif name == "freqs":
                 self._banks[name] = np.fft.rfftfreq(_N_FFT, 1.0 / sr)
+            elif name == "tempo_window":
+                from scipy.signal import get_window
+
+                self._banks[name] = get_window("hann", _TEMPO_WIN, fftbins=True)
+            elif name == "contrast":
+                self._banks[name] = _contrast_bands(sr, _N_FFT)
         return self._banks[name]
 
-    def _blocks(self, y: np.ndarray) -> dict[str, np.ndarray]:
-        """The feature blocks of one snippet, each moved and scaled to values of order one."""
-        import librosa
+    def _spectra(self, y: np.ndarray) -> "_Spectra":
+        """The shared intermediate results of one snippet (each computed once, on first use)."""
+        return _Spectra(self, y)
 
-        sr = self.sample_rate
-        y = np.asarray(y, dtype=np.float32)
-        S = np.abs(librosa.stft(y, n_fft=_N_FFT, hop_length=_HOP))
-        P = S.astype(np.float64) ** 2
-
-        # level: frame RMS in dBFS
-        rms = librosa.feature.rms(y=y, frame_length=_N_FFT, hop_length=_HOP)[0].astype(np.float64)
-        db = np.maximum(20.0 * np.log10(rms + 1e-10), _FLOOR_DB)
-        level = (np.array([db.mean(), *np.percentile(db, [10, 50, 90])]) + 30.0) / 15.0
-
-        # timbre: MFCC 1..19 of a 64-band log-mel spectrogram
-        log_mel = librosa.power_to_db(self._bank("mel") @ P, ref=1.0, top_db=None, amin=1e-10)
-        mfcc = librosa.feature.mfcc(S=log_mel, n_mfcc=_N_MFCC)[1:]
-        timbre = (mfcc.mean(axis=1) - _MFCC_CENTRE) / _MFCC_SCALE
-        timbre_var = (mfcc.std(axis=1) - _MFCC_SD_CENTRE) / _MFCC_SD_SCALE
-
-        contrast_frames = librosa.feature.spectral_contrast(S=S, sr=sr)
-        contrast = (contrast_frames.mean(axis=1) - 24.0) / 5.0
-        contrast_var = (contrast_frames.std(axis=1) - 5.0) / 2.0
-
-        # spectral shape
-        freqs = self._bank("freqs")
-        total = S.sum(axis=0) + 1e-10
-        centroid = (freqs[:, None] * S).sum(axis=0) / total
-        bandwidth = np.sqrt((((freqs[:, None] - centroid) ** 2) * S).sum(axis=0) / total)
-        flatness = np.exp(np.mean(np.log(P + 1e-12), axis=0)) / (P.mean(axis=0) + 1e-12)
-        c_mean, b_mean = centroid.mean() + 1e-6, bandwidth.mean() + 1e-6
-        spectral = np.array(
-            [
-                np.log2(c_mean / 1000.0),
-                centroid.std() / c_mean - 0.3,
-                np.log2(b_mean / 1000.0),
-                bandwidth.std() / b_mean - 0.3,
-                np.log10(flatness.mean() + 1e-10) + 3.0,
-            ]
-        )
-
-        # onsets (superflux-style flux on a 128-band log-mel) and tempogram bands
-        log_mel_f = librosa.power_to_db(self._bank("mel_flux") @ P, ref=1.0, top_db=None, amin=1e-10)
-        flux = librosa.onset.onset_strength(S=log_mel_f, sr=sr, lag=2, max_size=3)
-        tempogram = librosa.feature.tempogram(onset_envelope=flux, sr=sr, hop_length=_HOP)
-        bpms = librosa.tempo_frequencies(tempogram.shape[0], sr=sr, hop_length=_HOP)
-        edges = np.geomspace(30, 300, _TEMPO_BANDS + 1)
-        tg = tempogram.mean(axis=1)
-        bands = np.array([tg[(bpms >= lo) & (bpms < hi)].mean() for lo, hi in zip(edges[:-1], edges[1:])])
-        bands = bands / (bands.sum() + 1e-9)
-        rhythm = np.array(
-            [
-                np.log(flux.mean() + 1e-3),
-                np.log(np.median(flux) + 1e-3) + 1.5,
-                4.0 * ((flux > 1.0).mean() - 0.2),
-                4.0 * ((flux > 0.5).mean() - 0.3),
-                np.log(np.percentile(flux, 90) + 1e-3) - 1.0,
-            ]
-        )
-        rhythm = np.concatenate([rhythm, (bands - 1.0 / _TEMPO_BANDS) / 0.04])
-
-        # tonality: semitone spectrum -> pitch-class profile per frame (log-compressed, unit norm)
-        S_pitch = np.abs(librosa.stft(y, n_fft=_N_FFT_PITCH, hop_length=_HOP_PITCH)).astype(np.float64) ** 2
-        pitch = self._bank("semitones") @ S_pitch
-        notes = (_notes(pitch, len(y) / sr) - _NOTES_CENTRE) / _NOTES_SCALE
-        pitch = np.log1p(1000.0 * pitch / (pitch.max() + 1e-12))
-        n_oct = (_PITCH_HI - _PITCH_LO) // 12
-        # fold octaves; rows start at A (MIDI 33), so roll to put C first
-        chroma = np.roll(pitch.reshape(n_oct, 12, -1).sum(axis=0), (_PITCH_LO % 12), axis=0)
-        chroma = chroma / np.maximum(np.linalg.norm(chroma, axis=0, keepdims=True), 1e-12)
-        profile = chroma.mean(axis=1)
-        centred = profile - profile.mean()
-        corr = self._bank("keys") @ (centred / (np.linalg.norm(centred) + 1e-12))
-        best = int(np.argmax(corr))
-        tonic = best % 12
-        tonal = (np.roll(profile, -tonic) - profile.mean()) / 0.1
-        chroma_abs = (profile - profile.mean()) / 0.1
-        chroma_var = (chroma.std(axis=1) - 0.1) / 0.05
-        major, minor = corr[:12].max(), corr[12:].max()
-        key = (np.array([major, minor, major - minor, corr.max()]) - _KEY_CENTRE) / _KEY_SCALE
-        harmony = (np.abs(np.fft.rfft(chroma, axis=0))[1:7].mean(axis=1) - 0.45) / 0.15
-
-        return {
-            "timbre": timbre,
-            "timbre_var": timbre_var,
-            "chroma": chroma_abs,
-            "chroma_var": chroma_var,
-            "contrast": contrast,
-            "contrast_var": contrast_var,
-            "spectral": spectral,
-            "rhythm": rhythm,
-            "level": level,
-            "tonal": tonal,
-            "key": key,
-            "harmony": harmony,
-            "notes": notes,
-        }
+    def _blocks(self, y: np.ndarray, names=None) -> dict[str, np.ndarray]:
+        """The feature blocks of one snippet (``names``: only those), each moved and scaled to
+        values of order one."""
+        sp = self._spectra(y)
+        return {name: _BLOCK_FUNCS[name](sp) for name in (FEATURE_BLOCKS if names is None else names)}
 
     def embed(self, snippets: np.ndarray) -> np.ndarray:
         """Feature vectors of mono snippets at :attr:`sample_rate`.
@@ -333,15 +475,35 @@ class FeaturesEncoder(Encoder):
         snippets = np.atleast_2d(np.asarray(snippets, dtype=np.float32))
         out = np.zeros((snippets.shape[0], self.dim), dtype=np.float32)
         for i, y in enumerate(snippets):
-            blocks = self._blocks(y)
-            parts = []
-            for name, (weight, _) in FEATURE_BLOCKS.items():
-                v = np.nan_to_num(blocks[name].astype(np.float64))
-                if name in _MAGNITUDE_BLOCKS:  # the size is the point: keep it
-                    v = v / np.sqrt(v.size)
-                else:  # a block is a pattern: unit length
-                    n = float(np.linalg.norm(v))
-                    v = v / n if n > 1e-12 else v
-                parts.append(weight * v)
-            out[i] = np.concatenate(parts)
+            out[i] = compose(self._blocks(y))
         return l2_normalize(out)
+
+
+def compose(blocks: dict[str, np.ndarray], names=None) -> np.ndarray:
+    """The (not yet L2-normalised) vector of one snippet from its blocks: each block in
+    :data:`FEATURE_BLOCKS` order (``names``: only those), a unit pattern or kept in its fixed units
+    (:data:`_MAGNITUDE_BLOCKS`), times its plain weight."""
+    parts = []
+    for name, (weight, _) in FEATURE_BLOCKS.items():
+        if names is not None and name not in names:
+            continue
+        v = np.nan_to_num(np.asarray(blocks[name], dtype=np.float64))
+        if name in _MAGNITUDE_BLOCKS:  # the size is the point: keep it
+            v = v / np.sqrt(v.size)
+        else:  # a block is a pattern: unit length
+            n = float(np.linalg.norm(v))
+            v = v / n if n > 1e-12 else v
+        parts.append(weight * v)
+    return np.concatenate(parts)
+
+
+def block_layout(names=None) -> list[tuple[str, int, int, float]]:
+    """``(name, start, stop, standardised-space weight)`` of each block (``names``: only those, in
+    vector order) in a vector made by :func:`compose`."""
+    out, start = [], 0
+    for name, (_, weight) in FEATURE_BLOCKS.items():
+        if names is not None and name not in names:
+            continue
+        out.append((name, start, start + _BLOCK_SIZES[name], float(weight)))
+        start += _BLOCK_SIZES[name]
+    return out
