@@ -33,7 +33,7 @@ def _print_skipped(skipped, quiet: bool, limit: int = 20) -> None:
 
 def _encoder_options(args) -> dict:
     opts = {}
-    for name in ("checkpoint", "device", "threads", "tokenizer_path"):
+    for name in ("checkpoint", "device", "threads", "tokenizer_path", "precision"):
         value = getattr(args, name, None)
         if value is not None:
             opts[name] = value
@@ -538,6 +538,9 @@ def _add_encoder_runtime(p: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint", help="CLAP checkpoint: an official name or a local .pt path")
     g.add_argument("--device", help="torch device for CLAP (cpu, cuda, cuda:1); default: cuda when present")
     g.add_argument("--threads", type=int, help="CPU threads for the model")
+    g.add_argument("--precision", choices=opt.PRECISIONS,
+                   help="CLAP arithmetic: fp32 (default), int8 (quantised linear layers, CPU) or bf16; "
+                   "part of the index's encoder (docs/scale.md)")
     g.add_argument(
         "--tokenizer", dest="tokenizer_path", metavar="DIR",
         help="folder with the roberta-base tokenizer files, for CLAP text prompts (default: $CLAPKNN_TOKENIZER or the HF cache)",

@@ -45,16 +45,11 @@ def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
 
 
 def progress_bar(total: int | None, desc: str, *, enabled: bool, unit: str = "file"):
-    """A tqdm bar on stderr, or a silent stand-in when ``enabled`` is false or stderr is no terminal."""
-    import sys
+    """A progress bar on stderr with items/s and the time left (:class:`clapknn.stream.ProgressBar`),
+    or a silent stand-in when ``enabled`` is false or stderr is no terminal."""
+    from .stream import ProgressBar
 
-    shown = enabled and sys.stderr.isatty()
-    if shown:
-        from tqdm.auto import tqdm
-    else:  # tqdm.auto warns in a notebook without ipywidgets, even for a bar that is never drawn
-        from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, disable=not shown, leave=False)
+    return ProgressBar(total, desc, enabled=enabled, unit=unit)
 
 
 @dataclass
@@ -139,7 +134,7 @@ def embed_files(
     file_ids, starts, ends = [], [], []
     file_rows = []
     n_cached = 0
-    bar = progress_bar(len(paths), desc, enabled=progress)
+    bar = progress_bar(len(paths), desc, enabled=progress, unit="track")
     try:
         for fe in iter_embeddings(
             paths, encoder, snippet_seconds=snippet_seconds, hop_seconds=hop_seconds, batch_size=batch_size,

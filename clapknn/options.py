@@ -19,7 +19,8 @@ __all__ = [
     "ENCODERS", "DEFAULT_ENCODER", "DEFAULT_SNIPPET_SECONDS", "DEFAULT_BATCH_SIZE", "DEFAULT_K",
     "WEIGHTS", "DEFAULT_WEIGHTS", "AGGREGATIONS", "DEFAULT_AGGREGATE", "SPACES", "DEFAULT_SPACE",
     "DEFAULT_SIMILAR_K", "EVAL_SHOTS", "EVAL_EPISODES", "EVAL_FOLDS", "EVAL_KS", "check_int", "check_seconds", "check_snippets",
-    "DEFAULT_TAG_SNIPPETS", "DEFAULT_BUILD_SNIPPETS", "ALL_SNIPPETS", "check_max_snippets", "parse_max_snippets", "check_choice", "check_threshold",
+    "DEFAULT_TAG_SNIPPETS", "DEFAULT_BUILD_SNIPPETS", "ALL_SNIPPETS", "check_max_snippets", "parse_max_snippets",
+    "PRECISIONS", "DEFAULT_PRECISION", "check_choice", "check_threshold",
     "check_output_path",
 ]
 
@@ -35,6 +36,11 @@ DEFAULT_TAG_SNIPPETS = 4
 DEFAULT_BUILD_SNIPPETS = None
 #: How the command line says "every snippet".
 ALL_SNIPPETS = "all"
+#: Arithmetic of the CLAP encoder on CPU: ``fp32`` (default, the reference), ``int8`` (dynamic int8
+#: quantisation of its linear layers), ``bf16`` (bfloat16 autocast). Part of the encoder identity
+#: when not ``fp32``; measured in docs/scale.md ("Reduced precision").
+PRECISIONS = ("fp32", "int8", "bf16")
+DEFAULT_PRECISION = "fp32"
 #: Snippets per forward pass.
 DEFAULT_BATCH_SIZE = 16
 #: Neighbours that vote per query snippet.
