@@ -883,3 +883,13 @@ def test_index_refuses_another_precision(encoder, int8_encoder):
     index8 = Index.from_arrays(vecs, meta, encoder=int8_encoder.identity(), snippet_seconds=10.0, hop_seconds=10.0)
     with pytest.raises(EncoderMismatchError, match="precision"):
         Tagger(index8, encoder=encoder)
+
+
+def test_precision_option_is_refused_for_features(tmp_path, capsys):
+    from clapknn.cli import main
+    from conftest import make_examples
+
+    examples = make_examples(tmp_path / "examples", per_tag=1, seconds=3.0)
+    code = main(["build", str(examples), "--out", str(tmp_path / "idx"), "--precision", "int8", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "precision" in err and "Traceback" not in err
