@@ -32,7 +32,7 @@ DEFAULT_SNIPPET_SECONDS = 10.0
 #: Snippets per track used when tagging (the most; spread over the track, see
 #: :func:`clapknn.snippet.sample_indices`), and when building an index (``None``: every snippet, more
 #: observations from few examples). Chosen by measurement: docs/scale.md, "Snippets per track".
-DEFAULT_TAG_SNIPPETS = 4
+DEFAULT_TAG_SNIPPETS = 6
 DEFAULT_BUILD_SNIPPETS = None
 #: How the command line says "every snippet".
 ALL_SNIPPETS = "all"
