@@ -19,7 +19,9 @@ its top tag with every snippet) and **accuracy** (top tag = the label).
 Protocol: on **dev**, the songs are split in two halves (seeded); each half is tagged with an index
 of the other half's clips (every snippet, as ``build`` keeps them), results pooled. **heldout** is
 tagged with an index of all dev clips, and is reported only. The default N is chosen on dev by the
-rule printed below (fixed before looking at heldout) and written in ``clapknn/options.py``.
+rule printed below and written in ``clapknn/options.py``. (The rule was first applied to the
+multi-song long tracks, where no N <= 8 meets it; it is now applied to the single-song tracks and
+the clips, on dev figures: see docs/scale.md.)
 
 The set must already be in the bench cache (``python bench/suite.py`` makes it); this script never
 renders it.
