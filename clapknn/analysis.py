@@ -745,7 +745,7 @@ def analyze_files(
     """
     import pandas as pd
 
-    from .encode import progress_bar
+    from .progress import progress_bar
     from .errors import AudioError
 
     if errors not in ("raise", "skip"):

@@ -9,7 +9,8 @@ its count of silent snippets) and is keyed by
   a hit, an edited one a miss, and one whose tags were written (``clapknn tag --write``, or any
   tag editor) is still a hit; and
 - a *settings key*: a hash of the encoder's :meth:`~clapknn.encoders.base.Encoder.identity`
-  (name, sample rate, dim, checkpoint hash, recipe version...), the snippet length and the hop.
+  (name, sample rate, dim, checkpoint hash, recipe version...), the snippet length, the hop and,
+  when snippets are sampled, their number per track.
 
 Hashing a file still reads it, so the cache also keeps a memo ``(real path, size, mtime, ctime,
 inode) -> SHA-256, content key`` in a small SQLite file. An unchanged library is then not even read
@@ -115,22 +116,28 @@ def default_cache_dir() -> Path | None:
     return cache_dir() / "embeddings"
 
 
-def settings_key(encoder_identity: dict[str, Any], snippet_seconds: float, hop_seconds: float | None) -> str:
-    """A short hex key for everything besides the audio that decides the vectors."""
+def settings_key(
+    encoder_identity: dict[str, Any], snippet_seconds: float, hop_seconds: float | None, max_snippets: int | None = None,
+) -> str:
+    """A short hex key for everything besides the audio that decides the vectors.
+
+    ``max_snippets`` (snippets sampled per track, ``None`` for all) is part of the key when given,
+    so a sampled file's few vectors are never taken for all of its vectors (and the keys of
+    every-snippet entries are those they always were).
+    """
     from .encoders.base import comparable_identity
 
     hop = snippet_seconds if hop_seconds is None else hop_seconds
-    blob = json.dumps(
-        {
-            "format": CACHE_FORMAT,
-            "snippet_rules": SNIPPET_RULES,
-            "encoder": comparable_identity(encoder_identity),  # a checkpoint's path is no setting
-            "snippet_seconds": round(float(snippet_seconds), 6),
-            "hop_seconds": round(float(hop), 6),
-        },
-        sort_keys=True,
-        default=str,
-    )
+    settings = {
+        "format": CACHE_FORMAT,
+        "snippet_rules": SNIPPET_RULES,
+        "encoder": comparable_identity(encoder_identity),  # a checkpoint's path is no setting
+        "snippet_seconds": round(float(snippet_seconds), 6),
+        "hop_seconds": round(float(hop), 6),
+    }
+    if max_snippets is not None:
+        settings["max_snippets"] = int(max_snippets)
+    blob = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:20]
 
 

@@ -33,7 +33,7 @@ def _print_skipped(skipped, quiet: bool, limit: int = 20) -> None:
 
 def _encoder_options(args) -> dict:
     opts = {}
-    for name in ("checkpoint", "device", "threads", "tokenizer_path"):
+    for name in ("checkpoint", "device", "threads", "tokenizer_path", "precision"):
         value = getattr(args, name, None)
         if value is not None:
             opts[name] = value
@@ -74,7 +74,7 @@ def cmd_build(args) -> int:
             args.examples, out, labels=args.labels, encoder=args.encoder or opt.DEFAULT_ENCODER, encoder_options=options,
             snippet_seconds=_snippet_seconds(args), hop_seconds=args.hop_seconds, prompts=_parse_prompts(args.prompt),
             batch_size=args.batch_size, progress=not args.quiet, cache=_cache(args), workers=args.workers,
-            allow_single_tag=args.allow_single_tag,
+            allow_single_tag=args.allow_single_tag, max_snippets=_max_snippets(args, opt.DEFAULT_BUILD_SNIPPETS),
         )
     report = index.report
     for note in report.notes:
@@ -91,6 +91,11 @@ def cmd_build(args) -> int:
             print(f"note: tag {tag!r} has a single example; its votes rest on that one file", file=sys.stderr)
     _print_skipped(report.skipped, args.quiet)
     return EXIT_SKIPPED if report.skipped else EXIT_OK
+
+
+def _max_snippets(args, default):
+    """``--snippets N|all`` for the API (``None``: every snippet), else ``default``."""
+    return default if args.snippets is None else opt.parse_max_snippets(args.snippets)
 
 
 def _snippet_seconds(args) -> float:
@@ -146,7 +151,7 @@ def cmd_tag(args) -> int:
     tagger = Tagger(
         args.index, k=args.k, weights=args.weights, aggregate=args.aggregate, threshold=args.threshold,
         top_n=args.top_n, hop_seconds=args.hop_seconds, batch_size=args.batch_size,
-        encoder_options=_encoder_options(args), space=args.space,
+        encoder_options=_encoder_options(args), space=args.space, max_snippets=_max_snippets(args, opt.DEFAULT_TAG_SNIPPETS),
     )
     for note in tagger.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -567,6 +572,9 @@ def _add_encoder_runtime(p: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint", help="CLAP checkpoint: an official name or a local .pt path")
     g.add_argument("--device", help="torch device for CLAP (cpu, cuda, cuda:1); default: cuda when present")
     g.add_argument("--threads", type=int, help="CPU threads for the model")
+    g.add_argument("--precision", choices=opt.PRECISIONS,
+                   help="CLAP arithmetic: fp32 (default), int8 (quantised linear layers, CPU) or bf16; "
+                   "part of the index's encoder (docs/scale.md)")
     g.add_argument(
         "--tokenizer", dest="tokenizer_path", metavar="DIR",
         help="folder with the roberta-base tokenizer files, for CLAP text prompts (default: $CLAPKNN_TOKENIZER or the HF cache)",
@@ -619,6 +627,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-shards", metavar="SHARDS", help="take the vectors from Ray shards (clapknn embed-ray) instead of embedding")
     p.add_argument("--allow-single-tag", action="store_true",
                    help="build even when every example of all tags but one was skipped (refused by default)")
+    p.add_argument("--snippets", metavar="N|all",
+                   help="at most N snippets per example file, spread over it (default: all)")
     _add_encoder_runtime(p)
     _add_pipeline(p)
     p.set_defaults(func=cmd_build)
@@ -635,6 +645,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, help="minimum score for a tag, 0 to 1 (default 0.5 multi-label, 0 single-label)")
     p.add_argument("--top-n", type=int, help="at most N tags per track, 0 for no limit (default 1 single-label, no limit multi-label)")
     p.add_argument("--hop-seconds", type=float, help="hop between query snippets (default: the index's)")
+    p.add_argument("--snippets", metavar="N|all",
+                   help=f"at most N snippets per track, spread over it away from intro and outro and read by seeking; "
+                   f"'all' for every snippet (default {opt.DEFAULT_TAG_SNIPPETS})")
     p.add_argument("--per-snippet", action="store_true", help="one row per snippet instead of per track")
     p.add_argument("--explain", action="store_true", help="list the nearest examples that voted for each track")
     p.add_argument("--key-tempo", action="store_true", help="add key, mode and BPM columns (no ML)")

@@ -31,6 +31,7 @@ from .errors import AudioError, ParameterError
 
 __all__ = [
     "AudioInfo",
+    "can_seek",
     "AUDIO_EXTENSIONS",
     "MAX_ARRAY_CHANNELS",
     "MAX_PEAK",
@@ -420,6 +421,13 @@ def info(path: str | Path) -> AudioInfo:
             raise AudioError(f"{path}: cannot decode audio ({why})")
     sr, channels, frames = _count_fallback(path, why)
     return AudioInfo(frames / sr, sr, channels, frames)
+
+
+def can_seek(path: str | Path) -> bool:
+    """Whether a window of ``path`` can be read without decoding what comes before it: libsndfile
+    opens it (wav, flac, ogg, mp3, aiff...). Files only the fallback decoder (ffmpeg) reads are
+    decoded from their start for every window (:func:`load`)."""
+    return not isinstance(_sndfile_info(Path(path)), BaseException)
 
 
 def _audioread():

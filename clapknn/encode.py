@@ -16,16 +16,14 @@ from typing import Sequence
 
 import numpy as np
 
-from .digests import file_sha256  # noqa: F401 - the digest's home is clapknn.digests
 from .encoders.base import Encoder
 from .errors import AudioError, ParameterError
 from .progress import progress_bar
 from .snippet import DEFAULT_SNIPPET_SECONDS
 
-__all__ = ["EmbeddedFiles", "embed_files", "file_sha256", "progress_bar"]
+__all__ = ["EmbeddedFiles", "embed_files", "embed_array"]
 
 logger = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -73,6 +71,7 @@ def embed_files(
     desc: str = "embedding",
     cache=None,
     workers: int = 0,
+    max_snippets: int | None = None,
 ) -> EmbeddedFiles:
     """Embed every snippet of every file.
 
@@ -96,6 +95,9 @@ def embed_files(
         default folder. Unchanged files are then neither decoded nor encoded.
     workers : int
         Decode in this many worker processes; 0 decodes in a thread while the encoder runs.
+    max_snippets : int, optional
+        At most this many snippets per file, spread over it (:func:`clapknn.snippet.sample_indices`)
+        and read by seeking; ``None`` (default): every snippet.
 
     Notes
     -----
@@ -110,11 +112,11 @@ def embed_files(
     file_ids, starts, ends = [], [], []
     file_rows = []
     n_cached = 0
-    bar = progress_bar(len(paths), desc, enabled=progress)
+    bar = progress_bar(len(paths), desc, enabled=progress, unit="track")
     try:
         for fe in iter_embeddings(
             paths, encoder, snippet_seconds=snippet_seconds, hop_seconds=hop_seconds, batch_size=batch_size,
-            hashes=hashes, cache=cache or None, workers=workers,
+            hashes=hashes, cache=cache or None, workers=workers, max_snippets=max_snippets,
         ):
             if fe.error:
                 logger.info("skipped %s: %s", fe.path, fe.error)
@@ -153,6 +155,7 @@ def embed_array(
     snippet_seconds: float = DEFAULT_SNIPPET_SECONDS,
     hop_seconds: float | None = None,
     batch_size: int = 16,
+    max_snippets: int | None = None,
 ) -> tuple[np.ndarray, "pd.DataFrame"]:  # noqa: F821
     """Embed an in-memory signal; returns ``(vectors, snippets)``.
 
@@ -165,7 +168,7 @@ def embed_array(
     sr : int
         Its sample rate, Hz.
     encoder : Encoder
-    snippet_seconds, hop_seconds, batch_size
+    snippet_seconds, hop_seconds, batch_size, max_snippets
         As in :func:`embed_files`.
 
     Raises
@@ -190,7 +193,7 @@ def embed_array(
     if not ok:
         raise ParameterError(f"sample rate must be a whole number of Hz in {lo}-{hi}, got {sr!r}")
     y = resample(y, int(sr), encoder.sample_rate)
-    batch = cut(y, encoder.sample_rate, snippet_seconds, hop_seconds, pad=encoder.pad)
+    batch = cut(y, encoder.sample_rate, snippet_seconds, hop_seconds, pad=encoder.pad, max_snippets=max_snippets)
     from .stream import vector_problem
 
     parts = [encoder.embed(batch.audio[i : i + batch_size]) for i in range(0, len(batch.audio), batch_size)]

@@ -1001,7 +1001,7 @@ def evaluate(
     tag_rows: list[dict] = []
     space_rows: list[dict] = []
     confusion: dict[tuple, np.ndarray] = {}
-    from .encode import progress_bar
+    from .progress import progress_bar
 
     bar = progress_bar(len(embedded) * len(splits), "evaluating", enabled=progress, unit="split")
     for emb in embedded:

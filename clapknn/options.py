@@ -18,7 +18,9 @@ from .errors import ParameterError
 __all__ = [
     "ENCODERS", "DEFAULT_ENCODER", "DEFAULT_SNIPPET_SECONDS", "DEFAULT_BATCH_SIZE", "DEFAULT_K",
     "WEIGHTS", "DEFAULT_WEIGHTS", "AGGREGATIONS", "DEFAULT_AGGREGATE", "SPACES", "DEFAULT_SPACE",
-    "DEFAULT_SIMILAR_K", "EVAL_SHOTS", "EVAL_EPISODES", "EVAL_FOLDS", "EVAL_KS", "check_int", "check_seconds", "check_snippets", "check_choice", "check_threshold",
+    "DEFAULT_SIMILAR_K", "EVAL_SHOTS", "EVAL_EPISODES", "EVAL_FOLDS", "EVAL_KS", "check_int", "check_seconds", "check_snippets",
+    "DEFAULT_TAG_SNIPPETS", "DEFAULT_BUILD_SNIPPETS", "ALL_SNIPPETS", "check_max_snippets", "parse_max_snippets",
+    "PRECISIONS", "DEFAULT_PRECISION", "check_choice", "check_threshold",
     "check_output_path",
 ]
 
@@ -27,6 +29,18 @@ ENCODERS = ("features", "clap")
 DEFAULT_ENCODER = "features"
 #: Snippet length, seconds.
 DEFAULT_SNIPPET_SECONDS = 10.0
+#: Snippets per track used when tagging (the most; spread over the track, see
+#: :func:`clapknn.snippet.sample_indices`), and when building an index (``None``: every snippet, more
+#: observations from few examples). Chosen by measurement: docs/scale.md, "Snippets per track".
+DEFAULT_TAG_SNIPPETS = 6
+DEFAULT_BUILD_SNIPPETS = None
+#: How the command line says "every snippet".
+ALL_SNIPPETS = "all"
+#: Arithmetic of the CLAP encoder on CPU: ``fp32`` (default, the reference), ``int8`` (dynamic int8
+#: quantisation of its linear layers), ``bf16`` (bfloat16 autocast). Part of the encoder identity
+#: when not ``fp32``; measured in docs/scale.md ("Reduced precision").
+PRECISIONS = ("fp32", "int8", "bf16")
+DEFAULT_PRECISION = "fp32"
 #: Snippets per forward pass.
 DEFAULT_BATCH_SIZE = 16
 #: Neighbours that vote per query snippet.
@@ -81,6 +95,27 @@ def check_snippets(snippet_seconds: Any, hop_seconds: Any = None) -> tuple[float
     length = check_seconds("snippet length", snippet_seconds)
     hop = check_seconds("hop", hop_seconds, allow_none=True)
     return length, length if hop is None else hop
+
+
+def check_max_snippets(value: Any) -> int | None:
+    """Snippets per track: ``None`` or ``"all"`` for every snippet, else an integer of at least 1."""
+    if value is None or value == ALL_SNIPPETS:
+        return None
+    if not _is_int(value) or int(value) < 1:
+        raise ParameterError(f"snippets per track must be an integer of at least 1 or {ALL_SNIPPETS!r}, got {value!r}")
+    return int(value)
+
+
+def parse_max_snippets(text: str) -> int | None:
+    """The command line's ``--snippets N|all`` as :func:`check_max_snippets` takes it."""
+    text = str(text).strip().lower()
+    if text == ALL_SNIPPETS:
+        return None
+    try:
+        value: Any = int(text)
+    except ValueError:
+        value = text
+    return check_max_snippets(value)
 
 
 def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:

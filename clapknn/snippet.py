@@ -15,6 +15,14 @@ Rules (the same for arrays and files):
 - a window whose RMS (before padding) is below :data:`SILENCE_RMS` is silent: it is dropped and counted.
 
 Every window has exactly ``round(length * sr)`` samples, so an encoder never crops or pads at random.
+
+Sampling (``max_snippets=N``, used when tagging): of a track's windows above, at most ``N`` are
+kept, spread evenly over it and away from its ends (:func:`sample_indices`: the window nearest the
+middle of each of ``N`` equal parts, so a 4-minute track with ``N=4`` gives the 10-s windows at 30,
+90, 140 and 200 s and never the intro or outro). Only those windows are decoded: a format libsndfile
+opens (wav, flac, ogg, mp3, aiff...) is read by seeking to each; a file only the fallback decoder
+(ffmpeg) reads cannot seek there, so it is decoded once, whole, and the windows are taken from it.
+A sampled window that is silent is dropped (and counted) like any other; no other window replaces it.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ __all__ = [
     "iter_file_snippets",
     "TAIL_MIN_FRACTION",
     "WHOLE_FILE_SECONDS",
+    "sample_indices",
 ]
 
 logger = logging.getLogger(__name__)
@@ -99,6 +108,22 @@ def _start_chunks(duration: float, length: float, hop: float | None, chunk: int 
     tail = round(duration - length, 6)
     if duration - ((count - 1) * hop + length) >= TAIL_MIN_FRACTION * length - 1e-9 and tail > round((count - 1) * hop, 6):
         yield np.array([tail])
+
+
+def sample_indices(count: int, max_snippets: int | None) -> np.ndarray:
+    """Which of a track's ``count`` windows to keep when at most ``max_snippets`` are wanted.
+
+    ``None`` (or ``max_snippets >= count``) keeps them all. Otherwise, for each of ``max_snippets``
+    equal parts of the track, the window whose centre is nearest the part's centre (a tie goes to
+    the window nearer the track's middle, so the choice is symmetric): the first and last windows
+    (intro, outro) are kept only when more than half of the windows are. Deterministic,
+    increasing, without repeats.
+    """
+    if max_snippets is None or count <= max_snippets:
+        return np.arange(count)
+    centre = (np.arange(int(max_snippets)) + 0.5) * count / int(max_snippets) - 0.5  # in window units
+    middle = (count - 1) / 2
+    return np.where(centre < middle, np.floor(centre + 0.5), np.ceil(centre - 0.5)).astype(np.int64)
 
 
 def _index(start: float, sr: int, size: int, n: int) -> int:
@@ -162,7 +187,8 @@ class SnippetBatch:
 
 
 def cut(
-    y: np.ndarray, sr: int, length: float = DEFAULT_SNIPPET_SECONDS, hop: float | None = None, *, pad: str = "repeat"
+    y: np.ndarray, sr: int, length: float = DEFAULT_SNIPPET_SECONDS, hop: float | None = None, *, pad: str = "repeat",
+    max_snippets: int | None = None,
 ) -> SnippetBatch:
     """Cut a mono array into snippets (see the module rules).
 
@@ -174,6 +200,8 @@ def cut(
         Seconds; ``hop`` defaults to ``length`` (no overlap).
     pad : {"repeat", "repeatpad"}
         How a track shorter than one window is filled (:func:`pad_to`; the encoder's ``pad``).
+    max_snippets : int, optional
+        Keep at most this many windows, spread by :func:`sample_indices` (default: all).
     """
     y = np.asarray(y, dtype=np.float32)
     if y.ndim != 1:
@@ -183,6 +211,7 @@ def cut(
     size = n_samples(length, sr)
     duration = y.size / sr
     starts = snippet_starts(duration, length, hop)
+    starts = starts[sample_indices(len(starts), max_snippets)]
     rows, kept, silent = [], [], 0
     for s in starts:
         i = _index(s, sr, size, y.size)
@@ -205,14 +234,16 @@ WHOLE_FILE_SECONDS = 600.0
 
 
 def iter_file_snippets(
-    path: str | Path, sr: int, length: float = DEFAULT_SNIPPET_SECONDS, hop: float | None = None, *, pad: str = "repeat"
+    path: str | Path, sr: int, length: float = DEFAULT_SNIPPET_SECONDS, hop: float | None = None, *, pad: str = "repeat",
+    max_snippets: int | None = None,
 ) -> Iterator[tuple[float, float, np.ndarray | None]]:
     """Yield ``(start, end, audio)`` for each snippet of a file; ``audio`` is ``None`` for a silent one.
 
     The snippets are those :func:`cut` gives for the whole file decoded at ``sr`` (same rules, same
     samples). Files longer than :data:`WHOLE_FILE_SECONDS` are read one window at a time (seeking),
     so a 3-hour mix never sits in memory whole. ``pad`` is the rule for a track shorter than one
-    window (:func:`pad_to`).
+    window (:func:`pad_to`). With ``max_snippets``, only the windows :func:`sample_indices` picks
+    are yielded, and only they are decoded where the format can seek (see the module rules).
 
     Raises
     ------
@@ -227,13 +258,25 @@ def iter_file_snippets(
     _check(length, hop)
     meta = decode.info(path)
     size = n_samples(length, sr)
-    whole = decode.load(path, sr=sr) if meta.duration <= WHOLE_FILE_SECONDS else None
+    n = decode.resampled_length(meta.frames, meta.sample_rate, sr)  # the whole file's length at sr
+    starts = None
+    if max_snippets is not None:
+        starts = snippet_starts(n / sr, length, hop)
+        if len(starts) <= max_snippets:
+            starts = None  # every window is wanted: read as without sampling
+        else:
+            starts = starts[sample_indices(len(starts), max_snippets)]
+    seek = starts is not None and decode.can_seek(path)
+    whole = decode.load(path, sr=sr) if meta.duration <= WHOLE_FILE_SECONDS and not seek else None
     if whole is not None:
         n = whole.size
-    else:  # the length the whole file would have, decoded at sr
-        n = decode.resampled_length(meta.frames, meta.sample_rate, sr)
     duration = n / sr
-    for s in (s for part in _start_chunks(duration, length, hop) for s in part):
+    if starts is None:
+        starts = (s for part in _start_chunks(duration, length, hop) for s in part)
+    elif whole is not None:  # the decoded length can differ from the header's: sample again
+        all_starts = snippet_starts(duration, length, hop)
+        starts = all_starts[sample_indices(len(all_starts), max_snippets)]
+    for s in starts:
         i = _index(s, sr, size, n)
         if whole is not None:
             x = whole[i : i + size]

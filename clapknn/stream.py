@@ -123,14 +123,17 @@ def _error_text(exc: BaseException, path: str) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _file_events(path: str, sr: int, length: float, hop: float | None, hashes: bool, pad: str = "repeat") -> Iterator[tuple]:
+def _file_events(
+    path: str, sr: int, length: float, hop: float | None, hashes: bool, pad: str = "repeat", max_snippets: int | None = None,
+) -> Iterator[tuple]:
     """Yield ``("snippet", start, end, audio)`` per non-silent snippet, then ``("file", state)``;
-    ``pad`` is the encoder's rule for a track shorter than one snippet."""
+    ``pad`` is the encoder's rule for a track shorter than one snippet, ``max_snippets`` the most
+    snippets taken from the track (:func:`clapknn.snippet.sample_indices`; ``None``: all)."""
     from .snippet import iter_file_snippets
 
     state = _State(path)
     try:
-        for start, end, audio in iter_file_snippets(path, sr, length, hop, pad=pad):
+        for start, end, audio in iter_file_snippets(path, sr, length, hop, pad=pad, max_snippets=max_snippets):
             state.duration = max(state.duration, end)
             if audio is None:
                 state.n_silent += 1
@@ -147,7 +150,9 @@ def _file_events(path: str, sr: int, length: float, hop: float | None, hashes: b
     yield ("file", state)
 
 
-def _decode_in_worker(path: str, sr: int, length: float, hop: float | None, hashes: bool, pad: str = "repeat"):
+def _decode_in_worker(
+    path: str, sr: int, length: float, hop: float | None, hashes: bool, pad: str = "repeat", max_snippets: int | None = None,
+):
     """Run in a worker process: decode and cut one file.
 
     Returns ``None`` for a file longer than :data:`~clapknn.snippet.WHOLE_FILE_SECONDS` (the caller
@@ -170,7 +175,7 @@ def _decode_in_worker(path: str, sr: int, length: float, hop: float | None, hash
         pass
     starts, ends, rows = [], [], []
     state = None
-    for ev in _file_events(path, sr, length, hop, hashes, pad):
+    for ev in _file_events(path, sr, length, hop, hashes, pad, max_snippets):
         if ev[0] == "snippet":
             starts.append(ev[1])
             ends.append(ev[2])
@@ -181,7 +186,7 @@ def _decode_in_worker(path: str, sr: int, length: float, hop: float | None, hash
     return state, starts, ends, audio
 
 
-def _source(paths, encoder, length, hop, hashes, cache, key, workers, q, stop):
+def _source(paths, encoder, length, hop, hashes, cache, key, workers, q, stop, max_snippets=None):
     """Producer thread: emit ``snippet``/``file`` messages in input order."""
     pool = None
 
@@ -195,7 +200,7 @@ def _source(paths, encoder, length, hop, hashes, cache, key, workers, q, stop):
         return False
 
     def stream(i: int, p: str, sha: str, content: str) -> bool:
-        for ev in _file_events(p, encoder.sample_rate, length, hop, hashes and not sha, encoder.pad):
+        for ev in _file_events(p, encoder.sample_rate, length, hop, hashes and not sha, encoder.pad, max_snippets):
             if ev[0] == "snippet":
                 if not put(("snippet", i, ev[1], ev[2], ev[3])):
                     return False
@@ -263,7 +268,9 @@ def _source(paths, encoder, length, hop, hashes, cache, key, workers, q, stop):
                 from concurrent.futures import ProcessPoolExecutor
 
                 pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-            job = pool.submit(_decode_in_worker, p, encoder.sample_rate, length, hop, hashes and not sha, encoder.pad)
+            job = pool.submit(
+                _decode_in_worker, p, encoder.sample_rate, length, hop, hashes and not sha, encoder.pad, max_snippets
+            )
             inflight.append((i, p, sha, content, job))
             # emit whatever is ready at the head; block only when the window is full
             while inflight and (
@@ -296,6 +303,7 @@ def iter_embeddings(
     hashes: bool = True,
     cache: "bool | str | Path | EmbeddingCache | None" = None,
     workers: int = 0,
+    max_snippets: int | None = None,
 ) -> Iterator[FileEmbedding]:
     """Embed files one after the other, yielding each as soon as it is done (see the module doc).
 
@@ -313,6 +321,9 @@ def iter_embeddings(
         ``True`` for the default cache folder (:func:`clapknn.cache.default_cache_dir`).
     workers : int
         Decoding processes; 0 decodes in a thread of this process.
+    max_snippets : int, optional
+        At most this many snippets per file, spread over it and read by seeking
+        (:func:`clapknn.snippet.iter_file_snippets`); ``None`` (default) takes every snippet.
 
     Yields
     ------
@@ -323,19 +334,24 @@ def iter_embeddings(
         raise ParameterError(f"batch_size must be >= 1, got {batch_size}")
     if workers < 0:
         raise ParameterError(f"workers must be >= 0, got {workers}")
+    from .options import check_max_snippets
+
+    max_snippets = check_max_snippets(max_snippets)
     store = resolve_cache(cache)
-    key = settings_key(encoder.identity(), snippet_seconds, hop_seconds) if store is not None else ""
+    key = settings_key(encoder.identity(), snippet_seconds, hop_seconds, max_snippets) if store is not None else ""
     cache_settings = (
         {"encoder": encoder.identity(), "snippet_seconds": snippet_seconds, "hop_seconds": hop_seconds or snippet_seconds}
         if store is not None
         else None
     )
+    if cache_settings is not None and max_snippets is not None:
+        cache_settings["max_snippets"] = max_snippets
     paths = [str(Path(p)) for p in paths]
     q: queue.Queue = queue.Queue(maxsize=_QUEUE_SNIPPETS)
     stop = threading.Event()
     worker = threading.Thread(
         target=_source,
-        args=(paths, encoder, snippet_seconds, hop_seconds, hashes, store, key, workers, q, stop),
+        args=(paths, encoder, snippet_seconds, hop_seconds, hashes, store, key, workers, q, stop, max_snippets),
         daemon=True,
     )
     worker.start()
@@ -522,7 +538,7 @@ def tag_to_csv(
     report = TagProgress(out, len(files), len(files) - len(todo), 0, 0, list(problems))
     out.parent.mkdir(parents=True, exist_ok=True)
     mode = "a" if done or (resume and out.exists() and out.stat().st_size) else "w"
-    bar = progress_bar(len(todo), "tagging", enabled=progress)
+    bar = progress_bar(len(todo), "tagging", enabled=progress, unit="track")
     pending: list[FileEmbedding] = []
 
     with open(out, mode, newline="", encoding="utf-8") as fh:
@@ -557,7 +573,7 @@ def tag_to_csv(
             for fe in iter_embeddings(
                 todo, tagger.encoder, snippet_seconds=tagger.index.snippet_seconds,
                 hop_seconds=tagger.hop_seconds or tagger.index.hop_seconds, batch_size=tagger.batch_size,
-                hashes=False, cache=cache, workers=workers,
+                hashes=False, cache=cache, workers=workers, max_snippets=getattr(tagger, "max_snippets", None),
             ):
                 report.n_cached += fe.cached
                 pending.append(fe)

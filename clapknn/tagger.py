@@ -26,6 +26,7 @@ from .options import (
     DEFAULT_SPACE, DEFAULT_WEIGHTS, ENCODERS, SPACES, WEIGHTS, check_choice, check_int, check_seconds, check_snippets,
     check_threshold,
 )
+from .options import DEFAULT_BUILD_SNIPPETS, DEFAULT_TAG_SNIPPETS, check_max_snippets
 from .vote import KNNTagger
 
 __all__ = ["build_index", "load_index", "Tagger", "TagResult", "BuildReport", "DEFAULT_K", "DEFAULT_WEIGHTS"]
@@ -99,6 +100,7 @@ def build_index(
     cache=None,
     workers: int = 0,
     allow_single_tag: bool = False,
+    max_snippets: int | str | None = DEFAULT_BUILD_SNIPPETS,
 ) -> Index:
     """Embed labelled examples and make an index (saved to ``out`` when given).
 
@@ -128,6 +130,8 @@ def build_index(
     allow_single_tag : bool
         Build even when every example of all tags but one was skipped (by default that is refused:
         such an index gives its one tag to everything).
+    max_snippets : int or "all", optional
+        At most this many snippets per example file (default: every snippet).
 
     Returns
     -------
@@ -147,6 +151,7 @@ def build_index(
     snippet_seconds, hop = check_snippets(snippet_seconds, hop_seconds)
     check_int("batch_size", batch_size)
     check_int("workers", workers, minimum=0)
+    max_snippets = check_max_snippets(max_snippets)
     example_set = examples if isinstance(examples, ExampleSet) else load_examples(examples, labels=labels)
     enc = _resolve_encoder(encoder, encoder_options)
     if not example_set.examples and not prompts:
@@ -156,7 +161,7 @@ def build_index(
     stored = [os.path.abspath(os.path.expanduser(str(p))) for p in paths]
     emb: EmbeddedFiles = embed_files(
         paths, enc, snippet_seconds=snippet_seconds, hop_seconds=hop, batch_size=batch_size,
-        progress=progress, desc="building", cache=cache, workers=workers,
+        progress=progress, desc="building", cache=cache, workers=workers, max_snippets=max_snippets,
     )
     tags_of = [e.tags for e in example_set.examples]
     files = emb.files.copy()
@@ -297,6 +302,10 @@ class Tagger:
         The vote's search space (:func:`~clapknn.vote.space_options`): ``"auto"`` lets the
         encoder's settings decide (the features encoder picks plain or standardised on the index's
         own examples); the others force one. ``clapknn evaluate --space`` measures each.
+    max_snippets : int or "all"
+        At most this many snippets per track, spread over it away from its ends and read by seeking
+        (:func:`clapknn.snippet.sample_indices`); ``None`` or ``"all"`` for every snippet. Default:
+        :data:`clapknn.options.DEFAULT_TAG_SNIPPETS` (chosen by measurement, docs/scale.md).
     """
 
     def __init__(
@@ -313,6 +322,7 @@ class Tagger:
         batch_size: int = DEFAULT_BATCH_SIZE,
         encoder_options: Mapping[str, Any] | None = None,
         space: str = DEFAULT_SPACE,
+        max_snippets: int | str | None = DEFAULT_TAG_SNIPPETS,
     ) -> None:
         # every setting is checked before anything is loaded
         check_int("k", k)
@@ -323,6 +333,7 @@ class Tagger:
         top_n = check_int("top_n", top_n, minimum=0, allow_none=True)
         hop_seconds = check_seconds("hop", hop_seconds, allow_none=True)
         check_int("batch_size", batch_size)
+        max_snippets = check_max_snippets(max_snippets)
         from .vote import space_options
 
         self.index = index if isinstance(index, Index) else load_index(index)
@@ -341,6 +352,7 @@ class Tagger:
         self.aggregate = aggregate
         self.hop_seconds = hop_seconds
         self.batch_size = batch_size
+        self.max_snippets = max_snippets
         tags = list(self.index.metadata["tags"])
         self.multilabel = any(len(t) > 1 for t in tags)
         self.threshold = threshold if threshold is not None else (0.5 if self.multilabel else 0.0)
@@ -457,6 +469,7 @@ class Tagger:
             files, self.encoder, snippet_seconds=self.index.snippet_seconds,
             hop_seconds=self.hop_seconds or self.index.hop_seconds, batch_size=self.batch_size,
             hashes=False, progress=progress, desc="tagging", cache=cache, workers=workers,
+            max_snippets=self.max_snippets,
         )
         return self.tag_vectors(
             emb.vectors, emb.snippets, [str(f) for f in files], skipped=problems + emb.failures, explain=explain
@@ -485,6 +498,7 @@ class Tagger:
         vectors, snippets = embed_array(
             y, sr, self.encoder, snippet_seconds=self.index.snippet_seconds,
             hop_seconds=self.hop_seconds or self.index.hop_seconds, batch_size=self.batch_size,
+            max_snippets=self.max_snippets,
         )
         snippets["path"] = name
         skipped = [] if len(vectors) else [(name, "silent")]

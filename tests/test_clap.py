@@ -819,3 +819,77 @@ def test_short_track_matches_laion_clap_end_to_end(encoder, laion_module, tmp_pa
     assert emb.vectors.shape == (1, 512)
     theirs = laion_module.get_audio_embedding_from_data(y[None])
     np.testing.assert_allclose(emb.vectors, theirs, rtol=0, atol=LAION_TOL)
+
+
+# ------------------------------------------------------------------------------------------------
+# Reduced precision (opt-in): int8 linear layers, bf16 autocast
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def int8_encoder(ckpts):
+    return clapmod.ClapEncoder(ckpts["with_pos"], device="cpu", batch_size=4, precision="int8")
+
+
+def test_int8_quantises_the_linear_layers(int8_encoder, encoder):
+    import torch
+
+    blk = int8_encoder.model.audio_branch.layers[0].blocks[0]
+    assert type(blk.attn.qkv).__module__.startswith("torch.ao.nn.quantized")
+    assert type(blk.mlp.fc1).__module__.startswith("torch.ao.nn.quantized")
+    assert isinstance(encoder.model.audio_branch.layers[0].blocks[0].attn.qkv, torch.nn.Linear)  # fp32 untouched
+
+
+@pytest.mark.parametrize("precision", ["int8", "bf16"])
+def test_reduced_precision_vectors(ckpts, encoder, int8_encoder, precision):
+    enc = int8_encoder if precision == "int8" else clapmod.ClapEncoder(ckpts["with_pos"], device="cpu", batch_size=4, precision="bf16")
+    x = _signals()
+    ref = encoder.embed(x)
+    got = enc.embed(x)
+    assert got.shape == ref.shape and got.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    cos = np.sum(got * ref, axis=1)
+    assert cos.min() > 0.9  # the same model, other arithmetic
+    assert np.abs(got - ref).max() > 1e-6  # ... and really another arithmetic
+    np.testing.assert_array_equal(enc.embed(x), got)  # deterministic
+
+
+def test_precision_is_part_of_the_identity(ckpts, encoder, int8_encoder):
+    from clapknn.encoders import encoder_from_identity
+
+    assert "precision" not in encoder.identity()  # fp32 indexes keep the identity they had
+    ident = int8_encoder.identity()
+    assert ident["precision"] == "int8"
+    rebuilt = encoder_from_identity(ident)
+    assert rebuilt.precision == "int8" and rebuilt.identity() == ident
+    with pytest.raises(ParameterError, match="precision"):
+        clapmod.ClapEncoder(ckpts["with_pos"], device="cpu", precision="fp16")
+
+
+def test_index_refuses_another_precision(encoder, int8_encoder):
+    import pandas as pd
+
+    from clapknn import Tagger
+    from clapknn.errors import EncoderMismatchError
+    from clapknn.index import Index
+
+    vecs = encoder.embed(_signals())
+    meta = pd.DataFrame({"path": [f"{i}.wav" for i in range(len(vecs))], "start": 0.0, "end": 10.0,
+                         "tags": [("a",), ("b",)] * (len(vecs) // 2), "sha256": "", "kind": "audio"})
+    index = Index.from_arrays(vecs, meta, encoder=encoder.identity(), snippet_seconds=10.0, hop_seconds=10.0)
+    Tagger(index, encoder=encoder)  # same precision: fine
+    with pytest.raises(EncoderMismatchError, match="precision"):
+        Tagger(index, encoder=int8_encoder)
+    index8 = Index.from_arrays(vecs, meta, encoder=int8_encoder.identity(), snippet_seconds=10.0, hop_seconds=10.0)
+    with pytest.raises(EncoderMismatchError, match="precision"):
+        Tagger(index8, encoder=encoder)
+
+
+def test_precision_option_is_refused_for_features(tmp_path, capsys):
+    from clapknn.cli import main
+    from conftest import make_examples
+
+    examples = make_examples(tmp_path / "examples", per_tag=1, seconds=3.0)
+    code = main(["build", str(examples), "--out", str(tmp_path / "idx"), "--precision", "int8", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "precision" in err and "Traceback" not in err

@@ -111,3 +111,59 @@ def test_cli_tag_resume(built_index, corpus, tmp_path, capsys):
     assert main(["tag", str(corpus), "--index", str(root / "index"), "--resume"]) == 2
     assert "--resume needs --out" in capsys.readouterr().err
     assert main(args + ["--explain"]) == 2
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+def test_rate_estimate_leaves_the_first_item_out():
+    from clapknn.progress import RateEstimate
+
+    now = [0.0]
+    est = RateEstimate(30, clock=lambda: now[0])
+    now[0] = 8.0  # the first file: model loading and warm-up
+    est.tick()
+    assert est.rate is None and est.remaining is None
+    for _ in range(4):  # then one file per second
+        now[0] += 1.0
+        est.tick()
+    assert est.rate == pytest.approx(1.0)
+    assert est.remaining == pytest.approx(25.0)  # not 25 x (12 s / 5 files)
+    now[0] += 2.0
+    est.tick(2)
+    assert est.rate == pytest.approx(1.0) and est.done == 7
+
+
+def test_progress_bar_says_loading_then_rate_and_time_left(monkeypatch):
+    import io
+    import sys
+
+    from clapknn.progress import progress_bar
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    err = Tty()
+    monkeypatch.setattr(sys, "stderr", err)
+    now = [0.0]
+    bar = progress_bar(10, "tagging", enabled=True, unit="track")
+    bar.estimate.clock = lambda: now[0]
+    bar._bar.refresh()
+    assert "tagging (first track: loading)" in err.getvalue()
+    for t in (5.0, 5.5, 6.0, 6.5):
+        now[0] = t
+        bar.update(1)
+    assert bar.postfix() == "2.00 tracks/s, 00:03 left"
+    bar._bar.refresh()
+    assert "2.00 tracks/s, 00:03 left" in err.getvalue().rsplit("\r", 1)[-1]
+    bar.close()
+
+
+def test_progress_bar_off_when_not_a_terminal(capsys):
+    from clapknn.progress import progress_bar
+
+    with progress_bar(3, "tagging", enabled=True) as bar:
+        bar.update(3)
+    assert bar.n == 3
+    assert capsys.readouterr().err == ""

@@ -93,5 +93,7 @@ def encoder_from_identity(identity: dict[str, Any], **overrides: Any) -> Encoder
         )
         if identity.get("checkpoint_sha256"):
             kwargs.setdefault("checkpoint_sha256", identity["checkpoint_sha256"])
+        if identity.get("precision"):  # recorded when not fp32; a given precision must match it
+            kwargs.setdefault("precision", identity["precision"])
         return get_encoder("clap", **kwargs)
     raise ParameterError(f"index was built with unknown encoder {name!r}")

@@ -56,6 +56,7 @@ import numpy as np
 
 from ..digests import memo_sha256
 from ..errors import AudioError, CheckpointError, ClapknnError, ParameterError
+from ..options import DEFAULT_PRECISION, PRECISIONS, check_choice
 from .base import Encoder
 
 __all__ = [
@@ -741,6 +742,27 @@ def _htk_mel_filterbank(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: flo
     return torch.clamp(torch.minimum(down, up), min=0.0)
 
 
+def torch_device_type(device: str) -> str:
+    """``"cuda"`` for ``"cuda:1"``, ``"cpu"`` for ``"cpu"``: what :class:`torch.autocast` takes."""
+    return str(device).split(":", 1)[0]
+
+
+def _quantize_linear(model) -> None:
+    """Replace the linear layers of ``model``'s audio tower and projection, in place, by dynamically
+    quantised int8 ones (weights int8, activations quantised per batch; CPU)."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():  # torch >= 2.9 announces a move of this API to torchao
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*", category=UserWarning)
+        from torch.ao.quantization import quantize_dynamic
+
+        for name in ("audio_branch", "audio_projection"):
+            setattr(model, name, quantize_dynamic(getattr(model, name), {torch.nn.Linear}, dtype=torch.qint8))
+
+
 class _AudioForward:
     """Embeds 480,000-sample waveforms with a laion_clap ``CLAP`` model's audio branch.
 
@@ -768,6 +790,8 @@ class _AudioForward:
             self.amin = float(lm.amin)
             self.db_offset = 10.0 * math.log10(max(float(lm.amin), float(lm.ref)))
         self.fusion = fusion
+        #: device type ("cpu", "cuda") to run the transformer under bfloat16 autocast; None: fp32
+        self.autocast: str | None = None
         # The token sequence is kept in the window order of the block about to run, so a block
         # costs one gather instead of a roll + window partition + reverse + roll of copies.
         # Per layer: for each block (block, gather index from the previous order or None, mask);
@@ -848,10 +872,19 @@ class _AudioForward:
         return x + blk.mlp(blk.norm2(x))
 
     def __call__(self, wave):
+        import torch
         import torch.nn.functional as F
 
+        x = self.logmel(wave)  # always fp32: log10 of small mel energies needs the range
+        if self.autocast is None:
+            return F.normalize(self._tower(x), dim=-1)
+        with torch.autocast(self.autocast, dtype=torch.bfloat16):
+            y = self._tower(x)
+        return F.normalize(y.float(), dim=-1)  # unit length in fp32
+
+    def _tower(self, x):
+        """The audio tower after the log-mel front end: the projected, not yet normalised vector."""
         ab = self.branch
-        x = self.logmel(wave)
         x = ab.bn0(x.transpose(1, 3)).transpose(1, 3)
         x = ab.reshape_wav2img(x)
         # Fusion models see four identical copies of a 10-s mel and use only the first.
@@ -867,7 +900,7 @@ class _AudioForward:
                 x = layer.downsample(x)
         # HTSAT's average pool over all tokens (order-free, so the last window order can stay)
         x = ab.norm(x).mean(dim=1)
-        return F.normalize(self.model.audio_projection(x), dim=-1)
+        return self.model.audio_projection(x)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -969,6 +1002,14 @@ class ClapEncoder(Encoder):
     progress : bool, optional
         Say on stderr that the model is loading (it takes seconds). Default: when stderr is a
         terminal. Always logged (``clapknn -v``).
+    precision : {"fp32", "int8", "bf16"}
+        Arithmetic of the audio tower (:data:`clapknn.options.PRECISIONS`). ``"fp32"`` (default) is
+        the reference. ``"int8"``: dynamic int8 quantisation of every linear layer
+        (``torch.ao.quantization.quantize_dynamic``; CPU only). ``"bf16"``: the transformer runs
+        under bfloat16 autocast (the log-mel front end stays fp32; fast only on CPUs with bf16
+        instructions, e.g. AVX512-BF16 or AMX). Both give other vectors than fp32 (cosine and
+        speed in docs/scale.md), so the precision is part of :meth:`identity` and an index refuses
+        queries made with another one.
 
     Notes
     -----
@@ -999,7 +1040,9 @@ class ClapEncoder(Encoder):
         trust_checkpoint: bool | None = None,
         checkpoint_sha256: str | None = None,
         progress: bool | None = None,
+        precision: str = DEFAULT_PRECISION,
     ) -> None:
+        check_choice("precision", precision, PRECISIONS)
         if amodel is not None and amodel not in AMODELS:
             raise ParameterError(f"unknown CLAP audio model {amodel!r}; choose one of {', '.join(AMODELS)}")
         if batch_size is not None and int(batch_size) < 1:
@@ -1035,6 +1078,9 @@ class ClapEncoder(Encoder):
             torch.empty(0, device=self.device)
         except (RuntimeError, AssertionError) as exc:
             raise ParameterError(f"device {self.device!r} is not usable: {_first_line(exc)}") from None
+        if precision == "int8" and not self.device.startswith("cpu"):
+            raise ParameterError(f"precision 'int8' runs on the CPU only, not on {self.device!r}; use fp32 or bf16 there")
+        self.precision = precision
         if batch_size is None:
             batch_size = 16 if self.device.startswith("cuda") else 4
         self.batch_size = int(batch_size)
@@ -1071,7 +1117,11 @@ class ClapEncoder(Encoder):
         del state
         self.model = model.to(self.device)
         self.model_cfg = cfg
+        if self.precision == "int8":
+            _quantize_linear(self.model)
         self._forward = _AudioForward(self.model, cfg, self.enable_fusion)
+        if self.precision == "bf16":
+            self._forward.autocast = torch_device_type(self.device)
 
     # -- weights ---------------------------------------------------------------------------------
 
@@ -1258,12 +1308,14 @@ class ClapEncoder(Encoder):
             clip_samples=CLIP_SAMPLES,
             preprocessing=PREPROCESSING,
         )
+        if self.precision != DEFAULT_PRECISION:  # fp32 indexes keep the identity they always had
+            ident["precision"] = self.precision
         return ident
 
     def __repr__(self) -> str:
         return (
             f"ClapEncoder(checkpoint={self.checkpoint_name!r}, amodel={self.amodel!r}, "
-            f"fusion={self.enable_fusion}, device={self.device!r})"
+            f"fusion={self.enable_fusion}, device={self.device!r}, precision={self.precision!r})"
         )
 
 

@@ -1,0 +1,287 @@
+"""Whole libraries, fast: tagging time of 4-minute tracks against just decoding them, in one run.
+
+On ``--tracks`` generated 4-minute 44.1 kHz stereo FLAC tracks (``synth.py``'s chords and pulses,
+four sections per track; kept in ``--workdir`` between runs), measured in this run:
+
+1. **decode** (the baseline): read every file whole with soundfile, mix to mono and resample to
+   22.05 kHz with soxr, in this process;
+2. **clapknn tag, defaults**: ``python -m clapknn tag FOLDER --index IDX --no-cache -q --out x.csv``
+   as a whole process (start-up, imports, decoding, features encoder, vote, CSV), reported as a
+   ratio to the decode time (target ≤ 0.5) and in s/track (target ≤ 0.36); the same command with
+   ``--snippets all`` (every snippet, the behaviour before sampling) beside it;
+3. **CLAP, random-weight HTSAT-base** (``make_random_checkpoint.py``; the real laion-clap
+   architecture and cost): ``Tagger.tag`` with the default snippets per track, in s/track with the
+   model already loaded (target ≤ 1.2; the load is reported on its own), beside laion-clap's
+   ``CLAP_Module.get_audio_embedding_from_filelist`` on the same files (one 10-s crop per file,
+   decoded whole by librosa at 48 kHz), both in a fresh process of their own; and the opt-in
+   reduced precisions (``int8``, ``bf16``): s/track, speed-up over fp32, cosine of each snippet
+   vector to its fp32 vector, and how many track tags change (each precision tagging with an index
+   built in that precision from the same examples);
+4. **peak memory at two library sizes** (``--memory-sizes``, default 1,000 and 10,000): ``bench/scale.py``
+   with 1-s tracks (one 1-s snippet each), so 10,000 tracks stay feasible on two cores: the cost
+   that could grow with the library (results, queues, the vote) is per track, not per second of
+   audio, and a 4-minute track's decoding memory is bounded by its few snippets. ``--memory-sizes
+   none`` skips it.
+
+Usage::
+
+    python bench/throughput.py                       # 16 tracks, everything
+    python bench/throughput.py --tracks 8 --memory-sizes none --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+TRACK_SECONDS = 240.0
+SR = 44100
+
+
+def _env() -> dict:
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env["CLAPKNN_EMBEDDING_CACHE"] = "off"
+    return env
+
+
+def make_tracks(folder: Path, n: int, seconds: float = TRACK_SECONDS, seed: int = 0, prefix: str = "track") -> list[Path]:
+    """``n`` stereo 44.1 kHz FLAC tracks of ``seconds``, four synthesised sections each (kept)."""
+    import soundfile as sf
+
+    sys.path.insert(0, str(HERE))
+    from synth import synth_track
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        p = folder / f"{prefix}_{i:03d}.flac"
+        paths.append(p)
+        if p.exists():
+            continue
+        rng = np.random.default_rng([seed, i])
+        sections = [synth_track(seconds / 4, SR, rng) for _ in range(4)]
+        mono = np.concatenate(sections)
+        side = 0.01 * rng.standard_normal(mono.size).astype(np.float32)
+        tmp = p.with_name(f".{p.name}.tmp.flac")
+        sf.write(str(tmp), np.stack([mono + side, 0.9 * mono - side], axis=1), SR, subtype="PCM_16")
+        tmp.replace(p)
+    return paths
+
+
+def make_examples(folder: Path) -> Path:
+    """Six 30-s examples of two tags (other seeds than the tracks), and their labels CSV."""
+    paths = make_tracks(folder / "audio", 6, seconds=30.0, seed=1, prefix="example")
+    csv = folder / "labels.csv"
+    csv.write_text("path,tags\n" + "".join(f"{p},{'a' if i % 2 else 'b'}\n" for i, p in enumerate(paths)))
+    return csv
+
+
+def decode_all(paths) -> tuple[float, float]:
+    """``(wall, cpu)`` seconds to decode every file whole (soundfile), mix to mono and resample to
+    22.05 kHz (soxr)."""
+    import soundfile as sf
+    import soxr
+
+    t, c = time.perf_counter(), time.process_time()
+    for p in paths:
+        y, sr = sf.read(str(p), dtype="float32", always_2d=True)
+        soxr.resample(y.mean(axis=1), sr, 22050)
+    return time.perf_counter() - t, time.process_time() - c
+
+
+def _children_cpu() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def run_cli(args: list[str]) -> tuple[float, float]:
+    """``(wall, cpu)`` seconds of a whole ``clapknn`` process (its CPU time: user + system, every thread)."""
+    t, c = time.perf_counter(), _children_cpu()
+    res = subprocess.run([sys.executable, "-m", "clapknn", *args], capture_output=True, text=True, env=_env())
+    dt, dc = time.perf_counter() - t, _children_cpu() - c
+    if res.returncode != 0:
+        raise SystemExit(f"clapknn {' '.join(args[:2])} failed ({res.returncode}):\n{res.stderr[-3000:]}")
+    return dt, dc
+
+
+# ------------------------------------------------------------------------------------------------ CLAP
+
+
+def clap_child(ckpt: str, files: list[str], examples: str, threads: int, side: str) -> dict:
+    """In a fresh process: laion-clap's file-list embedding, or clapknn's tagging per precision."""
+    import torch
+
+    torch.set_num_threads(threads)
+    if side == "laion":
+        import contextlib
+        import io
+
+        from clapknn.encoders.clap import _import_laion_clap, _laion_guard, _roberta_model
+
+        t = time.perf_counter()
+        lc = _import_laion_clap()
+        with _laion_guard(_roberta_model):
+            model = lc.CLAP_Module(enable_fusion=False, amodel="HTSAT-base", device="cpu")
+        with contextlib.redirect_stdout(io.StringIO()):
+            model.load_ckpt(ckpt, verbose=False)
+        load = time.perf_counter() - t
+        t, c = time.perf_counter(), time.process_time()
+        with torch.inference_mode():
+            vecs = model.get_audio_embedding_from_filelist(files)
+        return {"load_s": load, "seconds": time.perf_counter() - t, "cpu_s": time.process_time() - c, "vectors": int(len(vecs))}
+
+    from clapknn import Tagger, build_index
+    from clapknn.encoders.clap import ClapEncoder
+
+    out = {}
+    ref = None
+    for precision in ("fp32", "int8", "bf16"):
+        t = time.perf_counter()
+        enc = ClapEncoder(ckpt, device="cpu", threads=threads, precision=precision, progress=False)
+        load = time.perf_counter() - t
+        index = build_index(examples, encoder=enc)
+        tagger = Tagger(index, encoder=enc)
+        tagger.tag(files[:1])  # warm-up (first-call allocations), not timed
+        t, c = time.perf_counter(), time.process_time()
+        res = tagger.tag(files, explain=True)
+        seconds = time.perf_counter() - t
+        row = {"load_s": load, "seconds": seconds, "cpu_s": time.process_time() - c, "snippets": int(len(res.vectors)),
+               "tops": res.tracks["top"].tolist()}
+        if precision == "fp32":
+            ref = res
+        else:
+            cos = np.sum(res.vectors * ref.vectors, axis=1)
+            # random weights put every vector near one direction, so the plain cosine flatters:
+            # also compare the vectors' departures from the fp32 mean (what tells tracks apart)
+            mean = ref.vectors.mean(axis=0)
+            a, b = res.vectors - mean, ref.vectors - mean
+            ccos = np.sum(a * b, axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+            row.update(centred_cos_min=float(ccos.min()), centred_cos_mean=float(ccos.mean()),
+                       spread=float(np.mean(np.sum(ref.vectors * mean / np.linalg.norm(mean), axis=1))))
+            row.update(cos_min=float(cos.min()), cos_mean=float(cos.mean()),
+                       tags_changed=int(sum(a != b for a, b in zip(row["tops"], ref.tracks["top"]))))
+        out[precision] = row
+        del enc, tagger, index
+    return out
+
+
+def _spawn_clap(side: str, ckpt: Path, files, examples: Path, threads: int) -> dict:
+    cmd = [sys.executable, __file__, "--clap-child", side, "--checkpoint", str(ckpt), "--threads", str(threads),
+           "--examples", str(examples), "--files-list", json.dumps([str(f) for f in files])]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=_env())
+    if res.returncode != 0:
+        raise SystemExit(f"CLAP {side} run failed:\n{res.stderr[-4000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tracks", type=int, default=16, help="4-minute tracks (default 16)")
+    ap.add_argument("--workdir", default=str(Path(os.environ.get("CLAPKNN_BENCH_CACHE", Path.home() / ".cache" / "clapknn-bench")) / "throughput"))
+    ap.add_argument("--checkpoint", help="CLAP checkpoint (default: a random HTSAT-base one written to the workdir)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads for CLAP")
+    ap.add_argument("--no-all", action="store_true", help="skip the --snippets all run")
+    ap.add_argument("--no-clap", action="store_true", help="skip the CLAP runs")
+    ap.add_argument("--memory-sizes", default="1000,10000", help="library sizes for peak memory, or none")
+    ap.add_argument("--json", help="also write the figures here")
+    ap.add_argument("--clap-child", choices=["laion", "clapknn"], help=argparse.SUPPRESS)
+    ap.add_argument("--files-list", help=argparse.SUPPRESS)
+    ap.add_argument("--examples", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    if args.clap_child:
+        print(json.dumps(clap_child(args.checkpoint, json.loads(args.files_list), args.examples, args.threads, args.clap_child)))
+        return 0
+
+    from clapknn.options import DEFAULT_TAG_SNIPPETS
+
+    work = Path(args.workdir)
+    t = time.perf_counter()
+    paths = make_tracks(work / "tracks", args.tracks)
+    folder = work / "tracks"
+    examples = make_examples(work / "examples")
+    n = len(paths)
+    print(f"{n} tracks of {TRACK_SECONDS / 60:g} min, 44.1 kHz stereo FLAC in {folder} (ready in {time.perf_counter() - t:.0f} s); "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
+    for stale in folder.glob("*.csv"):
+        stale.unlink()
+    fig: dict = {"tracks": n, "default_snippets": DEFAULT_TAG_SNIPPETS}
+
+    index = work / "index-features"
+    run_cli(["build", str(examples), "--out", str(index), "--no-cache", "-q"])
+    decode_all(paths[:1])  # imports and first-call costs out of the baseline
+    fig["decode"] = decode_all(paths)
+    out_csv = work / "tags.csv"
+    tag = ["tag", str(folder), "--index", str(index), "--no-cache", "-q", "--out", str(out_csv)]
+    fig["tag"] = run_cli(tag)
+    if not args.no_all:
+        fig["tag_all"] = run_cli(tag + ["--snippets", "all"])
+    print(f"\n{'':<66} {'wall s':>7} {'s/track':>7} {'x decode':>8} {'CPU s':>7} {'s/track':>7} {'x decode':>8}")
+
+    def line(name, wc):
+        (w, c), (dw, dc) = wc, fig["decode"]
+        print(f"{name:<66} {w:7.1f} {w / n:7.2f} {w / dw:8.2f} {c:7.1f} {c / n:7.2f} {c / dc:8.2f}")
+
+    line("decode only (soundfile + soxr to 22.05 kHz) [baseline]", fig["decode"])
+    line(f"clapknn tag, defaults (features, {DEFAULT_TAG_SNIPPETS} snippets/track, no cache, process)", fig["tag"])
+    if "tag_all" in fig:
+        line("clapknn tag --snippets all (every snippet)", fig["tag_all"])
+    print("targets: <= 0.36 s/track and <= 0.5x decode (CPU s: user + system of every thread, which a loaded machine "
+          "does not inflate as it does wall time)", flush=True)
+
+    if not args.no_clap:
+        ckpt = Path(args.checkpoint) if args.checkpoint else work / "random-HTSAT-base.pt"
+        if not ckpt.exists():
+            sys.path.insert(0, str(HERE))
+            from make_random_checkpoint import write_random_checkpoint
+
+            write_random_checkpoint(ckpt, amodel="HTSAT-base", seed=0)
+        laion = _spawn_clap("laion", ckpt, paths, examples, args.threads)
+        mine = _spawn_clap("clapknn", ckpt, paths, examples, args.threads)
+        fig["clap"] = {"laion": laion, "clapknn": mine}
+        print(f"\nCLAP HTSAT-base, random weights, {args.threads} thread(s), model loaded (load time apart):")
+        print(f"  laion-clap get_audio_embedding_from_filelist (1 crop/file): {laion['seconds'] / n:.2f} s/track, "
+              f"CPU {laion['cpu_s'] / n:.2f} s/track (load {laion['load_s']:.1f} s)  [baseline]")
+        base = mine["fp32"]["seconds"]
+        for precision, r in mine.items():
+            extra = ""
+            if precision != "fp32":
+                extra = (f", {base / r['seconds']:.2f}x fp32 speed, cosine to fp32 min {r['cos_min']:.4f} mean {r['cos_mean']:.4f} "
+                         f"(centred on the fp32 mean: min {r['centred_cos_min']:.3f} mean {r['centred_cos_mean']:.3f}), "
+                         f"{r['tags_changed']}/{n} track tags changed")
+            print(f"  clapknn tag {precision} ({r['snippets'] / n:g} snippets/track): {r['seconds'] / n:.2f} s/track = "
+                  f"{r['seconds'] / laion['seconds']:.2f}x laion-clap's time, CPU {r['cpu_s'] / n:.2f} s/track "
+                  f"(load {r['load_s']:.1f} s){extra}"
+                  + ("  (target <= 1.2 s/track)" if precision == "fp32" else ""))
+
+    if args.memory_sizes.strip().lower() != "none":
+        cmd = [sys.executable, str(HERE / "scale.py"), "--sizes", args.memory_sizes, "--seconds", "1", "--snippet-seconds", "1",
+               "--workdir", str(work / "scale")]
+        print(f"\npeak memory by library size ({' '.join(cmd[1:])}):", flush=True)
+        res = subprocess.run(cmd, capture_output=True, text=True, env=_env())
+        print(res.stdout.strip().split("\n\n")[-1])
+        if res.returncode != 0:
+            print(res.stderr[-3000:], file=sys.stderr)
+        fig["memory"] = res.stdout
+    if args.json:
+        Path(args.json).write_text(json.dumps(fig, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
