@@ -77,8 +77,17 @@ def describe_mismatch(built: dict[str, Any], query: dict[str, Any]) -> list[str]
         if key in LOCATION_KEYS or (key == "checkpoint" and same_weights):
             continue
         if built.get(key) != query.get(key):
-            diffs.append(f"{key}: index has {built.get(key)!r}, query encoder has {query.get(key)!r}")
+            was, now = (_shown(key, side.get(key)) for side in (built, query))
+            diffs.append(f"{key}: index has {was}, query encoder has {now}")
     return diffs
+
+
+#: What an identity key left out means (an encoder records some settings only when not the default).
+_UNRECORDED = {"precision": "fp32"}
+
+
+def _shown(key: str, value: Any) -> str:
+    return repr(_UNRECORDED[key]) if value is None and key in _UNRECORDED else repr(value)
 
 
 def check_same_encoder(built: dict[str, Any], query: dict[str, Any], *, what: str, rebuild: str) -> None:

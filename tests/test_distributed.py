@@ -139,6 +139,14 @@ def test_tag_shards_equals_tag(shards, tmp_path):
                                   want.tracks.drop(columns=[c for c in want.tracks if c.startswith("score")]))
     np.testing.assert_allclose(got.tracks["score"], want.tracks["score"], atol=1e-5)
     assert sorted(p for p, _ in got.skipped) == sorted(p for p, _ in want.skipped)
+    # with sampling, the shards' snippets are cut down to the windows tagging would read
+    every = Tagger(index, max_snippets="all").tag(examples)
+    got2 = tag_shards(Tagger(index, max_snippets=2), out)
+    want2 = Tagger(index, max_snippets=2).tag(examples)
+    assert (every.tracks["n_snippets"] > 2).any()  # some file has more windows than are read
+    assert list(got2.tracks["n_snippets"]) == list(want2.tracks["n_snippets"]) and got2.tracks["n_snippets"].max() <= 2
+    pd.testing.assert_frame_equal(got2.snippets[["path", "start", "end"]], want2.snippets[["path", "start", "end"]])
+    np.testing.assert_allclose(got2.tracks["score"], want2.tracks["score"], atol=1e-5)
     other = build_index(examples, snippet_seconds=1.0)
     from clapknn.errors import EncoderMismatchError
 
