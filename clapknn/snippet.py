@@ -133,6 +133,25 @@ def _index(start: float, sr: int, size: int, n: int) -> int:
     return max(0, min(i, n - size)) if n >= size else i
 
 
+def _decodable_samples(path, sr: int, claimed: int) -> int:
+    """How many samples at ``sr`` a file really decodes to, at most ``claimed`` (its header's
+    figure), found by bisection with short reads (a file whose header claims more than it holds)."""
+    from . import decode
+
+    probe = max(1, sr // 20)  # 50 ms reads
+    lo, hi = 0, max(int(claimed), 0)  # lo decodes, hi does not (or is the claim)
+    if decode.load(path, sr=sr, offset=0.0, duration=probe / sr).size == 0:
+        return 0
+    while hi - lo > probe:
+        mid = (lo + hi) // 2
+        if decode.load(path, sr=sr, offset=mid / sr, duration=probe / sr).size > 0:
+            lo = mid
+        else:
+            hi = mid
+    tail = decode.load(path, sr=sr, offset=lo / sr, duration=2 * probe / sr)
+    return lo + int(tail.size)
+
+
 def repeat_pad(y: np.ndarray, size: int) -> np.ndarray:
     """Loop ``y`` until it has ``size`` samples (crop when longer)."""
     y = np.asarray(y, dtype=np.float32)
@@ -276,9 +295,29 @@ def iter_file_snippets(
     elif whole is not None:  # the decoded length can differ from the header's: sample again
         all_starts = snippet_starts(duration, length, hop)
         starts = all_starts[sample_indices(len(all_starts), max_snippets)]
-    for s in starts:
+    held = None
+    if seek:
+        # the last sampled window is read first: when the audio ends before the header says (a
+        # truncated file, a lying frame count), the windows are sampled again over what decodes
+        last = decode.load(path, sr=sr, offset=_index(starts[-1], sr, size, n) / sr, duration=size / sr)
+        if last.size < size:
+            real = _decodable_samples(path, sr, n)
+            logger.warning(
+                "%s: header says %.1f s but the audio ends near %.1f s; using the part that decodes",
+                path, duration, real / sr,
+            )
+            n, duration = real, real / sr
+            all_starts = snippet_starts(duration, length, hop)
+            starts = all_starts[sample_indices(len(all_starts), max_snippets)]
+            if len(starts) == 0:
+                return
+            last = decode.load(path, sr=sr, offset=_index(starts[-1], sr, size, n) / sr, duration=size / sr)
+        held = last
+    for j, s in enumerate(starts):
         i = _index(s, sr, size, n)
-        if whole is not None:
+        if held is not None and j == len(starts) - 1:
+            x = held
+        elif whole is not None:
             x = whole[i : i + size]
         else:
             x = decode.load(path, sr=sr, offset=i / sr, duration=size / sr)

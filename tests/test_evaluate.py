@@ -561,7 +561,8 @@ def test_progress_over_the_splits_on_a_terminal_only(tmp_path, capsys, monkeypat
     terminal = Terminal()
     monkeypatch.setattr("sys.stderr", terminal)
     assert main(["evaluate", *map(str, argv)]) == 0
-    assert re.search(r"evaluating: +0%\|[^|]*\| 0/4 ", terminal.getvalue())  # 2 episodes + 2 folds
+    # 2 episodes + 2 folds; the bar says the first split is loading until it is done
+    assert re.search(r"evaluating \(first split: loading\): +0%\|[^|]*\| 0/4 ", terminal.getvalue())
     drawn = len(terminal.getvalue())
     assert main(["evaluate", *map(str, argv), "-q"]) == 0
     assert terminal.getvalue()[drawn:] == ""

@@ -55,9 +55,10 @@ def test_quickstart_runs_top_to_bottom(this_python_kernel, tmp_path):
     text = "".join(o.text for o in _outputs(nb, "stream") if o.name == "stdout")
     errors = "".join(o.text for o in _outputs(nb, "stream") if o.name == "stderr")
     assert "Traceback" not in errors and "Warning" not in errors, errors
-    # the vote beats chance (0.20) by far: a broken pipeline would not
+    # the vote beats chance (0.20) and the largest mood (4 of 18): a broken pipeline would not (two
+    # examples per mood keep the standardised space, the weaker one on these clips: docs/evaluation.md)
     accuracy = float(re.search(r"accuracy ([0-9.]+) on 18 unseen clips", text).group(1))
-    assert accuracy >= 0.5
+    assert accuracy > 0.3
     assert "read back: [" in text and "audio unchanged: True" in text
     # the neighbours table, the k table and two inline pictures (embedding map, confusion matrix)
     html = "".join(o["data"].get("text/html", "") for o in _outputs(nb, "execute_result"))

@@ -176,3 +176,21 @@ def test_cli_snippets_option(sampled_workspace, tmp_path, capsys):
     from clapknn import load_index
 
     assert (load_index(tmp_path / "i2").metadata.groupby("path").size() == 1).all()
+
+
+def test_sampling_a_file_that_holds_less_than_its_header_says(tmp_path, caplog):
+    """An mp3 whose frame count claims ~2 years: the sampled windows lie in the 25 s that decode
+    (sampled over the claim, they would all fall past the end and the track would seem empty)."""
+    import soundfile as sf
+
+    path = tmp_path / "claims_years.mp3"
+    t = np.arange(int(25 * SR)) / SR
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), SR, format="MP3")
+    data = bytearray(path.read_bytes())
+    data[21:25] = b"\x7f\xff\xff\xff"  # the Xing frame count
+    path.write_bytes(bytes(data))
+    assert decode.info(path).duration > 1e6  # the header's claim
+    got = list(iter_file_snippets(path, 22050, 5.0, max_snippets=2))
+    assert len(got) == 2 and all(a is not None for _, _, a in got)
+    assert all(0 < s and e <= 25.5 for s, e, _ in got)  # in the middle of what decodes
+    assert "audio ends near" in caplog.text
