@@ -318,7 +318,7 @@ def cmd_evaluate(args) -> int:
         snippet_seconds=_csv_list(args.snippet_seconds, float, "--snippet-seconds"), hop_seconds=args.hop_seconds,
         aggregate=args.aggregate, space=args.space, baselines=not args.no_baselines, seed=args.seed, out_dir=args.out,
         plots=not args.no_plots, n_jobs=args.workers, cache=args.cache, batch_size=args.batch_size,
-        progress=not args.quiet,
+        progress=not args.quiet, max_snippets=_max_snippets(args, opt.DEFAULT_TAG_SNIPPETS),
     )
     print(report.text())
     if args.out:
@@ -695,6 +695,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--snippet-seconds", default=f"{opt.DEFAULT_SNIPPET_SECONDS:g}", help=f"snippet lengths to compare, e.g. 3,5,10,30 (default {opt.DEFAULT_SNIPPET_SECONDS:g})")
     p.add_argument("--hop-seconds", type=float, help="hop between snippets (default: the snippet length)")
     p.add_argument("--aggregate", default=opt.DEFAULT_AGGREGATE, choices=opt.AGGREGATIONS, help=f"snippet→track pooling (default {opt.DEFAULT_AGGREGATE})")
+    p.add_argument("--snippets", metavar="N|all",
+                   help=f"at most N snippets per query track, as clapknn tag reads them (default {opt.DEFAULT_TAG_SNIPPETS}); "
+                   "the examples keep every snippet")
     p.add_argument("--space", default=opt.DEFAULT_SPACE, choices=opt.SPACES,
                    help="the vote's search space: auto (default: the encoder decides on the index's own examples), "
                    "plain vectors, or standardised per dimension on the index")

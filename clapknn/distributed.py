@@ -487,25 +487,9 @@ def tag_shards(tagger, shards: str | Path):
             f"{shards}: snippets of {m['snippet_seconds']:g} s, the index uses {tagger.index.snippet_seconds:g} s"
         )
     skipped = [tuple(p) for p in m.get("skipped_inputs", [])] + list(emb.failures)
-    keep = _sampled_rows(emb, tagger.max_snippets, float(m["snippet_seconds"]), m.get("hop_seconds"))
+    from .snippet import sampled_windows
+
+    keep = sampled_windows(emb.snippets["file"].to_numpy(), emb.snippets["start"].to_numpy(), emb.files["duration"].to_numpy(),
+                           tagger.max_snippets, float(m["snippet_seconds"]), m.get("hop_seconds"))
     snippets = emb.snippets[keep].reset_index(drop=True)
     return tagger.tag_vectors(emb.vectors[keep], snippets, list(emb.files["path"].astype(str)), skipped=skipped)
-
-
-def _sampled_rows(emb, max_snippets: int | None, length: float, hop: float | None) -> np.ndarray:
-    """Which shard snippets :meth:`clapknn.Tagger.tag` would embed with ``max_snippets``: per file,
-    the windows :func:`~clapknn.snippet.sample_indices` picks from the file's window grid (the
-    shards hold every non-silent window)."""
-    from .snippet import sample_indices, snippet_starts
-
-    keep = np.ones(len(emb.snippets), dtype=bool)
-    if max_snippets is None:
-        return keep
-    files = emb.snippets["file"].to_numpy()
-    starts = emb.snippets["start"].to_numpy(dtype=np.float64)
-    for i, duration in enumerate(emb.files["duration"].to_numpy(dtype=np.float64)):
-        grid = snippet_starts(float(duration), length, hop)
-        chosen = grid[sample_indices(len(grid), max_snippets)]
-        rows = np.flatnonzero(files == i)
-        keep[rows] = np.isclose(starts[rows][:, None], chosen[None, :], atol=1e-6).any(axis=1)
-    return keep

@@ -44,8 +44,8 @@ import numpy as np
 
 from .errors import LabelError, ParameterError
 from .options import (
-    DEFAULT_AGGREGATE, DEFAULT_BATCH_SIZE, DEFAULT_K, DEFAULT_SNIPPET_SECONDS, DEFAULT_SPACE, DEFAULT_WEIGHTS, EVAL_EPISODES,
-    EVAL_FOLDS, EVAL_KS, EVAL_SHOTS, WEIGHTS, check_seconds,
+    DEFAULT_AGGREGATE, DEFAULT_BATCH_SIZE, DEFAULT_K, DEFAULT_SNIPPET_SECONDS, DEFAULT_SPACE, DEFAULT_TAG_SNIPPETS,
+    DEFAULT_WEIGHTS, EVAL_EPISODES, EVAL_FOLDS, EVAL_KS, EVAL_SHOTS, WEIGHTS, check_max_snippets, check_seconds,
 )
 
 __all__ = [
@@ -118,6 +118,10 @@ class Embedded:
     encoder: dict = field(default_factory=dict)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     knn_options: dict = field(default_factory=dict)
+    #: each snippet's start (seconds) and each track's decoded length: which snippets tagging reads
+    #: of a query (:func:`clapknn.snippet.sampled_windows`)
+    starts: np.ndarray | None = None
+    durations: np.ndarray | None = None
 
     @property
     def n_tracks(self) -> int:
@@ -206,7 +210,19 @@ def embed_examples(
         encoder=enc.identity(),
         skipped=list(example_set.problems) + [tuple(x) for x in failures],
         knn_options=enc.knn_options() if hasattr(enc, "knn_options") else {},
+        starts=emb.snippets["start"].to_numpy(np.float64),
+        durations=emb.files["duration"].to_numpy(np.float64)[used],
     )
+
+
+def _query_windows(emb: Embedded, max_snippets: int | None) -> np.ndarray:
+    """The snippets tagging reads of each track (all of them for embeddings made without their
+    start times)."""
+    if max_snippets is None or emb.starts is None or emb.durations is None:
+        return np.ones(len(emb.track), dtype=bool)
+    from .snippet import sampled_windows
+
+    return sampled_windows(emb.track, emb.starts, emb.durations, max_snippets, emb.snippet_seconds, emb.hop_seconds)
 
 
 # --------------------------------------------------------------------------- splits
@@ -810,6 +826,7 @@ def evaluate(
     cache=None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = False,
+    max_snippets: int | str | None = DEFAULT_TAG_SNIPPETS,
 ) -> EvaluationReport:
     """Measure few-shot kNN tagging (and baselines) on a labelled set.
 
@@ -854,6 +871,10 @@ def evaluate(
         Reuse embeddings across runs (see :func:`embed_examples`).
     progress : bool
         Progress bars (embedding, then the episodes and folds) on stderr, when it is a terminal.
+    max_snippets : int or "all"
+        Snippets read per query track, as :class:`clapknn.Tagger` reads them (the same default,
+        spread by :func:`clapknn.snippet.sample_indices`); the support files keep every snippet, as
+        :func:`clapknn.build_index` does.
 
     Returns
     -------
@@ -895,6 +916,7 @@ def evaluate(
     for length in _as_tuple(snippet_seconds, float):
         check_seconds("snippet length", length)
     check_seconds("hop", hop_seconds, allow_none=True)
+    max_snippets = check_max_snippets(max_snippets)
     if out_dir is not None and Path(out_dir).expanduser().exists() and not Path(out_dir).expanduser().is_dir():
         raise ParameterError(f"the output folder {out_dir} is a file")
 
@@ -1006,9 +1028,10 @@ def evaluate(
     bar = progress_bar(len(embedded) * len(splits), "evaluating", enabled=progress, unit="split")
     for emb in embedded:
         options = space_options(emb.knn_options, space)
+        read = _query_windows(emb, max_snippets)
         for protocol, n_shots, rep, sup, qry in splits:
             s_mask = np.isin(emb.track, sup)
-            q_mask = np.isin(emb.track, qry)
+            q_mask = np.isin(emb.track, qry) & read
             X_s, X_q = emb.vectors[s_mask], emb.vectors[q_mask]
             Y_s = Y[emb.track[s_mask]]
             q_tracks = np.unique(emb.track[q_mask])

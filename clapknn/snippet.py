@@ -52,6 +52,7 @@ __all__ = [
     "TAIL_MIN_FRACTION",
     "WHOLE_FILE_SECONDS",
     "sample_indices",
+    "sampled_windows",
 ]
 
 logger = logging.getLogger(__name__)
@@ -124,6 +125,33 @@ def sample_indices(count: int, max_snippets: int | None) -> np.ndarray:
     centre = (np.arange(int(max_snippets)) + 0.5) * count / int(max_snippets) - 0.5  # in window units
     middle = (count - 1) / 2
     return np.where(centre < middle, np.floor(centre + 0.5), np.ceil(centre - 0.5)).astype(np.int64)
+
+
+def sampled_windows(
+    file_ids: np.ndarray, starts: np.ndarray, durations: np.ndarray, max_snippets: int | None, length: float,
+    hop: float | None = None,
+) -> np.ndarray:
+    """Which of a set of embedded snippets tagging with ``max_snippets`` reads: a boolean mask.
+
+    ``file_ids`` gives each snippet's file (a row of ``durations``, the files' decoded lengths in
+    seconds) and ``starts`` its start time. Per file, the windows :func:`sample_indices` picks from the
+    file's window grid (:func:`snippet_starts`) are kept, as :func:`iter_file_snippets` reads them; so
+    vectors embedded from every window (an index's examples, Ray shards) are voted on as
+    :meth:`clapknn.Tagger.tag` would vote on the same files.
+    """
+    file_ids = np.asarray(file_ids, dtype=np.int64)
+    starts = np.asarray(starts, dtype=np.float64)
+    keep = np.ones(len(starts), dtype=bool)
+    if max_snippets is None:
+        return keep
+    for i, duration in enumerate(np.asarray(durations, dtype=np.float64)):
+        rows = np.flatnonzero(file_ids == i)
+        grid = snippet_starts(float(duration), length, hop)
+        if not len(rows) or len(grid) <= max_snippets:
+            continue
+        chosen = grid[sample_indices(len(grid), max_snippets)]
+        keep[rows] = np.isclose(starts[rows][:, None], chosen[None, :], atol=1e-6).any(axis=1)
+    return keep
 
 
 def _index(start: float, sr: int, size: int, n: int) -> int:

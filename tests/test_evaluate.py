@@ -566,3 +566,32 @@ def test_progress_over_the_splits_on_a_terminal_only(tmp_path, capsys, monkeypat
     drawn = len(terminal.getvalue())
     assert main(["evaluate", *map(str, argv), "-q"]) == 0
     assert terminal.getvalue()[drawn:] == ""
+
+
+def test_evaluate_reads_the_query_windows_the_tagger_reads(labelled_csv, tmp_path):
+    """With snippet sampling (at most N snippets per query track, as ``clapknn tag`` reads them),
+    an episode's row equals ``Tagger(max_snippets=N)`` on the same split; the support keeps every
+    snippet, as ``build_index`` does."""
+    from pathlib import Path
+
+    from clapknn import Tagger, build_index
+    from clapknn.evaluate import METRICS, _indicator, _predict
+    from clapknn.labels import Example, ExampleSet
+
+    cache = tmp_path / "cache"
+    report = evaluate(labelled_csv, shots=(2,), n_episodes=2, folds=0, k=(3,), weights=("similarity",),
+                      snippet_seconds=(0.5,), baselines=False, cache=cache, seed=1, max_snippets=2)
+    base = report.embeddings[0.5]
+    assert np.bincount(base.track).max() > 2  # some track has more windows than are read
+    for run, (sup, qry) in enumerate(few_shot_episodes(base.tags, base.groups, shots=2, n_episodes=2, seed=1)):
+        support = ExampleSet([Example(Path(base.paths[i]), tuple(base.tags[i]), str(base.groups[i])) for i in sup])
+        tagger = Tagger(build_index(support, snippet_seconds=0.5, cache=cache), k=3, max_snippets=2)
+        tracks = tagger.tag([base.paths[i] for i in qry], cache=cache).tracks
+        assert tracks["n_snippets"].max() <= 2
+        truth = dict(zip(base.paths, base.tags))
+        y_true = _indicator([truth[p] for p in tracks["path"]], report.tags)
+        scores = tracks[[f"score:{t}" for t in report.tags]].to_numpy(dtype=np.float64)
+        want, _ = track_metrics(y_true, scores, _predict(scores, False), False)
+        row = report.runs.query("run == @run and method == 'knn'")
+        for m in METRICS:
+            assert row[m].iloc[0] == pytest.approx(want[m], abs=1e-9, nan_ok=True), (run, m)
