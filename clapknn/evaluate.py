@@ -145,6 +145,8 @@ class Embedded:
             paths=[self.paths[i] for i in keep],
             tags=[tuple(tags[self.paths[i]]) for i in keep],
             groups=new_groups,
+            starts=None if self.starts is None else self.starts[mask],
+            durations=None if self.durations is None else self.durations[keep],
         )
 
 
@@ -955,7 +957,12 @@ def evaluate(
     order = {p: i for i, p in enumerate(base.paths)}
     for i, e in enumerate(embedded[1:], start=1):  # align track numbering with the first
         perm = np.array([order[p] for p in e.paths], dtype=np.int64)
-        embedded[i] = replace(e, track=perm[e.track], paths=list(base.paths), tags=list(base.tags), groups=base.groups)
+        durations = None
+        if e.durations is not None:
+            durations = np.empty_like(e.durations)
+            durations[perm] = e.durations
+        embedded[i] = replace(e, track=perm[e.track], paths=list(base.paths), tags=list(base.tags), groups=base.groups,
+                              durations=durations)
     tags = sorted({t for ts in base.tags for t in ts})
     if len(tags) < 2:
         why = ""
