@@ -27,6 +27,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from .encoders.base import Encoder
 from .errors import LabelError, ParameterError
 from .index import Index
 from .store import file_lock
@@ -127,6 +128,7 @@ def add_examples(
     cache=None,
     workers: int = 0,
     progress: bool = False,
+    encoder: Encoder | None = None,
 ) -> tuple[Index, UpdateReport]:
     """Embed new labelled examples and add them to a saved index.
 
@@ -145,6 +147,10 @@ def add_examples(
         Save the result here instead of over ``index``.
     encoder_options : mapping, optional
         Runtime settings for the index's encoder (``checkpoint`` path, ``device``...).
+    encoder : Encoder, optional
+        An encoder already loaded (a long-running caller labelling one track at a time keeps its
+        model in memory); it must have the index's identity. Default: rebuilt from the index's
+        identity with ``encoder_options``.
     batch_size, cache, workers, progress
         As in :func:`clapknn.build_index`.
 
@@ -183,7 +189,8 @@ def add_examples(
         detail = "; ".join(f"{w}: {r}" for w, r in example_set.problems[:3])
         raise LabelError("no examples to add" + (f" ({detail})" if detail else ""))
 
-    encoder = encoder_from_identity(current.encoder_identity, **dict(encoder_options or {}))
+    if encoder is None:
+        encoder = encoder_from_identity(current.encoder_identity, **dict(encoder_options or {}))
     current.check_encoder(encoder.identity())
     fresh = build_index(
         example_set, None, encoder=encoder, snippet_seconds=current.snippet_seconds,

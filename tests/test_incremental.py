@@ -188,3 +188,32 @@ def test_cli_add_and_remove(two_sets, tmp_path, capsys):
     assert main(["remove", str(idx_path), "--tag", "calm", "--tag", "energetic"]) == 2
     assert "empty" in capsys.readouterr().err
     _check_consistent(idx_path)
+
+
+def test_add_with_a_loaded_encoder_uses_it_and_refuses_another(two_sets, monkeypatch):
+    """A caller that keeps its model loaded (the web app) passes it: no encoder is rebuilt from the
+    index's identity, the vectors are the same, and an encoder of another identity is refused."""
+    import clapknn.encoders as encoders
+    from clapknn.encoders import get_encoder
+    from clapknn.errors import EncoderMismatchError
+
+    full, idx_path = two_sets
+    f = full / "calm" / "calm_0.wav"
+    loaded = get_encoder("features")
+
+    def no_rebuild(*a, **k):
+        raise AssertionError("the encoder was rebuilt")
+
+    monkeypatch.setattr(encoders, "encoder_from_identity", no_rebuild)
+    updated, _ = add_examples(idx_path, [f], tags=["calm", "soft"], encoder=loaded)
+    monkeypatch.undo()
+    rows = updated.metadata["path"].astype(str) == str(f)
+    again, _ = add_examples(idx_path, [f], tags=["calm", "soft"])
+    np.testing.assert_array_equal(updated.vectors[rows.to_numpy()], again.vectors[(again.metadata["path"].astype(str) == str(f)).to_numpy()])
+
+    class Other:  # an encoder of another recipe
+        def identity(self):
+            return {**loaded.identity(), "recipe": -1}
+
+    with pytest.raises(EncoderMismatchError):
+        add_examples(idx_path, [f], tags=["calm"], encoder=Other())

@@ -330,7 +330,8 @@ class Curator:
                 raise ParameterError(f"no track {track_id} in the library")
             path = self.lib.files[track_id]
             previous = self._example_tags.get(self.lib.real.get(path) or _real(path))
-            updated, _ = add_examples(self.index_path, [path], tags=list(tags), cache=self.cache, batch_size=self.batch_size)
+            updated, _ = add_examples(self.index_path, [path], tags=list(tags), cache=self.cache, batch_size=self.batch_size,
+                                      encoder=self.tagger.encoder)
             self.history.append(Correction(path, tags, previous))
             del self.history[:-UNDO_DEPTH]
             changed = self._retag_from(updated)
@@ -349,7 +350,7 @@ class Curator:
                 updated, _ = remove_examples(self.index_path, [c.path])
             else:
                 updated, _ = add_examples(self.index_path, [c.path], tags=list(c.previous), cache=self.cache,
-                                          batch_size=self.batch_size)
+                                          batch_size=self.batch_size, encoder=self.tagger.encoder)
             self.history.pop()
             changed = self._retag_from(updated)
             was = "no example" if c.previous is None else f"an example of {', '.join(c.previous)}"
