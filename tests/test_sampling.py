@@ -67,7 +67,9 @@ def long_flac(tmp_path_factory):
     return write_audio(tmp_path_factory.mktemp("long") / "long.flac", y, sr)
 
 
-def test_file_sampling_seeks_only_the_chosen_windows(long_flac, monkeypatch):
+@pytest.fixture
+def load_calls(monkeypatch):
+    """The ``(offset, duration)`` of every ``decode.load`` call made while the test runs."""
     calls = []
     real = decode.load
 
@@ -76,6 +78,11 @@ def test_file_sampling_seeks_only_the_chosen_windows(long_flac, monkeypatch):
         return real(path, sr=sr, offset=offset, duration=duration)
 
     monkeypatch.setattr(decode, "load", spy)
+    return calls
+
+
+def test_file_sampling_seeks_only_the_chosen_windows(long_flac, load_calls):
+    calls = load_calls
     got = list(iter_file_snippets(long_flac, 22050, 10.0, max_snippets=3))
     assert [round(s, 3) for s, _, _ in got] == [20.0, 50.0, 90.0]  # of 12 windows: 2, 5, 9
     assert len(calls) == 3 and all(d == pytest.approx(10.0) for _, d in calls)  # never the whole file
@@ -87,15 +94,8 @@ def test_file_sampling_seeks_only_the_chosen_windows(long_flac, monkeypatch):
         np.testing.assert_allclose(a, by_start[round(s, 3)], atol=2e-4)
 
 
-def test_file_that_cannot_seek_is_decoded_once(long_flac, monkeypatch):
-    calls = []
-    real = decode.load
-
-    def spy(path, *, sr, offset=0.0, duration=None):
-        calls.append((offset, duration))
-        return real(path, sr=sr, offset=offset, duration=duration)
-
-    monkeypatch.setattr(decode, "load", spy)
+def test_file_that_cannot_seek_is_decoded_once(long_flac, load_calls, monkeypatch):
+    calls = load_calls
     # as for a format only the fallback decoder (ffmpeg) reads: libsndfile cannot open it
     monkeypatch.setattr(decode, "can_seek", lambda path: False)
     got = list(iter_file_snippets(long_flac, 22050, 10.0, max_snippets=3))
