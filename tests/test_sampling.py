@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clapknn import decode, options
-from clapknn.cache import settings_key
+from clapknn.audio import decode
+from clapknn import options
+from clapknn.embedding.cache import settings_key
 from clapknn.errors import ParameterError
-from clapknn.snippet import cut, iter_file_snippets, sample_indices, snippet_starts
+from clapknn.audio.snippet import cut, iter_file_snippets, sample_indices, snippet_starts
 from conftest import SR, make_examples, tone, write_audio
 
 

@@ -16,18 +16,31 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .aggregate import aggregate, select_tags
-from .encode import EmbeddedFiles, embed_array, embed_files
-from .encoders import Encoder, encoder_from_identity, get_encoder
-from .errors import ClapknnError, LabelError, ParameterError
-from .index import Index, example_metadata
-from .labels import ExampleSet, collect_audio, load_examples
-from .options import (
-    AGGREGATIONS, DEFAULT_AGGREGATE, DEFAULT_BATCH_SIZE, DEFAULT_ENCODER, DEFAULT_K, DEFAULT_SNIPPET_SECONDS,
-    DEFAULT_SPACE, DEFAULT_WEIGHTS, ENCODERS, SPACES, WEIGHTS, check_choice, check_int, check_seconds, check_snippets,
+from ..embedding.encode import EmbeddedFiles, embed_array, embed_files
+from ..encoders import Encoder, encoder_from_identity, get_encoder
+from ..errors import ClapknnError, LabelError, ParameterError
+from ..index import Index, example_metadata
+from ..labels import ExampleSet, collect_audio, load_examples
+from ..options import (
+    AGGREGATIONS,
+    DEFAULT_AGGREGATE,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_ENCODER,
+    DEFAULT_K,
+    DEFAULT_SNIPPET_SECONDS,
+    DEFAULT_SPACE,
+    DEFAULT_WEIGHTS,
+    ENCODERS,
+    SPACES,
+    WEIGHTS,
+    check_choice,
+    check_int,
+    check_seconds,
+    check_snippets,
     check_threshold,
 )
-from .options import DEFAULT_BUILD_SNIPPETS, DEFAULT_TAG_SNIPPETS, check_max_snippets
-from .vote import KNNTagger
+from ..options import DEFAULT_BUILD_SNIPPETS, DEFAULT_TAG_SNIPPETS, check_max_snippets
+from ..vote import KNNTagger
 
 __all__ = ["build_index", "load_index", "Tagger", "TagResult", "BuildReport", "DEFAULT_K", "DEFAULT_WEIGHTS"]
 
@@ -124,7 +137,7 @@ def build_index(
     progress : bool
         Show a progress bar on a terminal.
     cache : bool, path or EmbeddingCache, optional
-        Embedding cache (:mod:`clapknn.cache`): unchanged files are neither decoded nor encoded.
+        Embedding cache (:mod:`clapknn.embedding.cache`): unchanged files are neither decoded nor encoded.
     workers : int
         Decoding processes (0: a thread of this process).
     allow_single_tag : bool
@@ -274,6 +287,19 @@ def example_groups(metadata) -> np.ndarray:
     return np.where(group != "", np.char.add("group:", group.astype(str)), np.char.add("file:", paths.astype(str)))
 
 
+def _key_tempo(paths: list[str], analysed: Mapping[str, dict]):
+    """The :func:`clapknn.analysis.analyze_files` table of ``paths``: rows already analysed from the
+    engine's signals are taken as they are, the other files are decoded and analysed here."""
+    import pandas as pd
+
+    from ..analysis import COLUMNS, analyze_files
+
+    rest = [p for p in paths if p not in analysed]
+    more = analyze_files(rest) if rest else pd.DataFrame(columns=list(COLUMNS))
+    rows = {**analysed, **{r["path"]: r for r in more.to_dict("records")}}
+    return pd.DataFrame([rows[p] for p in paths if p in rows], columns=list(COLUMNS))
+
+
 class Tagger:
     """Tags audio with an index.
 
@@ -304,7 +330,7 @@ class Tagger:
         own examples); the others force one. ``clapknn evaluate --space`` measures each.
     max_snippets : int or "all"
         At most this many snippets per track, spread over it away from its ends and read by seeking
-        (:func:`clapknn.snippet.sample_indices`); ``None`` or ``"all"`` for every snippet. Default:
+        (:func:`clapknn.audio.snippet.sample_indices`); ``None`` or ``"all"`` for every snippet. Default:
         :data:`clapknn.options.DEFAULT_TAG_SNIPPETS` (chosen by measurement, docs/scale.md).
     """
 
@@ -334,7 +360,7 @@ class Tagger:
         hop_seconds = check_seconds("hop", hop_seconds, allow_none=True)
         check_int("batch_size", batch_size)
         max_snippets = check_max_snippets(max_snippets)
-        from .vote import space_options
+        from ..vote import space_options
 
         self.index = index if isinstance(index, Index) else load_index(index)
         if len(self.index) == 0:
@@ -457,23 +483,37 @@ class Tagger:
 
     def tag(
         self, paths: str | Path | Sequence[str | Path], *, progress: bool = False, explain: bool = False,
-        cache=None, workers: int = 0,
+        cache=None, workers: int = 0, key_tempo: bool = False,
     ) -> TagResult:
         """Tag audio files; folders are scanned for audio.
 
         Files that cannot be decoded (or are silent) are listed in :attr:`TagResult.skipped`.
-        ``cache`` and ``workers`` are as in :func:`build_index`.
+        ``cache`` and ``workers`` are as in :func:`build_index`. ``key_tempo=True`` adds the columns of
+        :func:`clapknn.analysis.analyze_files` (key, mode, bpm and their confidences) to
+        :attr:`TagResult.tracks`; a file the embedding engine decoded whole at the analysis' rate is
+        analysed from that signal, not decoded again.
         """
         files, problems = self.collect_files(paths)
+        analysed: dict[str, dict] = {}
+        on_signal = None
+        if key_tempo:
+            from ..analysis import SAMPLE_RATE, analyze_signal
+
+            if self.encoder.sample_rate == SAMPLE_RATE:
+                def on_signal(path: str, y: np.ndarray) -> None:
+                    analysed[path] = analyze_signal(y, path)
         emb = embed_files(
             files, self.encoder, snippet_seconds=self.index.snippet_seconds,
             hop_seconds=self.hop_seconds or self.index.hop_seconds, batch_size=self.batch_size,
             hashes=False, progress=progress, desc="tagging", cache=cache, workers=workers,
-            max_snippets=self.max_snippets,
+            max_snippets=self.max_snippets, on_signal=on_signal,
         )
-        return self.tag_vectors(
+        result = self.tag_vectors(
             emb.vectors, emb.snippets, [str(f) for f in files], skipped=problems + emb.failures, explain=explain
         )
+        if key_tempo and len(result.tracks):
+            result.tracks = result.tracks.merge(_key_tempo(list(result.tracks["path"]), analysed), on="path", how="left")
+        return result
 
     @staticmethod
     def collect_files(paths: str | Path | Sequence[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -494,7 +534,7 @@ class Tagger:
     def tag_array(self, y: np.ndarray, sr: int, *, name: str = "<array>", explain: bool = False) -> TagResult:
         """Tag an in-memory signal sampled at ``sr`` Hz: mono ``(n,)``, or ``(n_samples, n_channels)``
         / ``(n_channels, n_samples)`` with at most 8 channels, float or integer PCM (checked by
-        :func:`clapknn.decode.as_mono`, as decoded files are; an ambiguous shape is a ParameterError)."""
+        :func:`clapknn.audio.signal.as_mono`, as decoded files are; an ambiguous shape is a ParameterError)."""
         vectors, snippets = embed_array(
             y, sr, self.encoder, snippet_seconds=self.index.snippet_seconds,
             hop_seconds=self.hop_seconds or self.index.hop_seconds, batch_size=self.batch_size,
