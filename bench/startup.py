@@ -86,7 +86,7 @@ import numpy as np, pandas as pd, soundfile as sf
 from clapknn.embedding.encode import embed_files
 from clapknn.encoders import get_encoder
 from clapknn.index import Index
-from clapknn.tagging.tagger import fit_vote
+from clapknn.tagging.build import fit_vote
 
 root, sizes = Path(sys.argv[1]), [int(n) for n in sys.argv[2:]]
 sr, enc = 22050, get_encoder("features")

@@ -59,7 +59,8 @@ def _parse_prompts(items: Sequence[str] | None) -> dict[str, list[str]]:
 # --------------------------------------------------------------------------- commands
 def cmd_build(args) -> int:
     """``clapknn build``: embed labelled examples and save an index."""
-    from .tagging.tagger import INDEX_HOME, build_index
+    from .tagging.tagger import INDEX_HOME
+    from .tagging.build import build_index
 
     out = Path(args.out) if args.out else INDEX_HOME / Path(args.examples).resolve().stem
     options = _encoder_options(args)

@@ -130,7 +130,7 @@ def index_from_shards(
     """
     from ..index import Index, example_metadata
     from ..labels import ExampleSet, load_examples
-    from ..tagging.tagger import BuildReport, fit_vote
+    from ..tagging.build import BuildReport, fit_vote
 
     emb = read_shards(shards)
     m = emb.manifest
