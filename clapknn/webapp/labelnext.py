@@ -115,6 +115,10 @@ def label_next(
     balance: float = DEFAULT_BALANCE,
     standardize: bool = True,
     clusters: bool = DEFAULT_CLUSTERS,
+    facility: bool = False,
+    doubt_power: float = 1.0,
+    cold_start: int = 0,
+    n_known: int | None = None,
 ) -> list[int]:
     """Rows of the tracks to label next, best first.
 
@@ -168,7 +172,7 @@ def label_next(
     uncertainty = 1.0 - margins(scores)
     order = rows[np.lexsort((rows, -uncertainty[rows]))]
     cand = order[: max(int(n), int(pool) * int(n))] if pool > 0 else order
-    if len(cand) <= 1 or (coverage <= 0 and density <= 0 and balance <= 0 and not clusters):
+    if len(cand) <= 1 or (coverage <= 0 and density <= 0 and balance <= 0 and not clusters and not facility):
         return [int(r) for r in cand[:n]]
     known = [np.asarray(examples, dtype=np.float64)] if examples is not None and len(examples) else []
     space, *ex = library_space(np.asarray(vectors, dtype=np.float64), *known, standardize=standardize)
@@ -192,6 +196,13 @@ def label_next(
         per_tag[top[best]] += 1
         closest = np.maximum(closest, unit @ unit[best])
 
+    if facility:
+        known = len(excluded) if n_known is None else int(n_known)
+        power = 0.0 if known < cold_start else float(doubt_power)
+        weights = np.clip(uncertainty[cand], 0.0, 1.0) ** power
+        for best in _facility(space, cand, closest, weights, n):
+            take(best)
+        return chosen
     if clusters:
         for best in _cluster_centres(space, cand, excluded, ex[0] if ex else None, n):
             take(best)
@@ -203,6 +214,26 @@ def label_next(
         total_value[~free] = -np.inf
         take(int(np.argmax(total_value)))  # first maximum: the more uncertain (lower row) on ties
     return chosen
+
+
+def _facility(space, cand, known, weights, n) -> list[int]:
+    """Positions in ``cand`` of ``n`` picks that greedily maximise the weighted facility-location
+    value ``sum_j weights[j] * max(similarity of track j to its nearest example or pick)`` over the
+    candidates ``j`` (rows of ``space``), starting from the similarity to what is ``known``."""
+    unit = space[cand].astype(np.float32)
+    sims = unit @ unit.T  # (candidates, candidates); a candidate is also a track to cover
+    cur = known.astype(np.float32).copy()
+    w = weights.astype(np.float32)
+    picks: list[int] = []
+    free = np.ones(len(cand), dtype=bool)
+    for _ in range(min(n, len(cand))):
+        gain = np.maximum(sims - cur[None, :], 0.0) @ w
+        gain[~free] = -np.inf
+        best = int(np.argmax(gain))  # first maximum: the lower position on ties
+        picks.append(best)
+        free[best] = False
+        cur = np.maximum(cur, sims[best])
+    return picks
 
 
 def _cluster_centres(space, cand, excluded, examples, n) -> list[int]:
@@ -233,3 +264,41 @@ def _cluster_centres(space, cand, excluded, examples, n) -> list[int]:
         if len(picks) == n:
             break
     return picks
+
+
+def track_space(tagger, vectors: np.ndarray, track_of: np.ndarray, n_tracks: int, *, space: str = "vote"):
+    """Per track, one vector for the queue, and the examples' vectors in the same space:
+    ``(tracks, examples, standardize)`` for :func:`label_next`.
+
+    ``space="vote"``: the space the tagger's fitted vote searches (its snippets'
+    :meth:`~clapknn.vote.KNNTagger.to_search_space` rows averaged per track; the examples' search
+    vectors), compared as they are. ``"library"``: the encoder's vectors averaged per track, to be
+    standardised on the library.
+    """
+    vectors = np.asarray(vectors)
+    track_of = np.asarray(track_of, dtype=np.int64)
+    index = tagger.index
+    audio = (index.metadata["kind"] == "audio").to_numpy()
+    if space == "vote":
+        est = tagger.estimator
+        rows = est.to_search_space(vectors) if len(vectors) else np.zeros((0, 1), np.float32)
+        examples = est.search_index.reconstruct_n(0, est.n_samples_fit_)[audio]
+        standardize = False
+    elif space == "library":
+        rows, examples, standardize = vectors, index.vectors[audio], True
+    else:
+        raise ValueError(f"unknown queue space {space!r}")
+    tracks = np.zeros((n_tracks, rows.shape[1]), dtype=np.float64)
+    np.add.at(tracks, track_of, rows)
+    return tracks, examples, standardize
+
+
+def queue(tagger, scores, vectors, track_of, *, n: int = 10, exclude=(), space: str = "vote", **settings) -> list[int]:
+    """The label-next queue of a library tagged by ``tagger``: rows of ``scores`` (its tracks'
+    tag scores, ``(n_tracks, n_tags)``), best first. ``vectors`` are the library's snippet vectors
+    (as the encoder gives them) and ``track_of`` the track row of each; ``exclude`` the rows that
+    are examples. ``settings`` go to :func:`label_next`."""
+    tracks, examples, standardize = track_space(tagger, vectors, track_of, len(scores), space=space)
+    n_known = int(tagger.index.metadata.loc[tagger.index.metadata["kind"] == "audio", "path"].nunique())
+    return label_next(scores, tracks, n=n, exclude=exclude, examples=examples, standardize=standardize,
+                      n_known=n_known, **settings)
