@@ -17,7 +17,7 @@ setting chosen on dev. Everything runs with the defaults of ``clapknn serve`` (f
 no group, as labels given in the app do).
 
     python bench/label_next.py --split dev --seeds 40          # the dev grid; prints the choice
-    python bench/label_next.py --split heldout --only NAME --seeds 100   # report NAME on heldout
+    python bench/label_next.py --split heldout --seeds 100     # the dev choice on heldout (--only: others beside it)
     python bench/label_next.py --report --out DIR             # the tables again from the CSVs
 """
 
@@ -46,7 +46,16 @@ GRID = {
     "facility x doubt (vote)": dict(space="vote", facility=True, doubt_power=1.0),
     "facility x doubt^2 (vote)": dict(space="vote", facility=True, doubt_power=2.0),
     "facility x doubt (library)": dict(space="library", facility=True, doubt_power=1.0),
-    "facility, x doubt from 24 (vote)": dict(space="vote", facility=True, doubt_power=1.0, cold_start=24),
+    "facility x doubt from 24 (vote)": dict(space="vote", facility=True, doubt_power=1.0, cold_start=24),
+    "facility balance=1 (library)": dict(space="library", facility=True, doubt_power=0.0, balance=1.0),
+    "facility x doubt from 24 (library)": dict(space="library", facility=True, doubt_power=1.0, cold_start=24),
+    "facility width=0.1 (library)": dict(space="library", facility=True, doubt_power=0.0, width=0.1),
+    "facility width=0.3 (library)": dict(space="library", facility=True, doubt_power=0.0, width=0.3),
+    "facility width=0.1 (vote)": dict(space="vote", facility=True, doubt_power=0.0, width=0.1),
+    "facility balance=1 (vote)": dict(space="vote", facility=True, doubt_power=0.0, balance=1.0),
+    "facility balance=2 (vote)": dict(space="vote", facility=True, doubt_power=0.0, balance=2.0),
+    "facility balance=1 width=0.1 (vote)": dict(space="vote", facility=True, doubt_power=0.0, balance=1.0, width=0.1),
+    "facility balance=1 width=0.1 (library)": dict(space="library", facility=True, doubt_power=0.0, balance=1.0, width=0.1),
 }
 
 
@@ -283,7 +292,8 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="processes (seeds run in parallel)")
     ap.add_argument("--out", help="folder for the per-split CSVs (default: the suite's cache folder)")
     ap.add_argument("--report", action="store_true", help="print the tables again from the CSVs of the last run")
-    ap.add_argument("--only", help="run only these settings of the grid (comma-separated names)")
+    ap.add_argument("--only", help="run only these settings of the grid (comma-separated names); an earlier CSV of the "
+                                   "same seeds in --out keeps its other settings, so a grid can be run in parts")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(HERE))
     import pandas as pd
@@ -315,20 +325,26 @@ def main(argv=None) -> int:
     chosen = None
     for split in splits:
         rows = [r for r in all_rows if r["split"] == split]
-        if split == "heldout":
-            if chosen is None and not args.only:
+        if split == "heldout":  # the setting chosen on dev, and the --only settings beside it for comparison
+            if chosen is None:
                 dev_csv = out / "label_next-dev.csv"
                 if not dev_csv.exists():
-                    ap.error("no dev run to take the choice from: run --split dev first, or give --only")
+                    ap.error(f"no dev run in {out} to take the choice from: run --split dev first")
                 chosen = choose(pd.read_csv(dev_csv))
-            settings = {chosen: GRID[chosen]} if chosen and not args.only else grid
+            settings = {chosen: GRID[chosen], **(grid if args.only else {})}
         else:
             settings = grid
         df = run_split(rows, cache, seeds=args.seeds, jobs=args.jobs, rounds=args.rounds, per_round=args.per_round,
                        start=args.start, settings=settings)
-        df.to_csv(out / f"label_next-{split}.csv", index=False)
+        path = out / f"label_next-{split}.csv"
+        if args.only and path.exists():  # extend an earlier run of the same seeds and rounds with these settings
+            earlier = pd.read_csv(path)
+            if set(earlier["seed"]) == set(df["seed"]) and set(earlier["round"]) == set(df["round"]):
+                keep = ~earlier["strategy"].isin(set(df["strategy"]))
+                df = pd.concat([earlier[keep], df], ignore_index=True)
+        df.to_csv(path, index=False)
         print(f"\n{len(rows)} clips, {len({r['group'] for r in rows})} songs")
-        print(report(df, split, args.rounds, chosen if split == "heldout" and chosen in settings else None))
+        print(report(df, split, args.rounds, chosen if split == "heldout" else None))
         if split == "dev":
             chosen = choose(df)
             print(f"\nchosen on dev (best mean accuracy over rounds 1-{args.rounds}): {chosen}\n")
