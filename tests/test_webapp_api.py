@@ -326,17 +326,17 @@ def test_label_next_prefers_uncertain_tracks_unlike_each_other():
     vectors = np.array([[1.0, 0.0], [1.0, 0.01], [0.0, 1.0], [0.0, 1.0], [0.7, 0.7]])
     plain = dict(standardize=False, pool=2, density=0.0, clusters=False)
     only = dict(density=0.0, clusters=False)  # the defaults also ask for typical tracks and cluster centres
-    assert label_next(scores, vectors, n=2, coverage=0.0, **only) == [0, 1]  # by margin only: the two near-copies
-    assert label_next(scores, vectors, n=2, coverage=1.0, **plain) == [0, 3]  # spread: the copy of 0 is passed over
+    assert label_next(scores, vectors, n=2, facility=False, balance=0.0, coverage=0.0, **only) == [0, 1]  # by margin only: the two near-copies
+    assert label_next(scores, vectors, n=2, facility=False, balance=0.0, coverage=1.0, **plain) == [0, 3]  # spread: the copy of 0 is passed over
     assert 0 not in label_next(scores, vectors, n=2, exclude=[0])  # the defaults too
-    assert label_next(scores, vectors, n=2, coverage=1.0, examples=np.array([[1.0, 0.0]]), **plain)[0] == 3
+    assert label_next(scores, vectors, n=2, facility=False, balance=0.0, coverage=1.0, examples=np.array([[1.0, 0.0]]), **plain)[0] == 3
     # an excluded row (a track that is an example) counts as known: its near-copy is passed over
-    assert label_next(scores, vectors, n=1, coverage=1.0, exclude=[0], **plain) == [3]
+    assert label_next(scores, vectors, n=1, facility=False, balance=0.0, coverage=1.0, exclude=[0], **plain) == [3]
     # equal doubt: the density bonus prefers a typical track (row 1, among many like it) to an odd one (row 0)
     doubt = np.tile([[0.5, 0.5]], (6, 1))
     crowd = np.array([[0.0, 1.0], [1.0, 0.05], [1.0, 0.0], [1.0, 0.1], [1.0, -0.05], [0.95, 0.1]])
-    assert label_next(doubt, crowd, n=1, coverage=0.0, **only)[0] == 0
-    assert label_next(doubt, crowd, n=1, coverage=0.0, density=1.0, clusters=False, standardize=False)[0] != 0
+    assert label_next(doubt, crowd, n=1, facility=False, balance=0.0, coverage=0.0, **only)[0] == 0
+    assert label_next(doubt, crowd, n=1, facility=False, balance=0.0, coverage=0.0, density=1.0, clusters=False, standardize=False)[0] != 0
 
 
 def test_label_next_covers_the_library_farthest_first_before_doubt():
@@ -349,12 +349,12 @@ def test_label_next_covers_the_library_farthest_first_before_doubt():
     scores = np.tile([[0.9, 0.1]], (15, 1))
     scores[:5] = [[0.5, 0.5]]
     cluster = np.arange(15) // 5
-    assert set(cluster[label_next(scores, vectors, n=3, coverage=0.0, density=0.0, clusters=False)]) == {0}  # margin only: all from A
-    assert sorted(cluster[label_next(scores, vectors, n=3, coverage=100.0, clusters=False)]) == [0, 1, 2]  # one per cluster
+    assert set(cluster[label_next(scores, vectors, n=3, facility=False, balance=0.0, coverage=0.0, density=0.0, clusters=False)]) == {0}  # margin only: all from A
+    assert sorted(cluster[label_next(scores, vectors, n=3, facility=False, balance=0.0, coverage=100.0, clusters=False)]) == [0, 1, 2]  # one per cluster
     # with A and B already covered by examples, the first pick comes from C whatever the doubt in A
-    assert cluster[label_next(scores, vectors, n=1, coverage=3.0, density=0.0, clusters=False, examples=centres[:2])[0]] == 2
+    assert cluster[label_next(scores, vectors, n=1, facility=False, balance=0.0, coverage=3.0, density=0.0, clusters=False, examples=centres[:2])[0]] == 2
     # once every cluster is covered, the doubt decides again (coverage is then equal for all)
-    assert cluster[label_next(scores, vectors, n=1, coverage=3.0, density=0.0, clusters=False, examples=centres)[0]] == 0
+    assert cluster[label_next(scores, vectors, n=1, facility=False, balance=0.0, coverage=3.0, density=0.0, clusters=False, examples=centres)[0]] == 0
     assert label_next(scores, vectors, n=3) == label_next(scores.copy(), vectors.copy(), n=3)  # same input, same queue
 
 
@@ -371,7 +371,7 @@ def test_label_next_distances_are_standardised_on_the_library():
     assert np.abs(space.mean(axis=0)).max() < 0.05  # centred per dimension
 
     def far_side(**kw):  # side of the farthest-first pick, for an example at each track of side 0
-        return [side[label_next(scores, vectors, n=1, coverage=100.0, clusters=False, examples=vectors[i:i + 1], **kw)[0]] for i in range(10)]
+        return [side[label_next(scores, vectors, n=1, facility=False, balance=0.0, coverage=100.0, clusters=False, examples=vectors[i:i + 1], **kw)[0]] for i in range(10)]
 
     assert far_side() == [1.0] * 10  # standardised: always the other side of the library
 
@@ -394,14 +394,14 @@ def test_label_next_clusters_ask_the_centre_of_each_uncovered_cluster_largest_fi
     vectors = centres[cluster] + 0.05 * rng.standard_normal((len(cluster), 3))
     scores = np.tile([[0.9, 0.1]], (len(cluster), 1))
     scores[cluster == 0] = [0.5, 0.5]  # the vote is unsure only where the example already is
-    picks = label_next(scores, vectors, n=2, coverage=0.0, density=0.0, clusters=True, exclude=[0])
+    picks = label_next(scores, vectors, n=2, facility=False, balance=0.0, coverage=0.0, density=0.0, clusters=True, exclude=[0])
     assert list(cluster[picks]) == [1, 2]
     space = library_space(vectors)[0]
     for pick, c in zip(picks, (1, 2)):  # each pick is its cluster's most central track (in the queue's space)
         members = np.flatnonzero(cluster == c)
         centre = space[members].mean(axis=0)
         assert pick == members[np.argmin(np.linalg.norm(space[members] - centre, axis=1))]
-    assert list(cluster[label_next(scores, vectors, n=2, coverage=0.0, density=0.0, clusters=False, exclude=[0])]) == [0, 0]  # without: the doubt
+    assert list(cluster[label_next(scores, vectors, n=2, facility=False, balance=0.0, coverage=0.0, density=0.0, clusters=False, exclude=[0])]) == [0, 0]  # without: the doubt
 
 
 def test_label_next_balance_spreads_the_queue_over_predicted_tags():
@@ -411,8 +411,8 @@ def test_label_next_balance_spreads_the_queue_over_predicted_tags():
     scores = np.array([[0.55, 0.45], [0.56, 0.44], [0.57, 0.43], [0.58, 0.42], [0.3, 0.7], [0.29, 0.71]])
     vectors = np.ones((6, 2)) + 1e-3 * np.arange(12).reshape(6, 2)
     top = np.argmax(scores, axis=1)
-    assert list(top[label_next(scores, vectors, n=2, coverage=0.0, density=0.0, clusters=False)]) == [0, 0]
-    assert sorted(top[label_next(scores, vectors, n=2, coverage=0.0, density=0.0, clusters=False, balance=1.0, standardize=False)]) == [0, 1]
+    assert list(top[label_next(scores, vectors, n=2, facility=False, balance=0.0, coverage=0.0, density=0.0, clusters=False)]) == [0, 0]
+    assert sorted(top[label_next(scores, vectors, n=2, facility=False, coverage=0.0, density=0.0, clusters=False, balance=1.0, standardize=False)]) == [0, 1]
 
 
 def test_label_next_first_ten_are_spread_over_the_library_not_near_duplicates():
@@ -503,7 +503,7 @@ def test_queue_is_a_round_that_stays_put_while_its_tracks_are_labelled(site):
     top = {r["id"]: r["top"] for r in site.get("/api/queue", params={"n": 3}).json()["rows"]}
     site.post("/api/label", json={"id": first[0], "tags": [top[first[0]]]}, headers=site.token).raise_for_status()
     assert [r["id"] for r in site.get("/api/queue", params={"n": 3}).json()["rows"]] == first[1:]  # the rest of the round
-    site.post("/api/undo", headers=site.token).raise_for_status()
+    site.post("/api/undo", json={}, headers=site.token).raise_for_status()
     assert [r["id"] for r in site.get("/api/queue", params={"n": 3}).json()["rows"]] == first  # undone: back in the round
     for i in first:
         site.post("/api/label", json={"id": i, "tags": [top[i]]}, headers=site.token).raise_for_status()
