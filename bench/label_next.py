@@ -1,27 +1,30 @@
 """Label next vs at random: accuracy after n rounds of labelling 10 tracks (EMOPIA quadrant renders).
 
 A curator starts with a small index (``--start`` clips per tag) and a library. Each round they label
-10 tracks of the library, either the first ten of the web app's "label next" queue
-(:func:`clapknn.webapp.labelnext.label_next`, fed with the track scores and vectors the app has) or
-ten drawn at random; the tracks become examples and the library is tagged again from its stored
-vectors, as ``clapknn serve`` does. Accuracy (top tag against the human label) is measured on songs
-that are never labelled.
+10 tracks of the library, either the ten of the web app's "label next" queue (the same function the
+app calls, :func:`clapknn.webapp.labelnext.queue`, fed with the tagger, track scores and snippet
+vectors the app has) or ten drawn at random; the tracks become examples (with their human labels)
+and the library is tagged again from its stored vectors, as ``clapknn serve`` does. Accuracy (top
+tag against the human label) is measured on songs that are never labelled.
 
 Protocol: the suite's EMOPIA set (``bench/suite_sets.py``: rows with path, tags, group = song,
 split). Within a split, the songs are dealt (per seed) into a library half and a test half; the
-start clips are drawn per seed from the library. Queue settings (pool, coverage, density, balance,
-space) are chosen on the ``dev`` split; the ``heldout`` split is only reported, with the setting chosen on dev. Everything
-runs with the defaults of ``clapknn serve`` (features encoder, 10-s snippets, k=5, similarity
-votes, mean pooling, the vote space ``auto`` picks).
+start clips are drawn per seed from the library. The queue and random share each seed's library,
+test songs and start, so their difference is paired. Queue settings are chosen on the ``dev``
+split (the best mean accuracy over rounds 1..n); the ``heldout`` split is only reported, with the
+setting chosen on dev. Everything runs with the defaults of ``clapknn serve`` (features encoder,
+10-s snippets, k=5, similarity votes, mean pooling, the vote space ``auto`` picks; examples carry
+no group, as labels given in the app do).
 
-    python bench/label_next.py                    # dev choice, then the heldout report
-    python bench/label_next.py --seeds 20 --rounds 5 --out /tmp/label-next
+    python bench/label_next.py --split dev --seeds 40          # the dev grid; prints the choice
+    python bench/label_next.py --split heldout --seeds 100     # the dev choice on heldout (--only: others beside it)
+    python bench/label_next.py --report --out DIR             # the tables again from the CSVs
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,15 +32,36 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-#: Also run on heldout, for comparison: close to the queue before the coverage term (margin first,
-#: cosine of the raw vectors).
-REFERENCE = {"plain pool=8 coverage=1": dict(pool=8, coverage=1.0, density=0.0, balance=0.0, standardize=False, clusters=False)}
+
+#: The settings measured on dev (keyword arguments of clapknn.webapp.labelnext.queue). "library":
+#: distances in the library-standardised space; "vote": in the space the fitted vote searches.
+GRID = {
+    "clusters first (library)": dict(space="library", clusters=True, coverage=1.0, density=1.0),
+    "clusters first (vote)": dict(space="vote", clusters=True, coverage=1.0, density=1.0),
+    "margin only": dict(space="vote", clusters=False, pool=1, coverage=0.0, density=0.0),
+    "k-centre (vote)": dict(space="vote", clusters=False, coverage=100.0, density=0.0),
+    "margin + coverage + density (vote)": dict(space="vote", clusters=False, coverage=1.0, density=1.0),
+    "facility (library)": dict(space="library", facility=True, doubt_power=0.0),
+    "facility (vote)": dict(space="vote", facility=True, doubt_power=0.0),
+    "facility x doubt (vote)": dict(space="vote", facility=True, doubt_power=1.0),
+    "facility x doubt^2 (vote)": dict(space="vote", facility=True, doubt_power=2.0),
+    "facility x doubt (library)": dict(space="library", facility=True, doubt_power=1.0),
+    "facility x doubt from 24 (vote)": dict(space="vote", facility=True, doubt_power=1.0, cold_start=24),
+    "facility balance=1 (library)": dict(space="library", facility=True, doubt_power=0.0, balance=1.0),
+    "facility x doubt from 24 (library)": dict(space="library", facility=True, doubt_power=1.0, cold_start=24),
+    "facility width=0.1 (library)": dict(space="library", facility=True, doubt_power=0.0, width=0.1),
+    "facility width=0.3 (library)": dict(space="library", facility=True, doubt_power=0.0, width=0.3),
+    "facility width=0.1 (vote)": dict(space="vote", facility=True, doubt_power=0.0, width=0.1),
+    "facility balance=1 (vote)": dict(space="vote", facility=True, doubt_power=0.0, balance=1.0),
+    "facility balance=2 (vote)": dict(space="vote", facility=True, doubt_power=0.0, balance=2.0),
+    "facility balance=1 width=0.1 (vote)": dict(space="vote", facility=True, doubt_power=0.0, balance=1.0, width=0.1),
+    "facility balance=1 width=0.1 (library)": dict(space="library", facility=True, doubt_power=0.0, balance=1.0, width=0.1),
+}
 
 
 def embed(rows, cache):
     """Snippet vectors of every row's file (features encoder, 10-s snippets), through the cache."""
-    from clapknn.embedding.encode import embed_files
-    from clapknn.encoders import get_encoder
+    from clapknn import embed_files, get_encoder
     from clapknn.options import DEFAULT_ENCODER, DEFAULT_SNIPPET_SECONDS
 
     enc = get_encoder(DEFAULT_ENCODER)
@@ -46,179 +70,195 @@ def embed(rows, cache):
     return enc, emb
 
 
-def run_split(rows, enc, emb, *, seeds, rounds, per_round, start, settings):
-    """Accuracy per (strategy, seed, round) on one split."""
-    import pandas as pd
+class Split:
+    """One split's clips, their snippet vectors and the tagging of a library from given examples."""
 
-    from clapknn.index import Index
-    from clapknn.options import DEFAULT_SNIPPET_SECONDS
-    from clapknn.tagging.tagger import Tagger
-    from clapknn.webapp.labelnext import label_next
+    def __init__(self, rows, enc, emb):
+        files = emb.files.reset_index(drop=True)
+        self.enc, self.emb = enc, emb
+        self.used = np.flatnonzero(files["error"].to_numpy() == "")
+        self.snip = emb.snippets
+        self.file_of = self.snip["file"].to_numpy()
+        self.tags = np.array([r["tags"] for r in rows])
+        self.groups = np.array([r["group"] for r in rows])
+        self.vocab = sorted(set(self.tags[self.used]))
+        self.n = len(rows)
 
-    files = emb.files.reset_index(drop=True)
-    used = np.flatnonzero(files["error"].to_numpy() == "")
-    snip = emb.snippets
-    file_of = snip["file"].to_numpy()
-    tags = np.array([rows[i]["tags"] for i in range(len(rows))])
-    groups = np.array([rows[i]["group"] for i in range(len(rows))])
-    vocab = sorted(set(tags[used]))
-    track_vec = np.zeros((len(rows), emb.vectors.shape[1]), np.float32)
-    for i in used:
-        track_vec[i] = emb.vectors[file_of == i].mean(axis=0)
+    def tag(self, labelled, query):
+        """Tag the clips ``query`` with an index of the clips ``labelled``, as the app retags:
+        ``(tagger, scores (n, vocab), top (n,))`` over every row (zeros and "" outside ``query``)."""
+        import pandas as pd
 
-    def tag_all(labelled: list[int], query: np.ndarray):
+        from clapknn import Index, Tagger
+        from clapknn.options import DEFAULT_SNIPPET_SECONDS
+
+        snip, file_of = self.snip, self.file_of
         mask = np.isin(file_of, labelled)
         meta = pd.DataFrame({
             "path": snip["path"][mask].to_numpy(), "start": snip["start"][mask].to_numpy(),
-            "end": snip["end"][mask].to_numpy(), "tags": [(tags[f],) for f in file_of[mask]],
-            "sha256": "", "kind": "audio", "group": [groups[f] for f in file_of[mask]],
+            "end": snip["end"][mask].to_numpy(), "tags": [(self.tags[f],) for f in file_of[mask]],
+            "sha256": "", "kind": "audio",
         })
-        index = Index.from_arrays(emb.vectors[mask], meta, encoder=enc.identity(),
+        index = Index.from_arrays(self.emb.vectors[mask], meta, encoder=self.enc.identity(),
                                   snippet_seconds=DEFAULT_SNIPPET_SECONDS, hop_seconds=DEFAULT_SNIPPET_SECONDS)
-        tagger = Tagger(index, encoder=enc)
+        tagger = Tagger(index, encoder=self.enc)
         qmask = np.isin(file_of, query)
-        q = snip[qmask].copy()
-        result = tagger.tag_vectors(emb.vectors[qmask], q, [str(i) for i in range(len(rows))])
-        out = result.tracks.assign(row=result.tracks["path"].astype(int))
-        scores = np.zeros((len(rows), len(vocab)))
-        cols = [f"score:{t}" for t in tagger.tags]
-        pos = [vocab.index(t) for t in tagger.tags]
-        scores[np.ix_(out["row"].to_numpy(), pos)] = out[cols].to_numpy()
-        top = np.array([""] * len(rows), dtype=object)
-        top[out["row"].to_numpy()] = out["top"].to_numpy()
-        return scores, top, bool(getattr(tagger.estimator, "standardized_", False))
+        result = tagger.tag_vectors(self.emb.vectors[qmask], snip[qmask], [str(i) for i in range(self.n)])
+        out = result.tracks
+        rows = out["path"].astype(int).to_numpy()
+        scores = np.zeros((self.n, len(self.vocab)))
+        pos = [self.vocab.index(t) for t in tagger.tags]
+        scores[np.ix_(rows, pos)] = out[[f"score:{t}" for t in tagger.tags]].to_numpy()
+        top = np.array([""] * self.n, dtype=object)
+        top[rows] = out["top"].to_numpy()
+        return tagger, scores, top
 
-    results = []
-    song_names = sorted(set(groups[used]))
-    for seed in range(seeds):
-        rng = np.random.default_rng([7, seed])
-        songs = rng.permutation(song_names)
-        library_songs = set(songs[: len(songs) // 2])
-        library = np.array([i for i in used if groups[i] in library_songs])
-        test = np.array([i for i in used if groups[i] not in library_songs])
-        first = []
-        for t in vocab:
-            have = [i for i in library if tags[i] == t]
-            first += [int(i) for i in rng.choice(have, size=min(start, len(have)), replace=False)]
-        for name, setting in [("random", None)] + list(settings.items()):
-            pick_rng = np.random.default_rng([11, seed])
-            labelled = list(first)
-            query = np.concatenate([library, test])
-            before = None
-            for rnd in range(rounds + 1):
-                scores, top, standardized = tag_all(labelled, query)
-                acc = float(np.mean(top[test] == tags[test]))
-                changed = float(np.mean(top[test] != before[test])) if before is not None else np.nan
-                before = top
-                results.append({"strategy": name, "seed": seed, "round": rnd, "labelled": len(labelled), "accuracy": acc,
-                                "changed": changed, "standardized": standardized})
-                if rnd == rounds:
-                    break
-                if setting is None:
-                    free = np.array([i for i in library if i not in set(labelled)])
-                    chosen = [int(i) for i in pick_rng.choice(free, size=min(per_round, len(free)), replace=False)]
-                else:  # as the app asks: every library track, the examples excluded
-                    is_example = np.isin(library, labelled)
-                    rows_lib = label_next(scores[library], track_vec[library], n=per_round,
-                                          exclude=np.flatnonzero(is_example), examples=track_vec[labelled], **setting)
-                    chosen = [int(library[r]) for r in rows_lib]
-                labelled += chosen
-    return pd.DataFrame(results)
+
+def run_seed(split: Split, seed: int, *, rounds, per_round, start, settings):
+    """Rows (strategy, seed, round, labelled, accuracy, changed, standardized) of one seed."""
+    from clapknn.webapp.labelnext import queue
+
+    tags, groups, used = split.tags, split.groups, split.used
+    rng = np.random.default_rng([7, seed])
+    songs = rng.permutation(sorted(set(groups[used])))
+    library_songs = set(songs[: len(songs) // 2])
+    library = np.array([i for i in used if groups[i] in library_songs])
+    test = np.array([i for i in used if groups[i] not in library_songs])
+    first = []
+    for t in split.vocab:
+        have = [i for i in library if tags[i] == t]
+        first += [int(i) for i in rng.choice(have, size=min(start, len(have)), replace=False)]
+    lib_mask = np.isin(split.file_of, library)
+    lib_vectors = split.emb.vectors[lib_mask]
+    lib_row = {int(f): r for r, f in enumerate(library)}
+    lib_track_of = np.array([lib_row[int(f)] for f in split.file_of[lib_mask]], dtype=np.int64)
+    query = np.concatenate([library, test])
+    out = []
+    for name, setting in [("random", None)] + list(settings.items()):
+        pick_rng = np.random.default_rng([11, seed])
+        labelled = list(first)
+        before = None
+        for rnd in range(rounds + 1):
+            tagger, scores, top = split.tag(labelled, query)
+            changed = float(np.mean(top[test] != before[test])) if before is not None else np.nan
+            before = top
+            out.append({"strategy": name, "seed": seed, "round": rnd, "labelled": len(labelled),
+                        "accuracy": float(np.mean(top[test] == tags[test])), "changed": changed,
+                        "standardized": bool(getattr(tagger.estimator, "standardized_", False))})
+            if rnd == rounds:
+                break
+            if setting is None:
+                free = np.array([i for i in library if i not in set(labelled)])
+                chosen = [int(i) for i in pick_rng.choice(free, size=min(per_round, len(free)), replace=False)]
+            else:  # as the app asks: every library track, the examples excluded
+                exclude = np.flatnonzero(np.isin(library, labelled))
+                picks = queue(tagger, scores[library], lib_vectors, lib_track_of, n=per_round, exclude=exclude, **setting)
+                chosen = [int(library[r]) for r in picks]
+            labelled += chosen
+    return out
+
+
+_SPLIT = None
+
+
+def _init(rows, cache):
+    global _SPLIT
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    enc, emb = embed(rows, cache)
+    _SPLIT = Split(rows, enc, emb)
+
+
+def _job(args):
+    seed, kw = args
+    return run_seed(_SPLIT, seed, **kw)
+
+
+def run_split(rows, cache, *, seeds, jobs, **kw):
+    """Every seed's rows on one split, in ``jobs`` processes."""
+    import pandas as pd
+
+    tasks = [(s, kw) for s in range(seeds)]
+    if jobs <= 1:
+        _init(rows, cache)
+        parts = [_job(t) for t in tasks]
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+
+        _init(rows, cache)  # embed once here (the cache then serves the workers)
+        with ProcessPoolExecutor(jobs, initializer=_init, initargs=(rows, cache)) as pool:
+            parts = list(pool.map(_job, tasks))
+    return pd.DataFrame([r for p in parts for r in p])
 
 
 def summary(df, rounds):
     """mean ± sd over seeds of the accuracy after each round, per strategy."""
     g = df.groupby(["strategy", "round"])["accuracy"]
     mean, sd = g.mean().unstack(), g.std(ddof=1).unstack()
-    lines = ["| strategy | " + " | ".join(f"round {r}" for r in range(rounds + 1)) + " |",
-             "|---|" + "---:|" * (rounds + 1)]
-    for s in mean.index:
-        lines.append(f"| {s} | " + " | ".join(f"{mean.loc[s, r]:.3f} ± {sd.loc[s, r]:.3f}" for r in range(rounds + 1)) + " |")
+    labelled = df.groupby("round")["labelled"].first()
+    lines = ["| strategy | " + " | ".join(f"round {r} ({labelled[r]})" for r in range(rounds + 1)) + f" | mean 1-{rounds} |",
+             "|---|" + "---:|" * (rounds + 2)]
+    order = mean.loc[:, 1:].mean(axis=1).sort_values(ascending=False).index
+    for s in order:
+        lines.append(f"| {s} | " + " | ".join(f"{mean.loc[s, r]:.3f} ± {sd.loc[s, r]:.3f}" for r in range(rounds + 1))
+                     + f" | {mean.loc[s, 1:].mean():.3f} |")
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--set", default="emopia")
-    ap.add_argument("--seeds", type=int, default=20)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--per-round", type=int, default=10)
-    ap.add_argument("--start", type=int, default=1, help="clips per tag in the starting index")
-    ap.add_argument("--out", help="folder for the per-run CSVs (default: the suite's cache folder)")
-    ap.add_argument("--report", action="store_true", help="print the tables again from the CSVs of the last run")
-    ap.add_argument("--only", help="run only these settings of the dev grid (comma-separated names), e.g. to extend "
-                                   "an earlier run; the heldout report still uses the best of those run")
-    args = ap.parse_args(argv)
-    sys.path.insert(0, str(HERE))
-    import suite_sets
+def _interval(diff):
+    from scipy import stats
 
-    t0 = time.perf_counter()
-    all_rows = suite_sets.load_set(args.set)
-    cache = suite_sets.cache_root() / "embeddings"
-    out = Path(args.out) if args.out else suite_sets.cache_root()
-    out.mkdir(parents=True, exist_ok=True)
-    grid = {
-        "margin only": dict(pool=1, coverage=0.0),
-        "plain pool=8 coverage=1": dict(pool=8, coverage=1.0, standardize=False),
-        "plain coverage=3": dict(coverage=3.0, standardize=False),
-        "k-centre (coverage=100)": dict(coverage=100.0),
-        "coverage=3 balance=1": dict(coverage=3.0, balance=1.0),
-    }
-    grid.update({f"coverage={c:g} density={e:g}": dict(coverage=c, density=e)
-                 for c, e in itertools.product((1.0, 3.0, 10.0), (0.0, 1.0))})
-    grid.update({  # representativeness: typical tracks first, or the centres of the library's clusters
-        "coverage=1 density=3": dict(coverage=1.0, density=3.0),
-        "coverage=0.3 density=1": dict(coverage=0.3, density=1.0),
-        "clusters then coverage=1 density=1": dict(coverage=1.0, density=1.0, clusters=True),
-        "clusters then margin": dict(coverage=0.0, clusters=True),
-    })
-    base = dict(pool=0, coverage=0.0, density=0.0, balance=0.0, standardize=True, clusters=False)
-    grid = {name: {**base, **setting} for name, setting in grid.items()}  # every setting spelt out, not the defaults
-    if args.only:
-        names = [n.strip() for n in args.only.split(",") if n.strip()]
-        unknown = [n for n in names if n not in grid]
-        if unknown:
-            ap.error(f"not in the grid: {', '.join(unknown)}")
-        grid = {n: grid[n] for n in names}
-    if args.report:
-        import pandas as pd
+    half = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff))
+    return diff.mean() - half, diff.mean() + half
 
-        dev, held = (pd.read_csv(out / f"label_next-{s}.csv") for s in ("dev", "heldout"))
-        chosen = choose(dev)
-        for name, df in (("dev", dev), ("heldout", held)):
-            print(f"\n## {name}\n\n{summary(df, args.rounds)}")
-        print(f"\nchosen on dev: {chosen}\n\n{paired(held, chosen, args.rounds)}")
-        print(f"\n{paired(dev, chosen, args.rounds, split='dev')}\n\n{churn(held, args.rounds)}")
-        return 0
-    report = {}
-    chosen = None
-    for split in ("dev", "heldout"):
-        rows = [r for r in all_rows if r["split"] == split]
-        enc, emb = embed(rows, cache)
-        settings = grid if split == "dev" else {chosen: grid[chosen], **REFERENCE}
-        df = run_split(rows, enc, emb, seeds=args.seeds, rounds=args.rounds, per_round=args.per_round,
-                       start=args.start, settings=settings)
-        df.to_csv(out / f"label_next-{split}.csv", index=False)
-        if split == "dev":
-            chosen = choose(df)
-        report[split] = (len(rows), len({r["group"] for r in rows}), df)
-        print(f"\n## {split} ({len(rows)} clips, {len({r['group'] for r in rows})} songs; {args.seeds} seeds)\n")
-        print(summary(df, args.rounds))
-        if split == "dev":
-            print(f"\nchosen on dev (best mean accuracy over rounds 1-{args.rounds}): {chosen}\n")
-            print(paired(df, chosen, args.rounds, split="dev"))
-    print()
-    print(paired(report["heldout"][2], chosen, args.rounds))
-    print(f"\n{churn(report['heldout'][2], args.rounds)}")
-    print(f"\n{time.perf_counter() - t0:.0f} s")
-    return 0
+
+def paired(df, chosen: str, rounds: int, split: str = "heldout") -> str:
+    """Per round, and over rounds 1..n per seed: queue minus random on the same seeds (the same
+    library, test songs and start): mean ± sd, the 95 % t interval of the mean, the seeds where the
+    queue is ahead (behind), and the Wilcoxon signed-rank p-value."""
+    from scipy import stats
+
+    seeds = df["seed"].nunique()
+    lines = [f"{split}, {chosen} minus random, same {seeds} seeds:",
+             "| round | labelled | queue | random | difference (mean ± sd) | 95 % interval | queue ahead (behind) |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    wide = df.pivot_table(index=["seed", "round"], columns="strategy", values="accuracy")
+    for r in list(range(1, rounds + 1)) + ["1-" + str(rounds)]:
+        if isinstance(r, int):
+            part = wide.xs(r, level="round")
+            n = int(df.loc[df["round"] == r, "labelled"].iloc[0])
+        else:
+            part = wide[wide.index.get_level_values("round") >= 1].groupby(level="seed").mean()
+            n = "mean"
+        diff = part[chosen] - part["random"]
+        lo, hi = _interval(diff)
+        p = stats.wilcoxon(diff).pvalue if (diff != 0).any() else 1.0
+        lines.append(f"| {r} | {n} | {part[chosen].mean():.3f} | {part['random'].mean():.3f} | {diff.mean():+.3f} ± "
+                     f"{diff.std(ddof=1):.3f} | {lo:+.3f}..{hi:+.3f} | {int((diff > 0).sum())} ({int((diff < 0).sum())}) "
+                     f"of {len(diff)}, p = {p:.2g} |")
+    return "\n".join(lines)
+
+
+def gains(df, rounds: int) -> str:
+    """Every strategy against random: the mean over rounds 1..n per seed, its 95 % interval, seeds won."""
+    wide = df.pivot_table(index=["seed", "round"], columns="strategy", values="accuracy")
+    per_seed = wide[wide.index.get_level_values("round") >= 1].groupby(level="seed").mean()
+    lines = [f"| strategy | mean rounds 1-{rounds} | minus random | 95 % interval | ahead (behind) |", "|---|---:|---:|---:|---:|"]
+    rows = []
+    for s in per_seed.columns:
+        if s == "random":
+            continue
+        diff = per_seed[s] - per_seed["random"]
+        lo, hi = _interval(diff)
+        rows.append((diff.mean(), f"| {s} | {per_seed[s].mean():.3f} | {diff.mean():+.3f} | {lo:+.3f}..{hi:+.3f} | "
+                                  f"{int((diff > 0).sum())} ({int((diff < 0).sum())}) of {len(diff)} |"))
+    lines += [r for _, r in sorted(rows, key=lambda t: -t[0])]
+    lines.append(f"| random | {per_seed['random'].mean():.3f} | | | |")
+    return "\n".join(lines)
 
 
 def churn(df, rounds) -> str:
     """Per strategy and round: the share of test tracks whose top tag the round's labels changed, and
     the share of seeds where the vote searched its standardised space (refitted on the examples)."""
-    if "changed" not in df:
-        return ""
     g = df.groupby(["strategy", "round"])
     changed, std = g["changed"].mean().unstack(), g["standardized"].mean().unstack()
     lines = ["| strategy | " + " | ".join(f"round {r}" for r in range(rounds + 1)) + " |", "|---|" + "---:|" * (rounds + 1)]
@@ -234,22 +274,82 @@ def choose(df) -> str:
     return str(part.groupby("strategy")["accuracy"].mean().idxmax())
 
 
-def paired(df, chosen: str, rounds: int, split: str = "heldout") -> str:
-    """Per round, queue minus random on the same seeds (the same library, test songs and start):
-    mean ± sd, the 95 % t interval of the mean and the seeds where the queue is ahead."""
-    from scipy import stats
+def report(df, split, rounds, chosen=None) -> str:
+    chosen = chosen or choose(df)
+    return "\n\n".join([f"## {split} ({df['seed'].nunique()} seeds)", summary(df, rounds), gains(df, rounds),
+                        paired(df, chosen, rounds, split), churn(df, rounds)])
 
-    lines = [f"{split}, {chosen} minus random, same seeds:",
-             "| round | labelled | difference (mean ± sd) | 95 % interval | queue ahead |", "|---:|---:|---:|---:|---:|"]
-    for r in range(1, rounds + 1):
-        part = df[df["round"] == r]
-        wide = part.pivot(index="seed", columns="strategy", values="accuracy")
-        diff = wide[chosen] - wide["random"]
-        n = int(part["labelled"].iloc[0])
-        half = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff))
-        lines.append(f"| {r} | {n} | {diff.mean():+.3f} ± {diff.std(ddof=1):.3f} | {diff.mean() - half:+.3f}..{diff.mean() + half:+.3f} "
-                     f"| {int((diff > 0).sum())} of {len(diff)} seeds ({int((diff < 0).sum())} behind) |")
-    return "\n".join(lines)
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--set", default="emopia")
+    ap.add_argument("--split", choices=("dev", "heldout", "both"), default="both",
+                    help="dev: the grid and the choice; heldout: report --only (default: the choice of the dev CSV)")
+    ap.add_argument("--seeds", type=int, default=100)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--per-round", type=int, default=10)
+    ap.add_argument("--start", type=int, default=1, help="clips per tag in the starting index")
+    ap.add_argument("--jobs", type=int, default=1, help="processes (seeds run in parallel)")
+    ap.add_argument("--out", help="folder for the per-split CSVs (default: the suite's cache folder)")
+    ap.add_argument("--report", action="store_true", help="print the tables again from the CSVs of the last run")
+    ap.add_argument("--only", help="run only these settings of the grid (comma-separated names); an earlier CSV of the "
+                                   "same seeds in --out keeps its other settings, so a grid can be run in parts")
+    args = ap.parse_args(argv)
+    sys.path.insert(0, str(HERE))
+    import pandas as pd
+
+    import suite_sets
+
+    out = Path(args.out) if args.out else suite_sets.cache_root()
+    grid = dict(GRID)
+    if args.only:
+        names = [n.strip() for n in args.only.split(",") if n.strip()]
+        unknown = [n for n in names if n not in grid]
+        if unknown:
+            ap.error(f"not in the grid: {', '.join(unknown)}")
+        grid = {n: grid[n] for n in names}
+    splits = ("dev", "heldout") if args.split == "both" else (args.split,)
+    if args.report:
+        dev_csv = out / "label_next-dev.csv"
+        chosen = choose(pd.read_csv(dev_csv)) if dev_csv.exists() else None
+        for split in splits:
+            path = out / f"label_next-{split}.csv"
+            if path.exists():
+                df = pd.read_csv(path)
+                print(report(df, split, args.rounds, chosen if chosen in set(df["strategy"]) else None) + "\n")
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    all_rows = suite_sets.load_set(args.set)
+    cache = suite_sets.cache_root() / "embeddings"
+    chosen = None
+    for split in splits:
+        rows = [r for r in all_rows if r["split"] == split]
+        if split == "heldout":  # the setting chosen on dev, and the --only settings beside it for comparison
+            if chosen is None:
+                dev_csv = out / "label_next-dev.csv"
+                if not dev_csv.exists():
+                    ap.error(f"no dev run in {out} to take the choice from: run --split dev first")
+                chosen = choose(pd.read_csv(dev_csv))
+            settings = {chosen: GRID[chosen], **(grid if args.only else {})}
+        else:
+            settings = grid
+        df = run_split(rows, cache, seeds=args.seeds, jobs=args.jobs, rounds=args.rounds, per_round=args.per_round,
+                       start=args.start, settings=settings)
+        path = out / f"label_next-{split}.csv"
+        if args.only and path.exists():  # extend an earlier run of the same seeds and rounds with these settings
+            earlier = pd.read_csv(path)
+            if set(earlier["seed"]) == set(df["seed"]) and set(earlier["round"]) == set(df["round"]):
+                keep = ~earlier["strategy"].isin(set(df["strategy"]))
+                df = pd.concat([earlier[keep], df], ignore_index=True)
+        df.to_csv(path, index=False)
+        print(f"\n{len(rows)} clips, {len({r['group'] for r in rows})} songs")
+        print(report(df, split, args.rounds, chosen if split == "heldout" else None))
+        if split == "dev":
+            chosen = choose(df)
+            print(f"\nchosen on dev (best mean accuracy over rounds 1-{args.rounds}): {chosen}\n")
+    print(f"\n{time.perf_counter() - t0:.0f} s")
+    return 0
 
 
 if __name__ == "__main__":

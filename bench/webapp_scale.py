@@ -59,7 +59,7 @@ def measure(index_dir: Path, n_tracks: int, repeat: int) -> dict[str, float]:
         "retag (all tracks, from vectors)": _median(lambda: curator._retag_from(tagger.index), repeat),
         "table page (sorted by score)": _median(lambda: client.get("/api/tracks", params={"sort": "score", "desc": "1"}).raise_for_status(), repeat),
         "table page (search + tag filter)": _median(lambda: client.get("/api/tracks", params={"q": "track0", "tag": tagger.tags[0]}).raise_for_status(), repeat),
-        "label-next queue (10)": _median(lambda: client.get("/api/queue").raise_for_status(), repeat),
+        "label-next queue (a new round of 10)": _median(lambda: client.get("/api/queue", params={"fresh": 1}).raise_for_status(), repeat),
     }
 
 

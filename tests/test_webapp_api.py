@@ -326,17 +326,17 @@ def test_label_next_prefers_uncertain_tracks_unlike_each_other():
     vectors = np.array([[1.0, 0.0], [1.0, 0.01], [0.0, 1.0], [0.0, 1.0], [0.7, 0.7]])
     plain = dict(standardize=False, pool=2, density=0.0, clusters=False)
     only = dict(density=0.0, clusters=False)  # the defaults also ask for typical tracks and cluster centres
-    assert label_next(scores, vectors, n=2, coverage=0.0, **only) == [0, 1]  # by margin only: the two near-copies
-    assert label_next(scores, vectors, n=2, coverage=1.0, **plain) == [0, 3]  # spread: the copy of 0 is passed over
+    assert label_next(scores, vectors, n=2, facility=False, balance=0.0, coverage=0.0, **only) == [0, 1]  # by margin only: the two near-copies
+    assert label_next(scores, vectors, n=2, facility=False, balance=0.0, coverage=1.0, **plain) == [0, 3]  # spread: the copy of 0 is passed over
     assert 0 not in label_next(scores, vectors, n=2, exclude=[0])  # the defaults too
-    assert label_next(scores, vectors, n=2, coverage=1.0, examples=np.array([[1.0, 0.0]]), **plain)[0] == 3
+    assert label_next(scores, vectors, n=2, facility=False, balance=0.0, coverage=1.0, examples=np.array([[1.0, 0.0]]), **plain)[0] == 3
     # an excluded row (a track that is an example) counts as known: its near-copy is passed over
-    assert label_next(scores, vectors, n=1, coverage=1.0, exclude=[0], **plain) == [3]
+    assert label_next(scores, vectors, n=1, facility=False, balance=0.0, coverage=1.0, exclude=[0], **plain) == [3]
     # equal doubt: the density bonus prefers a typical track (row 1, among many like it) to an odd one (row 0)
     doubt = np.tile([[0.5, 0.5]], (6, 1))
     crowd = np.array([[0.0, 1.0], [1.0, 0.05], [1.0, 0.0], [1.0, 0.1], [1.0, -0.05], [0.95, 0.1]])
-    assert label_next(doubt, crowd, n=1, coverage=0.0, **only)[0] == 0
-    assert label_next(doubt, crowd, n=1, coverage=0.0, density=1.0, clusters=False, standardize=False)[0] != 0
+    assert label_next(doubt, crowd, n=1, facility=False, balance=0.0, coverage=0.0, **only)[0] == 0
+    assert label_next(doubt, crowd, n=1, facility=False, balance=0.0, coverage=0.0, density=1.0, clusters=False, standardize=False)[0] != 0
 
 
 def test_label_next_covers_the_library_farthest_first_before_doubt():
@@ -349,12 +349,12 @@ def test_label_next_covers_the_library_farthest_first_before_doubt():
     scores = np.tile([[0.9, 0.1]], (15, 1))
     scores[:5] = [[0.5, 0.5]]
     cluster = np.arange(15) // 5
-    assert set(cluster[label_next(scores, vectors, n=3, coverage=0.0, density=0.0, clusters=False)]) == {0}  # margin only: all from A
-    assert sorted(cluster[label_next(scores, vectors, n=3, coverage=100.0, clusters=False)]) == [0, 1, 2]  # one per cluster
+    assert set(cluster[label_next(scores, vectors, n=3, facility=False, balance=0.0, coverage=0.0, density=0.0, clusters=False)]) == {0}  # margin only: all from A
+    assert sorted(cluster[label_next(scores, vectors, n=3, facility=False, balance=0.0, coverage=100.0, clusters=False)]) == [0, 1, 2]  # one per cluster
     # with A and B already covered by examples, the first pick comes from C whatever the doubt in A
-    assert cluster[label_next(scores, vectors, n=1, coverage=3.0, density=0.0, clusters=False, examples=centres[:2])[0]] == 2
+    assert cluster[label_next(scores, vectors, n=1, facility=False, balance=0.0, coverage=3.0, density=0.0, clusters=False, examples=centres[:2])[0]] == 2
     # once every cluster is covered, the doubt decides again (coverage is then equal for all)
-    assert cluster[label_next(scores, vectors, n=1, coverage=3.0, density=0.0, clusters=False, examples=centres)[0]] == 0
+    assert cluster[label_next(scores, vectors, n=1, facility=False, balance=0.0, coverage=3.0, density=0.0, clusters=False, examples=centres)[0]] == 0
     assert label_next(scores, vectors, n=3) == label_next(scores.copy(), vectors.copy(), n=3)  # same input, same queue
 
 
@@ -371,7 +371,7 @@ def test_label_next_distances_are_standardised_on_the_library():
     assert np.abs(space.mean(axis=0)).max() < 0.05  # centred per dimension
 
     def far_side(**kw):  # side of the farthest-first pick, for an example at each track of side 0
-        return [side[label_next(scores, vectors, n=1, coverage=100.0, clusters=False, examples=vectors[i:i + 1], **kw)[0]] for i in range(10)]
+        return [side[label_next(scores, vectors, n=1, facility=False, balance=0.0, coverage=100.0, clusters=False, examples=vectors[i:i + 1], **kw)[0]] for i in range(10)]
 
     assert far_side() == [1.0] * 10  # standardised: always the other side of the library
 
@@ -394,14 +394,14 @@ def test_label_next_clusters_ask_the_centre_of_each_uncovered_cluster_largest_fi
     vectors = centres[cluster] + 0.05 * rng.standard_normal((len(cluster), 3))
     scores = np.tile([[0.9, 0.1]], (len(cluster), 1))
     scores[cluster == 0] = [0.5, 0.5]  # the vote is unsure only where the example already is
-    picks = label_next(scores, vectors, n=2, coverage=0.0, density=0.0, clusters=True, exclude=[0])
+    picks = label_next(scores, vectors, n=2, facility=False, balance=0.0, coverage=0.0, density=0.0, clusters=True, exclude=[0])
     assert list(cluster[picks]) == [1, 2]
     space = library_space(vectors)[0]
     for pick, c in zip(picks, (1, 2)):  # each pick is its cluster's most central track (in the queue's space)
         members = np.flatnonzero(cluster == c)
         centre = space[members].mean(axis=0)
         assert pick == members[np.argmin(np.linalg.norm(space[members] - centre, axis=1))]
-    assert list(cluster[label_next(scores, vectors, n=2, coverage=0.0, density=0.0, clusters=False, exclude=[0])]) == [0, 0]  # without: the doubt
+    assert list(cluster[label_next(scores, vectors, n=2, facility=False, balance=0.0, coverage=0.0, density=0.0, clusters=False, exclude=[0])]) == [0, 0]  # without: the doubt
 
 
 def test_label_next_balance_spreads_the_queue_over_predicted_tags():
@@ -411,8 +411,106 @@ def test_label_next_balance_spreads_the_queue_over_predicted_tags():
     scores = np.array([[0.55, 0.45], [0.56, 0.44], [0.57, 0.43], [0.58, 0.42], [0.3, 0.7], [0.29, 0.71]])
     vectors = np.ones((6, 2)) + 1e-3 * np.arange(12).reshape(6, 2)
     top = np.argmax(scores, axis=1)
-    assert list(top[label_next(scores, vectors, n=2, coverage=0.0, density=0.0, clusters=False)]) == [0, 0]
-    assert sorted(top[label_next(scores, vectors, n=2, coverage=0.0, density=0.0, clusters=False, balance=1.0, standardize=False)]) == [0, 1]
+    assert list(top[label_next(scores, vectors, n=2, facility=False, balance=0.0, coverage=0.0, density=0.0, clusters=False)]) == [0, 0]
+    assert sorted(top[label_next(scores, vectors, n=2, facility=False, coverage=0.0, density=0.0, clusters=False, balance=1.0, standardize=False)]) == [0, 1]
+
+
+def test_label_next_first_ten_are_spread_over_the_library_not_near_duplicates():
+    from clapknn.webapp.labelnext import label_next
+
+    # twelve tight groups of near-duplicates; the vote is most unsure inside groups 0 and 1, and an
+    # example already stands for group 11
+    rng = np.random.default_rng(3)
+    centres = np.eye(12)
+    group = np.repeat(np.arange(12), 6)
+    vectors = centres[group] + 0.02 * rng.standard_normal((len(group), 12))
+    scores = np.tile([[0.8, 0.2]], (len(group), 1))
+    scores[group < 2] = [0.5, 0.5]
+    picks = label_next(scores, vectors, n=10, examples=centres[11:])
+    assert len(picks) == 10 and len(set(group[picks])) == 10  # one track per group: no two near-duplicates
+    assert 11 not in group[picks]  # the group an example stands for is left for later
+    margin_only = label_next(scores, vectors, n=10, facility=False, clusters=False, coverage=0.0, density=0.0,
+                             balance=0.0, examples=centres[11:])
+    assert set(group[margin_only]) == {0, 1}  # what the queue avoids: ten near-copies from two groups
+
+
+def test_label_next_asks_first_for_the_track_that_stands_for_the_most_tracks():
+    from clapknn.webapp.labelnext import label_next
+
+    # a crowd of nine alike tracks around a central one, and three odd tracks; none covered (the one
+    # example is far from all of them)
+    crowd = np.array([[1.0, 0.0, 0.0, 0.0]] + [[1.0, a, b, 0.0] for a, b in
+                     ((0.3, 0), (-0.3, 0), (0, 0.3), (0, -0.3), (0.2, 0.2), (-0.2, 0.2), (0.2, -0.2), (-0.2, -0.2))])
+    odd = np.array([[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, -1.0, 0.0, 0.0]])
+    vectors = np.vstack([odd, crowd[::-1]])  # the odd ones first (a tie would go to them), the centre last
+    scores = np.tile([[0.5, 0.5]], (len(vectors), 1))
+    example = np.array([[0.0, 0.0, 0.0, 1.0]])
+    queue = label_next(scores, vectors, n=4, examples=example, standardize=False, balance=0.0)
+    assert queue[0] == len(vectors) - 1  # the crowd's central track, which stands for the whole crowd
+    assert set(queue[1:]) == {0, 1, 2}  # then the odd ones, each standing only for itself, before more of the crowd
+
+
+def test_label_next_doubt_ranks_a_track_between_tags_above_one_deep_inside_a_tag():
+    from clapknn.webapp.labelnext import label_next
+
+    # group B (rows 0-5) lies deep inside a tag, the smaller group A (rows 6-10) between two tags
+    rng = np.random.default_rng(5)
+    vectors = np.repeat(np.eye(2), [6, 5], axis=0) + 0.01 * rng.standard_normal((11, 2))
+    scores = np.array([[0.95, 0.05]] * 6 + [[0.5, 0.5]] * 5)
+    plain = dict(facility=True, standardize=False, balance=0.0)
+    assert label_next(scores, vectors, n=1, doubt_power=0.0, **plain)[0] < 6  # coverage alone: the larger group
+    assert label_next(scores, vectors, n=1, doubt_power=1.0, **plain)[0] >= 6  # weighted by doubt: the one between tags
+    # a cold start asks for coverage alone while fewer tracks than cold_start are known
+    assert label_next(scores, vectors, n=1, doubt_power=1.0, cold_start=5, n_known=4, **plain)[0] < 6
+
+
+def test_label_next_balance_spreads_the_facility_queue_over_predicted_tags():
+    from clapknn.webapp.labelnext import label_next
+
+    # three groups the vote calls "a" (the larger ones), one it calls "b"
+    rng = np.random.default_rng(6)
+    sizes = [8, 7, 6, 3]
+    group = np.repeat(np.arange(4), sizes)
+    vectors = np.eye(4)[group] + 0.02 * rng.standard_normal((len(group), 4))
+    scores = np.where(group[:, None] < 3, [[0.7, 0.3]], [[0.3, 0.7]])
+    top = np.argmax(scores, axis=1)
+    plain = dict(facility=True, doubt_power=0.0, standardize=False)
+    assert list(top[label_next(scores, vectors, n=2, balance=0.0, **plain)]) == [0, 0]  # the two largest groups
+    assert sorted(top[label_next(scores, vectors, n=2, balance=2.0, **plain)]) == [0, 1]
+
+
+def test_queue_measures_distances_in_the_space_the_vote_searches(site):
+    from clapknn.webapp.labelnext import track_space
+
+    c = site.curator
+    lib = c.lib
+    file_ids = lib.snippets["file"].to_numpy()
+    tracks, examples, standardize = track_space(c.tagger, lib.vectors, file_ids, len(lib.files), space="vote")
+    est = c.tagger.estimator
+    assert not standardize
+    searched = est.to_search_space(lib.vectors)
+    for f in range(len(lib.files)):  # each track: the sum of its snippets' rows in the vote's search space
+        assert np.allclose(tracks[f], searched[file_ids == f].sum(axis=0), atol=1e-5)
+    assert np.allclose(examples, est.search_index.reconstruct_n(0, est.n_samples_fit_), atol=1e-6)
+    raw, raw_examples, standardize = track_space(c.tagger, lib.vectors, file_ids, len(lib.files), space="library")
+    assert standardize and np.allclose(raw_examples, c.tagger.index.vectors)
+
+
+def test_queue_is_a_round_that_stays_put_while_its_tracks_are_labelled(site):
+    first = [r["id"] for r in site.get("/api/queue", params={"n": 3}).json()["rows"]]
+    groups = {site.get(f"/api/tracks/{i}").json()["track"]["name"].split("/")[0] for i in first}
+    assert len(groups) == 3  # one track of each group of near-identical tracks
+    top = {r["id"]: r["top"] for r in site.get("/api/queue", params={"n": 3}).json()["rows"]}
+    site.post("/api/label", json={"id": first[0], "tags": [top[first[0]]]}, headers=site.token).raise_for_status()
+    assert [r["id"] for r in site.get("/api/queue", params={"n": 3}).json()["rows"]] == first[1:]  # the rest of the round
+    site.post("/api/undo", json={}, headers=site.token).raise_for_status()
+    assert [r["id"] for r in site.get("/api/queue", params={"n": 3}).json()["rows"]] == first  # undone: back in the round
+    for i in first:
+        site.post("/api/label", json={"id": i, "tags": [top[i]]}, headers=site.token).raise_for_status()
+    after = [r["id"] for r in site.get("/api/queue", params={"n": 3}).json()["rows"]]
+    assert len(after) == 3 and not set(after) & set(first)  # the round done: the next one
+    fresh = site.get("/api/queue", params={"n": 3, "fresh": 1}).json()["rows"]
+    assert len(fresh) == 3 and not any(r["example"] for r in fresh)
 
 
 # --------------------------------------------------------------------------- export

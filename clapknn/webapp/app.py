@@ -11,7 +11,7 @@ JSON API (every error is ``{"error": "..."}`` with a 4xx/5xx status; every ``POS
 ``/api/status``          GET     state (tagging progress, error), tags, counts, undo depth
 ``/api/tracks``          GET     one page of the table: ``tag, min, max, q, low, changed, sort, desc, page, per_page``
 ``/api/tracks/<id>``     GET     one track, "why" (the examples that voted) and its snippets
-``/api/queue``           GET     the label-next queue (``n``)
+``/api/queue``           GET     the label-next queue (``n``; ``fresh=1``: a new round now)
 ``/api/skipped``         GET     files that could not be tagged, with the reason
 ``/api/label``           POST    ``{"id": ID, "tags": [TAG]}``: the track becomes an example; all retagged
 ``/api/undo``            POST    take back the last label
@@ -121,7 +121,8 @@ def create_app(curator: Curator, *, token: str | None = None, allowed_hosts: lis
         n = integer(request.query_params.get("n", 10), "n")
         if not 1 <= n <= 100:
             raise ClapknnError("n must lie between 1 and 100")
-        return JSONResponse({"rows": curator.queue(n)})
+        fresh = request.query_params.get("fresh", "0") not in ("", "0")
+        return JSONResponse({"rows": curator.queue(n, fresh=fresh)})
 
     def skipped(request: Request):
         curator.require_ready()

@@ -3,21 +3,29 @@
 With a handful of examples the vote mostly lacks *coverage*: whole regions of the library have no
 example near them, so their tags are guesses however the margins look. A label helps most where it
 stands for many unlabelled tracks that no example stands for yet. By default (the setting chosen on
-EMOPIA's dev split, bench/label_next.py; docs/webapp.md) :func:`label_next` therefore does
-cluster-based sampling: it cuts the library into (examples + ``n``) k-means clusters and asks, the
-largest cluster first, for the most central track of each cluster that holds no example. When
-fewer such clusters than ``n`` are left, the rest of the queue is filled greedily (k-centre greedy
-with an uncertainty term): each pick maximises
+EMOPIA's dev split, bench/label_next.py; docs/webapp.md) :func:`label_next` therefore asks for the
+tracks that greedily maximise a **facility-location** value, how well the library is stood for by
+its examples:
 
-    (1 - margin) + coverage * (distance to the nearest example or earlier pick)
-                 + density * (typicality) - balance * (earlier picks with the same predicted tag)
+    sum over the library's tracks j of  max over examples and picks a of  exp(-(1 - cos(j, a)) / width)
+
+so each pick is the track whose label brings the most tracks, not yet near any example, near one:
+a typical track of an uncovered part of the library (not an outlier, as farthest-first would ask
+for; not a near-copy of an earlier pick, as the smallest margins would). A pick's gain is divided by
+``1 + balance * (earlier picks of its predicted tag) * n_tags / n``, so the ten are spread over the
+tags the vote sees. Options measured beside it (``facility=False``): cluster-based sampling (the
+centres of k-means clusters holding no example) and a greedy mix of doubt, coverage and density;
+``doubt_power`` weights each track by the vote's doubt (1 - margin) to that power, and
+``cold_start`` leaves that weight out while few examples are known.
 
 Distances are measured in a space where every dimension is standardised on the library's own
 tracks (so that no hand-made feature with a large range decides them alone, and so that the space
-does not move when a label is added). Tracks are whole files (one vector per file), so two
-snippets of one song are never proposed apart.
+does not move when a label is added); :func:`queue` can also measure them in the space the fitted
+vote searches (``space="vote"``; on EMOPIA's dev split it did no better). Tracks are whole files (one
+vector per file), so two snippets of one song are never proposed apart.
 
 >>> order = label_next(scores, vectors, n=10, exclude=labelled)     # doctest: +SKIP
+>>> order = queue(tagger, scores, snippet_vectors, track_of, n=10, exclude=labelled)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -27,21 +35,31 @@ from typing import Sequence
 import numpy as np
 
 __all__ = [
-    "margins", "label_next", "library_space", "DEFAULT_POOL", "DEFAULT_COVERAGE", "DEFAULT_DENSITY",
-    "DEFAULT_BALANCE", "DEFAULT_CLUSTERS", "LOW_MARGIN",
+    "margins", "label_next", "library_space", "queue", "track_space", "DEFAULT_POOL", "DEFAULT_COVERAGE",
+    "DEFAULT_DENSITY", "DEFAULT_BALANCE", "DEFAULT_CLUSTERS", "DEFAULT_FACILITY", "DEFAULT_WIDTH",
+    "DEFAULT_DOUBT_POWER", "DEFAULT_SPACE", "LOW_MARGIN",
 ]
 
-#: Candidates the queue chooses from, as a multiple of the queue's length, the most uncertain first
-#: (0: every unlabelled track). This and the weights below were chosen on EMOPIA's dev split
-#: (bench/label_next.py; docs/webapp.md).
+#: Whether the queue maximises the facility-location value (else: cluster centres and the greedy
+#: mix below). This and the settings below were chosen on EMOPIA's dev split (bench/label_next.py;
+#: docs/webapp.md).
+DEFAULT_FACILITY = True
+#: Facility location: the width of the closeness ``exp(-(1 - cosine) / width)`` (``None``: the cosine).
+DEFAULT_WIDTH = 0.1
+#: Facility location: each track to cover weighs ``(1 - margin) ** doubt_power`` (0: every track alike).
+DEFAULT_DOUBT_POWER = 0.0
+#: Penalty for earlier picks with the same predicted top tag (see :func:`label_next`).
+DEFAULT_BALANCE = 1.0
+#: The space :func:`queue` measures distances in: ``"library"`` (standardised on the library) or ``"vote"``.
+DEFAULT_SPACE = "library"
+#: Greedy mix: candidates, as a multiple of the queue's length, the most uncertain first (0: every track).
 DEFAULT_POOL = 0
-#: Weight of the distance to the nearest example or earlier pick against the uncertainty (1 - margin).
+#: Greedy mix: weight of the distance to the nearest example or earlier pick against the doubt (1 - margin).
 DEFAULT_COVERAGE = 1.0
-#: Weight of the bonus for candidates in dense parts of the library (typical rather than odd tracks).
+#: Greedy mix: weight of the bonus for candidates in dense parts of the library (typical rather than odd tracks).
 DEFAULT_DENSITY = 1.0
-#: Penalty per earlier pick with the same predicted top tag, in units of ``n / n_tags`` picks.
-DEFAULT_BALANCE = 0.0
-#: Whether the queue starts with the centres of the library's k-means clusters that hold no example.
+#: Without facility location: whether the queue starts with the centres of the library's k-means
+#: clusters that hold no example.
 DEFAULT_CLUSTERS = True
 #: Tracks whose similarity makes a candidate's density.
 DENSITY_NEIGHBOURS = 10
@@ -49,6 +67,10 @@ DENSITY_NEIGHBOURS = 10
 DENSITY_REFERENCE = 2000
 #: At most this many library tracks (evenly spaced rows) fit the clusters; the others are assigned.
 CLUSTER_FIT = 2000
+#: Facility location: at most this many tracks (evenly spaced rows) are covered, and at most
+#: :data:`FACILITY_CANDIDATES` can be picked (a queue of 10,000+ tracks stays well under a second).
+FACILITY_COVER = 2000
+FACILITY_CANDIDATES = 5000
 #: A track whose two best tag scores are closer than this is flagged as low-confidence.
 LOW_MARGIN = 0.2
 _EPS = 1e-12
@@ -115,6 +137,11 @@ def label_next(
     balance: float = DEFAULT_BALANCE,
     standardize: bool = True,
     clusters: bool = DEFAULT_CLUSTERS,
+    facility: bool = DEFAULT_FACILITY,
+    width: float | None = DEFAULT_WIDTH,
+    doubt_power: float = DEFAULT_DOUBT_POWER,
+    cold_start: int = 0,
+    n_known: int | None = None,
 ) -> list[int]:
     """Rows of the tracks to label next, best first.
 
@@ -148,7 +175,21 @@ def label_next(
     clusters : bool
         Cluster-based sampling first: cut the library into (examples + ``n``) k-means clusters in
         that space and ask, largest cluster first, for the candidate nearest the centre of each
-        cluster that holds no example; the rest of the queue is filled greedily as above.
+        cluster that holds no example; the rest of the queue is filled greedily as above
+        (without ``facility``).
+    facility : bool
+        Pick greedily the tracks that most raise the facility-location value (the module's
+        docstring) over every candidate; ``pool`` still limits the candidates, ``balance`` divides
+        each gain; ``clusters``, ``coverage`` and ``density`` are then unused.
+    width : float or None
+        Facility location: closeness ``exp(-(1 - cosine) / width)`` (``None``: the cosine).
+    doubt_power : float
+        Facility location: each track to cover weighs ``(1 - margin) ** doubt_power`` (0: alike).
+    cold_start : int
+        Facility location: while fewer than this many tracks are known (``n_known``, default the
+        rows of ``exclude``), every track weighs alike whatever ``doubt_power`` says.
+    n_known : int, optional
+        How many labelled tracks (example files) the vote has.
 
     Returns
     -------
@@ -168,7 +209,7 @@ def label_next(
     uncertainty = 1.0 - margins(scores)
     order = rows[np.lexsort((rows, -uncertainty[rows]))]
     cand = order[: max(int(n), int(pool) * int(n))] if pool > 0 else order
-    if len(cand) <= 1 or (coverage <= 0 and density <= 0 and balance <= 0 and not clusters):
+    if len(cand) <= 1 or (coverage <= 0 and density <= 0 and balance <= 0 and not clusters and not facility):
         return [int(r) for r in cand[:n]]
     known = [np.asarray(examples, dtype=np.float64)] if examples is not None and len(examples) else []
     space, *ex = library_space(np.asarray(vectors, dtype=np.float64), *known, standardize=standardize)
@@ -192,6 +233,13 @@ def label_next(
         per_tag[top[best]] += 1
         closest = np.maximum(closest, unit @ unit[best])
 
+    if facility:
+        known = len(excluded) if n_known is None else int(n_known)
+        power = 0.0 if known < cold_start else float(doubt_power)
+        weights = np.clip(uncertainty[cand], 0.0, 1.0) ** power
+        for best in _facility(space, cand, closest, weights, n, width=width, top=top, balance=balance, n_tags=n_tags):
+            take(best)
+        return chosen
     if clusters:
         for best in _cluster_centres(space, cand, excluded, ex[0] if ex else None, n):
             take(best)
@@ -203,6 +251,47 @@ def label_next(
         total_value[~free] = -np.inf
         take(int(np.argmax(total_value)))  # first maximum: the more uncertain (lower row) on ties
     return chosen
+
+
+def _evenly(rows: np.ndarray, most: int) -> np.ndarray:
+    """``rows`` when there are at most ``most`` of them, else ``most`` of them evenly spaced."""
+    return rows if len(rows) <= most else rows[np.linspace(0, len(rows) - 1, most).astype(int)]
+
+
+def _facility(space, cand, known, weights, n, *, width=None, top=None, balance=0.0, n_tags=1) -> list[int]:
+    """Positions in ``cand`` of ``n`` picks that greedily maximise the weighted facility-location
+    value ``sum_j weights[j] * closeness of track j to its nearest example or pick`` over the
+    tracks ``j`` to cover (the candidates, at most :data:`FACILITY_COVER` of them evenly spaced),
+    starting from the closeness to what is ``known`` (one value per candidate).
+
+    Closeness is the cosine similarity in ``space``, or with ``width`` ``exp(-(1 - similarity) /
+    width)``. With ``balance``, a candidate's gain is divided by ``1 + balance * (earlier picks of
+    its predicted tag, ``top``) * n_tags / n``. At most :data:`FACILITY_CANDIDATES` candidates
+    (evenly spaced) can be picked.
+    """
+    pickable = _evenly(np.arange(len(cand)), FACILITY_CANDIDATES)
+    cover = _evenly(np.arange(len(cand)), FACILITY_COVER)
+    sims = space[cand[pickable]].astype(np.float32) @ space[cand[cover]].T.astype(np.float32)
+    cur = known[cover].astype(np.float32)
+    if width:
+        sims = np.exp((sims - 1.0) / np.float32(width))
+        cur = np.exp((cur - 1.0) / np.float32(width))
+    w = weights[cover].astype(np.float32)
+    per_tag = np.zeros(n_tags)
+    picks: list[int] = []
+    free = np.ones(len(pickable), dtype=bool)
+    for _ in range(min(n, len(pickable))):
+        gain = (np.maximum(sims - cur[None, :], 0.0) @ w).astype(np.float64)
+        if balance and top is not None:
+            gain /= 1.0 + balance * per_tag[top[pickable]] * n_tags / max(n, 1)
+        gain[~free] = -np.inf
+        best = int(np.argmax(gain))  # first maximum: the lower position on ties
+        picks.append(int(pickable[best]))
+        free[best] = False
+        if top is not None:
+            per_tag[top[pickable[best]]] += 1
+        cur = np.maximum(cur, sims[best])
+    return picks
 
 
 def _cluster_centres(space, cand, excluded, examples, n) -> list[int]:
@@ -233,3 +322,41 @@ def _cluster_centres(space, cand, excluded, examples, n) -> list[int]:
         if len(picks) == n:
             break
     return picks
+
+
+def track_space(tagger, vectors: np.ndarray, track_of: np.ndarray, n_tracks: int, *, space: str = DEFAULT_SPACE):
+    """Per track, one vector for the queue, and the examples' vectors in the same space:
+    ``(tracks, examples, standardize)`` for :func:`label_next`.
+
+    ``space="vote"``: the space the tagger's fitted vote searches (its snippets'
+    :meth:`~clapknn.vote.KNNTagger.to_search_space` rows averaged per track; the examples' search
+    vectors), compared as they are. ``"library"``: the encoder's vectors averaged per track, to be
+    standardised on the library.
+    """
+    vectors = np.asarray(vectors)
+    track_of = np.asarray(track_of, dtype=np.int64)
+    index = tagger.index
+    audio = (index.metadata["kind"] == "audio").to_numpy()
+    if space == "vote":
+        est = tagger.estimator
+        rows = est.to_search_space(vectors) if len(vectors) else np.zeros((0, 1), np.float32)
+        examples = est.search_index.reconstruct_n(0, est.n_samples_fit_)[audio]
+        standardize = False
+    elif space == "library":
+        rows, examples, standardize = vectors, index.vectors[audio], True
+    else:
+        raise ValueError(f"unknown queue space {space!r}")
+    tracks = np.zeros((n_tracks, rows.shape[1]), dtype=np.float64)
+    np.add.at(tracks, track_of, rows)
+    return tracks, examples, standardize
+
+
+def queue(tagger, scores, vectors, track_of, *, n: int = 10, exclude=(), space: str = DEFAULT_SPACE, **settings) -> list[int]:
+    """The label-next queue of a library tagged by ``tagger``: rows of ``scores`` (its tracks'
+    tag scores, ``(n_tracks, n_tags)``), best first. ``vectors`` are the library's snippet vectors
+    (as the encoder gives them) and ``track_of`` the track row of each; ``exclude`` the rows that
+    are examples. ``settings`` go to :func:`label_next`."""
+    tracks, examples, standardize = track_space(tagger, vectors, track_of, len(scores), space=space)
+    n_known = int(tagger.index.metadata.loc[tagger.index.metadata["kind"] == "audio", "path"].nunique())
+    return label_next(scores, tracks, n=n, exclude=exclude, examples=examples, standardize=standardize,
+                      n_known=n_known, **settings)

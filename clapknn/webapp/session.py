@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ClapknnError, ParameterError
-from .labelnext import LOW_MARGIN, label_next, margins
+from .labelnext import LOW_MARGIN, margins, queue
 
 __all__ = ["Curator", "Correction"]
 
@@ -101,6 +101,8 @@ class Curator:
         self.examples: list[str] = []  # example files of the index, position = example id
         self._example_tags: dict[str, tuple[str, ...]] = {}  # real path -> tags
         self._thread: threading.Thread | None = None
+        self._round: list[int] = []  # the label-next queue being worked through: track ids, best first
+        self._round_n = 0  # the length asked for it
 
     # ------------------------------------------------------------------ loading
     def start(self, *, background: bool = True) -> None:
@@ -299,19 +301,29 @@ class Curator:
             raise ParameterError(f"no track {track_id} in the library's table")
         return row_dict(self.tracks.loc[hit[0]], self.tagger.tags)
 
-    def queue(self, n: int = 10) -> list[dict[str, Any]]:
-        """The label-next queue (:func:`clapknn.webapp.labelnext.label_next`)."""
+    def queue(self, n: int = 10, *, fresh: bool = False) -> list[dict[str, Any]]:
+        """The label-next queue (:func:`clapknn.webapp.labelnext.queue`), as a round of ``n`` tracks:
+        the round stays put while its tracks are labelled (each labelled track leaves it; an undone
+        one comes back), and the next ``n`` are chosen, from the library as it is tagged then, once
+        every track of the round is an example (or ``fresh`` asks for a new round now)."""
         from .table import row_dict
 
         self.require_ready()
         with self.lock:
             tracks, tags = self.tracks, self.tagger.tags
-            scores = tracks[[f"score:{t}" for t in tags]].to_numpy()
-            vectors = self.lib.track_vectors[tracks["id"].to_numpy()]
-            exclude = np.flatnonzero(tracks["example"].to_numpy() != "")
-            audio = (self.tagger.index.metadata["kind"] == "audio").to_numpy()
-            rows = label_next(scores, vectors, n=n, exclude=exclude, examples=self.tagger.index.vectors[audio])
-            return [row_dict(tracks.iloc[r], tags) for r in rows]
+            row_of = {int(i): r for r, i in enumerate(tracks["id"].to_numpy())}
+            is_example = tracks["example"].to_numpy() != ""
+            left = [i for i in self._round if i in row_of and not is_example[row_of[i]]]
+            if fresh or not left or n != self._round_n:
+                scores = tracks[[f"score:{t}" for t in tags]].to_numpy()
+                lib = self.lib
+                file_ids = lib.snippets["file"].to_numpy()
+                has_row = np.array([int(f) in row_of for f in file_ids], dtype=bool)
+                track_of = np.array([row_of[int(f)] for f in file_ids[has_row]], dtype=np.int64)
+                rows = queue(self.tagger, scores, lib.vectors[has_row], track_of, n=n, exclude=np.flatnonzero(is_example))
+                self._round, self._round_n = [int(tracks["id"].iat[r]) for r in rows], n
+                left = list(self._round)
+            return [row_dict(tracks.iloc[row_of[i]], tags) for i in left]
 
     # ------------------------------------------------------------------ labels and undo
     def label(self, track_id: int, tags) -> dict[str, Any]:

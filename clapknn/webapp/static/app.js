@@ -159,14 +159,14 @@ function params() {
   return p;
 }
 
-async function load() {
+async function load(fresh = false) {
   for (const th of $("head").children) {
     th.classList.toggle("sorted", view.tab === "library" && th.dataset.sort === view.sort);
     th.classList.toggle("desc", view.desc);
   }
   let data;
   if (view.tab === "queue") {
-    data = await api("/api/queue?n=10");
+    data = await api("/api/queue?n=10" + (fresh ? "&fresh=1" : ""));
     $("page-info").textContent = `${data.rows.length} track(s) to label next`;
     $("prev").disabled = $("next").disabled = true;
   } else {
@@ -306,6 +306,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("show-skipped").addEventListener("click", showSkipped);
   $("tab-library").addEventListener("click", () => setTab("library"));
   $("tab-queue").addEventListener("click", () => setTab("queue"));
+  $("queue-fresh").addEventListener("click", () => load(true));
   $("prev").addEventListener("click", () => { view.page -= 1; load(); });
   $("next").addEventListener("click", () => { view.page += 1; load(); });
   $("search").addEventListener("input", () => { clearTimeout(searchTimer); searchTimer = setTimeout(refilter, 250); });
