@@ -85,7 +85,15 @@ class Space:
         self.bw = np.array([w for _, _, w in self.blocks])
         self.proj = None
         means, has = file_means(Z, Y, inv)
-        F = f_ratios(means, has)
+        if r.get("rank"):
+            from scipy.stats import rankdata
+            F = f_ratios(rankdata(means, axis=0), has)
+        else:
+            F = f_ratios(means, has)
+        if F is None and r.get("snip1"):
+            F = f_ratios(Z, Y > 0)
+            if F is not None:
+                F = F ** r.get("snip_damp", 1.0)
         if F is not None and r.get("rel", "block") != "none":
             kind = r.get("rel", "block")
             p = r.get("power", 0.5)
@@ -115,6 +123,25 @@ class Space:
                 self.bw = np.array([w for _, _, w in self.blocks]) * fb ** r["loo_mix"] * lr
             else:
                 self.bw = np.array([w for _, _, w in self.blocks]) * lr
+        if r.get("align") and F is not None:
+            src = Z * self.dimw if r.get("align_weighted", True) else Z
+            same = inv[:, None] == inv[None, :]
+            tag = (Y @ Y.T) > 0
+            pos, neg = tag & ~same, ~tag & ~same
+            d = []
+            for a, b, _ in self.blocks:
+                U = unit(src[:, a:b])
+                K = U @ U.T
+                if pos.any() and neg.any():
+                    sd = K[~same].std() + 1e-12
+                    d.append((K[pos].mean() - K[neg].mean()) / sd)
+                else:
+                    d.append(1.0)
+            d = np.maximum(np.array(d), 0)
+            if d.max() > 0:
+                base = np.array([w for _, _, w in self.blocks])
+                fb = np.array([F[a:b].mean() for a, b, _ in self.blocks])
+                self.bw = base * d ** r.get("align_power", 1.0) * fb ** r.get("align_fmix", 0.0)
         if r.get("lda"):
             from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
@@ -191,6 +218,7 @@ def main():
     ap.add_argument("--split", default="dev")
     ap.add_argument("--variants", default="")
     ap.add_argument("--out", default="")
+    ap.add_argument("--shuffle", type=int, default=None, help="deal the groups' tags at random (this seed): pure-noise labels")
     args = ap.parse_args()
     from clapknn.encoders.features import FeaturesEncoder
     from clapknn.evaluate import _query_windows, few_shot_episodes
@@ -202,6 +230,13 @@ def main():
     for name in args.sets.split(","):
         t0 = time.time()
         emb = load(name, args.split)
+        if args.shuffle is not None:
+            groups = np.asarray(emb.groups).astype(str)
+            names_g = sorted(set(groups))
+            first = {g: emb.tags[list(groups).index(g)] for g in names_g}
+            dealt = np.random.default_rng(args.shuffle).permutation(len(names_g))
+            new = {g: first[names_g[d]] for g, d in zip(names_g, dealt)}
+            emb = emb.relabel({p: new[g] for p, g in zip(emb.paths, groups)})
         classes = sorted({t for ts in emb.tags for t in ts})
         Yt = np.array([[t in ts for t in classes] for ts in emb.tags], dtype=float)
         gid = np.unique(np.asarray(emb.groups).astype(str), return_inverse=True)[1]
@@ -294,6 +329,14 @@ VARIANTS = {
     "new_kcap": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, kcap=True),
     "new_w3": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, wpow=3.0),
     "new_k10w3": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, k=10, wpow=3.0),
+    "al1": dict(rel="dim", power=0.5, kappa=10, align=True, align_power=1.0),
+    "al05": dict(rel="dim", power=0.5, kappa=10, align=True, align_power=0.5),
+    "al15": dict(rel="dim", power=0.5, kappa=10, align=True, align_power=1.5),
+    "al1u": dict(rel="dim", power=0.5, kappa=10, align=True, align_power=1.0, align_weighted=False),
+    "almix": dict(rel="dim", power=0.5, kappa=10, align=True, align_power=0.5, align_fmix=0.375),
+    "new_s1": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, snip1=True),
+    "new_s1d": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, snip1=True, snip_damp=0.5),
+    "new_rank": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, rank=True),
     "loo1": dict(rel="none", loo=True, loo_power=1.0),
     "loo05": dict(rel="none", loo=True, loo_power=0.5),
     "loo2": dict(rel="none", loo=True, loo_power=2.0),
