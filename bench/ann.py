@@ -85,7 +85,8 @@ def latency(index, queries: np.ndarray, k: int, n_single: int) -> tuple[float, f
 def run_set(name, data, queries, k, args, tracks_of):
     import faiss
 
-    from clapknn.library import LibraryIndex, _set_depth, exact_knn, recall_at_k
+    from clapknn.library import LibraryIndex
+    from clapknn.ann import exact_knn, recall_at_k, set_depth
 
     print(f"\n== {name}: {len(data):,} x {data.shape[1]} ==", flush=True)
     t = time.perf_counter()
@@ -116,7 +117,7 @@ def run_set(name, data, queries, k, args, tracks_of):
     print(f"{'depth':>14} {'recall@10':>10} {'p50 ms':>8} {'p95 ms':>8} {'batch q/s':>10}")
     rows = []
     for step in steps:
-        _set_depth(lib.index, m["kind"], step)
+        set_depth(lib.index, m["kind"], step)
         _, ids = lib.index.search(queries, k)
         rec = recall_at_k(ids, truth, k)
         p50, p95, qps = latency(lib.index, queries, k, args.single)

@@ -5,7 +5,7 @@ in its own subprocess, so its peak memory is its own:
 
 * ``laion-clap``: ``CLAP_Module.load_ckpt(ckpt)`` then ``get_audio_embedding_from_filelist(files)``
   (one call over the whole list, as its README shows: one random 10-s crop per file);
-* ``clapknn``: ``ClapEncoder(ckpt)`` then :func:`clapknn.encode.embed_files` over the same files,
+* ``clapknn``: ``ClapEncoder(ckpt)`` then :func:`clapknn.embedding.encode.embed_files` over the same files,
   every 10-s snippet of every file (decoding overlapped with inference), and once more with one
   snippet per file (the same amount of audio as laion-clap).
 
@@ -90,11 +90,8 @@ def worker(side: str, ckpt: str, files: list[str], amodel: str, threads: int, ba
         import contextlib
         import io
 
-        from clapknn.encoders.clap import (
-            _import_laion_clap,
-            _laion_guard,
-            _roberta_model,
-        )
+        from clapknn.encoders.clap.laion import _import_laion_clap, _laion_guard
+        from clapknn.encoders.clap.laion import roberta_model as _roberta_model
 
         lc = _import_laion_clap()  # offline import; laion-clap's code runs unchanged from here on
         with _laion_guard(_roberta_model):
@@ -107,7 +104,7 @@ def worker(side: str, ckpt: str, files: list[str], amodel: str, threads: int, ba
 
         passes = {"laion-clap get_audio_embedding_from_filelist": lambda: run(files)}
     else:
-        from clapknn.encode import embed_files
+        from clapknn.embedding.encode import embed_files
         from clapknn.encoders.clap import ClapEncoder
 
         enc = ClapEncoder(ckpt, device="cpu", threads=threads, batch_size=batch_size)

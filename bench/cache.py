@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     from synth import make_library, synth_track
 
     from clapknn import Tagger, build_index
-    from clapknn.cache import EmbeddingCache
+    from clapknn.embedding.cache import EmbeddingCache
 
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="clapknn-cache-bench-"))
     lib = work / "library"

@@ -79,7 +79,7 @@ def audio_snippets(set_name: str, n: int) -> np.ndarray:
     import soundfile as sf
 
     import suite_sets
-    from clapknn.decode import resample
+    from clapknn.audio.signal import resample
 
     rows = [r for r in suite_sets.load_set(set_name) if r["split"] == "dev"][:n]
     out = []

@@ -436,7 +436,7 @@ def run_essentia(y: np.ndarray) -> dict:
 
     essentia.log.infoActive = False
     essentia.log.warningActive = False
-    from clapknn.decode import resample
+    from clapknn.audio.signal import resample
 
     y44 = resample(y, SR, 44100)
     out = {}
@@ -454,7 +454,7 @@ def run_essentia(y: np.ndarray) -> dict:
 
 def evaluate_item(args: tuple[dict, float, bool]) -> dict:
     item, seconds, use_essentia = args
-    from clapknn.decode import load
+    from clapknn.audio.decode import load
 
     warnings.simplefilter("ignore")
     y = load(item["wav"], sr=SR, duration=seconds)

@@ -36,7 +36,7 @@ REFERENCE = {"plain pool=8 coverage=1": dict(pool=8, coverage=1.0, density=0.0, 
 
 def embed(rows, cache):
     """Snippet vectors of every row's file (features encoder, 10-s snippets), through the cache."""
-    from clapknn.encode import embed_files
+    from clapknn.embedding.encode import embed_files
     from clapknn.encoders import get_encoder
     from clapknn.options import DEFAULT_ENCODER, DEFAULT_SNIPPET_SECONDS
 
@@ -52,7 +52,7 @@ def run_split(rows, enc, emb, *, seeds, rounds, per_round, start, settings):
 
     from clapknn.index import Index
     from clapknn.options import DEFAULT_SNIPPET_SECONDS
-    from clapknn.tagger import Tagger
+    from clapknn.tagging.tagger import Tagger
     from clapknn.webapp.labelnext import label_next
 
     files = emb.files.reset_index(drop=True)

@@ -4,7 +4,7 @@ For each encoder and library size, a fresh process tags the first N tracks of a 
 (``synth.py``: 44.1 kHz WAV, so every track is decoded and resampled) the way
 ``clapknn tag LIB --index IDX --out results.csv --resume --workers W --no-cache`` does: decoding in
 ``W`` worker processes, batched encoding here, kNN vote, rows appended to a CSV as tracks complete
-(:func:`clapknn.stream.tag_to_csv`). The embedding cache is off, so every track is really embedded.
+(:func:`clapknn.tagging.resume.tag_to_csv`). The embedding cache is off, so every track is really embedded.
 
 Reported per run: wall seconds, tracks/s, seconds per track relative to the smallest run (flat =
 linear cost), resident memory once the model is loaded, peak resident memory of the tagging
@@ -76,7 +76,7 @@ def child(args) -> int:
 
     from clapknn import Tagger, build_index
     from clapknn.encoders import get_encoder
-    from clapknn.stream import tag_to_csv
+    from clapknn.tagging.resume import tag_to_csv
 
     work = Path(args.workdir)
     paths = make_library(work / "library", args.n_total, seconds=args.seconds)

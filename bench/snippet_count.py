@@ -12,7 +12,7 @@ grouped by song, split dev / heldout by song), with the default encoder and vote
   encoder's rate), so each clip is embedded once and the long tracks reuse those vectors.
   Each clip is dealt into up to ``--passes`` long tracks (different shuffles).
 
-A track's N snippets are the windows :func:`clapknn.snippet.sample_indices` picks from its full
+A track's N snippets are the windows :func:`clapknn.audio.snippet.sample_indices` picks from its full
 list, as ``clapknn tag --snippets N`` does. Reported per N: **agreement** (the track's top tag equals
 its top tag with every snippet) and **accuracy** (top tag = the label).
 
@@ -56,8 +56,8 @@ def _rows() -> list[dict]:
 
 def embed_clips(rows, enc, length: float) -> list[dict]:
     """Per clip: vectors of every window (module rules) and which of them lie on the 10-s grid."""
-    from clapknn import decode
-    from clapknn.snippet import cut, n_samples
+    from clapknn.audio import decode
+    from clapknn.audio.snippet import cut, n_samples
 
     size = n_samples(length, enc.sample_rate)
     out = []
@@ -135,7 +135,7 @@ def tag_tops(tagger, tracks, n) -> list[str]:
     """Top tag per track from the snippets ``--snippets n`` would take."""
     import pandas as pd
 
-    from clapknn.snippet import sample_indices
+    from clapknn.audio.snippet import sample_indices
 
     vecs, fid = [], []
     for i, t in enumerate(tracks):

@@ -43,7 +43,7 @@ _MEMORY_SCRIPT = r"""
 import resource, sys
 import numpy as np, soundfile as sf
 from clapknn import snippet
-from clapknn.encode import embed_files
+from clapknn.embedding.encode import embed_files
 from clapknn.encoders.base import Encoder
 
 class Mean(Encoder):
@@ -83,10 +83,10 @@ _INDEX_SCRIPT = r"""
 import json, sys, time
 from pathlib import Path
 import numpy as np, pandas as pd, soundfile as sf
-from clapknn.encode import embed_files
+from clapknn.embedding.encode import embed_files
 from clapknn.encoders import get_encoder
 from clapknn.index import Index
-from clapknn.tagger import fit_vote
+from clapknn.tagging.build import fit_vote
 
 root, sizes = Path(sys.argv[1]), [int(n) for n in sys.argv[2:]]
 sr, enc = 22050, get_encoder("features")

@@ -128,7 +128,8 @@ def clap_child(ckpt: str, files: list[str], examples: str, threads: int, side: s
         import contextlib
         import io
 
-        from clapknn.encoders.clap import _import_laion_clap, _laion_guard, _roberta_model
+        from clapknn.encoders.clap.laion import _import_laion_clap, _laion_guard
+        from clapknn.encoders.clap.laion import roberta_model as _roberta_model
 
         t = time.perf_counter()
         lc = _import_laion_clap()

@@ -35,7 +35,7 @@ def measure(index_dir: Path, n_tracks: int, repeat: int) -> dict[str, float]:
     import pandas as pd
     from starlette.testclient import TestClient
 
-    from clapknn.tagger import Tagger
+    from clapknn.tagging.tagger import Tagger
     from clapknn.webapp.app import create_app
     from clapknn.webapp.session import Curator, _Library
 

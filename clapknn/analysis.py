@@ -39,6 +39,7 @@ __all__ = [
     "onset_envelope",
     "estimate_tempo",
     "analyze",
+    "analyze_signal",
     "analyze_file",
     "analyze_files",
 ]
@@ -629,7 +630,7 @@ def estimate_tempo(
 
 # --- Files --------------------------------------------------------------------------------------
 
-#: Column order of :func:`analyze_files` (``path`` as in the tables of :mod:`clapknn.tagger`).
+#: Column order of :func:`analyze_files` (``path`` as in the tables of :mod:`clapknn.tagging.tagger`).
 COLUMNS = ("path", "key", "mode", "key_confidence", "bpm", "tempo_confidence")
 
 
@@ -688,10 +689,20 @@ def analyze_file(
     >>> analyze_file("song.wav")  # doctest: +SKIP
     {'path': 'song.wav', 'key': 'A', 'mode': 'minor', 'key_confidence': 0.121, 'bpm': 96.02, 'tempo_confidence': 0.41}
     """
-    from .decode import load
+    from .audio.decode import load
 
     _check_profile(profile)
-    y = load(path, sr=SAMPLE_RATE, offset=offset, duration=duration)
+    return analyze_signal(load(path, sr=SAMPLE_RATE, offset=offset, duration=duration), path, profile=profile,
+                          key_window=key_window, beats=beats)
+
+
+def analyze_signal(
+    y: np.ndarray, path: str | Path = "<array>", *, profile: str = DEFAULT_PROFILE, key_window: float | None = None,
+    beats: bool = False,
+) -> dict[str, Any]:
+    """:func:`analyze_file` of a signal already decoded at :data:`SAMPLE_RATE` (mono float32), reported
+    under ``path``: the embedding engine's decode of a file is reused this way (``Tagger.tag(key_tempo=True)``)."""
+    _check_profile(profile)
     k = estimate_key(y, SAMPLE_RATE, profile=profile, window=key_window)
     t = estimate_tempo(y, SAMPLE_RATE, beats=beats)
     row: dict[str, Any] = {

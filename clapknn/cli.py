@@ -59,12 +59,13 @@ def _parse_prompts(items: Sequence[str] | None) -> dict[str, list[str]]:
 # --------------------------------------------------------------------------- commands
 def cmd_build(args) -> int:
     """``clapknn build``: embed labelled examples and save an index."""
-    from .tagger import INDEX_HOME, build_index
+    from .tagging.tagger import INDEX_HOME
+    from .tagging.build import build_index
 
     out = Path(args.out) if args.out else INDEX_HOME / Path(args.examples).resolve().stem
     options = _encoder_options(args)
     if args.from_shards:
-        from .distributed import index_from_shards
+        from .embedding.shards import index_from_shards
 
         _refuse_with_shards(args, ("--encoder", "encoder"), ("--snippet-seconds", "snippet_seconds"),
                             ("--hop-seconds", "hop_seconds"), ("--prompt", "prompt"), ("--checkpoint", "checkpoint"))
@@ -127,7 +128,7 @@ def _check_resume(args) -> None:
 
 def _tag_resumable(tagger, args) -> int:
     """``tag --resume``: stream rows into a CSV, skipping paths already there."""
-    from .stream import tag_to_csv
+    from .tagging.resume import tag_to_csv
 
     report = tag_to_csv(tagger, args.paths, args.out, resume=True, cache=_cache(args), workers=args.workers, progress=not args.quiet)
     already = f", {report.n_already} already in {args.out}" if report.n_already else ""
@@ -139,7 +140,7 @@ def _tag_resumable(tagger, args) -> int:
 def cmd_tag(args) -> int:
     """``clapknn tag``: tag files and folders; optionally explain the votes and write the tags into the files."""
     from .output import format_table, write_table
-    from .tagger import Tagger
+    from .tagging.tagger import Tagger
 
     if args.write or args.dry_run:
         from .filetags import check_field
@@ -157,13 +158,9 @@ def cmd_tag(args) -> int:
         print(f"note: {note}", file=sys.stderr)
     if args.resume:
         return _tag_resumable(tagger, args)
-    result = tagger.tag(args.paths, progress=not args.quiet, explain=args.explain, cache=_cache(args), workers=args.workers)
+    result = tagger.tag(args.paths, progress=not args.quiet, explain=args.explain, cache=_cache(args), workers=args.workers,
+                        key_tempo=args.key_tempo and not args.per_snippet)
     table = result.snippets if args.per_snippet else result.tracks
-    if args.key_tempo and len(result.tracks):
-        from .analysis import analyze_files
-
-        extra = analyze_files(list(result.tracks["path"]))
-        table = table.merge(extra, on="path", how="left") if not args.per_snippet else table
     if args.out:
         write_table(table, args.out)
     if not args.quiet or not args.out:
@@ -238,7 +235,7 @@ def cmd_info(args) -> int:
     """``clapknn info``: what an index holds (encoder, snippet length, vectors, tags)."""
     import json
 
-    from .tagger import load_index
+    from .tagging.tagger import load_index
 
     index = load_index(args.index)
     s = index.summary()
@@ -282,7 +279,7 @@ def _vote_summary(index) -> dict | None:
         return None  # a model encoder is not loaded just to describe its (plain) vote
     from .encoders.features import FEATURE_BLOCKS
     from .errors import ClapknnError
-    from .tagger import Tagger
+    from .tagging.tagger import Tagger
 
     try:
         est = Tagger(index).estimator
@@ -373,7 +370,7 @@ def cmd_index_library(args) -> int:
     if bool(args.paths) == bool(args.from_shards):
         raise ParameterError("give audio files/folders, or --from-shards SHARDS (not both)")
     if args.from_shards:
-        from .distributed import library_from_shards
+        from .embedding.shards import library_from_shards
 
         _refuse_with_shards(args, ("--encoder", "encoder"), ("--snippet-seconds", "snippet_seconds"),
                             ("--hop-seconds", "hop_seconds"), ("--checkpoint", "checkpoint"))
@@ -410,7 +407,8 @@ def cmd_similar(args) -> int:
 
 def cmd_embed_ray(args) -> int:
     """``clapknn embed-ray``: the embedding stage on a Ray cluster, written as parquet shards."""
-    from .distributed import embed_with_ray, shards_manifest
+    from .embedding.ray import embed_with_ray
+    from .embedding.shards import shards_manifest
 
     out = embed_with_ray(
         args.paths, args.out, encoder=args.encoder or opt.DEFAULT_ENCODER, encoder_options=_encoder_options(args),
@@ -428,7 +426,7 @@ def cmd_embed_ray(args) -> int:
 
 def cmd_cache(args) -> int:
     """``clapknn cache``: what the embedding cache holds; ``--clear`` empties it."""
-    from .cache import EmbeddingCache, default_cache_dir
+    from .embedding.cache import EmbeddingCache, default_cache_dir
 
     root = Path(args.dir) if args.dir else default_cache_dir()
     if root is None:
@@ -480,7 +478,7 @@ def cmd_playlist(args) -> int:
             raise ParameterError("give a tag table (clapknn tag --out), or music files/folders with --index")
         skipped = []
         if args.index:
-            from .tagger import Tagger
+            from .tagging.tagger import Tagger
 
             tagger = Tagger(args.index, k=args.k, threshold=args.threshold, encoder_options=_encoder_options(args))
             result = tagger.tag(args.sources, progress=not args.quiet, cache=_cache(args), workers=args.workers)

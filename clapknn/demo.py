@@ -59,7 +59,8 @@ def run_demo(*, per_tag: int = 2, out: str | None = None, quiet: bool = False,
     """
     from .labels import Example, ExampleSet
     from .output import format_table, write_table
-    from .tagger import Tagger, build_index
+    from .tagging.tagger import Tagger
+    from .tagging.build import build_index
 
     moods = demo_tracks()
     if per_tag < 1:

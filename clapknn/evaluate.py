@@ -18,7 +18,7 @@ Protocol (what :func:`evaluate` does):
   files all come from one group (it can never be on both sides of a split); when nothing can be
   run, :func:`evaluate` raises a :class:`~clapknn.errors.ParameterError` saying why.
 - **Predictions** are per track, exactly as ``clapknn tag`` makes them: per-snippet scores (kNN vote,
-  or a baseline) pooled over the track's snippets by :func:`clapknn.aggregate.aggregate`.
+  or a baseline) pooled over the track's snippets by :func:`clapknn.tagging.aggregate.aggregate`.
 - **Baselines** on the same embeddings and splits: ``majority`` (the most frequent tag of the
   support set), ``centroid`` (nearest class mean, cosine) and ``logreg`` (scikit-learn logistic
   regression on standardised snippet vectors).
@@ -105,7 +105,7 @@ class Embedded:
     skipped : list of (path, reason)
     knn_options : dict
         The encoder's settings for :class:`~clapknn.vote.KNNTagger` (``encoder.knn_options()``,
-        e.g. standardisation), used exactly as :class:`~clapknn.tagger.Tagger` uses them.
+        e.g. standardisation), used exactly as :class:`~clapknn.tagging.tagger.Tagger` uses them.
     """
 
     snippet_seconds: float
@@ -119,7 +119,7 @@ class Embedded:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     knn_options: dict = field(default_factory=dict)
     #: each snippet's start (seconds) and each track's decoded length: which snippets tagging reads
-    #: of a query (:func:`clapknn.snippet.sampled_windows`)
+    #: of a query (:func:`clapknn.audio.snippet.sampled_windows`)
     starts: np.ndarray | None = None
     durations: np.ndarray | None = None
 
@@ -173,10 +173,10 @@ def embed_examples(
     snippet_seconds, hop_seconds : float
         Snippet length and hop (hop defaults to the length).
     n_jobs : int
-        Decoding processes of the embedding engine (``workers`` of :func:`clapknn.encode.embed_files`,
+        Decoding processes of the embedding engine (``workers`` of :func:`clapknn.embedding.encode.embed_files`,
         as ``clapknn evaluate --workers``); 0 or 1 decode in a thread while the encoder runs.
     cache : bool, path or EmbeddingCache, optional
-        The embedding cache (:mod:`clapknn.cache`; ``True`` for the default folder): files seen
+        The embedding cache (:mod:`clapknn.embedding.cache`; ``True`` for the default folder): files seen
         before with the same encoder and snippet settings are neither decoded nor encoded again.
     """
     from .encoders import Encoder, get_encoder
@@ -188,7 +188,7 @@ def embed_examples(
     enc = encoder if isinstance(encoder, Encoder) else get_encoder(encoder, **dict(encoder_options or {}))
     hop = float(snippet_seconds if hop_seconds is None else hop_seconds)
     paths = [Path(e.path) for e in example_set.examples]
-    from .encode import embed_files
+    from .embedding.encode import embed_files
 
     emb = embed_files(paths, enc, snippet_seconds=snippet_seconds, hop_seconds=hop, batch_size=batch_size,
                       hashes=False, progress=progress, desc=f"embedding {snippet_seconds:g} s", cache=cache,
@@ -222,7 +222,7 @@ def _query_windows(emb: Embedded, max_snippets: int | None) -> np.ndarray:
     start times)."""
     if max_snippets is None or emb.starts is None or emb.durations is None:
         return np.ones(len(emb.track), dtype=bool)
-    from .snippet import sampled_windows
+    from .audio.snippet import sampled_windows
 
     return sampled_windows(emb.track, emb.starts, emb.durations, max_snippets, emb.snippet_seconds, emb.hop_seconds)
 
@@ -470,7 +470,7 @@ def track_metrics(
 
 
 def _predict(scores: np.ndarray, multilabel: bool) -> np.ndarray:
-    """0/1 predictions from track scores, as :class:`~clapknn.tagger.Tagger` makes them."""
+    """0/1 predictions from track scores, as :class:`~clapknn.tagging.tagger.Tagger` makes them."""
     if multilabel:
         return ((scores >= _MULTILABEL_THRESHOLD) & (scores > 0)).astype(np.int64)
     out = np.zeros(scores.shape, dtype=np.int64)
@@ -481,7 +481,7 @@ def _predict(scores: np.ndarray, multilabel: bool) -> np.ndarray:
 
 # --------------------------------------------------------------------------- methods
 def _track_scores(snippet_scores: np.ndarray, qgroups: np.ndarray, n: int, method: str) -> np.ndarray:
-    from .aggregate import aggregate
+    from .tagging.aggregate import aggregate
 
     return aggregate(snippet_scores, qgroups, method=method, n_groups=n)
 
@@ -490,11 +490,11 @@ def _knn_scores(X_s, Y_s, X_q, ks, weights, qgroups, n_q, agg, options=None, gro
     """Track scores for every (k, weighting), and the fitted estimator: ``({(k, weighting):
     scores}, estimator)``.
 
-    The estimator is fitted as :class:`~clapknn.tagger.Tagger` fits it (``groups``: the file or
+    The estimator is fitted as :class:`~clapknn.tagging.tagger.Tagger` fits it (``groups``: the file or
     group of each support snippet). What the fit decides from the examples (the search space,
     the block weights) does not depend on ``n_neighbors`` or ``weights``
     (:class:`~clapknn.vote.KNNTagger`), so one fit and one search with the largest k give, for
-    every (k, weighting), the scores of a :class:`~clapknn.tagger.Tagger` made with that k and
+    every (k, weighting), the scores of a :class:`~clapknn.tagging.tagger.Tagger` made with that k and
     weighting.
     """
     from .vote import KNNTagger, vote_scores
@@ -875,7 +875,7 @@ def evaluate(
         Progress bars (embedding, then the episodes and folds) on stderr, when it is a terminal.
     max_snippets : int or "all"
         Snippets read per query track, as :class:`clapknn.Tagger` reads them (the same default,
-        spread by :func:`clapknn.snippet.sample_indices`); the support files keep every snippet, as
+        spread by :func:`clapknn.audio.snippet.sample_indices`); the support files keep every snippet, as
         :func:`clapknn.build_index` does.
 
     Returns
@@ -891,7 +891,7 @@ def evaluate(
     """
     import pandas as pd
 
-    from .aggregate import AGGREGATIONS
+    from .tagging.aggregate import AGGREGATIONS
     from .vote import space_options
 
     shots_t = tuple(sorted(set(_as_tuple(shots, int)))) if shots is not None else ()

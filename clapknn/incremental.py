@@ -110,7 +110,7 @@ def _same_settings(a: Index, b: Index) -> bool:
 
 
 def _load(index: str | Path) -> tuple[Index, Path]:
-    from .tagger import index_path
+    from .tagging.tagger import index_path
 
     p = index_path(index)
     return Index.load(p), p
@@ -167,7 +167,7 @@ def add_examples(
     """
     from .encoders import encoder_from_identity
     from .labels import Example, ExampleSet, collect_audio, load_examples
-    from .tagger import build_index, fit_vote
+    from .tagging.build import build_index, fit_vote
 
     current, where = _load(index)
     target = Path(out).expanduser() if out is not None else where
@@ -309,7 +309,7 @@ def remove_examples(
         kept = meta[~drop].copy()
         kept["tags"] = [t for t, d in zip(new_tags, drop) if not d]
         updated = _rebuilt(base, base.vectors[~drop], kept.reset_index(drop=True))
-        from .tagger import fit_vote
+        from .tagging.build import fit_vote
 
         fit_vote(updated)  # (needs no checkpoint: see fit_vote)
         updated.save(target)

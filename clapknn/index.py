@@ -147,7 +147,7 @@ class Index:
         empty when none was given).
     manifest : dict
         See the module docstring.
-    report : clapknn.tagger.BuildReport, clapknn.incremental.UpdateReport or None
+    report : clapknn.tagging.build.BuildReport, clapknn.incremental.UpdateReport or None
         What the build (or update) used and left out; ``None`` for a loaded index.
     encoder : Encoder or None
         The encoder the index was just built with (``None`` for a loaded index: a

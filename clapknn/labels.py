@@ -31,7 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .decode import AUDIO_EXTENSIONS
+from .audio.decode import AUDIO_EXTENSIONS
 from .errors import LabelError
 
 __all__ = ["Example", "ExampleSet", "collect_audio", "load_examples", "scan_audio", "split_tags", "tag_indicator"]

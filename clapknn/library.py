@@ -5,7 +5,7 @@ a re-run embeds only new or changed files), pools its snippet vectors into one t
 mean, L2-normalised), and indexes the track vectors with FAISS for inner-product (cosine) search.
 ``clapknn similar FILE --library library/`` then lists the tracks nearest to FILE.
 
-The index kind follows the library size (:func:`choose_kind`):
+The index kind follows the library size (:func:`clapknn.ann.choose_kind`; the search itself is :mod:`clapknn.ann`):
 
 ============  ==========================  =====================================================
 tracks        kind                        why
@@ -31,175 +31,24 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .ann import RECALL_QUERIES, build_ann, measure_depth, set_depth
 from .errors import ClapknnError, IndexFormatError, ParameterError
 from .options import DEFAULT_SNIPPET_SECONDS, check_int, check_snippets
 from .store import open_directory, read_manifest, read_parquet, save_directory, verify_files
 
-__all__ = [
-    "LibraryIndex",
-    "index_library",
-    "similar",
-    "choose_kind",
-    "build_ann",
-    "recall_at_k",
-    "exact_knn",
-    "KINDS",
-    "RECALL_QUERIES",
-]
+__all__ = ["LibraryIndex", "index_library", "similar"]
 
 logger = logging.getLogger(__name__)
 
 LIBRARY_FORMAT = 1
 LIBRARY_FILE = "library.faiss"
 TRACKS_FILE = "tracks.parquet"
-
-#: Index kinds: exact scan, HNSW graph, inverted file.
-KINDS = ("auto", "flat", "hnsw", "ivf")
-#: Largest library searched exactly, and largest indexed with HNSW (tracks).
-FLAT_MAX, HNSW_MAX = 20_000, 250_000
-#: Library tracks used as queries when recall is measured at build time.
-RECALL_QUERIES = 200
-HNSW_M = 32
-HNSW_EF_CONSTRUCTION = 40
-_EF_STEPS = (16, 32, 64, 128, 256, 512)
-_NPROBE_STEPS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
-_TRAIN_PER_LIST = 50  # k-means training points per IVF list
-
-
-def choose_kind(n: int) -> str:
-    """``"flat"``, ``"hnsw"`` or ``"ivf"`` for a library of ``n`` tracks (see the module table)."""
-    if n <= FLAT_MAX:
-        return "flat"
-    if n <= HNSW_MAX:
-        return "hnsw"
-    return "ivf"
-
-
-def ivf_lists(n: int) -> int:
-    """IVF list count for ``n`` vectors: the power of two nearest √n, between 64 and 16,384."""
-    return int(min(16384, max(64, 2 ** round(math.log2(max(math.sqrt(n), 1.0))))))
-
-
-def _set_depth(index, kind: str, depth: int | None) -> None:
-    import faiss
-
-    if depth is None:
-        return
-    if kind == "hnsw":
-        index.hnsw.efSearch = int(depth)
-    elif kind == "ivf":
-        faiss.extract_index_ivf(index).nprobe = int(depth)
-
-
-def build_ann(vectors: np.ndarray, kind: str = "auto", *, nlist: int | None = None, seed: int = 0):
-    """A FAISS inner-product index of ``kind`` over L2-normalised ``vectors``.
-
-    Returns ``(index, kind, params)``; ``params`` records the build settings.
-    """
-    import faiss
-
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    n, d = vectors.shape
-    if kind not in KINDS:
-        raise ParameterError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
-    if kind == "auto":
-        kind = choose_kind(n)
-    if kind == "flat":
-        index = faiss.IndexFlatIP(d)
-        index.add(vectors)
-        return index, kind, {}
-    if kind == "hnsw":
-        index = faiss.IndexHNSWFlat(d, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-        index.add(vectors)
-        return index, kind, {"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION}
-    nlist = int(nlist or ivf_lists(n))
-    if n < nlist:
-        raise ParameterError(f"an IVF index of {nlist} lists needs at least {nlist} tracks, got {n}")
-    quantizer = faiss.IndexFlatIP(d)
-    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-    n_train = min(n, nlist * _TRAIN_PER_LIST)
-    rng = np.random.default_rng(seed)
-    train = vectors[np.sort(rng.choice(n, size=n_train, replace=False))] if n_train < n else vectors
-    index.cp.seed = seed
-    index.train(train)
-    index.add(vectors)
-    index.make_direct_map()
-    return index, kind, {"nlist": nlist, "train_points": int(n_train)}
-
-
-def exact_knn(queries: np.ndarray, vectors: np.ndarray, k: int, *, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-``k`` inner products of each query over ``vectors``: ``(similarities, ids)``.
-
-    Blocked matrix products through numpy's BLAS; on two cores this is several times faster than
-    ``faiss.knn`` for a few hundred queries against a million vectors (3 s against 14 s, measured).
-    """
-    q = np.ascontiguousarray(queries, dtype=np.float32)
-    k = int(min(k, len(vectors)))
-    best_s = np.full((len(q), 0), -np.inf, dtype=np.float32)
-    best_i = np.zeros((len(q), 0), dtype=np.int64)
-    for a in range(0, len(vectors), chunk):
-        s = q @ vectors[a : a + chunk].T
-        kk = min(k, s.shape[1])
-        part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
-        best_s = np.concatenate([best_s, np.take_along_axis(s, part, 1)], axis=1)
-        best_i = np.concatenate([best_i, part + a], axis=1)
-        order = np.argsort(-best_s, axis=1, kind="stable")[:, :k]
-        best_s, best_i = np.take_along_axis(best_s, order, 1), np.take_along_axis(best_i, order, 1)
-    return best_s, best_i
-
-
-def recall_at_k(found: np.ndarray, truth: np.ndarray, k: int) -> float:
-    """Mean fraction of each row's true top-``k`` ids that appear in the found top-``k``."""
-    hits = [len(set(f[:k].tolist()) & set(t[:k].tolist()) - {-1}) for f, t in zip(found, truth)]
-    return float(np.mean(hits) / k) if hits else 1.0
-
-
-def _without_self(ids: np.ndarray, self_ids: np.ndarray, k: int) -> np.ndarray:
-    """Drop each row's own id (and -1) and keep ``k`` ids."""
-    out = np.full((len(ids), k), -1, dtype=np.int64)
-    for r, (row, me) in enumerate(zip(ids, self_ids)):
-        kept = [i for i in row.tolist() if i != me and i >= 0][:k]
-        out[r, : len(kept)] = kept
-    return out
-
-
-def _measure(index, kind: str, vectors: np.ndarray, k: int, target: float, n_queries: int, seed: int):
-    """Measure recall@k on library tracks as queries, raising the search depth up to ``target``.
-
-    Returns ``(depth, recall, n_queries)``.
-    """
-    import faiss
-
-    n = len(vectors)
-    if kind == "flat" or n <= 1:
-        return None, 1.0, 0
-    m = min(n_queries, n)
-    rng = np.random.default_rng(seed + 1)
-    qid = np.sort(rng.choice(n, size=m, replace=False))
-    queries = vectors[qid]
-    kk = min(k + 1, n)
-    _, exact = exact_knn(queries, vectors, kk)
-    truth = _without_self(exact, qid, k)
-    steps = _EF_STEPS if kind == "hnsw" else [p for p in _NPROBE_STEPS if p <= faiss.extract_index_ivf(index).nlist]
-    depth, recall = steps[-1], 0.0
-    for step in steps:
-        depth = max(step, kk) if kind == "hnsw" else step  # efSearch below k would cut the result list
-        _set_depth(index, kind, depth)
-        _, found = index.search(queries, kk)
-        recall = recall_at_k(_without_self(found, qid, k), truth, k)
-        if recall >= target:
-            break
-    _set_depth(index, kind, depth)
-    return depth, recall, m
-
 
 class LibraryIndex:
     """Track vectors of a library in a FAISS index, with their metadata and manifest.
@@ -283,7 +132,7 @@ class LibraryIndex:
         t0 = time.perf_counter()
         index, kind, params = build_ann(vectors, kind, seed=seed)
         build_s = time.perf_counter() - t0
-        depth, recall, m = _measure(index, kind, vectors, 10, target_recall, recall_queries, seed)
+        depth, recall, m = measure_depth(index, kind, vectors, 10, target_recall, recall_queries, seed)
         if depth is not None:
             params["efSearch" if kind == "hnsw" else "nprobe"] = int(depth)
         if recall < target_recall:
@@ -399,7 +248,7 @@ class LibraryIndex:
         if kind == "ivf":
             faiss.extract_index_ivf(index).make_direct_map()
         params = manifest.get("params", {})
-        _set_depth(index, kind, params.get("efSearch") if kind == "hnsw" else params.get("nprobe"))
+        set_depth(index, kind, params.get("efSearch") if kind == "hnsw" else params.get("nprobe"))
         return cls(index, tracks, manifest)
 
 
@@ -461,9 +310,9 @@ def index_library(
     LibraryIndex
         With :attr:`~LibraryIndex.skipped` (``(path, reason)`` of files left out).
     """
-    from .encode import embed_files
+    from .embedding.encode import embed_files
     from .encoders import Encoder, get_encoder
-    from .tagger import Tagger
+    from .tagging.tagger import Tagger
 
     snippet_seconds, hop = check_snippets(snippet_seconds, hop_seconds)
     enc = encoder if isinstance(encoder, Encoder) else get_encoder(encoder, **dict(encoder_options or {}))
@@ -510,7 +359,7 @@ def similar(
     """
     import pandas as pd
 
-    from .encode import embed_files
+    from .embedding.encode import embed_files
     from .encoders import encoder_from_identity
     from .errors import AudioError
 
@@ -523,7 +372,7 @@ def similar(
     query = Path(query).expanduser()
     me = lib.find(query)
     if me is None and query.is_file():
-        from .cache import resolve_cache
+        from .embedding.cache import resolve_cache
 
         store = resolve_cache(cache)
         try:

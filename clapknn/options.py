@@ -30,7 +30,7 @@ DEFAULT_ENCODER = "features"
 #: Snippet length, seconds.
 DEFAULT_SNIPPET_SECONDS = 10.0
 #: Snippets per track used when tagging (the most; spread over the track, see
-#: :func:`clapknn.snippet.sample_indices`), and when building an index (``None``: every snippet, more
+#: :func:`clapknn.audio.snippet.sample_indices`), and when building an index (``None``: every snippet, more
 #: observations from few examples). Chosen by measurement: docs/scale.md, "Snippets per track".
 DEFAULT_TAG_SNIPPETS = 6
 DEFAULT_BUILD_SNIPPETS = None
@@ -48,7 +48,7 @@ DEFAULT_K = 5
 #: Vote weightings (:class:`~clapknn.vote.KNNTagger`).
 WEIGHTS = ("uniform", "distance", "similarity")
 DEFAULT_WEIGHTS = "similarity"
-#: Snippet scores → track score (:func:`~clapknn.aggregate.aggregate`).
+#: Snippet scores → track score (:func:`~clapknn.tagging.aggregate.aggregate`).
 AGGREGATIONS = ("mean", "max", "vote")
 DEFAULT_AGGREGATE = "mean"
 #: The vote's search space (:func:`~clapknn.vote.space_options`).

@@ -4,7 +4,7 @@ Navidrome, Jellyfin, MPD, Logitech Media Server and most players import ``.m3u8`
 M3U) found in the music folder; this module writes them from clapknn's results:
 
 * :func:`tag_playlists`: one playlist per tag from a tag result (:attr:`TagResult.tracks
-  <clapknn.tagger.TagResult.tracks>`, or the ``--out`` CSV / JSON / parquet of ``clapknn tag``,
+  <clapknn.tagging.tagger.TagResult.tracks>`, or the ``--out`` CSV / JSON / parquet of ``clapknn tag``,
   read with :func:`read_tag_table`). A track is in the playlist of each tag it was given (its
   ``tags`` column, after the tagger's threshold), best ``score:<tag>`` first; ``min_score`` and
   ``max_tracks`` trim the list.
@@ -400,7 +400,7 @@ def similar_playlist(
     ParameterError
         No seed, a seed that is not in the library, or a limit out of range.
     """
-    from .cache import resolve_cache
+    from .embedding.cache import resolve_cache
     from .library import LibraryIndex
     from .options import check_int
 

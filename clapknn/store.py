@@ -1,7 +1,7 @@
 """The directory store: how every saved clapknn directory is written, locked and checked.
 
 Indexes (:mod:`clapknn.index`), libraries (:mod:`clapknn.library`) and Ray shard directories
-(:mod:`clapknn.distributed`) are folders of data files plus a JSON manifest. They share one set of
+(:mod:`clapknn.embedding.ray`) are folders of data files plus a JSON manifest. They share one set of
 guarantees, all implemented here:
 
 - **Atomic swap.** :func:`save_directory` writes everything into a hidden sibling folder, fsyncs
@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from .digests import file_sha256
+from .audio.digests import file_sha256
 from .errors import IndexFormatError
 
 __all__ = [

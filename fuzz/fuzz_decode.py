@@ -112,18 +112,18 @@ def _alarm(signum, frame):  # pragma: no cover - only on a hang
 
 def check(path: Path) -> str:
     """Run the loader over ``path``; return ``"ok"`` or the AudioError reason. Anything else raises."""
-    from clapknn import decode, snippet
+    from clapknn.audio import decode, signal, snippet
     from clapknn.errors import AudioError
 
     try:
         meta = decode.info(path)
         assert np.isfinite(meta.duration) and meta.duration >= 0 and meta.channels >= 1, meta
-        lo, hi = decode.SAMPLE_RATE_RANGE
+        lo, hi = signal.SAMPLE_RATE_RANGE
         assert lo <= meta.sample_rate <= hi, meta
         for kwargs in ({}, {"offset": 0.2, "duration": 0.25}):
             y = decode.load(path, sr=SR, **kwargs)
             assert y.ndim == 1 and y.dtype == np.float32, (y.shape, y.dtype)
-            assert np.isfinite(y).all() and (y.size == 0 or np.abs(y).max() <= decode.MAX_PEAK)
+            assert np.isfinite(y).all() and (y.size == 0 or np.abs(y).max() <= signal.MAX_PEAK)
             if "duration" in kwargs:
                 assert y.size <= round(kwargs["duration"] * SR)
         for whole in (snippet.WHOLE_FILE_SECONDS, 0.0):  # whole-file and window-by-window paths

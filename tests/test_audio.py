@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clapknn import decode, snippet
+from clapknn.audio import decode, signal, snippet
 from clapknn.errors import AudioError, ParameterError
 
 from conftest import tone, write_audio
@@ -212,12 +212,12 @@ def test_stereo_arrays_tag_like_their_mono_mix_in_either_layout(built_index):
 @pytest.mark.parametrize("shape", [(4, 6), (8, 8), (1, 5), (1000, 1200), (0, 0)])
 def test_ambiguous_array_shapes_are_refused_with_how_to_pass_them(shape):
     with pytest.raises(ParameterError) as err:
-        decode.as_mono(np.zeros(shape, np.float32))
+        signal.as_mono(np.zeros(shape, np.float32))
     assert str(shape) in str(err.value) and "(n_samples, n_channels)" in str(err.value)
 
 
 def test_embed_array_refuses_what_files_refuse():
-    from clapknn.encode import embed_array
+    from clapknn.embedding.encode import embed_array
     from clapknn.encoders import get_encoder
 
     enc = get_encoder("features")
@@ -246,25 +246,25 @@ def test_integer_arrays_are_scaled_like_soundfile(tmp_path, subtype, dtype):
     path = write_audio(tmp_path / "pcm.wav", np.stack([tone(440, 0.5), tone(660, 0.5)], axis=1), subtype=subtype)
     ints, _ = sf.read(str(path), dtype=dtype)
     floats, _ = sf.read(str(path), dtype="float32")
-    np.testing.assert_allclose(decode.as_mono(ints), floats.mean(axis=1), rtol=0, atol=1e-7)
+    np.testing.assert_allclose(signal.as_mono(ints), floats.mean(axis=1), rtol=0, atol=1e-7)
     u8 = np.array([0, 128, 255], np.uint8)  # unsigned 8-bit PCM is offset at mid-range
-    np.testing.assert_allclose(decode.as_mono(u8), [-1.0, 0.0, 127 / 128])
+    np.testing.assert_allclose(signal.as_mono(u8), [-1.0, 0.0, 127 / 128])
 
 
 def test_files_and_arrays_share_one_validator(tmp_path):
-    """A decoded file goes through decode.as_mono too: its reasons are the array's, with the path."""
+    """A decoded file goes through signal.as_mono too: its reasons are the array's, with the path."""
     y = tone(220, 1.0)
     y[100] = np.inf
     path = write_audio(tmp_path / "inf.wav", y, subtype="FLOAT")
     with pytest.raises(AudioError, match=r"inf\.wav: audio contains NaN or infinite samples$"):
         decode.load(path, sr=22050)
     with pytest.raises(AudioError, match=r"^audio: audio contains NaN or infinite samples$"):
-        decode.as_mono(y)
+        signal.as_mono(y)
 
 
 def test_embedding_cache_key_names_the_snippet_rules(monkeypatch):
     """Vectors cut under other windowing rules (no tail window) are not taken from the cache."""
-    import clapknn.cache as cache
+    import clapknn.embedding.cache as cache
 
     ident = {"name": "features", "sample_rate": 22050}
     key = cache.settings_key(ident, 10.0, None)
@@ -282,12 +282,12 @@ def test_as_mono_either_refuses_or_gives_finite_mono(seed):
     dtype = r.choice(["float32", "float64", "float16", "int16", "int32", "uint8", "complex64", "bool"])
     y = (r.standard_normal(shape) * (100 if dtype.startswith(("int", "uint")) else 0.3)).astype(dtype)
     try:
-        out = decode.as_mono(y)
+        out = signal.as_mono(y)
     except (ParameterError, AudioError):
         return
     assert out.ndim == 1 and out.dtype == np.float32 and np.isfinite(out).all()
     if ndim == 2:
-        channels = [n for n in shape if 1 <= n <= decode.MAX_ARRAY_CHANNELS]
+        channels = [n for n in shape if 1 <= n <= signal.MAX_ARRAY_CHANNELS]
         assert len(channels) == 1 and out.size == shape[1 - shape.index(channels[0])]
     else:
         assert ndim == 1 and out.size == shape[0]

@@ -20,11 +20,11 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from clapknn import decode, snippet
+from clapknn.audio import decode, snippet
 from clapknn.cli import main
 from clapknn.errors import AudioError
 from clapknn.index import Index
-from clapknn.tagger import Tagger
+from clapknn.tagging.tagger import Tagger
 
 from conftest import make_examples, tone
 
@@ -526,7 +526,7 @@ def test_unreadable_file_is_skipped_with_permission_denied(built_index):
 def test_very_long_file_is_read_window_by_window(tmp_path, monkeypatch):
     """A file longer than WHOLE_FILE_SECONDS is never decoded whole: every read is one snippet's
     worth, and every snippet is embedded. (Peak memory itself is measured by bench/startup.py.)"""
-    from clapknn.encode import embed_files
+    from clapknn.embedding.encode import embed_files
     from clapknn.encoders.base import Encoder
 
     class Mean(Encoder):

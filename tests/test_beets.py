@@ -146,7 +146,7 @@ def test_beet_clapknn_tags_the_library_and_ls_finds_moods(beets_setup):
     for name in ("calm_one.flac", "loud_two.mp3", "calm_three.m4a"):
         assert _raw_mood(b.music / "album" / name) == []
     # the embeddings went through clapknn's cache
-    from clapknn.cache import EmbeddingCache
+    from clapknn.embedding.cache import EmbeddingCache
 
     assert EmbeddingCache(b.cache).stats()["entries"] >= 3
 

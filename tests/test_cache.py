@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clapknn.cache import CachedFile, EmbeddingCache, default_cache_dir, resolve_cache, settings_key
-from clapknn.encode import EmbeddedFiles, embed_files
+from clapknn.embedding.cache import CachedFile, EmbeddingCache, default_cache_dir, resolve_cache, settings_key
+from clapknn.embedding.encode import EmbeddedFiles, embed_files
 from clapknn.encoders.base import Encoder, l2_normalize
-from clapknn.stream import iter_embeddings
+from clapknn.embedding.engine import iter_embeddings
 
 from conftest import SR, make_examples, tone, write_audio
 
@@ -92,16 +92,16 @@ def test_warm_cache_neither_reads_decodes_nor_encodes(library, tmp_path, monkeyp
     assert enc.snippets == len(plain.vectors)
     assert cold.n_cached == 0
 
-    import clapknn.cache
-    import clapknn.snippet
-    import clapknn.stream
+    import clapknn.audio.snippet
+    import clapknn.embedding.cache
+    import clapknn.embedding.engine
 
     def boom(*a, **k):
         raise AssertionError("should not be called on a warm cache")
 
-    monkeypatch.setattr(clapknn.snippet, "iter_file_snippets", boom)
-    monkeypatch.setattr(clapknn.stream, "file_sha256", boom)
-    monkeypatch.setattr(clapknn.cache, "file_sha256", boom)
+    monkeypatch.setattr(clapknn.audio.snippet, "iter_file_snippets", boom)
+    monkeypatch.setattr(clapknn.embedding.engine, "file_sha256", boom)
+    monkeypatch.setattr(clapknn.embedding.cache, "file_sha256", boom)
     broken = [p for p in library if p.name == "broken.wav"]
     good = [p for p in library if p.name != "broken.wav"]
     enc2 = BandEncoder()
@@ -182,7 +182,7 @@ def test_damaged_memo_falls_back_to_hashing(library, tmp_path):
 def test_memo_records_files(library, tmp_path):
     cache = EmbeddingCache(tmp_path / "cache")
     sha = cache.file_sha256(library[0])
-    from clapknn.digests import file_sha256
+    from clapknn.audio.digests import file_sha256
 
     assert sha == file_sha256(library[0])
     cache.close()
@@ -212,11 +212,11 @@ def test_workers_give_the_same_result(library, tmp_path):
 
 
 def test_long_file_is_streamed_by_the_caller_not_a_worker(tmp_path, monkeypatch):
-    import clapknn.snippet
+    import clapknn.audio.snippet
 
-    monkeypatch.setattr(clapknn.snippet, "WHOLE_FILE_SECONDS", 3.0)  # the worker reads it in the parent
+    monkeypatch.setattr(clapknn.audio.snippet, "WHOLE_FILE_SECONDS", 3.0)  # the worker reads it in the parent
     p = write_audio(tmp_path / "long.wav", tone(330.0, 7.0))
-    from clapknn.stream import _decode_in_worker
+    from clapknn.embedding.engine import _decode_in_worker
 
     assert _decode_in_worker(str(p), 8000, 2.0, None, False) is None
     got = [fe for fe in iter_embeddings([p], BandEncoder(), snippet_seconds=2.0, workers=1)]
@@ -303,8 +303,8 @@ def test_writing_tags_into_a_file_keeps_its_cache_entry(tmp_path, suffix):
 
 
 def test_content_key_covers_the_stream_parameters_and_falls_back_to_the_file(tmp_path):
-    from clapknn.cache import audio_content_key
-    from clapknn.digests import file_sha256
+    from clapknn.embedding.cache import audio_content_key
+    from clapknn.audio.digests import file_sha256
 
     y = tone(440.0, 2.0)
     a = write_audio(tmp_path / "a.wav", y, subtype="PCM_16")

@@ -28,6 +28,7 @@ if importlib.util.find_spec("torch") is None or importlib.util.find_spec("laion_
     pytest.skip("the CLAP encoder needs torch and laion-clap", allow_module_level=True)
 
 from clapknn.encoders import clap as clapmod
+from clapknn.encoders.clap import checkpoints as clapckpt, encoder as clapenc, forward as clapfwd, laion as claplaion
 from clapknn.errors import AudioError, CheckpointError, ParameterError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,8 +77,8 @@ def ckpts(tmp_path_factory):
     torch.manual_seed(1234)
     model, cfg = clapmod.build_model("HTSAT-tiny", text=True)
     with torch.inference_mode():
-        fwd = clapmod._AudioForward(model, cfg, fusion=False)
-        x = torch.from_numpy(clapmod._prepare(_signals()))
+        fwd = clapfwd.AudioForward(model, cfg, fusion=False)
+        x = torch.from_numpy(clapfwd.prepare_snippets(_signals()))
         reference = fwd(x).numpy()  # one batch of 4, as the encoder fixture runs it
     with_pos = clapmod.save_checkpoint(model, folder / "tiny.pt", position_ids=True)
     without_pos = clapmod.save_checkpoint(model, folder / "tiny_nopos.pt", position_ids=False)
@@ -96,8 +97,8 @@ def laion_module(ckpts):
     import contextlib
     import io
 
-    lc = clapmod._import_laion_clap()
-    with clapmod._laion_guard(clapmod._roberta_model):
+    lc = claplaion._import_laion_clap()
+    with claplaion._laion_guard(claplaion.roberta_model):
         module = lc.CLAP_Module(enable_fusion=False, amodel="HTSAT-tiny", device="cpu")
     with contextlib.redirect_stdout(io.StringIO()):
         module.load_ckpt(str(ckpts["with_pos"]), verbose=False)
@@ -252,9 +253,9 @@ def test_lean_forward_equals_laion_forward_on_perturbed_weights():
                 p.copy_(torch.randn(p.shape, generator=g) * 2)
             elif p.dim() >= 2 and "extractor" not in name:
                 p.mul_(3.0)
-    x = torch.from_numpy(clapmod._prepare(_signals(4)))
+    x = torch.from_numpy(clapfwd.prepare_snippets(_signals(4)))
     with torch.inference_mode():
-        ours = clapmod._AudioForward(model, cfg, fusion=False)(x)
+        ours = clapfwd.AudioForward(model, cfg, fusion=False)(x)
         theirs = model.get_audio_embedding([{"waveform": w, "longer": torch.tensor([False])} for w in x])
     spread = 1 - (theirs @ theirs.T).min().item()
     assert spread > 100 * LAION_TOL  # inputs are told apart, so agreement below means something
@@ -268,16 +269,16 @@ def test_fusion_model_on_10s_snippets():
     import librosa
     import torch
 
-    fb = clapmod._htk_mel_filterbank(48000, 1024, 64, 50, 14000).numpy()
+    fb = clapfwd._htk_mel_filterbank(48000, 1024, 64, 50, 14000).numpy()
     ref = librosa.filters.mel(sr=48000, n_fft=1024, n_mels=64, fmin=50, fmax=14000, htk=True, norm=None).T
     np.testing.assert_allclose(fb, ref, rtol=0, atol=1e-5)
 
     torch.manual_seed(3)
     model, cfg = clapmod.build_model("HTSAT-tiny", enable_fusion=True)
     state = dict(model.state_dict())
-    assert clapmod._detect_architecture(state, "x")["fusion"] is True
-    fwd = clapmod._AudioForward(model, cfg, fusion=True)
-    x = torch.from_numpy(clapmod._prepare(_signals(2)))
+    assert clapckpt.detect_architecture(state, "x")["fusion"] is True
+    fwd = clapfwd.AudioForward(model, cfg, fusion=True)
+    x = torch.from_numpy(clapfwd.prepare_snippets(_signals(2)))
     with torch.inference_mode():
         ours = fwd(x)
         mel = fwd.logmel(x)[:, 0]  # (B, T, 64)
@@ -296,10 +297,10 @@ def test_htsat_base_builds_and_embeds():
     assert model.audio_branch.patch_embed.proj.weight.shape[0] == 128
     assert len(model.audio_branch.layers[2].blocks) == 12
     with torch.inference_mode():
-        v = clapmod._AudioForward(model, cfg, fusion=False)(torch.from_numpy(clapmod._prepare(_signals(1))))
+        v = clapfwd.AudioForward(model, cfg, fusion=False)(torch.from_numpy(clapfwd.prepare_snippets(_signals(1))))
     assert v.shape == (1, 512)
     state = {k: v for k, v in model.state_dict().items()}
-    assert clapmod._detect_architecture(state, "x")["amodel"] == "HTSAT-base"
+    assert clapckpt.detect_architecture(state, "x")["amodel"] == "HTSAT-base"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -385,7 +386,7 @@ def test_named_checkpoint_missing_offline(tmp_path, monkeypatch):
 
 
 def test_cache_dir_env(tmp_path, monkeypatch):
-    monkeypatch.setenv(clapmod.ENV_CACHE, str(tmp_path / "c"))
+    monkeypatch.setenv(clapckpt.ENV_CACHE, str(tmp_path / "c"))
     assert clapmod.cache_dir() == tmp_path / "c"
     with pytest.raises(CheckpointError, match=str(tmp_path / "c")):
         clapmod.resolve_checkpoint("630k-best")
@@ -434,9 +435,9 @@ def test_weights_only_refusal_and_trust(tmp_path, monkeypatch):
 
     path = tmp_path / "pickled.pt"
     torch.save({"state_dict": {"module.x": torch.zeros(1)}, "extra": _Opaque()}, path)
-    with pytest.raises(CheckpointError, match=clapmod.ENV_TRUST):
+    with pytest.raises(CheckpointError, match=clapckpt.ENV_TRUST):
         clapmod.read_checkpoint(path)
-    monkeypatch.setenv(clapmod.ENV_TRUST, "1")
+    monkeypatch.setenv(clapckpt.ENV_TRUST, "1")
     assert set(clapmod.read_checkpoint(path)) == {"x"}
 
 
@@ -498,8 +499,8 @@ def test_download_once_verify_and_reuse(ckpts, tmp_path, monkeypatch):
     try:
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         monkeypatch.delenv("CLAPKNN_OFFLINE", raising=False)
-        monkeypatch.setenv(clapmod.ENV_BASE_URL, server.url)
-        monkeypatch.setenv(clapmod.ENV_CACHE, str(tmp_path / "cache"))
+        monkeypatch.setenv(clapckpt.ENV_BASE_URL, server.url)
+        monkeypatch.setenv(clapckpt.ENV_CACHE, str(tmp_path / "cache"))
         # without permission: the clear error, no request
         with pytest.raises(CheckpointError, match="630k-audioset-best.pt"):
             clapmod.resolve_checkpoint("630k-audioset-best")
@@ -522,14 +523,14 @@ def test_download_rejects_corrupt_file(ckpts, tmp_path, monkeypatch):
     try:
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         monkeypatch.delenv("CLAPKNN_OFFLINE", raising=False)
-        monkeypatch.setenv(clapmod.ENV_BASE_URL, server.url)
+        monkeypatch.setenv(clapckpt.ENV_BASE_URL, server.url)
         with pytest.raises(CheckpointError, match="corrupt"):
             clapmod.download_checkpoint("630k-best", cache=tmp_path)
         assert not list(tmp_path.iterdir())
         # a file of the wrong architecture under an official name is refused too
         server.close()
         server = _Server(Path(ckpts["with_pos"]))
-        monkeypatch.setenv(clapmod.ENV_BASE_URL, server.url)
+        monkeypatch.setenv(clapckpt.ENV_BASE_URL, server.url)
         with pytest.raises(CheckpointError, match="expected HTSAT-base"):
             clapmod.download_checkpoint("music_speech_epoch_15_esc_89.25", cache=tmp_path)
         assert not list(tmp_path.iterdir())
@@ -558,7 +559,7 @@ def test_text_needs_real_tokenizer_files(ckpts, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
-    monkeypatch.delenv(clapmod.ENV_TOKENIZER, raising=False)
+    monkeypatch.delenv(clapckpt.ENV_TOKENIZER, raising=False)
     enc = clapmod.ClapEncoder(ckpts["with_pos"], cache_dir=tmp_path / "cache", device="cpu")
     with pytest.raises(CheckpointError, match="roberta-base tokenizer files") as info:
         enc.embed_text(["a sad song"])
@@ -614,7 +615,7 @@ def test_cli_build_and_tag(ckpts, tokenizer_dir, tmp_path, monkeypatch, capsys):
     import soundfile as sf
 
     from clapknn.cli import main
-    from clapknn.tagger import load_index
+    from clapknn.tagging.tagger import load_index
 
     rng = np.random.default_rng(0)
     examples = tmp_path / "examples"
@@ -625,7 +626,7 @@ def test_cli_build_and_tag(ckpts, tokenizer_dir, tmp_path, monkeypatch, capsys):
             y = 0.3 * np.sin(2 * np.pi * f0 * (1 + 0.03 * i) * t) + 0.02 * rng.standard_normal(t.size)
             sf.write(examples / tag / f"{tag}{i}.wav", y.astype(np.float32), 44100)
     index = tmp_path / "index"
-    monkeypatch.setenv(clapmod.ENV_TOKENIZER, str(tokenizer_dir))
+    monkeypatch.setenv(clapckpt.ENV_TOKENIZER, str(tokenizer_dir))
     rc = main([
         "build", str(examples), "--encoder", "clap", "--checkpoint", str(ckpts["with_pos"]), "--out", str(index),
         "--prompt", "calm=a calm, quiet piece", "--batch-size", "2", "-q",
@@ -656,9 +657,9 @@ def test_cli_checkpoint_given_by_path_is_found_again(ckpts, tmp_path, monkeypatc
     import soundfile as sf
 
     from clapknn.cli import main
-    from clapknn.tagger import load_index
+    from clapknn.tagging.tagger import load_index
 
-    monkeypatch.setenv(clapmod.ENV_CACHE, str(tmp_path / "empty-cache"))
+    monkeypatch.setenv(clapckpt.ENV_CACHE, str(tmp_path / "empty-cache"))
     models = tmp_path / "models"
     models.mkdir()
     ckpt = models / "630k-audioset-best.pt"
@@ -761,7 +762,7 @@ def test_locate_checkpoint_older_records(tmp_path):
 def test_checkpoint_location_is_no_part_of_the_identity():
     """Same sha256 at another path (or under another name) is the same encoder, for the mismatch
     check and for the embedding cache key; another sha256 is not."""
-    from clapknn.cache import settings_key
+    from clapknn.embedding.cache import settings_key
     from clapknn.index import describe_mismatch
 
     a = {"name": "clap", "checkpoint": "630k-best", "checkpoint_path": "/x/630k-best.pt", "checkpoint_sha256": "1" * 64}
@@ -790,10 +791,10 @@ def test_library_similar_resolves_the_checkpoint_the_same_way(encoder, ckpts, tm
 
 
 def test_loading_notice_on_stderr(capsys):
-    with clapmod._loading_notice("loading CLAP model x on cpu", True):
+    with clapenc._loading_notice("loading CLAP model x on cpu", True):
         pass
     assert capsys.readouterr().err.startswith("clapknn: loading CLAP model x on cpu ... done (")
-    with clapmod._loading_notice("loading CLAP model x on cpu", False):
+    with clapenc._loading_notice("loading CLAP model x on cpu", False):
         pass
     assert capsys.readouterr().err == ""  # not a terminal / progress off: nothing printed
 
@@ -808,7 +809,7 @@ def test_short_track_matches_laion_clap_end_to_end(encoder, laion_module, tmp_pa
     (laion-clap repeat-pads with whole copies, then zeros)."""
     import soundfile as sf
 
-    from clapknn.encode import embed_files
+    from clapknn.embedding.encode import embed_files
 
     t = np.arange(3 * 48000) / 48000
     y = (0.3 * np.sin(2 * np.pi * 330 * t) * (1 + np.sin(2 * np.pi * 1.5 * t))).astype(np.float32)

@@ -11,8 +11,9 @@ import pytest
 ray = pytest.importorskip("ray")  # in the dev extra: CI runs this
 
 from clapknn import Tagger, build_index  # noqa: E402
-from clapknn.distributed import embed_with_ray, index_from_shards, library_from_shards, read_shards  # noqa: E402
-from clapknn.encode import embed_files  # noqa: E402
+from clapknn.embedding.ray import embed_with_ray  # noqa: E402
+from clapknn.embedding.shards import index_from_shards, library_from_shards, read_shards
+from clapknn.embedding.encode import embed_files  # noqa: E402
 from clapknn.encoders import get_encoder  # noqa: E402
 from clapknn.errors import IndexFormatError, ParameterError  # noqa: E402
 from clapknn.library import similar  # noqa: E402
@@ -129,7 +130,7 @@ def test_cli_embed_ray_then_build_and_index_library(shards, tmp_path, capsys):
 
 
 def test_tag_shards_equals_tag(shards, tmp_path):
-    from clapknn.distributed import tag_shards
+    from clapknn.embedding.shards import tag_shards
 
     examples, out = shards
     index = build_index(examples, snippet_seconds=SNIP)
@@ -155,7 +156,7 @@ def test_tag_shards_equals_tag(shards, tmp_path):
 
 
 def test_worker_with_another_encoder_is_refused():
-    from clapknn.distributed import _EngineActor
+    from clapknn.embedding.ray import _EngineActor
     from clapknn.errors import EncoderMismatchError
 
     identity = get_encoder("features").identity()
@@ -167,7 +168,8 @@ def test_worker_with_another_encoder_is_refused():
 
 def test_the_actors_make_the_engines_vector_check(tmp_path):
     """An encoder giving NaN for some audio: the file is a failure in the shard rows, as in embed_files."""
-    from clapknn.distributed import _EngineActor, _embedded_from_tables
+    from clapknn.embedding.ray import _EngineActor
+    from clapknn.embedding.shards import _embedded_from_tables
 
     loud = write_audio(tmp_path / "loud.wav", tone(330.0, 4.0, amp=0.8))
     fine = write_audio(tmp_path / "fine.wav", tone(660.0, 4.0, amp=0.2))
@@ -191,7 +193,7 @@ def test_ray_pipeline_reads_and_fills_the_embedding_cache(shards, tmp_path):
     """A first run stores every fresh file (silent ones too, not undecodable ones); a second run's
     actors take them from the cache instead of embedding them, and the shards come out the same;
     the cache is shared with the in-process pipeline both ways."""
-    from clapknn.cache import EmbeddingCache
+    from clapknn.embedding.cache import EmbeddingCache
 
     examples, _ = shards
     cache = tmp_path / "cache"
@@ -220,7 +222,7 @@ def test_a_worker_node_removed_mid_run(cluster, tmp_path):
     import threading
     import time
 
-    from clapknn.cache import EmbeddingCache
+    from clapknn.embedding.cache import EmbeddingCache
 
     music = tmp_path / "music"
     for i in range(16):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clapknn.encode import embed_array, embed_files
+from clapknn.embedding.encode import embed_array, embed_files
 from clapknn.encoders.base import Encoder
 from clapknn.errors import AudioError
 

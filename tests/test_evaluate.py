@@ -249,7 +249,7 @@ def test_the_votes_space_choice_leaves_whole_groups_out(rng, monkeypatch):
 @pytest.mark.parametrize("standardize", [False, True])
 def test_knn_scores_are_those_of_the_tagger_path(rng, standardize):
     """The evaluation's kNN track scores equal KNNTagger.predict_proba pooled by aggregate()."""
-    from clapknn.aggregate import aggregate
+    from clapknn.tagging.aggregate import aggregate
     from clapknn.evaluate import _indicator, _knn_scores
     from clapknn.vote import KNNTagger
 

@@ -49,21 +49,21 @@ def _check_consistent(path: Path) -> Index:
 def test_add_equals_a_full_build(two_sets, tmp_path, monkeypatch):
     full, idx_path = two_sets
     created = json.loads((idx_path / "manifest.json").read_text())["created"]
-    import clapknn.tagger
+    import clapknn.tagging.build
 
     embedded: list[str] = []
-    real = clapknn.tagger.embed_files
+    real = clapknn.tagging.build.embed_files
 
     def spy(paths, *a, **k):
         embedded.extend(str(p) for p in paths)
         return real(paths, *a, **k)
 
-    monkeypatch.setattr(clapknn.tagger, "embed_files", spy)
+    monkeypatch.setattr(clapknn.tagging.build, "embed_files", spy)
     for tag in STYLES:
         _, report = add_examples(idx_path, [full / tag / f"{tag}_2.wav"], tags=[tag])
         assert report.added == [str(full / tag / f"{tag}_2.wav")] and not report.replaced
     assert sorted(Path(p).name for p in embedded) == ["calm_2.wav", "energetic_2.wav"]  # nothing re-embedded
-    monkeypatch.setattr(clapknn.tagger, "embed_files", real)
+    monkeypatch.setattr(clapknn.tagging.build, "embed_files", real)
 
     updated = _check_consistent(idx_path)
     assert updated.manifest["created"] == created and "updated" in updated.manifest

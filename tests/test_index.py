@@ -30,7 +30,7 @@ def test_round_trip(built_index, tmp_path):
         "index.faiss", "metadata.parquet", "vote.json", "vote.faiss"}
     assert "numpy" in m["versions"] and m["created"]
     # rows align with vector ids: each row's source file, re-embedded, gives that vector
-    from clapknn.encode import embed_files
+    from clapknn.embedding.encode import embed_files
 
     for i in (0, 4, len(loaded) - 1):
         row = loaded.metadata.iloc[i]
@@ -214,7 +214,7 @@ def test_groups_from_the_labels_csv_are_kept_and_left_out_together(tmp_path, mon
     leave-one-out (the choice of space) leaves a whole group out rather than a file."""
     import clapknn.vote as vote
     from clapknn import build_index, load_index
-    from clapknn.tagger import example_groups
+    from clapknn.tagging.tagger import example_groups
 
     make_examples(tmp_path / "ex", per_tag=2)
     csv = tmp_path / "ex" / "labels.csv"

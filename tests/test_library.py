@@ -11,16 +11,8 @@ import pytest
 
 from clapknn.cli import main
 from clapknn.errors import IndexFormatError, ParameterError
-from clapknn.library import (
-    FLAT_MAX,
-    HNSW_MAX,
-    LibraryIndex,
-    choose_kind,
-    index_library,
-    ivf_lists,
-    recall_at_k,
-    similar,
-)
+from clapknn.ann import FLAT_MAX, HNSW_MAX, choose_kind, ivf_lists, recall_at_k
+from clapknn.library import LibraryIndex, index_library, similar
 
 from conftest import STYLES, tone, write_audio
 
@@ -137,12 +129,12 @@ def test_index_library_and_similar(music, tmp_path, monkeypatch):
     assert len(lib) == 8 and lib.kind == "flat"
     assert [Path(p).name for p, _ in lib.skipped] == ["broken.wav"]
 
-    import clapknn.encode
+    import clapknn.embedding.encode
 
     def no_embedding(*a, **k):
         raise AssertionError("a track of the library must not be embedded again")
 
-    monkeypatch.setattr(clapknn.encode, "embed_files", no_embedding)
+    monkeypatch.setattr(clapknn.embedding.encode, "embed_files", no_embedding)
     query = music / "calm" / "calm_0.wav"
     table = similar(tmp_path / "lib", query, k=3)
     assert list(table["rank"]) == [1, 2, 3]

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from clapknn import snippet
-from clapknn.aggregate import aggregate, select_tags
+from clapknn.audio import snippet
+from clapknn.tagging.aggregate import aggregate, select_tags
 from clapknn.errors import ParameterError
 from clapknn.index import Index
 from clapknn.labels import load_examples, split_tags

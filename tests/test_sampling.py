@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clapknn import decode, options
-from clapknn.cache import settings_key
+from clapknn.audio import decode
+from clapknn import options
+from clapknn.embedding.cache import settings_key
 from clapknn.errors import ParameterError
-from clapknn.snippet import cut, iter_file_snippets, sample_indices, snippet_starts
+from clapknn.audio.snippet import cut, iter_file_snippets, sample_indices, snippet_starts
 from conftest import SR, make_examples, tone, write_audio
 
 
@@ -194,3 +195,60 @@ def test_sampling_a_file_that_holds_less_than_its_header_says(tmp_path, caplog):
     assert len(got) == 2 and all(a is not None for _, _, a in got)
     assert all(0 < s and e <= 25.5 for s, e, _ in got)  # in the middle of what decodes
     assert "audio ends near" in caplog.text
+
+
+def test_tag_key_tempo_decodes_each_file_once(built_index, tmp_path, load_calls):
+    """``tag --key-tempo``: the analysis takes the signal the engine decoded (same rate), so each
+    file is read whole once, and the table is the one a separate analysis gives."""
+    from clapknn import Tagger
+    from clapknn.analysis import COLUMNS, analyze_files
+    from clapknn.cli import main
+
+    _, root = built_index
+    folder = root / "examples" / "calm"
+    files = sorted(folder.glob("*.wav"))
+    result = Tagger(root / "index").tag(folder, key_tempo=True)
+    assert load_calls.count((0.0, None)) == len(files) and len(load_calls) == len(files)
+    expected = analyze_files([str(f) for f in files])
+    got = result.tracks[list(COLUMNS)].sort_values("path").reset_index(drop=True)
+    assert got.to_dict("records") == expected.sort_values("path").reset_index(drop=True).to_dict("records")
+    load_calls.clear()
+    out = tmp_path / "tags.csv"
+    assert main(["tag", str(folder), "--index", str(root / "index"), "--key-tempo", "--no-cache", "--out", str(out), "-q"]) == 0
+    assert len(load_calls) == len(files)  # the command line too: one whole read per file
+    assert "bpm" in out.read_text().splitlines()[0]
+
+
+def test_tag_key_tempo_after_a_sampled_read_decodes_the_file_whole_once(long_flac, tmp_path, load_calls):
+    """A file read by seeking (a few windows) is decoded whole once more, for the analysis only."""
+    from clapknn import Tagger, build_index
+
+    index = build_index(make_examples(tmp_path / "examples"), tmp_path / "index", snippet_seconds=10.0)
+    load_calls.clear()
+    result = Tagger(index, max_snippets=3).tag(long_flac, key_tempo=True)
+    assert load_calls.count((0.0, None)) == 1
+    assert [d for _, d in load_calls if d is not None] == [pytest.approx(10.0)] * 3
+    assert result.tracks["bpm"].notna().all() or result.tracks["mode"].notna().all()
+
+
+def test_embed_array_goes_through_the_engine(monkeypatch):
+    """An in-memory signal is embedded by the engine, as files are: same vectors as ``cut`` + encoder."""
+    from clapknn.embedding import engine
+    from clapknn.embedding.encode import embed_array
+    from clapknn.encoders import get_encoder
+
+    seen = []
+    real = engine.iter_embeddings
+
+    def spy(paths, *args, **kwargs):
+        seen.append(list(paths))
+        return real(paths, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "iter_embeddings", spy)
+    enc = get_encoder("features")
+    y = tone(220.0, 25.0)
+    vectors, snippets = embed_array(np.stack([y, y], axis=1), SR, enc, snippet_seconds=10.0)
+    assert len(seen) == 1 and isinstance(seen[0][0], engine.Signal)
+    batch = cut(y, SR, 10.0, pad=enc.pad)
+    np.testing.assert_allclose(vectors, enc.embed(batch.audio), atol=1e-6)
+    assert snippets["start"].tolist() == batch.starts.tolist()

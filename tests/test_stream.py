@@ -11,7 +11,7 @@ import pytest
 from clapknn import Tagger
 from clapknn.cli import main
 from clapknn.errors import ParameterError
-from clapknn.stream import tag_to_csv
+from clapknn.tagging.resume import tag_to_csv
 
 from conftest import STYLES, tone, write_audio
 

@@ -7,7 +7,7 @@ import pytest
 from sklearn.exceptions import NotFittedError
 from sklearn.neighbors import KNeighborsClassifier
 
-from clapknn.aggregate import aggregate, select_tags
+from clapknn.tagging.aggregate import aggregate, select_tags
 from clapknn.errors import ParameterError
 from clapknn.vote import KNNTagger, vote_scores
 
@@ -47,7 +47,7 @@ def test_equals_sklearn_on_random_embeddings(k, weights, seed):
 def real_embeddings():
     """Snippet embeddings of the real demo clips (features encoder), labelled by mood."""
     from clapknn.demo import demo_tracks
-    from clapknn.encode import embed_files
+    from clapknn.embedding.encode import embed_files
     from clapknn.encoders import get_encoder
 
     tracks = demo_tracks()

@@ -94,11 +94,11 @@ def test_progress_is_reported_while_the_library_is_tagged(built, monkeypatch):
 
     from starlette.testclient import TestClient
 
-    import clapknn.stream
+    import clapknn.embedding.engine
     from clapknn.webapp.app import create_app
     from clapknn.webapp.session import Curator
 
-    real, gate = clapknn.stream.iter_embeddings, threading.Event()
+    real, gate = clapknn.embedding.engine.iter_embeddings, threading.Event()
 
     def slow(*args, **kwargs):  # hold the tagging after the first file
         for i, fe in enumerate(real(*args, **kwargs)):
@@ -106,7 +106,7 @@ def test_progress_is_reported_while_the_library_is_tagged(built, monkeypatch):
             if i == 0:
                 assert gate.wait(60)
 
-    monkeypatch.setattr(clapknn.stream, "iter_embeddings", slow)
+    monkeypatch.setattr(clapknn.embedding.engine, "iter_embeddings", slow)
     curator = Curator(built / "index", built / "library", cache=False)
     client = TestClient(create_app(curator, allowed_hosts=["testserver"]))
     curator.start()
@@ -248,7 +248,7 @@ def test_state_changes_need_the_token_and_the_same_site(site):
 
 
 def test_a_new_tag_makes_the_track_an_example_and_its_neighbours_follow(site):
-    from clapknn.tagger import load_index
+    from clapknn.tagging.tagger import load_index
 
     before = tops(site)
     assert {before[f"mid/m{i}.wav"] for i in range(4)} != {"dreamy"}
@@ -270,7 +270,7 @@ def test_a_new_tag_makes_the_track_an_example_and_its_neighbours_follow(site):
 
 
 def test_confirm_and_correct_and_undo_restore_the_index(site):
-    from clapknn.tagger import load_index
+    from clapknn.tagging.tagger import load_index
 
     def content():
         meta = load_index(site.root / "index").metadata

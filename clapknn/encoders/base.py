@@ -1,7 +1,7 @@
 """The :class:`Encoder` interface shared by every embedding model.
 
 An encoder turns a batch of equal-length mono snippets at its own sample rate into L2-normalised
-float32 vectors. It never cuts or pads audio itself: :mod:`clapknn.snippet` hands it snippets of
+float32 vectors. It never cuts or pads audio itself: :mod:`clapknn.audio.snippet` hands it snippets of
 exactly ``round(snippet_seconds * sample_rate)`` samples, a track shorter than that filled by the
 encoder's :attr:`Encoder.pad` rule, so the same audio always gives the same vector whatever the
 batch size or composition.
@@ -55,8 +55,8 @@ class Encoder(abc.ABC):
     sample_rate: int = 0
     #: Length of one embedding vector.
     dim: int = 0
-    #: How :mod:`clapknn.snippet` fills a track shorter than one snippet
-    #: (:data:`clapknn.snippet.PAD_RULES`): ``"repeat"`` loops it, ``"repeatpad"`` repeats whole
+    #: How :mod:`clapknn.audio.snippet` fills a track shorter than one snippet
+    #: (:data:`clapknn.audio.snippet.PAD_RULES`): ``"repeat"`` loops it, ``"repeatpad"`` repeats whole
     #: copies, then zeros.
     pad: str = "repeat"
 

@@ -30,7 +30,7 @@ cosines, i.e. of pattern similarities.
 
 Fixed constants cannot suit every collection (solo piano and full mixes differ by tens of dB and in
 every timbre statistic), so the encoder also offers the kNN vote a second space
-(:meth:`FeaturesEncoder.knn_options`, used by :class:`~clapknn.tagger.Tagger` and
+(:meth:`FeaturesEncoder.knn_options`, used by :class:`~clapknn.tagging.tagger.Tagger` and
 :mod:`clapknn.evaluate`): every dimension **standardised** on the index's own vectors, then each
 dimension and each block weighted by its **relevance** to the index's tags (how far apart the tags'
 files lie in it, relative to the spread within a tag: loudness counts for an energy vocabulary,

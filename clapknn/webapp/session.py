@@ -2,7 +2,7 @@
 
 :class:`Curator` embeds the library's tracks once (through the embedding cache, in a background
 thread whose progress the page shows), keeps their snippet vectors in memory, and tags them with
-:meth:`clapknn.tagger.Tagger.tag_vectors`. A label (confirm, correct or a new tag) makes the track an
+:meth:`clapknn.tagging.tagger.Tagger.tag_vectors`. A label (confirm, correct or a new tag) makes the track an
 example through :func:`clapknn.incremental.add_examples` (the index is saved whole, atomically, as
 ``clapknn add`` does), then the whole library is tagged again from the stored vectors: no track is
 decoded or encoded again. Undo applies the inverse update (:func:`~clapknn.incremental.remove_examples`
@@ -68,9 +68,9 @@ class Curator:
     k : int
         Neighbours per snippet.
     cache : bool, path or EmbeddingCache
-        The embedding cache (:func:`clapknn.cache.resolve_cache`); ``True``: the default folder.
+        The embedding cache (:func:`clapknn.embedding.cache.resolve_cache`); ``True``: the default folder.
     workers, batch_size : int
-        As in :func:`clapknn.encode.embed_files`.
+        As in :func:`clapknn.embedding.encode.embed_files`.
     low_margin : float
         A track whose two best scores are closer than this is flagged low-confidence.
     """
@@ -78,7 +78,7 @@ class Curator:
     def __init__(self, index, library, *, k: int | None = None, cache=True, workers: int = 0, batch_size: int = 16,
                  low_margin: float = LOW_MARGIN) -> None:
         from ..options import DEFAULT_K, check_int
-        from ..tagger import index_path
+        from ..tagging.tagger import index_path
 
         self.index_path = index_path(index).absolute()
         self.library = Path(os.path.expanduser(str(library))).absolute()
@@ -132,8 +132,8 @@ class Curator:
     def _load(self) -> None:
         import pandas as pd
 
-        from ..stream import iter_embeddings
-        from ..tagger import Tagger
+        from ..embedding.engine import iter_embeddings
+        from ..tagging.tagger import Tagger
 
         if not (self.index_path / "manifest.json").is_file():
             raise ClapknnError(
@@ -240,7 +240,7 @@ class Curator:
         return changed
 
     def _retag_from(self, index) -> dict[str, str]:
-        from ..tagger import Tagger
+        from ..tagging.tagger import Tagger
 
         return self._use(Tagger(index, encoder=self.tagger.encoder, k=self.k, batch_size=self.batch_size))
 

@@ -1,4 +1,4 @@
-"""The few high-level calls: build an index from labelled examples, load it, tag audio.
+"""Load an index and tag audio with it (:class:`Tagger`); building one is :mod:`clapknn.tagging.build`.
 
 >>> from clapknn import build_index, Tagger
 >>> index = build_index("examples/", "index/moods")            # doctest: +SKIP
@@ -16,208 +16,23 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .aggregate import aggregate, select_tags
-from .encode import EmbeddedFiles, embed_array, embed_files
-from .encoders import Encoder, encoder_from_identity, get_encoder
-from .errors import ClapknnError, LabelError, ParameterError
-from .index import Index, example_metadata
-from .labels import ExampleSet, collect_audio, load_examples
-from .options import (
-    AGGREGATIONS, DEFAULT_AGGREGATE, DEFAULT_BATCH_SIZE, DEFAULT_ENCODER, DEFAULT_K, DEFAULT_SNIPPET_SECONDS,
-    DEFAULT_SPACE, DEFAULT_WEIGHTS, ENCODERS, SPACES, WEIGHTS, check_choice, check_int, check_seconds, check_snippets,
-    check_threshold,
+from ..embedding.encode import embed_array, embed_files
+from ..encoders import Encoder, encoder_from_identity
+from ..errors import ClapknnError, ParameterError
+from ..index import Index
+from ..labels import collect_audio
+from ..options import (
+    AGGREGATIONS, DEFAULT_AGGREGATE, DEFAULT_BATCH_SIZE, DEFAULT_K, DEFAULT_SPACE, DEFAULT_TAG_SNIPPETS, DEFAULT_WEIGHTS, SPACES,
+    WEIGHTS, check_choice, check_int, check_max_snippets, check_seconds, check_threshold,
 )
-from .options import DEFAULT_BUILD_SNIPPETS, DEFAULT_TAG_SNIPPETS, check_max_snippets
-from .vote import KNNTagger
+from ..vote import KNNTagger
 
-__all__ = ["build_index", "load_index", "Tagger", "TagResult", "BuildReport", "DEFAULT_K", "DEFAULT_WEIGHTS"]
+__all__ = ["INDEX_HOME", "index_path", "load_index", "Tagger", "TagResult", "DEFAULT_K", "DEFAULT_WEIGHTS"]
 
 logger = logging.getLogger(__name__)
 
 #: Default index home (relative to the working directory).
 INDEX_HOME = Path("index")
-
-
-@dataclass
-class BuildReport:
-    """What a build used and what it left out."""
-
-    files: Any  # pandas.DataFrame: path, tags, duration, n_snippets, n_silent, sha256, error
-    problems: list[tuple[str, str]] = field(default_factory=list)  # label rows left out
-    notes: list[str] = field(default_factory=list)
-    lost_tags: list[str] = field(default_factory=list)  # tags whose every example was skipped
-
-    @property
-    def n_used(self) -> int:
-        """Example files that were used (decoded and not silent)."""
-        return int((self.files["error"] == "").sum()) if len(self.files) else 0
-
-    @property
-    def skipped(self) -> list[tuple[str, str]]:
-        """``(where, reason)`` for every label row and file that was left out."""
-        bad = self.files[self.files["error"] != ""] if len(self.files) else self.files
-        return list(self.problems) + list(zip(bad["path"], bad["error"])) if len(bad) else list(self.problems)
-
-
-def _resolve_encoder(encoder: str | Encoder, options: Mapping[str, Any] | None) -> Encoder:
-    if isinstance(encoder, Encoder):
-        return encoder
-    return get_encoder(check_choice("encoder", encoder, ENCODERS), **dict(options or {}))
-
-
-def _lost_tags(example_set: ExampleSet, meta, allow_single_tag: bool, skipped: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
-    """The tags whose every example was skipped, and a note on each; refuses an index left with one
-    tag of several."""
-    given = example_set.tags
-    kept = {t for ts in meta["tags"] for t in ts}
-    lost = [t for t in given if t not in kept]
-    notes = []
-    for t in lost:
-        n = sum(t in e.tags for e in example_set.examples)
-        notes.append(f"tag {t!r} has no usable example (all {n} of its file(s) were skipped); the index has no {t!r}")
-    if lost and len(kept) == 1 and len(given) > 1 and not allow_single_tag:
-        lost_files = {str(e.path) for e in example_set.examples if set(e.tags) & set(lost)}
-        why = "; ".join([f"{Path(w).name}: {r}" for w, r in skipped if str(w) in lost_files][:3])
-        raise LabelError(
-            f"only tag {next(iter(kept))!r} is left: every example of {', '.join(map(repr, lost))} was skipped ({why}), "
-            "and an index of one tag gives that tag to everything (fix the files, or allow a one-tag index "
-            "with --allow-single-tag)"
-        )
-    return lost, notes
-
-
-def build_index(
-    examples: str | Path | ExampleSet,
-    out: str | Path | None = None,
-    *,
-    labels: str | Path | None = None,
-    encoder: str | Encoder = "features",
-    encoder_options: Mapping[str, Any] | None = None,
-    snippet_seconds: float = DEFAULT_SNIPPET_SECONDS,
-    hop_seconds: float | None = None,
-    prompts: Mapping[str, str | Sequence[str]] | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: bool = False,
-    cache=None,
-    workers: int = 0,
-    allow_single_tag: bool = False,
-    max_snippets: int | str | None = DEFAULT_BUILD_SNIPPETS,
-) -> Index:
-    """Embed labelled examples and make an index (saved to ``out`` when given).
-
-    Parameters
-    ----------
-    examples : path or ExampleSet
-        A folder with one sub-folder per tag, a CSV of ``path,tags``, or an :class:`ExampleSet`.
-    out : path, optional
-        Directory to save the index to (atomically).
-    labels : path, optional
-        A CSV of ``path,tags`` whose relative paths are resolved against ``examples``.
-    encoder : str or Encoder
-        ``"features"`` (weights-free, default) or ``"clap"``, or a built encoder.
-    encoder_options : mapping, optional
-        Keyword settings for the encoder (e.g. ``{"checkpoint": "630k-audioset-best"}``).
-    snippet_seconds, hop_seconds : float
-        Snippet length and hop (hop defaults to the length).
-    prompts : mapping tag -> text (or texts), optional
-        Text anchors embedded with the encoder's text branch (CLAP only), stored as ``kind="text"``.
-    batch_size : int
-    progress : bool
-        Show a progress bar on a terminal.
-    cache : bool, path or EmbeddingCache, optional
-        Embedding cache (:mod:`clapknn.cache`): unchanged files are neither decoded nor encoded.
-    workers : int
-        Decoding processes (0: a thread of this process).
-    allow_single_tag : bool
-        Build even when every example of all tags but one was skipped (by default that is refused:
-        such an index gives its one tag to everything).
-    max_snippets : int or "all", optional
-        At most this many snippets per example file (default: every snippet).
-
-    Returns
-    -------
-    Index
-        With a :class:`BuildReport` in ``index.report``. Example paths are stored absolute, so the
-        index works from any folder and after it is moved.
-
-    Raises
-    ------
-    ParameterError
-        For a snippet length, hop, batch size or worker count out of range (before any file is read).
-    LabelError
-        When no usable example is left, or only one tag of several.
-    """
-    import pandas as pd
-
-    snippet_seconds, hop = check_snippets(snippet_seconds, hop_seconds)
-    check_int("batch_size", batch_size)
-    check_int("workers", workers, minimum=0)
-    max_snippets = check_max_snippets(max_snippets)
-    example_set = examples if isinstance(examples, ExampleSet) else load_examples(examples, labels=labels)
-    enc = _resolve_encoder(encoder, encoder_options)
-    if not example_set.examples and not prompts:
-        raise LabelError(f"no labelled examples found in {examples}")
-    paths = [e.path for e in example_set.examples]
-    # stored absolute (not resolved through symlinks, so they read as the user laid them out)
-    stored = [os.path.abspath(os.path.expanduser(str(p))) for p in paths]
-    emb: EmbeddedFiles = embed_files(
-        paths, enc, snippet_seconds=snippet_seconds, hop_seconds=hop, batch_size=batch_size,
-        progress=progress, desc="building", cache=cache, workers=workers, max_snippets=max_snippets,
-    )
-    tags_of = [e.tags for e in example_set.examples]
-    files = emb.files.copy()
-    files.insert(1, "tags", [";".join(t) for t in tags_of])
-    meta = example_metadata(
-        emb.snippets, list(files["sha256"]), tags_of, [e.group or "" for e in example_set.examples], stored
-    )
-    vectors = emb.vectors
-    if prompts:
-        texts, text_tags = [], []
-        for tag, value in prompts.items():
-            for text in [value] if isinstance(value, str) else list(value):
-                texts.append(text)
-                text_tags.append((tag,))
-        if not hasattr(enc, "embed_text"):
-            raise ParameterError(f"encoder {enc.name!r} has no text branch; text prompts need --encoder clap")
-        tv = np.asarray(enc.embed_text(texts), dtype=np.float32)
-        meta = pd.concat(
-            [meta, pd.DataFrame({"path": texts, "start": 0.0, "end": 0.0, "tags": text_tags, "sha256": "", "kind": "text", "group": ""})],
-            ignore_index=True,
-        )
-        vectors = np.concatenate([vectors, tv]) if len(vectors) else tv
-    report = BuildReport(files, list(example_set.problems), list(example_set.notes))
-    if len(meta) == 0:
-        reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in report.skipped[:5])
-        raise LabelError(f"no usable example: all {len(paths)} file(s) were skipped ({reasons})")
-    report.lost_tags, lost_notes = _lost_tags(example_set, meta, allow_single_tag, report.skipped)
-    report.notes += lost_notes
-    index = Index.from_arrays(
-        vectors, meta, encoder=enc.identity(), snippet_seconds=snippet_seconds, hop_seconds=hop,
-        report=report, encoder_object=enc,
-    )
-    fit_vote(index)
-    if out is not None:
-        index.save(out)
-    return index
-
-
-def fit_vote(index: Index) -> bool:
-    """Fit the vote with the default tagging settings on a just-built index and keep it in the index
-    (:meth:`Index.set_vote`), so that it is saved and every later :class:`Tagger` with those
-    settings starts without fitting. Returns whether it was fitted.
-
-    The index's :attr:`~clapknn.index.Index.encoder` says which vote its vectors want; without one,
-    the weights-free features encoder is built from the identity (cheap), and any other encoder's
-    vote is left to be fitted when the index is loaded (CLAP's plain space is one FAISS add), so that
-    no checkpoint is needed here.
-    """
-    if not len(index):
-        return False
-    if index.encoder is None:
-        if index.encoder_identity.get("name") != "features":
-            return False
-        index.encoder = encoder_from_identity(index.encoder_identity)
-    index.set_vote(Tagger(index).estimator)
-    return True
 
 
 def index_path(path: str | Path) -> Path:
@@ -274,6 +89,19 @@ def example_groups(metadata) -> np.ndarray:
     return np.where(group != "", np.char.add("group:", group.astype(str)), np.char.add("file:", paths.astype(str)))
 
 
+def _key_tempo(paths: list[str], analysed: Mapping[str, dict]):
+    """The :func:`clapknn.analysis.analyze_files` table of ``paths``: rows already analysed from the
+    engine's signals are taken as they are, the other files are decoded and analysed here."""
+    import pandas as pd
+
+    from ..analysis import COLUMNS, analyze_files
+
+    rest = [p for p in paths if p not in analysed]
+    more = analyze_files(rest) if rest else pd.DataFrame(columns=list(COLUMNS))
+    rows = {**analysed, **{r["path"]: r for r in more.to_dict("records")}}
+    return pd.DataFrame([rows[p] for p in paths if p in rows], columns=list(COLUMNS))
+
+
 class Tagger:
     """Tags audio with an index.
 
@@ -304,7 +132,7 @@ class Tagger:
         own examples); the others force one. ``clapknn evaluate --space`` measures each.
     max_snippets : int or "all"
         At most this many snippets per track, spread over it away from its ends and read by seeking
-        (:func:`clapknn.snippet.sample_indices`); ``None`` or ``"all"`` for every snippet. Default:
+        (:func:`clapknn.audio.snippet.sample_indices`); ``None`` or ``"all"`` for every snippet. Default:
         :data:`clapknn.options.DEFAULT_TAG_SNIPPETS` (chosen by measurement, docs/scale.md).
     """
 
@@ -334,7 +162,7 @@ class Tagger:
         hop_seconds = check_seconds("hop", hop_seconds, allow_none=True)
         check_int("batch_size", batch_size)
         max_snippets = check_max_snippets(max_snippets)
-        from .vote import space_options
+        from ..vote import space_options
 
         self.index = index if isinstance(index, Index) else load_index(index)
         if len(self.index) == 0:
@@ -457,23 +285,41 @@ class Tagger:
 
     def tag(
         self, paths: str | Path | Sequence[str | Path], *, progress: bool = False, explain: bool = False,
-        cache=None, workers: int = 0,
+        cache=None, workers: int = 0, key_tempo: bool = False,
     ) -> TagResult:
         """Tag audio files; folders are scanned for audio.
 
         Files that cannot be decoded (or are silent) are listed in :attr:`TagResult.skipped`.
-        ``cache`` and ``workers`` are as in :func:`build_index`.
+        ``cache`` and ``workers`` are as in :func:`build_index`. ``key_tempo=True`` adds the columns of
+        :func:`clapknn.analysis.analyze_files` (key, mode, bpm and their confidences) to
+        :attr:`TagResult.tracks`; a file the embedding engine decoded whole at the analysis' rate is
+        analysed from that signal, not decoded again.
         """
         files, problems = self.collect_files(paths)
+        analysed: dict[str, dict] = {}
+
+        def analyse(path: str, y: np.ndarray) -> None:
+            from ..analysis import analyze_signal
+
+            analysed[path] = analyze_signal(y, path)
+
+        on_signal = None
+        if key_tempo:
+            from ..analysis import SAMPLE_RATE
+
+            on_signal = analyse if self.encoder.sample_rate == SAMPLE_RATE else None
         emb = embed_files(
             files, self.encoder, snippet_seconds=self.index.snippet_seconds,
             hop_seconds=self.hop_seconds or self.index.hop_seconds, batch_size=self.batch_size,
             hashes=False, progress=progress, desc="tagging", cache=cache, workers=workers,
-            max_snippets=self.max_snippets,
+            max_snippets=self.max_snippets, on_signal=on_signal,
         )
-        return self.tag_vectors(
+        result = self.tag_vectors(
             emb.vectors, emb.snippets, [str(f) for f in files], skipped=problems + emb.failures, explain=explain
         )
+        if key_tempo and len(result.tracks):
+            result.tracks = result.tracks.merge(_key_tempo(list(result.tracks["path"]), analysed), on="path", how="left")
+        return result
 
     @staticmethod
     def collect_files(paths: str | Path | Sequence[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -494,7 +340,7 @@ class Tagger:
     def tag_array(self, y: np.ndarray, sr: int, *, name: str = "<array>", explain: bool = False) -> TagResult:
         """Tag an in-memory signal sampled at ``sr`` Hz: mono ``(n,)``, or ``(n_samples, n_channels)``
         / ``(n_channels, n_samples)`` with at most 8 channels, float or integer PCM (checked by
-        :func:`clapknn.decode.as_mono`, as decoded files are; an ambiguous shape is a ParameterError)."""
+        :func:`clapknn.audio.signal.as_mono`, as decoded files are; an ambiguous shape is a ParameterError)."""
         vectors, snippets = embed_array(
             y, sr, self.encoder, snippet_seconds=self.index.snippet_seconds,
             hop_seconds=self.hop_seconds or self.index.hop_seconds, batch_size=self.batch_size,

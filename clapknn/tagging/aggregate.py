@@ -6,8 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import ParameterError
-from .options import AGGREGATIONS  # one home: clapknn.options
+from ..errors import ParameterError
+from ..options import AGGREGATIONS  # one home: clapknn.options
 
 __all__ = ["AGGREGATIONS", "aggregate", "select_tags"]
 

@@ -1,19 +1,19 @@
 """Streaming embedding: cached, multi-process decoding feeding one batched encoder, file by file.
 
-:func:`iter_embeddings` is the one embedding engine: behind :func:`clapknn.encode.embed_files`
+:func:`iter_embeddings` is the one embedding engine: behind :func:`clapknn.embedding.encode.embed_files`
 (index building, tagging, evaluation) and resumable tagging (:func:`tag_to_csv`). Data flow::
 
     paths ──► source thread ──► bounded queue ──► caller thread: batches ──► encoder.embed
                │  content key (memo) → cache hit? ────────────────────► (vectors from the cache)
                └► decode: in the thread (workers=0) or in N worker processes (workers=N)
 
-- **Cache.** With an :class:`~clapknn.cache.EmbeddingCache`, a file whose bytes, encoder identity
+- **Cache.** With an :class:`~clapknn.embedding.cache.EmbeddingCache`, a file whose bytes, encoder identity
   and snippet settings were seen before is neither decoded nor encoded; fresh results are stored as
   soon as each file is done.
 - **Workers.** ``workers=N`` decodes and resamples in N processes (``spawn``, so it is safe beside
   torch and FAISS threads) while this process encodes. At most ``2 * N`` files are in flight, so
   memory does not grow with the library. Files longer than
-  :data:`~clapknn.snippet.WHOLE_FILE_SECONDS` are streamed window by window in this process instead,
+  :data:`~clapknn.audio.snippet.WHOLE_FILE_SECONDS` are streamed window by window in this process instead,
   so no worker ever holds a whole long file.
 - **Order and results.** Files come out in input order, each as soon as its last snippet is
   encoded. Batches are cut in input order whatever the number of workers (cache hits simply drop
@@ -33,18 +33,31 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .cache import CachedFile, EmbeddingCache, resolve_cache, settings_key
-from .digests import file_sha256
-from .encoders.base import Encoder
-from .errors import AudioError, ClapknnError, ParameterError
-from .progress import progress_bar
-from .snippet import DEFAULT_SNIPPET_SECONDS
+from ..audio.digests import file_sha256
+from ..encoders.base import Encoder
+from ..errors import AudioError, ClapknnError, ParameterError
+from ..audio.snippet import DEFAULT_SNIPPET_SECONDS
 
-__all__ = ["FileEmbedding", "iter_embeddings", "tag_to_csv", "TagProgress", "vector_problem"]
+__all__ = ["FileEmbedding", "Signal", "empty_reason", "iter_embeddings", "vector_problem"]
 
 logger = logging.getLogger(__name__)
 
 _QUEUE_SNIPPETS = 64  # snippets decoded ahead of the encoder
 _HIT_BATCH = 64  # cache hits handed to the consumer per queue message
+
+
+@dataclass(frozen=True)
+class Signal:
+    """An in-memory source for :func:`iter_embeddings`: mono float32 samples ``y`` at ``sr`` Hz (checked
+    by :func:`clapknn.audio.signal.as_mono` first), reported under ``name``. Cut in the engine's own
+    thread (never sent to a worker process) and never cached."""
+
+    y: np.ndarray
+    sr: int
+    name: str = "<array>"
+
+    def __str__(self) -> str:
+        return self.name
 
 
 @dataclass
@@ -69,6 +82,9 @@ class FileEmbedding:
         Empty when the file gave vectors.
     cached : bool
         The vectors came from the embedding cache.
+    signal : np.ndarray or None
+        With ``keep_signals=True``: the file's whole signal at the encoder's rate when the engine
+        decoded it in one read (else ``None``: a cache hit, a file read by seeking, a long file).
     """
 
     index: int
@@ -81,6 +97,7 @@ class FileEmbedding:
     sha256: str
     error: str
     cached: bool = False
+    signal: np.ndarray | None = None
 
     @property
     def n_snippets(self) -> int:
@@ -99,6 +116,7 @@ class _State:
     cacheable: bool = True  # False after a decoding error: those are not cached
     entry: CachedFile | None = None  # set for a cache hit
     content: str = ""  # the cache's key for the file's audio (EmbeddingCache.content_key)
+    signal: np.ndarray | None = None  # the whole decoded signal, when asked for and read in one go
 
 
 def vector_problem(vectors: np.ndarray) -> str:
@@ -109,12 +127,13 @@ def vector_problem(vectors: np.ndarray) -> str:
     return ""
 
 
-def _empty_reason(n_silent: int) -> str:
+def empty_reason(n_silent: int) -> str:
+    """The reason given for a file or signal that gave no vector because it is silent (or empty)."""
     return f"silent (all {n_silent} snippet(s) below -80 dBFS)" if n_silent else "no audio"
 
 
 def _error_text(exc: BaseException, path: str) -> str:
-    """The reason recorded for a file that failed (the same text as :func:`clapknn.encode.embed_files`)."""
+    """The reason recorded for a file that failed (the same text as :func:`clapknn.embedding.encode.embed_files`)."""
     if isinstance(exc, AudioError):
         text = str(exc)
         return text.split(": ", 1)[-1] if text.startswith(path) else text
@@ -124,26 +143,34 @@ def _error_text(exc: BaseException, path: str) -> str:
 
 
 def _file_events(
-    path: str, sr: int, length: float, hop: float | None, hashes: bool, pad: str = "repeat", max_snippets: int | None = None,
+    path, sr: int, length: float, hop: float | None, hashes: bool, pad: str = "repeat", max_snippets: int | None = None,
+    keep_signal: bool = False,
 ) -> Iterator[tuple]:
     """Yield ``("snippet", start, end, audio)`` per non-silent snippet, then ``("file", state)``;
     ``pad`` is the encoder's rule for a track shorter than one snippet, ``max_snippets`` the most
-    snippets taken from the track (:func:`clapknn.snippet.sample_indices`; ``None``: all)."""
-    from .snippet import iter_file_snippets
+    snippets taken from the track (:func:`clapknn.audio.snippet.sample_indices`; ``None``: all)."""
+    from ..audio.snippet import iter_file_snippets, iter_snippets
 
-    state = _State(path)
+    state = _State(str(path))
     try:
-        for start, end, audio in iter_file_snippets(path, sr, length, hop, pad=pad, max_snippets=max_snippets):
+        if isinstance(path, Signal):
+            from ..audio.signal import resample
+
+            events = iter_snippets(resample(path.y, path.sr, sr), sr, length, hop, pad=pad, max_snippets=max_snippets)
+        else:
+            keep = (lambda y: setattr(state, "signal", y)) if keep_signal else None
+            events = iter_file_snippets(path, sr, length, hop, pad=pad, max_snippets=max_snippets, on_signal=keep)
+        for start, end, audio in events:
             state.duration = max(state.duration, end)
             if audio is None:
                 state.n_silent += 1
                 continue
             state.n_snippets += 1
             yield ("snippet", start, end, audio)
-        if hashes:
+        if hashes and not isinstance(path, Signal):
             state.sha256 = file_sha256(path)
         if state.n_snippets == 0:
-            state.error = _empty_reason(state.n_silent)
+            state.error = empty_reason(state.n_silent)
     except (AudioError, OSError, ValueError, RuntimeError, MemoryError) as exc:
         state.error = _error_text(exc, path)
         state.cacheable = False
@@ -152,15 +179,16 @@ def _file_events(
 
 def _decode_in_worker(
     path: str, sr: int, length: float, hop: float | None, hashes: bool, pad: str = "repeat", max_snippets: int | None = None,
+    keep_signal: bool = False,
 ):
     """Run in a worker process: decode and cut one file.
 
-    Returns ``None`` for a file longer than :data:`~clapknn.snippet.WHOLE_FILE_SECONDS` (the caller
+    Returns ``None`` for a file longer than :data:`~clapknn.audio.snippet.WHOLE_FILE_SECONDS` (the caller
     streams it instead), else ``(state, starts, ends, audio)`` with ``audio`` of shape
     ``(n, n_samples)``.
     """
-    from .decode import _sndfile_info
-    from .snippet import WHOLE_FILE_SECONDS
+    from ..audio.decode import sndfile_info
+    from ..audio.snippet import WHOLE_FILE_SECONDS
 
     try:
         import os
@@ -168,14 +196,14 @@ def _decode_in_worker(
 
         # only a regular file goes to libsndfile here: opening a named pipe would block forever
         if stat.S_ISREG(os.stat(path).st_mode):
-            meta = _sndfile_info(Path(path))  # (its decoders' stderr notes held, as in decode.load)
+            meta = sndfile_info(Path(path))  # (its decoders' stderr notes held, as in decode.load)
             if not isinstance(meta, BaseException) and meta.duration > WHOLE_FILE_SECONDS:
                 return None
     except Exception:  # noqa: BLE001 - not readable by libsndfile: the decoder below says why
         pass
     starts, ends, rows = [], [], []
     state = None
-    for ev in _file_events(path, sr, length, hop, hashes, pad, max_snippets):
+    for ev in _file_events(path, sr, length, hop, hashes, pad, max_snippets, keep_signal):
         if ev[0] == "snippet":
             starts.append(ev[1])
             ends.append(ev[2])
@@ -186,7 +214,7 @@ def _decode_in_worker(
     return state, starts, ends, audio
 
 
-def _source(paths, encoder, length, hop, hashes, cache, key, workers, q, stop, max_snippets=None):
+def _source(paths, encoder, length, hop, hashes, cache, key, workers, q, stop, max_snippets=None, keep_signals=False):
     """Producer thread: emit ``snippet``/``file`` messages in input order."""
     pool = None
 
@@ -200,7 +228,7 @@ def _source(paths, encoder, length, hop, hashes, cache, key, workers, q, stop, m
         return False
 
     def stream(i: int, p: str, sha: str, content: str) -> bool:
-        for ev in _file_events(p, encoder.sample_rate, length, hop, hashes and not sha, encoder.pad, max_snippets):
+        for ev in _file_events(p, encoder.sample_rate, length, hop, hashes and not sha, encoder.pad, max_snippets, keep_signals):
             if ev[0] == "snippet":
                 if not put(("snippet", i, ev[1], ev[2], ev[3])):
                     return False
@@ -235,6 +263,17 @@ def _source(paths, encoder, length, hop, hashes, cache, key, workers, q, stop, m
             if stop.is_set():
                 return
             sha = content = ""
+            if isinstance(p, Signal):  # cut here, after every file before it, and never cached
+                if hits:
+                    if not put(("files", hits)):
+                        return
+                    hits = []
+                while inflight:
+                    if not emit(*inflight.popleft()):
+                        return
+                if not stream(i, p, sha, content):
+                    return
+                continue
             if cache is not None:
                 try:
                     sha, content = cache.content_key(p)
@@ -245,7 +284,7 @@ def _source(paths, encoder, length, hop, hashes, cache, key, workers, q, stop, m
                     if entry is not None:
                         state = _State(p, entry.duration, len(entry.vectors), entry.n_silent, sha, entry=entry)
                         if not len(entry.vectors):
-                            state.error = _empty_reason(entry.n_silent)
+                            state.error = empty_reason(entry.n_silent)
                         if inflight:
                             inflight.append((i, p, sha, content, state))
                         else:
@@ -269,7 +308,8 @@ def _source(paths, encoder, length, hop, hashes, cache, key, workers, q, stop, m
 
                 pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
             job = pool.submit(
-                _decode_in_worker, p, encoder.sample_rate, length, hop, hashes and not sha, encoder.pad, max_snippets
+                _decode_in_worker, p, encoder.sample_rate, length, hop, hashes and not sha, encoder.pad, max_snippets,
+                keep_signals,
             )
             inflight.append((i, p, sha, content, job))
             # emit whatever is ready at the head; block only when the window is full
@@ -294,7 +334,7 @@ def _source(paths, encoder, length, hop, hashes, cache, key, workers, q, stop, m
 
 
 def iter_embeddings(
-    paths: Sequence[str | Path],
+    paths: Sequence[str | Path | Signal],
     encoder: Encoder,
     *,
     snippet_seconds: float = DEFAULT_SNIPPET_SECONDS,
@@ -304,12 +344,14 @@ def iter_embeddings(
     cache: "bool | str | Path | EmbeddingCache | None" = None,
     workers: int = 0,
     max_snippets: int | None = None,
+    keep_signals: bool = False,
 ) -> Iterator[FileEmbedding]:
     """Embed files one after the other, yielding each as soon as it is done (see the module doc).
 
     Parameters
     ----------
-    paths : sequence of paths
+    paths : sequence of paths or :class:`Signal`
+        Files, or in-memory signals (cut in this process, never cached).
     encoder : Encoder
     snippet_seconds, hop_seconds : float
         Snippet length and hop (the hop defaults to the length).
@@ -318,12 +360,16 @@ def iter_embeddings(
     hashes : bool
         Record each file's SHA-256 (always done when a cache is used).
     cache : bool, path or EmbeddingCache, optional
-        ``True`` for the default cache folder (:func:`clapknn.cache.default_cache_dir`).
+        ``True`` for the default cache folder (:func:`clapknn.embedding.cache.default_cache_dir`).
     workers : int
         Decoding processes; 0 decodes in a thread of this process.
     max_snippets : int, optional
         At most this many snippets per file, spread over it and read by seeking
-        (:func:`clapknn.snippet.iter_file_snippets`); ``None`` (default) takes every snippet.
+        (:func:`clapknn.audio.snippet.iter_file_snippets`); ``None`` (default) takes every snippet.
+    keep_signals : bool
+        Hand each file's whole decoded signal (at ``encoder.sample_rate``) back in
+        :attr:`FileEmbedding.signal` when the engine decoded it in one read, so a caller that needs the
+        file at that rate too (key and tempo analysis) does not decode it again.
 
     Yields
     ------
@@ -334,7 +380,7 @@ def iter_embeddings(
         raise ParameterError(f"batch_size must be >= 1, got {batch_size}")
     if workers < 0:
         raise ParameterError(f"workers must be >= 0, got {workers}")
-    from .options import check_max_snippets
+    from ..options import check_max_snippets
 
     max_snippets = check_max_snippets(max_snippets)
     store = resolve_cache(cache)
@@ -346,12 +392,12 @@ def iter_embeddings(
     )
     if cache_settings is not None and max_snippets is not None:
         cache_settings["max_snippets"] = max_snippets
-    paths = [str(Path(p)) for p in paths]
+    paths = [p if isinstance(p, Signal) else str(Path(p)) for p in paths]
     q: queue.Queue = queue.Queue(maxsize=_QUEUE_SNIPPETS)
     stop = threading.Event()
     worker = threading.Thread(
         target=_source,
-        args=(paths, encoder, snippet_seconds, hop_seconds, hashes, store, key, workers, q, stop, max_snippets),
+        args=(paths, encoder, snippet_seconds, hop_seconds, hashes, store, key, workers, q, stop, max_snippets, keep_signals),
         daemon=True,
     )
     worker.start()
@@ -380,7 +426,7 @@ def iter_embeddings(
         outstanding.pop(i, None)
         if state.entry is not None:
             e = state.entry
-            return FileEmbedding(i, paths[i], e.vectors, e.starts, e.ends, e.duration, e.n_silent, state.sha256, state.error, True)
+            return FileEmbedding(i, str(paths[i]), e.vectors, e.starts, e.ends, e.duration, e.n_silent, state.sha256, state.error, True)
         if not state.error and acc[2] and vector_problem(np.stack(acc[2])):
             state.error = vector_problem(np.stack(acc[2]))
             state.cacheable = False
@@ -391,7 +437,10 @@ def iter_embeddings(
             starts, ends = np.asarray(acc[0], dtype=np.float64), np.asarray(acc[1], dtype=np.float64)
         if store is not None and state.cacheable and state.content:
             store.put(key, state.content, CachedFile(vectors, starts, ends, state.duration, state.n_silent), settings=cache_settings)
-        return FileEmbedding(i, paths[i], vectors, starts, ends, state.duration, state.n_silent, state.sha256, state.error)
+        return FileEmbedding(
+            i, str(paths[i]), vectors, starts, ends, state.duration, state.n_silent, state.sha256, state.error,
+            signal=state.signal,
+        )
 
     try:
         while True:
@@ -434,154 +483,3 @@ def iter_embeddings(
         worker.join()
         if store is not None:
             store.close()
-
-
-@dataclass
-class TagProgress:
-    """What a :func:`tag_to_csv` run did.
-
-    Attributes
-    ----------
-    out : Path
-    n_files : int
-        Audio files found under the inputs.
-    n_already : int
-        Files skipped because the results file already had them (``resume=True``).
-    n_tagged : int
-        Rows written by this run.
-    n_cached : int
-        Files whose vectors came from the embedding cache.
-    skipped : list of (path, reason)
-    """
-
-    out: Path
-    n_files: int = 0
-    n_already: int = 0
-    n_tagged: int = 0
-    n_cached: int = 0
-    skipped: list = None  # type: ignore[assignment]
-
-
-def _done_paths(out: Path, columns: list[str]) -> set[str]:
-    """Paths already in a results CSV; a half-written last line (a killed run) is cut off first."""
-    import csv
-
-    with open(out, "rb+") as fh:
-        data = fh.read()
-        if data and not data.endswith(b"\n"):
-            cut = data.rfind(b"\n") + 1
-            logger.warning("%s: dropping a half-written last line left by an interrupted run", out)
-            fh.truncate(cut)
-    with open(out, newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None:
-            return set()
-        if header != columns:
-            raise ParameterError(
-                f"{out}: its columns ({', '.join(header[:6])}...) are not this index's; "
-                "resume into the file written with the same index, or choose another --out"
-            )
-        i = header.index("path")
-        return {row[i] for row in reader if len(row) > i}
-
-
-def tag_to_csv(
-    tagger,
-    paths,
-    out: str | Path,
-    *,
-    resume: bool = True,
-    cache=None,
-    workers: int = 0,
-    chunk_files: int = 64,
-    progress: bool = False,
-) -> TagProgress:
-    """Tag audio files, appending one CSV row per track as tracks complete.
-
-    Memory stays flat whatever the number of files: vectors are voted on and written in groups of
-    ``chunk_files`` tracks, then dropped. Rows are flushed to disk after each group, so an
-    interrupted run loses at most one group, and a rerun with ``resume=True`` skips every path
-    already in ``out``. Files that could not be tagged are not written, so a rerun tries them again.
-
-    Parameters
-    ----------
-    tagger : clapknn.Tagger
-    paths : path or sequence of paths
-        Audio files and/or folders.
-    out : path
-        A ``.csv`` file: the per-track table of :meth:`clapknn.Tagger.tag`.
-    resume : bool
-        Keep the rows already in ``out`` and tag only the other files (else ``out`` is replaced).
-    cache, workers
-        As in :func:`iter_embeddings`.
-    chunk_files : int
-        Tracks voted on and written together.
-
-    Returns
-    -------
-    TagProgress
-    """
-    import os
-
-    import pandas as pd
-
-    out = Path(out).expanduser()
-    if out.suffix.lower() != ".csv":
-        raise ParameterError(f"{out}: resumable results are written as CSV; use a .csv file")
-    files, problems = tagger.collect_files(paths)
-    columns = ["path", "tags", "top", "score", "n_snippets"] + [f"score:{t}" for t in tagger.tags]
-    done: set[str] = set()
-    if resume and out.exists() and out.stat().st_size:
-        done = _done_paths(out, columns)
-    todo = [f for f in files if str(f) not in done]
-    report = TagProgress(out, len(files), len(files) - len(todo), 0, 0, list(problems))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    mode = "a" if done or (resume and out.exists() and out.stat().st_size) else "w"
-    bar = progress_bar(len(todo), "tagging", enabled=progress, unit="track")
-    pending: list[FileEmbedding] = []
-
-    with open(out, mode, newline="", encoding="utf-8") as fh:
-        if mode == "w":
-            import csv
-
-            csv.writer(fh, lineterminator="\n").writerow(columns)
-
-        def write(group: list[FileEmbedding]) -> None:
-            ok = [fe for fe in group if not fe.error and fe.n_snippets]
-            for fe in group:
-                if fe.error:
-                    report.skipped.append((fe.path, fe.error))
-            if not ok:
-                return
-            vectors = np.concatenate([fe.vectors for fe in ok])
-            snippets = pd.DataFrame(
-                {
-                    "file": np.repeat(np.arange(len(ok)), [fe.n_snippets for fe in ok]),
-                    "path": np.repeat([fe.path for fe in ok], [fe.n_snippets for fe in ok]),
-                    "start": np.concatenate([fe.starts for fe in ok]),
-                    "end": np.concatenate([fe.ends for fe in ok]),
-                }
-            )
-            tracks = tagger.tag_vectors(vectors, snippets, [fe.path for fe in ok]).tracks
-            tracks[columns].to_csv(fh, header=False, index=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-            report.n_tagged += len(tracks)
-
-        try:
-            for fe in iter_embeddings(
-                todo, tagger.encoder, snippet_seconds=tagger.index.snippet_seconds,
-                hop_seconds=tagger.hop_seconds or tagger.index.hop_seconds, batch_size=tagger.batch_size,
-                hashes=False, cache=cache, workers=workers, max_snippets=getattr(tagger, "max_snippets", None),
-            ):
-                report.n_cached += fe.cached
-                pending.append(fe)
-                bar.update(1)
-                if len(pending) >= chunk_files:
-                    write(pending)
-                    pending = []
-            write(pending)
-        finally:
-            bar.close()
-    return report

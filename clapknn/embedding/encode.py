@@ -1,8 +1,8 @@
 """Encode stage: run an encoder over files, snippet by snippet, with decoding overlapped.
 
 :func:`embed_files` collects every snippet vector of a list of files into arrays. The work is done
-by the streaming engine of :mod:`clapknn.stream`: a background thread (or N worker processes)
-decodes and cuts files (:mod:`clapknn.decode`, :mod:`clapknn.snippet`) into a bounded queue while
+by the streaming engine of :mod:`clapknn.embedding.engine`: a background thread (or N worker processes)
+decodes and cuts files (:mod:`clapknn.audio.decode`, :mod:`clapknn.audio.snippet`) into a bounded queue while
 the calling thread embeds full batches, so the model never waits for the disk and memory stays
 bounded by the queue, whatever the number or length of the files.
 """
@@ -16,10 +16,10 @@ from typing import Sequence
 
 import numpy as np
 
-from .encoders.base import Encoder
-from .errors import AudioError, ParameterError
-from .progress import progress_bar
-from .snippet import DEFAULT_SNIPPET_SECONDS
+from ..encoders.base import Encoder
+from ..errors import AudioError, ParameterError
+from ..progress import progress_bar
+from ..audio.snippet import DEFAULT_SNIPPET_SECONDS
 
 __all__ = ["EmbeddedFiles", "embed_files", "embed_array"]
 
@@ -43,7 +43,7 @@ class EmbeddedFiles:
         Files whose vectors came from the embedding cache.
     manifest : dict or None
         Where the vectors were read from a shard directory: its manifest
-        (:func:`clapknn.distributed.read_shards`).
+        (:func:`clapknn.embedding.shards.read_shards`).
     """
 
     vectors: np.ndarray
@@ -72,6 +72,7 @@ def embed_files(
     cache=None,
     workers: int = 0,
     max_snippets: int | None = None,
+    on_signal=None,
 ) -> EmbeddedFiles:
     """Embed every snippet of every file.
 
@@ -91,22 +92,26 @@ def embed_files(
     progress : bool
         Show a progress bar (only when stderr is a terminal).
     cache : bool, path or EmbeddingCache, optional
-        Reuse and store vectors in an embedding cache (:mod:`clapknn.cache`); ``True`` uses the
+        Reuse and store vectors in an embedding cache (:mod:`clapknn.embedding.cache`); ``True`` uses the
         default folder. Unchanged files are then neither decoded nor encoded.
     workers : int
         Decode in this many worker processes; 0 decodes in a thread while the encoder runs.
     max_snippets : int, optional
-        At most this many snippets per file, spread over it (:func:`clapknn.snippet.sample_indices`)
+        At most this many snippets per file, spread over it (:func:`clapknn.audio.snippet.sample_indices`)
         and read by seeking; ``None`` (default): every snippet.
+    on_signal : callable, optional
+        ``on_signal(path, y)`` for each file the engine decoded in one read, with its whole signal
+        ``y`` at ``encoder.sample_rate`` (:attr:`~clapknn.embedding.engine.FileEmbedding.signal`), as the
+        file is done: what else a caller needs from the file at that rate costs no second decode.
 
     Notes
     -----
-    The work is done by :mod:`clapknn.stream` (decoding ahead of the encoder, cache lookups),
+    The work is done by :mod:`clapknn.embedding.engine` (decoding ahead of the encoder, cache lookups),
     collected here into arrays.
     """
     import pandas as pd
 
-    from .stream import iter_embeddings
+    from .engine import iter_embeddings
 
     vectors: list[np.ndarray] = []
     file_ids, starts, ends = [], [], []
@@ -117,7 +122,10 @@ def embed_files(
         for fe in iter_embeddings(
             paths, encoder, snippet_seconds=snippet_seconds, hop_seconds=hop_seconds, batch_size=batch_size,
             hashes=hashes, cache=cache or None, workers=workers, max_snippets=max_snippets,
+            keep_signals=on_signal is not None,
         ):
+            if fe.signal is not None:
+                on_signal(fe.path, fe.signal)
             if fe.error:
                 logger.info("skipped %s: %s", fe.path, fe.error)
             elif fe.n_snippets:
@@ -163,8 +171,8 @@ def embed_array(
     ----------
     y : np.ndarray
         Mono ``(n,)``, or ``(n_samples, n_channels)`` / ``(n_channels, n_samples)`` with at most
-        :data:`clapknn.decode.MAX_ARRAY_CHANNELS` channels; float, or integer PCM (scaled as
-        soundfile does). Checked by :func:`clapknn.decode.as_mono`, as decoded files are.
+        :data:`clapknn.audio.signal.MAX_ARRAY_CHANNELS` channels; float, or integer PCM (scaled as
+        soundfile does). Checked by :func:`clapknn.audio.signal.as_mono`, as decoded files are.
     sr : int
         Its sample rate, Hz.
     encoder : Encoder
@@ -177,12 +185,16 @@ def embed_array(
         An ambiguous shape (the message says how to pass the audio), a bad sample rate.
     AudioError
         NaN or infinite samples, or samples far beyond full scale; an encoder that gives NaN or
-        infinite vectors for it (as files are checked, :func:`clapknn.stream.vector_problem`).
+        infinite vectors for it (as files are checked, :func:`clapknn.embedding.engine.vector_problem`).
+
+    The signal goes through the engine (:func:`~clapknn.embedding.engine.iter_embeddings` with a
+    :class:`~clapknn.embedding.engine.Signal`), as files do: same windows, batches and vector check.
     """
     import pandas as pd
 
-    from .decode import SAMPLE_RATE_RANGE, as_mono, resample
-    from .snippet import cut
+    from ..audio.signal import SAMPLE_RATE_RANGE, as_mono
+    from ..audio.snippet import check_lengths
+    from .engine import Signal, empty_reason, iter_embeddings
 
     y = as_mono(y)
     lo, hi = SAMPLE_RATE_RANGE
@@ -192,14 +204,12 @@ def embed_array(
         ok = False
     if not ok:
         raise ParameterError(f"sample rate must be a whole number of Hz in {lo}-{hi}, got {sr!r}")
-    y = resample(y, int(sr), encoder.sample_rate)
-    batch = cut(y, encoder.sample_rate, snippet_seconds, hop_seconds, pad=encoder.pad, max_snippets=max_snippets)
-    from .stream import vector_problem
-
-    parts = [encoder.embed(batch.audio[i : i + batch_size]) for i in range(0, len(batch.audio), batch_size)]
-    vectors = np.asarray(np.concatenate(parts) if parts else np.zeros((0, encoder.dim)), dtype=np.float32)
-    problem = vector_problem(vectors)
-    if problem:  # the check every embedding path makes
-        raise AudioError(f"<array>: {problem}")
-    snippets = pd.DataFrame({"file": 0, "path": "<array>", "start": batch.starts, "end": batch.ends})
-    return vectors, snippets
+    check_lengths(snippet_seconds, hop_seconds)
+    (fe,) = iter_embeddings(
+        [Signal(y, int(sr))], encoder, snippet_seconds=snippet_seconds, hop_seconds=hop_seconds, batch_size=batch_size,
+        hashes=False, max_snippets=max_snippets,
+    )
+    if fe.error and fe.error != empty_reason(fe.n_silent):  # the check every embedding path makes
+        raise AudioError(f"<array>: {fe.error}")
+    snippets = pd.DataFrame({"file": 0, "path": "<array>", "start": fe.starts, "end": fe.ends})
+    return fe.vectors, snippets

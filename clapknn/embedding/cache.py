@@ -51,9 +51,9 @@ from typing import Any
 
 import numpy as np
 
-from .digests import file_sha256, file_stamp
-from .errors import ParameterError
-from .snippet import SNIPPET_RULES
+from ..audio.digests import file_sha256, file_stamp
+from ..errors import ParameterError
+from ..audio.snippet import SNIPPET_RULES
 
 __all__ = [
     "CachedFile",
@@ -87,7 +87,7 @@ def audio_content_key(path: str | os.PathLike) -> str | None:
     try:
         import mutagen
 
-        from .filetags import audio_digest
+        from ..filetags import audio_digest
 
         parsed = mutagen.File(str(path))
         if parsed is None:
@@ -108,7 +108,7 @@ def default_cache_dir() -> Path | None:
     ``$CLAPKNN_CACHE/embeddings``, else ``$XDG_CACHE_HOME/clapknn/embeddings``, else
     ``~/.cache/clapknn/embeddings``.
     """
-    from .encoders.clap import cache_dir  # the one resolution of clapknn's cache folder
+    from ..encoders.clap import cache_dir  # the one resolution of clapknn's cache folder
 
     env = os.environ.get(ENV_EMBEDDING_CACHE)
     if env is not None:
@@ -125,7 +125,7 @@ def settings_key(
     so a sampled file's few vectors are never taken for all of its vectors (and the keys of
     every-snippet entries are those they always were).
     """
-    from .encoders.base import comparable_identity
+    from ..encoders.base import comparable_identity
 
     hop = snippet_seconds if hop_seconds is None else hop_seconds
     settings = {

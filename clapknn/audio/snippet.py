@@ -34,8 +34,9 @@ from typing import Iterator
 
 import numpy as np
 
-from .errors import ParameterError
-from .options import DEFAULT_SNIPPET_SECONDS  # one home: clapknn.options
+from ..errors import ParameterError
+from .signal import resampled_length
+from ..options import DEFAULT_SNIPPET_SECONDS  # one home: clapknn.options
 
 __all__ = [
     "DEFAULT_SNIPPET_SECONDS",
@@ -47,7 +48,9 @@ __all__ = [
     "repeat_pad",
     "PAD_RULES",
     "pad_to",
+    "check_lengths",
     "cut",
+    "iter_snippets",
     "iter_file_snippets",
     "TAIL_MIN_FRACTION",
     "WHOLE_FILE_SECONDS",
@@ -68,7 +71,7 @@ SNIPPET_RULES = 3
 TAIL_MIN_FRACTION = 0.5
 
 
-def _check(length: float, hop: float | None) -> float:
+def check_lengths(length: float, hop: float | None) -> float:
     if not (length > 0 and np.isfinite(length)):
         raise ParameterError(f"snippet length must be a positive number of seconds, got {length!r}")
     hop = length if hop is None else hop
@@ -97,7 +100,7 @@ def snippet_starts(duration: float, length: float, hop: float | None = None) -> 
 def _start_chunks(duration: float, length: float, hop: float | None, chunk: int = 4096) -> Iterator[np.ndarray]:
     """:func:`snippet_starts` in pieces of at most ``chunk`` values, so a header that claims years of
     audio costs nothing until its windows are actually read."""
-    hop = _check(length, hop)
+    hop = check_lengths(length, hop)
     if duration <= 0:
         return
     if duration < length:
@@ -233,11 +236,38 @@ class SnippetBatch:
     duration: float
 
 
+def iter_snippets(
+    y: np.ndarray, sr: int, length: float = DEFAULT_SNIPPET_SECONDS, hop: float | None = None, *, pad: str = "repeat",
+    max_snippets: int | None = None,
+) -> Iterator[tuple[float, float, np.ndarray | None]]:
+    """The one window cutter: yield ``(start, end, audio)`` for each snippet of a mono array, ``audio``
+    ``None`` for a silent one (see the module rules). :func:`cut` collects it; :func:`iter_file_snippets`
+    runs it over a file decoded in one read, and cuts windows read by seeking with :func:`_window`.
+    """
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim != 1:
+        raise ParameterError(f"audio must be mono (1-D), got shape {y.shape}")
+    if not np.isfinite(y).all():
+        raise ParameterError("audio buffer is not finite everywhere")
+    size = n_samples(length, sr)
+    duration = y.size / sr
+    starts = snippet_starts(duration, length, hop)
+    for s in starts[sample_indices(len(starts), max_snippets)]:
+        i = _index(s, sr, size, y.size)
+        yield _window(s, y[i : i + size], size, length, duration, pad)
+
+
+def _window(start: float, x: np.ndarray, size: int, length: float, duration: float, pad: str):
+    """``(start, end, audio)`` of one window's samples: ``None`` when silent (measured before padding:
+    zeros added by ``"repeatpad"`` do not make it quieter), else padded to ``size``."""
+    return float(start), float(min(start + length, duration)), (None if _is_silent(x) else pad_to(x, size, pad))
+
+
 def cut(
     y: np.ndarray, sr: int, length: float = DEFAULT_SNIPPET_SECONDS, hop: float | None = None, *, pad: str = "repeat",
     max_snippets: int | None = None,
 ) -> SnippetBatch:
-    """Cut a mono array into snippets (see the module rules).
+    """Cut a mono array into snippets (see the module rules): :func:`iter_snippets`, collected.
 
     Parameters
     ----------
@@ -250,39 +280,28 @@ def cut(
     max_snippets : int, optional
         Keep at most this many windows, spread by :func:`sample_indices` (default: all).
     """
-    y = np.asarray(y, dtype=np.float32)
-    if y.ndim != 1:
-        raise ParameterError(f"audio must be mono (1-D), got shape {y.shape}")
-    if not np.isfinite(y).all():
-        raise ParameterError("audio buffer is not finite everywhere")
-    size = n_samples(length, sr)
-    duration = y.size / sr
-    starts = snippet_starts(duration, length, hop)
-    starts = starts[sample_indices(len(starts), max_snippets)]
-    rows, kept, silent = [], [], 0
-    for s in starts:
-        i = _index(s, sr, size, y.size)
-        x = y[i : i + size]
-        if _is_silent(x):  # measured before padding: zeros added by "repeatpad" do not make it quieter
+    rows, kept, ends, silent = [], [], [], 0
+    for start, end, audio in iter_snippets(y, sr, length, hop, pad=pad, max_snippets=max_snippets):
+        if audio is None:
             silent += 1
             continue
-        rows.append(pad_to(x, size, pad))
-        kept.append(s)
+        rows.append(audio)
+        kept.append(start)
+        ends.append(end)
+    size = n_samples(length, sr)
     audio = np.stack(rows) if rows else np.zeros((0, size), dtype=np.float32)
-    kept_arr = np.asarray(kept, dtype=np.float64)
-    ends = np.minimum(kept_arr + length, duration)
-    return SnippetBatch(audio, kept_arr, ends, silent, duration)
+    return SnippetBatch(audio, np.asarray(kept, dtype=np.float64), np.asarray(ends, dtype=np.float64), silent, np.asarray(y).size / sr)
 
 
 #: Files up to this long (seconds) are decoded in one read; longer ones window by window, so memory
 #: stays bounded by one snippet whatever the file's length. Both give the same samples
-#: (:func:`clapknn.decode.load` resamples each window with context around it).
+#: (:func:`clapknn.audio.decode.load` resamples each window with context around it).
 WHOLE_FILE_SECONDS = 600.0
 
 
 def iter_file_snippets(
     path: str | Path, sr: int, length: float = DEFAULT_SNIPPET_SECONDS, hop: float | None = None, *, pad: str = "repeat",
-    max_snippets: int | None = None,
+    max_snippets: int | None = None, on_signal=None,
 ) -> Iterator[tuple[float, float, np.ndarray | None]]:
     """Yield ``(start, end, audio)`` for each snippet of a file; ``audio`` is ``None`` for a silent one.
 
@@ -291,6 +310,9 @@ def iter_file_snippets(
     so a 3-hour mix never sits in memory whole. ``pad`` is the rule for a track shorter than one
     window (:func:`pad_to`). With ``max_snippets``, only the windows :func:`sample_indices` picks
     are yielded, and only they are decoded where the format can seek (see the module rules).
+    ``on_signal``, when given, is called with the whole decoded signal (mono float32 at ``sr``) when
+    the file was decoded in one read, before its windows are cut (not when it was read by seeking),
+    so whatever else a caller needs from the file at ``sr`` does not decode it again.
 
     Raises
     ------
@@ -302,10 +324,10 @@ def iter_file_snippets(
     """
     from . import decode
 
-    _check(length, hop)
+    check_lengths(length, hop)
     meta = decode.info(path)
     size = n_samples(length, sr)
-    n = decode.resampled_length(meta.frames, meta.sample_rate, sr)  # the whole file's length at sr
+    n = resampled_length(meta.frames, meta.sample_rate, sr)  # the whole file's length at sr
     starts = None
     if max_snippets is not None:
         starts = snippet_starts(n / sr, length, hop)
@@ -316,13 +338,14 @@ def iter_file_snippets(
     seek = starts is not None and decode.can_seek(path)
     whole = decode.load(path, sr=sr) if meta.duration <= WHOLE_FILE_SECONDS and not seek else None
     if whole is not None:
-        n = whole.size
+        if on_signal is not None:
+            on_signal(whole)
+        # sampled again over the decoded length, which can differ from the header's
+        yield from iter_snippets(whole, sr, length, hop, pad=pad, max_snippets=None if starts is None else max_snippets)
+        return
     duration = n / sr
     if starts is None:
         starts = (s for part in _start_chunks(duration, length, hop) for s in part)
-    elif whole is not None:  # the decoded length can differ from the header's: sample again
-        all_starts = snippet_starts(duration, length, hop)
-        starts = all_starts[sample_indices(len(all_starts), max_snippets)]
     held = None
     if seek:
         # the last sampled window is read first: when the audio ends before the header says (a
@@ -345,8 +368,6 @@ def iter_file_snippets(
         i = _index(s, sr, size, n)
         if held is not None and j == len(starts) - 1:
             x = held
-        elif whole is not None:
-            x = whole[i : i + size]
         else:
             x = decode.load(path, sr=sr, offset=i / sr, duration=size / sr)
             if s > 0 and x.size < size:
@@ -356,4 +377,4 @@ def iter_file_snippets(
                     path, duration, s + x.size / sr,
                 )
                 return
-        yield float(s), float(min(s + length, duration)), (None if _is_silent(x) else pad_to(x, size, pad))
+        yield _window(s, x, size, length, duration, pad)
