@@ -36,8 +36,8 @@ EXPECTED_FAILED_CHECKS = {
 _TIE_MARGIN = 8  # extra neighbours fetched so ties at the k-th place are broken by id
 _SHRINK = 0.1  # standardize: spreads are shrunk towards their pooled value by this share
 # standardize="auto" (docs/evaluation.md, "The vote's space"): samples that take part in the
-# leave-one-group-out test, at most (evenly spread); with block relevance it holds one n x n
-# similarity matrix per block
+# leave-one-group-out test, at most (evenly spread); with block relevance each shuffle of the
+# test computes the n x n similarities in the space of each group's own relevance
 _LOO_MAX = 800
 # neighbours in each leave-one-out vote: fixed, so the choice is the same for every k and weighting
 # of the vote it serves
@@ -47,7 +47,11 @@ _LOO_NEIGHBOURS = 10
 # follow, the space switches at most this often)
 _ALPHA = 0.025
 _PERMUTATIONS = 39  # tag shuffles of the test (with _ALPHA = 0.025: the gain must beat all 39)
-_RELEVANCE_POWER = 0.5  # block_relevance: a block's weight grows as its mean F ratio to this power
+_RELEVANCE_POWER = 0.75  # block_relevance: a block's weight grows as its mean F ratio to this power
+_DIM_POWER = 0.5  # block_relevance: a dimension's weight within its block grows as its F ratio to this power
+# block_relevance: each dimension's F ratio is shrunk towards its block's mean by the share
+# _DIM_SHRINK / (_DIM_SHRINK + files - 2): with few files a single dimension's ratio is mostly noise
+_DIM_SHRINK = 10.0
 _PERMUTATION_SEED = 0  # the shuffles are drawn with this seed: the same examples, the same choice
 
 
@@ -183,12 +187,17 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
         weight, so the cosine becomes a weighted mean of per-block cosines and no block outweighs
         another by its size. Columns outside every block are dropped.
     block_relevance : bool, default=False
-        With ``feature_blocks``, in the standardised space: also multiply each block's weight by
-        the square root of its relevance to the fitted tags, the mean over its dimensions and over
-        the tags of the between-file / within-file variance ratio (the one-way ANOVA F statistic
-        of file means, each tag against the rest). A block that separates the examples' tags
-        counts more, one that does not counts less. A tag is measured when at least two files have
-        it and two do not; with no such tag every relevance is 1. No training: two means and two
+        With ``feature_blocks``, in the standardised space: weigh blocks and the dimensions within
+        them by their relevance to the fitted tags. A dimension's F ratio is the mean over the
+        tags of the between-file / within-file variance ratio (the one-way ANOVA F statistic of
+        file means, each tag against the rest). Each block's weight is multiplied by the mean F
+        ratio of its dimensions to the power 0.75; within a block, each dimension is multiplied
+        (before the block is scaled to unit length) by the square root of its F ratio shrunk
+        towards the block's mean by the share ``10 / (10 + files - 2)``, so that with few files a
+        dimension counts mostly as its block does and with many files as its own ratio says. A
+        block, or a dimension, that separates the examples' tags counts more, one that does not
+        counts less. A tag is measured when at least two files have it and two do not; with no
+        such tag (one example per tag) every relevance is 1. No training: two means and two
         variances per dimension.
 
     Attributes
@@ -214,6 +223,9 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
         relevance, with ``block_relevance``).
     block_relevance_ : np.ndarray or None
         With ``block_relevance``: each block's relevance factor (``None`` otherwise).
+    dim_relevance_ : np.ndarray or None
+        With ``block_relevance``: each dimension's relevance factor within its block, ``(n_features_in_,)``
+        (``None`` otherwise).
     loo_score_ : dict
         With ``standardize="auto"``: for each space, the mean share of a fitted sample's
         leave-one-group-out vote that goes to its own tags, that share for a random vote, and the
@@ -275,6 +287,9 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
         if not standardized:
             return X
         X = (X - self.mean_) / self.scale_
+        dims = getattr(self, "dim_relevance_", None)
+        if dims is not None:
+            X = X * np.asarray(dims, dtype=np.float32)
         if self.feature_blocks is not None:
             X = np.concatenate([w * l2_normalize(X[:, a:b]) for (a, b), w in zip(self.blocks_, self.block_weights_)], axis=1)
         return l2_normalize(X)
@@ -344,12 +359,10 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
         plain = self._space(X, False)
         p_ids, p_w = self._loo_neighbours(lambda r: plain[r] @ plain.T, groups)
         relevance = self.block_relevance and self.feature_blocks is not None
-        if relevance:  # the standardised neighbours depend on the tags through the block weights
+        if relevance:  # the standardised neighbours depend on the tags through the weights
             Z = ((l2_normalize(X) - self.mean_) / self.scale_).astype(np.float64)
             means, _ = self._group_means(Z, Y, inv, n_groups)
-            units = [l2_normalize(Z[:, a:b]) for a, b, _ in self._blocks]
-            grams = np.stack([u @ u.T for u in units], axis=1).astype(np.float32)  # (n, blocks, n)
-            present = np.stack([(np.abs(u).sum(axis=1) > 0).astype(np.float64) for u in units])  # (blocks, n)
+            Z2 = Z**2
             base = np.array([w for _, _, w in self._blocks])
         else:
             std = self._space(X, True)
@@ -357,16 +370,29 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
         stats, scores = [], None
         for d, Yd in zip(deals, labels):
             if relevance:
-                hd = has[d]
                 # relevance measured without the left-out group: its own tags never weigh its vote
-                w2 = (base * self._relevance_of(means, hd, leave_one_out=True)) ** 2  # (groups, blocks)
+                block_rel, dim_rel = self._relevance_of(means, has[d], leave_one_out=True, dims=True)
+                w2 = (base * block_rel) ** 2  # (groups, blocks)
+                v2 = dim_rel**2  # (groups, dims)
 
-                def similarity(r, w2=w2):
-                    wr = w2[inv[r]]  # (m, blocks)
-                    dots = np.matmul(wr[:, None, :].astype(np.float32), grams[r])[:, 0, :]
-                    norm_r = np.sqrt(np.maximum((wr * present[:, r].T).sum(axis=1), 1e-24))
-                    norm_all = np.sqrt(np.maximum(wr @ present, 1e-24))
-                    return dots / norm_r[:, None] / norm_all
+                def similarity(r, w2=w2, v2=v2):
+                    # the search space of the left-out groups' weights: a weighted mean of per-block
+                    # cosines of the dimension-weighted vectors
+                    g = inv[r]
+                    sims = np.zeros((len(g), len(Z)))
+                    norm_r = np.zeros(len(g))
+                    norm_all = np.zeros((len(g), len(Z)))
+                    for j, (a, b, _) in enumerate(self._blocks):
+                        weighted = Z[r, a:b] * v2[g, a:b]
+                        dots = weighted @ Z[:, a:b].T
+                        q_r = (weighted * Z[r, a:b]).sum(axis=1)  # squared norms of the rows r
+                        q_all = v2[g, a:b] @ Z2[:, a:b].T  # ... and of every sample, under r's weights
+                        on = (q_r[:, None] > 1e-24) & (q_all > 1e-24)
+                        cos = np.where(on, dots / np.sqrt(np.maximum(q_r[:, None] * q_all, 1e-48)), 0.0)
+                        sims += w2[g, j][:, None] * cos
+                        norm_r += w2[g, j] * (q_r > 1e-24)
+                        norm_all += w2[g, j][:, None] * (q_all > 1e-24)
+                    return sims / np.sqrt(np.maximum(norm_r, 1e-24))[:, None] / np.sqrt(np.maximum(norm_all, 1e-24))
 
                 s_ids, s_w = self._loo_neighbours(similarity, groups)
             sp = self._group_shares(p_ids, p_w, Yd, inv, counts)
@@ -393,14 +419,19 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
         np.add.at(tags, inv, Y)
         return means / counts[:, None], tags / counts[:, None] > 0.5
 
-    def _relevance_of(self, means: np.ndarray, has: np.ndarray, *, leave_one_out: bool = False) -> np.ndarray:
+    def _relevance_of(self, means: np.ndarray, has: np.ndarray, *, leave_one_out: bool = False, dims: bool = False):
         """Per-block relevance from file means ``(files, dims)`` and tags ``(files, tags)`` (see
-        ``block_relevance``): the mean over the block's dimensions and the tags of the one-way F
-        ratio, tag against the rest. A tag without two files on either side cannot be measured and
-        is left out of the mean; with no tag left, every block gets 1.
+        ``block_relevance``): the mean over the tags of the one-way F ratio of each dimension, tag
+        against the rest; a block's relevance is the mean of its dimensions' ratios to the power
+        :data:`_RELEVANCE_POWER`. A tag without two files on either side cannot be measured and
+        is left out of the mean; with no tag left, every block (and dimension) gets 1.
+
+        With ``dims``: also each dimension's relevance within its block, ``(block relevance,
+        dimension relevance)``: its ratio shrunk towards the block's mean by the share
+        ``_DIM_SHRINK / (_DIM_SHRINK + files - 2)``, to the power :data:`_DIM_POWER`.
 
         With ``leave_one_out``: one row per file, the relevance measured without that file
-        (``(files, blocks)``; each file's sums taken out of its side, in closed form).
+        (``(files, blocks)``, ``(files, dims)``; each file's sums taken out of its side, in closed form).
         """
         sq = means**2
         rows = len(means) if leave_one_out else 1
@@ -428,10 +459,20 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
             ratios += valid[:, None] * between / (np.maximum(within, 0.0) / dof + 1e-12)
             measured += valid
         f = ratios / np.maximum(measured, 1)[:, None]
-        rel = np.stack([f[:, a:b].mean(axis=1) ** _RELEVANCE_POWER for a, b, _ in self._blocks], axis=1)
+        block_f = np.stack([f[:, a:b].mean(axis=1) for a, b, _ in self._blocks], axis=1)  # (rows, blocks)
+        rel = block_f**_RELEVANCE_POWER
         usable = (measured > 0) & np.isfinite(rel).all(axis=1) & (rel.max(axis=1) > 0)
         rel[~usable] = 1.0
-        return rel if leave_one_out else rel[0]
+        if not dims:
+            return rel if leave_one_out else rel[0]
+        files = len(means) - (1 if leave_one_out else 0)
+        share = _DIM_SHRINK / (_DIM_SHRINK + max(files - 2, 1))
+        dim_rel = np.ones_like(f)
+        for j, (a, b, _) in enumerate(self._blocks):
+            shrunk = (1.0 - share) * f[:, a:b] + share * block_f[:, j : j + 1]
+            dim_rel[:, a:b] = np.maximum(shrunk, 0.0) ** _DIM_POWER
+        dim_rel[~(usable & np.isfinite(dim_rel).all(axis=1))] = 1.0
+        return (rel, dim_rel) if leave_one_out else (rel[0], dim_rel[0])
 
     # -------------------------------------------------------------- fitting
     def fit(self, X, y, groups=None) -> "KNNTagger":
@@ -521,13 +562,14 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
             raise ParameterError(f"X has {len(X)} rows but groups has {len(groups)}")
         _, inv = np.unique(groups, return_inverse=True)
         self.block_relevance_ = None
+        self.dim_relevance_ = None
         if self.feature_blocks is not None:
             self.blocks_ = np.array([(a, b) for a, b, _ in self._blocks], dtype=np.int64).reshape(-1, 2)
             self.block_weights_ = np.array([w for _, _, w in self._blocks])
             if self.block_relevance and self.standardize:
                 Z = ((unit32 - self.mean_) / self.scale_).astype(np.float64)
                 means, has = self._group_means(Z, Y, inv, int(inv.max()) + 1)
-                self.block_relevance_ = self._relevance_of(means, has)
+                self.block_relevance_, self.dim_relevance_ = self._relevance_of(means, has, dims=True)
                 self.block_weights_ = self.block_weights_ * self.block_relevance_
         self.standardized_ = bool(self.standardize)
         if self.standardize == "auto":
@@ -641,7 +683,7 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
     #: Version of what fitting computes from the same data and parameters: a saved state of another
     #: version is fitted again. Raise it with any change to the fitting rules (the space choice,
     #: the standardisation, the relevance).
-    FIT_RULES = 2
+    FIT_RULES = 3
 
     def fitted_state(self) -> dict:
         """What fitting computed, to save and restore without fitting again (:meth:`from_fitted_state`).

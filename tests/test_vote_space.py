@@ -186,26 +186,112 @@ def test_block_relevance_weights_the_block_that_separates_the_tags(rng):
     X, y, g = _relevance_data(rng)
     blocks = [(0, 3, 1.0), (3, 6, 1.0)]
     est = KNNTagger(3, standardize=True, feature_blocks=blocks, block_relevance=True).fit(X, y, groups=g)
-    rel = est.block_relevance_
+    rel, dims = est.block_relevance_, est.dim_relevance_
     assert rel.shape == (2,) and rel[0] > 3 * rel[1]
-    # the space is the standardised one with block weights times relevance
+    assert dims.shape == (6,)
+    # by hand: F of file means per dimension, tag a against the rest; a block's relevance is the
+    # mean of its dimensions' F to the power 0.75, a dimension's is its F shrunk towards the
+    # block's mean by 10 / (10 + files - 2), to the power 0.5
     U = _unit(X.astype(np.float64))
     Z = (U - est.mean_) / est.scale_
-    want = _unit(np.concatenate([rel[0] * _unit(Z[:, :3]), rel[1] * _unit(Z[:, 3:])], axis=1))
-    np.testing.assert_allclose(est.to_search_space(X), want, atol=1e-5)
-    # by hand: F of file means, tag a against the rest, mean over the block's dims, square root
     means = np.array([Z[g == f].mean(axis=0) for f in range(12)])
     pos = np.array([y[g == f][0] == "a" for f in range(12)])
     centre = means.mean(axis=0)
     between = sum(side.sum() * (means[side].mean(axis=0) - centre) ** 2 for side in (pos, ~pos))
     within = sum(((means[side] - means[side].mean(axis=0)) ** 2).sum(axis=0) for side in (pos, ~pos))
     f = between / (within / (12 - 2))
-    np.testing.assert_allclose(rel, [np.sqrt(f[:3].mean()), np.sqrt(f[3:].mean())], rtol=1e-4)
+    block_f = np.array([f[:3].mean(), f[3:].mean()])
+    np.testing.assert_allclose(rel, block_f**0.75, rtol=1e-4)
+    share = 10 / (10 + 12 - 2)
+    want_dims = np.sqrt((1 - share) * f + share * np.repeat(block_f, 3))
+    np.testing.assert_allclose(dims, want_dims, rtol=1e-4)
+    # the space is the standardised one, dimensions times their relevance, blocks at unit length
+    # times their weight and relevance
+    W = Z * want_dims
+    want = _unit(np.concatenate([rel[0] * _unit(W[:, :3]), rel[1] * _unit(W[:, 3:])], axis=1))
+    np.testing.assert_allclose(est.to_search_space(X), want, atol=1e-5)
     # relevance helps here: queries from new files
     Q, yq, _ = _relevance_data(np.random.default_rng(5))
     flat = KNNTagger(3, standardize=True, feature_blocks=blocks).fit(X, y, groups=g)
     assert est.score(Q, yq) >= flat.score(Q, yq)
-    assert flat.block_relevance_ is None
+    assert flat.block_relevance_ is None and flat.dim_relevance_ is None
+
+
+def test_dimension_relevance_finds_the_one_dimension_that_carries_the_tag(rng):
+    """One dimension of a 6-dimension block carries the tag, the other five are noise of the same
+    spread: with block relevance alone the block's cosine is mostly noise, with dimension relevance
+    the informative dimension dominates it and queries from new files are tagged right."""
+
+    def data(r, n_files):
+        y_file = np.array(["a", "b"] * (n_files // 2))
+        X, y, g = [], [], []
+        for f in range(n_files):
+            centre = 1.0 if y_file[f] == "a" else -1.0
+            for _ in range(2):
+                v = r.standard_normal(8)
+                v[0] = centre + 0.3 * r.standard_normal()
+                X.append(v)
+                y.append(y_file[f])
+                g.append(f)
+        return np.array(X, dtype=np.float32), np.array(y), np.array(g)
+
+    X, y, g = data(rng, 20)
+    Q, yq, _ = data(np.random.default_rng(11), 200)
+    blocks = [(0, 6, 1.0), (6, 8, 1.0)]
+    est = KNNTagger(5, standardize=True, feature_blocks=blocks, block_relevance=True).fit(X, y, groups=g)
+    assert est.dim_relevance_[0] > 3 * est.dim_relevance_[1:6].max()
+    flat = KNNTagger(5, standardize=True, feature_blocks=blocks).fit(X, y, groups=g)
+    assert est.score(Q, yq) > 0.9 > flat.score(Q, yq) + 0.1
+
+
+def test_relevance_on_noise_tags_costs_no_more_than_noise(rng):
+    """Tags that no dimension follows: the relevance-weighted space tags new files at chance, as
+    the unweighted standardised space does (over many draws, no worse than it beyond noise)."""
+    diffs = []
+    for seed in range(30):
+        r = np.random.default_rng(100 + seed)
+        X = r.standard_normal((40, 12)).astype(np.float32)
+        y = np.repeat(r.permutation(np.repeat(["a", "b"], 10)), 2)
+        g = np.arange(40) // 2
+        Q = r.standard_normal((200, 12)).astype(np.float32)
+        yq = r.choice(["a", "b"], 200)
+        blocks = [(0, 4, 1.0), (4, 8, 1.0), (8, 12, 1.0)]
+        weighted = KNNTagger(5, standardize=True, feature_blocks=blocks, block_relevance=True).fit(X, y, groups=g)
+        flat = KNNTagger(5, standardize=True, feature_blocks=blocks).fit(X, y, groups=g)
+        diffs.append(weighted.score(Q, yq) - flat.score(Q, yq))
+    diffs = np.array(diffs)
+    assert abs(diffs.mean()) < 3 * diffs.std(ddof=1) / np.sqrt(len(diffs)) + 0.01
+
+
+def test_leave_one_out_vote_searches_the_space_of_the_left_out_groups_relevance(rng, monkeypatch):
+    """The standardised space's leave-one-group-out vote in ``auto`` compares a sample with the
+    others in the search space built with the relevance measured without the sample's group."""
+    from clapknn.encoders.base import l2_normalize
+
+    X, y, g = _relevance_data(rng)
+    blocks = [(0, 3, 1.0), (3, 6, 0.5)]
+    seen = []
+    original = KNNTagger._loo_neighbours
+
+    def spy(self, similarity, groups):
+        seen.append(similarity)
+        return original(self, similarity, groups)
+
+    monkeypatch.setattr(KNNTagger, "_loo_neighbours", spy)
+    est = KNNTagger(3, standardize="auto", feature_blocks=blocks, block_relevance=True).fit(X, y, groups=g)
+    similarity = seen[1]  # plain space first, then the standardised one with the real tags
+    order = np.lexsort(X.T[::-1])  # the canonical order the choice works in
+    Xo, yo, go = X[order], y[order], g[order]
+    _, first, inv = np.unique(go, return_index=True, return_inverse=True)
+    inv = np.argsort(np.argsort(first))[inv]
+    Z = ((l2_normalize(Xo) - est.mean_) / est.scale_).astype(np.float64)
+    means, has = est._group_means(Z, (yo[:, None] == est.classes_[None, :]).astype(float), inv, 12)
+    block_rel, dim_rel = est._relevance_of(means, has, leave_one_out=True, dims=True)
+    got = similarity(slice(0, len(Xo)))
+    for i in range(len(Xo)):
+        V = Z * dim_rel[inv[i]]
+        T = _unit(np.concatenate([w * block_rel[inv[i], j] * _unit(V[:, a:b]) for j, (a, b, w) in enumerate(blocks)], axis=1))
+        np.testing.assert_allclose(got[i], T[i] @ T.T, atol=1e-6)
 
 
 def test_block_relevance_needs_two_files_on_each_side(rng):

@@ -32,12 +32,12 @@ Fixed constants cannot suit every collection (solo piano and full mixes differ b
 every timbre statistic), so the encoder also offers the kNN vote a second space
 (:meth:`FeaturesEncoder.knn_options`, used by :class:`~clapknn.tagging.tagger.Tagger` and
 :mod:`clapknn.evaluate`): every dimension **standardised** on the index's own vectors, then each
-block scaled to unit length times its weight and its **relevance** to the index's tags (how far
-apart the tags' files lie in that block, relative to the spread within a tag: loudness counts for an
-energy vocabulary, tonality for a happy/sad one). Which space serves a given index better is decided
-by leave-one-group-out (a file, or a labels CSV group) on its own examples (``standardize="auto"`` in
-:class:`~clapknn.vote.KNNTagger`: the standardised space only when its gain exceeds half its
-standard error). On EMOPIA the standardised space is worth about ten points of accuracy; on the bundled
+dimension and each block weighted by its **relevance** to the index's tags (how far apart the tags'
+files lie in it, relative to the spread within a tag: loudness counts for an energy vocabulary,
+tonality for a happy/sad one, the mode dimension of the key block for major/minor), each block
+scaled to unit length times its weight. The standardised space is used unless leave-one-group-out
+(a file, or a labels CSV group) on the index's own examples shows the plain one clearly better
+(``standardize="auto"`` in :class:`~clapknn.vote.KNNTagger`: a permutation test). On EMOPIA the standardised space is worth about ten points of accuracy; on the bundled
 demo clips, whose moods follow absolute key and tempo, the plain one wins. The choice is recomputed
 from the stored vectors whenever an index is loaded; ``clapknn tag --space`` forces one.
 """
@@ -417,10 +417,10 @@ class FeaturesEncoder(Encoder):
         return ident
 
     def knn_options(self) -> dict[str, Any]:
-        """Settings for :class:`~clapknn.vote.KNNTagger`: search either the plain vectors or
-        every dimension standardised on the indexed vectors with each block at unit length times its
-        weight and its relevance to the index's tags, whichever does clearly better leave-one-group-out
-        on the index (``standardize="auto"``, ``block_relevance=True``)."""
+        """Settings for :class:`~clapknn.vote.KNNTagger`: search every dimension standardised on
+        the indexed vectors, each dimension and block weighted by its relevance to the index's tags
+        and each block at unit length times its weight, unless the plain vectors do clearly better
+        leave-one-group-out on the index (``standardize="auto"``, ``block_relevance=True``)."""
         return {"standardize": "auto", "feature_blocks": self.feature_blocks(), "block_relevance": True}
 
     @staticmethod
