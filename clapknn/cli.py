@@ -581,10 +581,20 @@ def _add_encoder_runtime(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, default=opt.DEFAULT_BATCH_SIZE, help=f"snippets per forward pass (default {opt.DEFAULT_BATCH_SIZE})")
 
 
+def _workers(text: str):
+    """``--workers N|auto`` (:func:`clapknn.options.parse_workers`)."""
+    try:
+        return opt.parse_workers(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _add_pipeline(p: argparse.ArgumentParser, *, workers: bool = True) -> None:
     g = p.add_argument_group("embedding pipeline" if workers else "embedding cache")
     if workers:
-        g.add_argument("--workers", type=int, default=0, metavar="N", help="decode in N processes while the model encodes (default 0: a decoding thread)")
+        g.add_argument("--workers", type=_workers, default=opt.DEFAULT_CLI_WORKERS, metavar="N|auto",
+                       help="worker processes: the features encoder decodes and encodes in them, CLAP only decodes there; "
+                       "0 decodes in a thread (default auto: one per core for features, 0 for CLAP)")
     g.add_argument("--cache", metavar="DIR", help="embedding cache (default $CLAPKNN_EMBEDDING_CACHE, else ~/.cache/clapknn/embeddings)")
     g.add_argument("--no-cache", action="store_true", help="neither read nor write the embedding cache")
 
