@@ -47,6 +47,7 @@ __all__ = [
     "empty_reason",
     "file_events",
     "resolve_workers",
+    "start_for_index",
     "worker_pool",
 ]
 
@@ -242,18 +243,51 @@ def resolve_workers(workers, encoder: Encoder) -> int:
     return workers
 
 
+def _context(encoder):
+    """The pools' start method: ``forkserver`` with its server's imports (the decoders and ``encoder``'s
+    :attr:`~clapknn.encoders.base.Encoder.worker_modules`, an instance or a class), else ``spawn``."""
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():  # pragma: no cover - Windows
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    # read when the server starts (once per process; a running server keeps what it has)
+    ctx.set_forkserver_preload([*_DECODE_MODULES, *encoder.worker_modules])
+    return ctx
+
+
 def worker_pool(workers: int, encoder: Encoder):
     """A process pool of ``workers`` for the engine: forks of a ``forkserver`` server that has imported
     the decoders and ``encoder.worker_modules`` once (``spawn`` where there is no forkserver); each
     worker holds ``encoder`` when it encodes in workers (:func:`embed_file`) and runs one BLAS thread."""
-    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
-        # read when the server starts (once per process; a running server keeps what it has)
-        ctx.set_forkserver_preload([*_DECODE_MODULES, *encoder.worker_modules])
-    else:  # pragma: no cover - Windows
-        ctx = multiprocessing.get_context("spawn")
     held = encoder if encoder.encodes_in_workers else None
-    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_start_worker, initargs=(held,))
+    return ProcessPoolExecutor(max_workers=workers, mp_context=_context(encoder), initializer=_start_worker, initargs=(held,))
+
+
+def start_for_index(index, workers) -> bool:
+    """Start the worker processes' server now when tagging with ``index`` will use worker processes
+    (``workers`` as :func:`resolve_workers` takes it, for the index's encoder), so that the server's
+    imports (numpy, scipy and librosa for the ``features`` encoder) run beside the caller's own
+    start-up rather than after it; the engine's pool then forks from it. Returns whether it started
+    one. Nothing is done when no worker would run, or when the index's manifest cannot be read
+    (loading the index reports why)."""
+    import json
+    import multiprocessing
+
+    try:
+        from ..encoders import _encoder_class
+        from ..index import MANIFEST_FILE, index_path
+
+        name = json.loads((index_path(index) / MANIFEST_FILE).read_text(encoding="utf-8"))["encoder"]["name"]
+        cls = _encoder_class(name)
+        if not resolve_workers(workers, cls) or "forkserver" not in multiprocessing.get_all_start_methods():
+            return False
+    except Exception:  # noqa: BLE001 - not an index (or not readable): Index.load says why
+        return False
+    from multiprocessing import forkserver
+
+    _context(cls)
+    forkserver.ensure_running()
+    return True
