@@ -31,7 +31,7 @@ cosines, i.e. of pattern similarities.
 Fixed constants cannot suit every collection (solo piano and full mixes differ by tens of dB and in
 every timbre statistic), so the encoder also offers the kNN vote a second space
 (:meth:`FeaturesEncoder.knn_options`, used by :class:`~clapknn.tagging.tagger.Tagger` and
-:mod:`clapknn.evaluate`): every dimension **standardised** on the index's own vectors, then each
+:mod:`clapknn.evaluation`): every dimension **standardised** on the index's own vectors, then each
 dimension and each block weighted by its **relevance** to the index's tags (how far apart the tags'
 files lie in it, relative to the spread within a tag: loudness counts for an energy vocabulary,
 tonality for a happy/sad one, the mode dimension of the key block for major/minor), each block
