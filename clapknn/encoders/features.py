@@ -31,7 +31,7 @@ cosines, i.e. of pattern similarities.
 Fixed constants cannot suit every collection (solo piano and full mixes differ by tens of dB and in
 every timbre statistic), so the encoder also offers the kNN vote a second space
 (:meth:`FeaturesEncoder.knn_options`, used by :class:`~clapknn.tagging.tagger.Tagger` and
-:mod:`clapknn.evaluate`): every dimension **standardised** on the index's own vectors, then each
+:mod:`clapknn.evaluation`): every dimension **standardised** on the index's own vectors, then each
 dimension and each block weighted by its **relevance** to the index's tags (how far apart the tags'
 files lie in it, relative to the spread within a tag: loudness counts for an energy vocabulary,
 tonality for a happy/sad one, the mode dimension of the key block for major/minor), each block
@@ -114,16 +114,6 @@ _KEY_SCALE = np.array([0.12, 0.11, 0.19, 0.08])
 _NOTE_RISE_DB = (6.0, 10.0)  # a semitone band rising this much over two frames (93 ms) starts a note
 _NOTES_CENTRE = np.array([4.5, 4.2, 0.5, 8.0, 3.3, 0.4, 2.3])
 _NOTES_SCALE = np.array([0.5, 0.5, 0.2, 0.5, 0.5, 0.25, 0.5])
-
-
-def _key_profiles() -> np.ndarray:
-    """24 unit, zero-mean profiles: rows 0-11 major keys on C..B, rows 12-23 minor keys, from the
-    key profiles :mod:`clapknn.analysis` uses by default (:data:`~clapknn.analysis.DEFAULT_PROFILE`)."""
-    from ..analysis import DEFAULT_PROFILE, PROFILES
-
-    rows = [np.roll(np.asarray(p, dtype=float), t) for p in PROFILES[DEFAULT_PROFILE] for t in range(12)]
-    P = np.array(rows) - np.mean(rows, axis=1, keepdims=True)
-    return P / np.linalg.norm(P, axis=1, keepdims=True)
 
 
 def _contrast_bands(sr: int, n_fft: int, n_bands: int = 6, fmin: float = 200.0, quantile: float = 0.02):
@@ -451,7 +441,9 @@ class FeaturesEncoder(Encoder):
             elif name == "semitones":
                 self._banks[name] = sparse.csr_matrix(_semitone_filterbank(sr, _N_FFT_PITCH))
             elif name == "keys":
-                self._banks[name] = _key_profiles()
+                from ..analysis.profiles import key_templates
+
+                self._banks[name] = key_templates()  # the analysis's default key profiles
             elif name == "freqs":
                 self._banks[name] = np.fft.rfftfreq(_N_FFT, 1.0 / sr)
             elif name == "tempo_window":
