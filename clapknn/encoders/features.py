@@ -391,7 +391,7 @@ class FeaturesEncoder(Encoder):
     encodes_in_workers = True  # with decoding workers, each encodes the snippets it decodes
     worker_modules = (
         "scipy.sparse", "scipy.signal", "librosa.core.spectrum", "librosa.feature.spectral", "librosa.onset",
-        "librosa.filters", "clapknn.analysis", "clapknn.encoders.features",
+        "librosa.filters", "clapknn.analysis.profiles", "clapknn.encoders.features",
     )
 
     def __init__(self, sample_rate: int = 22050) -> None:
