@@ -16,7 +16,8 @@ four sections per track; kept in ``--workdir`` between runs), measured in this r
    those of the process and every process under it (the workers are forks of a forkserver: this
    script is their subreaper, so their time is counted);
 3. **CLAP, random-weight HTSAT-base** (``make_random_checkpoint.py``; the real laion-clap
-   architecture and cost): ``Tagger.tag`` with the default snippets per track, in s/track with the
+   architecture and cost), on the first ``--clap-tracks`` tracks (default 8; three precisions of a
+   model this size take minutes per track set): ``Tagger.tag`` with the default snippets per track, in s/track with the
    model already loaded (target ≤ 1.2; the load is reported on its own), beside laion-clap's
    ``CLAP_Module.get_audio_embedding_from_filelist`` on the same files (one 10-s crop per file,
    decoded whole by librosa at 48 kHz), both in a fresh process of their own; and the opt-in
@@ -24,7 +25,7 @@ four sections per track; kept in ``--workdir`` between runs), measured in this r
    vector to its fp32 vector, and how many track tags change (each precision tagging with an index
    built in that precision from the same examples);
 4. **peak memory at two library sizes** (``--memory-sizes``, default 1,000 and 10,000): ``bench/scale.py``
-   with 1-s tracks (one 1-s snippet each), so 10,000 tracks stay feasible on two cores: the cost
+   with 1-s tracks (one 1-s snippet each) and ``--workers auto``, so 10,000 tracks stay feasible on two cores: the cost
    that could grow with the library (results, queues, the vote) is per track, not per second of
    audio, and a 4-minute track's decoding memory is bounded by its few snippets. ``--memory-sizes
    none`` skips it.
@@ -233,6 +234,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=2, help="alternated runs of the tag commands, best kept (default 2)")
     ap.add_argument("--no-all", action="store_true", help="skip the --snippets all run")
     ap.add_argument("--no-clap", action="store_true", help="skip the CLAP runs")
+    ap.add_argument("--clap-tracks", type=int, default=8, help="tracks the CLAP runs embed (the first N; default 8)")
     ap.add_argument("--memory-sizes", default="1000,10000", help="library sizes for peak memory, or none")
     ap.add_argument("--json", help="also write the figures here")
     ap.add_argument("--clap-child", choices=["laion", "clapknn"], help=argparse.SUPPRESS)
@@ -307,26 +309,28 @@ def main(argv=None) -> int:
             from make_random_checkpoint import write_random_checkpoint
 
             write_random_checkpoint(ckpt, amodel="HTSAT-base", seed=0)
-        laion = _spawn_clap("laion", ckpt, paths, examples, args.threads)
-        mine = _spawn_clap("clapknn", ckpt, paths, examples, args.threads)
-        fig["clap"] = {"laion": laion, "clapknn": mine}
-        print(f"\nCLAP HTSAT-base, random weights, {args.threads} thread(s), model loaded (load time apart):")
-        print(f"  laion-clap get_audio_embedding_from_filelist (1 crop/file): {laion['seconds'] / n:.2f} s/track, "
-              f"CPU {laion['cpu_s'] / n:.2f} s/track (load {laion['load_s']:.1f} s)  [baseline]")
+        clap_paths = paths[: max(1, min(args.clap_tracks, n))]
+        nc = len(clap_paths)
+        laion = _spawn_clap("laion", ckpt, clap_paths, examples, args.threads)
+        mine = _spawn_clap("clapknn", ckpt, clap_paths, examples, args.threads)
+        fig["clap"] = {"tracks": nc, "laion": laion, "clapknn": mine}
+        print(f"\nCLAP HTSAT-base, random weights, {args.threads} thread(s), the first {nc} tracks, model loaded (load time apart):")
+        print(f"  laion-clap get_audio_embedding_from_filelist (1 crop/file): {laion['seconds'] / nc:.2f} s/track, "
+              f"CPU {laion['cpu_s'] / nc:.2f} s/track (load {laion['load_s']:.1f} s)  [baseline]")
         base = mine["fp32"]["seconds"]
         for precision, r in mine.items():
             extra = ""
             if precision != "fp32":
                 extra = (f", {base / r['seconds']:.2f}x fp32 speed, cosine to fp32 min {r['cos_min']:.4f} mean {r['cos_mean']:.4f} "
                          f"(centred on the fp32 mean: min {r['centred_cos_min']:.3f} mean {r['centred_cos_mean']:.3f}), "
-                         f"{r['tags_changed']}/{n} track tags changed")
-            print(f"  clapknn tag {precision} ({r['snippets'] / n:g} snippets/track): {r['seconds'] / n:.2f} s/track = "
-                  f"{r['seconds'] / laion['seconds']:.2f}x laion-clap's time, CPU {r['cpu_s'] / n:.2f} s/track "
+                         f"{r['tags_changed']}/{nc} track tags changed")
+            print(f"  clapknn tag {precision} ({r['snippets'] / nc:g} snippets/track): {r['seconds'] / nc:.2f} s/track = "
+                  f"{r['seconds'] / laion['seconds']:.2f}x laion-clap's time, CPU {r['cpu_s'] / nc:.2f} s/track "
                   f"(load {r['load_s']:.1f} s){extra}"
                   + ("  (target <= 1.2 s/track)" if precision == "fp32" else ""))
 
     if args.memory_sizes.strip().lower() != "none":
-        cmd = [sys.executable, str(HERE / "scale.py"), "--sizes", args.memory_sizes, "--seconds", "1", "--snippet-seconds", "1",
+        cmd = [sys.executable, str(HERE / "scale.py"), "--sizes", args.memory_sizes, "--seconds", "1", "--snippet-seconds", "1", "--workers", "auto",
                "--workdir", str(work / "scale")]
         print(f"\npeak memory by library size ({' '.join(cmd[1:])}):", flush=True)
         res = subprocess.run(cmd, capture_output=True, text=True, env=_env())
