@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import FileTagError, ParameterError
+from .options import DEFAULT_TAG_FIELD
 
 __all__ = [
     "TagChange",
@@ -99,7 +100,7 @@ class TagChange:
 
     path: str
     status: str
-    field: str = "mood"
+    field: str = DEFAULT_TAG_FIELD
     before: tuple[str, ...] = ()
     after: tuple[str, ...] = ()
     container: str = ""
@@ -293,7 +294,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 # --------------------------------------------------------------------------- public API
-def read_tags(path: str | Path, *, field: str = "mood") -> list[str]:
+def read_tags(path: str | Path, *, field: str = DEFAULT_TAG_FIELD) -> list[str]:
     """The values of ``field`` (mood by default) stored in an audio file.
 
     Parameters
@@ -334,7 +335,7 @@ def write_tags(
     path: str | Path,
     tags: str | Iterable[str],
     *,
-    field: str = "mood",
+    field: str = DEFAULT_TAG_FIELD,
     replace: bool = False,
     dry_run: bool = False,
 ) -> TagChange:
@@ -412,7 +413,7 @@ def write_tags(
 def write_track_tags(
     tracks: Any,
     *,
-    field: str = "mood",
+    field: str = DEFAULT_TAG_FIELD,
     replace: bool = False,
     dry_run: bool = False,
 ) -> list[TagChange]:

@@ -39,7 +39,9 @@ import numpy as np
 
 from .ann import RECALL_QUERIES, build_ann, measure_depth, set_depth
 from .errors import ClapknnError, IndexFormatError, ParameterError
-from .options import DEFAULT_SNIPPET_SECONDS, check_int, check_snippets
+from .options import (
+    DEFAULT_LIBRARY_KIND, DEFAULT_SNIPPET_SECONDS, DEFAULT_TARGET_RECALL, DEFAULT_WORKERS, check_int, check_snippets,
+)
 from .store import open_directory, read_manifest, read_parquet, save_directory, verify_files
 
 __all__ = ["LibraryIndex", "index_library", "similar"]
@@ -104,8 +106,8 @@ class LibraryIndex:
         encoder: dict[str, Any],
         snippet_seconds: float,
         hop_seconds: float,
-        kind: str = "auto",
-        target_recall: float = 0.95,
+        kind: str = DEFAULT_LIBRARY_KIND,
+        target_recall: float = DEFAULT_TARGET_RECALL,
         recall_queries: int = RECALL_QUERIES,
         seed: int = 0,
         extra: dict[str, Any] | None = None,
@@ -283,11 +285,11 @@ def index_library(
     encoder_options: Mapping[str, Any] | None = None,
     snippet_seconds: float = DEFAULT_SNIPPET_SECONDS,
     hop_seconds: float | None = None,
-    kind: str = "auto",
-    target_recall: float = 0.95,
+    kind: str = DEFAULT_LIBRARY_KIND,
+    target_recall: float = DEFAULT_TARGET_RECALL,
     batch_size: int = 16,
     cache=True,
-    workers: int = 0,
+    workers: int = DEFAULT_WORKERS,
     progress: bool = False,
 ) -> LibraryIndex:
     """Embed every track under ``paths`` and build a :class:`LibraryIndex` (saved to ``out`` when given).

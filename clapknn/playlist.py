@@ -34,6 +34,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import ParameterError
+from .options import DEFAULT_SIMILAR_TRACKS  # tracks in a "more like these" playlist
 
 __all__ = [
     "Playlist",
@@ -49,8 +50,6 @@ __all__ = [
     "DEFAULT_SIMILAR_TRACKS",
 ]
 
-#: Tracks in a "more like these" playlist unless told otherwise.
-DEFAULT_SIMILAR_TRACKS = 50
 _UNSAFE = re.compile(r'[\\/:*?"<>|\x00-\x1f]+')
 
 
