@@ -178,10 +178,10 @@ def test_the_parsers_defaults_are_the_apis():
     from clapknn.demo import run_demo
     from clapknn.embedding.ray import embed_with_ray
     from clapknn.evaluation import evaluate
-    from clapknn.filetags import write_track_tags
+    from clapknn.players import write_track_tags
     from clapknn.incremental import add_examples
     from clapknn.library import index_library, similar
-    from clapknn.playlist import similar_playlist
+    from clapknn.players import similar_playlist
     from clapknn.tagging.build import build_index
     from clapknn.tagging.tagger import Tagger
     from clapknn.webapp import serve

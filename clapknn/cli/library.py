@@ -105,7 +105,7 @@ def cmd_demo(args) -> int:
 def cmd_playlist(args) -> int:
     """``clapknn playlist``: .m3u8 playlists per tag (from a tag table, or an index and music), or "more like these"."""
     from ..errors import ParameterError
-    from ..playlist import DEFAULT_SIMILAR_TRACKS, check_limits, describe, read_tag_table, similar_playlist, tag_playlists
+    from ..players.playlist import DEFAULT_SIMILAR_TRACKS, check_limits, describe, read_tag_table, similar_playlist, tag_playlists
 
     check_limits(args.min_score, args.max_tracks)  # before any work
     out_dir = Path(os.path.expanduser(args.out_dir))

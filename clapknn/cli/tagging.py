@@ -78,7 +78,7 @@ def cmd_tag(args) -> int:
     from ..tagging.tagger import Tagger
 
     if args.write or args.dry_run:
-        from ..filetags import check_field
+        from ..players.tags import check_field
 
         check_field(args.tag_field)  # fail before the tagging work, not after
     if args.resume:
@@ -120,7 +120,7 @@ def cmd_tag(args) -> int:
 
 def _write_file_tags(tracks, args) -> list[tuple[str, str]]:
     """``tag --write``/``--dry-run``: put each track's tags into its file; returns the files not written."""
-    from ..filetags import write_track_tags
+    from ..players.tags import write_track_tags
 
     changes = write_track_tags(tracks, field=args.tag_field, replace=args.replace_tags, dry_run=args.dry_run)
     shown = [c for c in changes if c.ok and not (args.quiet and c.status == "unchanged")]

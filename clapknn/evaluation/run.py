@@ -118,8 +118,8 @@ def evaluate(
     workers: int = DEFAULT_WORKERS,
     cache=None,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: bool = False,
     max_snippets: int | str | None = DEFAULT_TAG_SNIPPETS,
+    progress: bool = False,
 ) -> EvaluationReport:
     """Measure few-shot kNN tagging (and baselines) on a labelled set.
 
@@ -162,12 +162,12 @@ def evaluate(
         Decoding processes of the embedding engine (see :func:`~clapknn.evaluation.embeddings.embed_examples`).
     cache : bool, path or EmbeddingCache, optional
         Reuse embeddings across runs (see :func:`embed_examples`).
-    progress : bool
-        Progress bars (embedding, then the episodes and folds) on stderr, when it is a terminal.
     max_snippets : int or "all"
         Snippets read per query track, as :class:`clapknn.Tagger` reads them (the same default,
         spread by :func:`clapknn.audio.snippet.sample_indices`); the support files keep every snippet, as
         :func:`clapknn.build_index` does.
+    progress : bool
+        Progress bars (embedding, then the episodes and folds) on stderr, when it is a terminal.
 
     Returns
     -------
