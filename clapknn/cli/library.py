@@ -25,7 +25,7 @@ def cmd_index_library(args) -> int:
         from ..embedding.shards import library_from_shards
 
         refuse_with_shards(args, ("--encoder", "encoder"), ("--snippet-seconds", "snippet_seconds"),
-                            ("--hop-seconds", "hop_seconds"), ("--checkpoint", "checkpoint"))
+                           ("--hop-seconds", "hop_seconds"), ("--checkpoint", "checkpoint"))
         lib = library_from_shards(args.from_shards, args.out, kind=args.kind, target_recall=args.target_recall)
     else:
         lib = index_library(

@@ -24,7 +24,7 @@ def cmd_build(args) -> int:
         from ..embedding.shards import index_from_shards
 
         refuse_with_shards(args, ("--encoder", "encoder"), ("--snippet-seconds", "snippet_seconds"),
-                            ("--hop-seconds", "hop_seconds"), ("--prompt", "prompt"), ("--checkpoint", "checkpoint"))
+                           ("--hop-seconds", "hop_seconds"), ("--prompt", "prompt"), ("--checkpoint", "checkpoint"))
         index = index_from_shards(args.from_shards, args.examples, out, labels=args.labels)
     else:
         index = build_index(
