@@ -45,6 +45,7 @@ from .workers import FileState, Signal, decode_file, embed_file, empty_reason, f
 from ..encoders.base import Encoder
 from ..errors import ClapknnError, ParameterError
 from ..audio.snippet import DEFAULT_SNIPPET_SECONDS
+from ..options import DEFAULT_WORKERS
 
 __all__ = ["FileEmbedding", "Signal", "empty_reason", "iter_embeddings", "vector_problem"]
 
@@ -240,7 +241,7 @@ def iter_embeddings(
     batch_size: int = 16,
     hashes: bool = True,
     cache: "bool | str | Path | EmbeddingCache | None" = None,
-    workers: int | str = 0,
+    workers: int | str = DEFAULT_WORKERS,
     max_snippets: int | None = None,
     keep_signals: bool = False,
 ) -> Iterator[FileEmbedding]:
