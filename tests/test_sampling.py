@@ -224,16 +224,23 @@ def test_tag_key_tempo_decodes_each_file_once(built_index, tmp_path, load_calls)
     assert "bpm" in out.read_text().splitlines()[0]
 
 
-def test_tag_key_tempo_after_a_sampled_read_decodes_the_file_whole_once(long_flac, tmp_path, load_calls):
-    """A file read by seeking (a few windows) is decoded whole once more, for the analysis only."""
+def test_tag_key_tempo_with_sampling_decodes_the_file_once(long_flac, tmp_path, load_calls):
+    """Sampled tagging with ``key_tempo``: the file is decoded whole once (no seeking for the windows),
+    the sampled windows are cut from that signal, and the analysis takes the same signal; the vectors
+    are those a seeking read gives."""
     from clapknn import Tagger, build_index
+    from clapknn.analysis import COLUMNS, analyze_files
 
     index = build_index(make_examples(tmp_path / "examples"), tmp_path / "index", snippet_seconds=10.0)
     load_calls.clear()
-    result = Tagger(index, max_snippets=3).tag(long_flac, key_tempo=True)
-    assert load_calls.count((0.0, None)) == 1
-    assert [d for _, d in load_calls if d is not None] == [pytest.approx(10.0)] * 3
-    assert result.tracks["bpm"].notna().all() or result.tracks["mode"].notna().all()
+    result = Tagger(index, max_snippets=3).tag(long_flac, key_tempo=True, workers=0)
+    assert load_calls == [(0.0, None)]  # one read of the whole file, nothing else
+    expected = analyze_files([str(long_flac)])
+    assert result.tracks[list(COLUMNS)].to_dict("records") == expected.to_dict("records")
+    seeking = Tagger(index, max_snippets=3).tag(long_flac, workers=0)
+    assert np.allclose(result.snippets["start"], seeking.snippets["start"])
+    score_cols = [c for c in result.tracks.columns if c.startswith("score:")]
+    assert np.allclose(result.tracks[score_cols].to_numpy(), seeking.tracks[score_cols].to_numpy(), atol=1e-4)
 
 
 def test_embed_array_goes_through_the_engine(monkeypatch):

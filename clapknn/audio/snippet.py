@@ -310,9 +310,10 @@ def iter_file_snippets(
     so a 3-hour mix never sits in memory whole. ``pad`` is the rule for a track shorter than one
     window (:func:`pad_to`). With ``max_snippets``, only the windows :func:`sample_indices` picks
     are yielded, and only they are decoded where the format can seek (see the module rules).
-    ``on_signal``, when given, is called with the whole decoded signal (mono float32 at ``sr``) when
-    the file was decoded in one read, before its windows are cut (not when it was read by seeking),
-    so whatever else a caller needs from the file at ``sr`` does not decode it again.
+    ``on_signal``, when given, is called with the whole decoded signal (mono float32 at ``sr``)
+    before its windows are cut: such a file is decoded in one read even when sampled (no seeking),
+    so whatever else a caller needs from the file at ``sr`` does not decode it again (files longer
+    than :data:`WHOLE_FILE_SECONDS` are still read a window at a time, and give no signal).
 
     Raises
     ------
@@ -335,7 +336,8 @@ def iter_file_snippets(
             starts = None  # every window is wanted: read as without sampling
         else:
             starts = starts[sample_indices(len(starts), max_snippets)]
-    seek = starts is not None and decode.can_seek(path)
+    # a caller that takes the whole signal (on_signal) gets it from one read, windows cut from it
+    seek = starts is not None and decode.can_seek(path) and on_signal is None
     whole = decode.load(path, sr=sr) if meta.duration <= WHOLE_FILE_SECONDS and not seek else None
     if whole is not None:
         if on_signal is not None:
