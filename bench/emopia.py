@@ -1,7 +1,7 @@
 """EMOPIA benchmark: how well does few-shot kNN tagging recognise human-labelled piano moods?
 
 Renders the EMOPIA MIDI clips (``/work/shared/data/emopia``; see its README) to mono 22.05 kHz WAV in
-a cache outside the repository, then runs :func:`clapknn.evaluate.evaluate` for three tasks on the
+a cache outside the repository, then runs :func:`clapknn.evaluation.evaluate` for three tasks on the
 same embeddings: ``quadrant`` (4 classes), ``valence`` and ``arousal`` (2 classes each), grouped by
 song so that clips of one song are never on both sides of a split.
 
@@ -104,22 +104,22 @@ def _reference_vector(path: str):
     import numpy as np
     import soundfile as sf
 
-    from clapknn.encoders.features import _key_profiles
+    from clapknn.analysis.profiles import key_templates
 
     y, sr = sf.read(path, dtype="float32")
     mel = librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=sr, n_mels=64)).mean(axis=1)
     chroma = librosa.feature.chroma_stft(y=y, sr=sr).mean(axis=1)
     chroma = (chroma - chroma.mean()) / (np.linalg.norm(chroma - chroma.mean()) + 1e-12)
-    return np.r_[mel, _key_profiles() @ chroma]
+    return np.r_[mel, key_templates() @ chroma]
 
 
 def reference_figures(emb, cache: Path, *, shots, n_episodes: int, jobs: int) -> dict:
     """Track accuracy per episode of the crude recipe with a 1-NN (Euclidean) vote on the same
-    few-shot episodes as :func:`clapknn.evaluate.evaluate` (same files, tags, groups and seed),
+    few-shot episodes as :func:`clapknn.evaluation.evaluate` (same files, tags, groups and seed),
     ``{shots: array over episodes}``; the vectors are cached in ``cache``."""
     import numpy as np
 
-    from clapknn.evaluate import few_shot_episodes
+    from clapknn.evaluation import few_shot_episodes
 
     cache.parent.mkdir(parents=True, exist_ok=True)
     if cache.exists() and list(np.load(cache, allow_pickle=False)["paths"]) == list(emb.paths):
@@ -149,8 +149,8 @@ def read_labels(data: Path, wav_dir: Path) -> list[dict]:
 
 
 def embed(rows: list[dict], lengths, *, jobs: int, cache: Path, encoder: str):
-    """One :class:`~clapknn.evaluate.Embedded` per snippet length (labels: quadrant)."""
-    from clapknn.evaluate import embed_examples
+    """One :class:`~clapknn.evaluation.Embedded` per snippet length (labels: quadrant)."""
+    from clapknn.evaluation import embed_examples
     from clapknn.labels import Example, ExampleSet
 
     examples = ExampleSet([Example(Path(r["path"]), (r["quadrant"],), r["song"]) for r in rows])
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore", category=UserWarning)
-    from clapknn.evaluate import evaluate
+    from clapknn.evaluation import evaluate
 
     t_start = time.perf_counter()
     lengths = [10.0] if args.quick else [float(v) for v in args.snippet_seconds.split(",")]

@@ -199,7 +199,7 @@ def variant(raw, names):
 def ablation(sets: list[str], split: str, episodes: int, jobs: int, full_only: bool = False) -> None:
     import suite_sets
     from clapknn.encoders import features as F
-    from clapknn.evaluate import embed_examples, evaluate
+    from clapknn.evaluation import embed_examples, evaluate
     from clapknn.labels import Example, ExampleSet
     from clapknn.options import DEFAULT_AGGREGATE, DEFAULT_K, DEFAULT_SNIPPET_SECONDS, DEFAULT_WEIGHTS
 

@@ -7,10 +7,10 @@ composer/style and energy. Each is split by group (song, score, generated song) 
 default ``heldout``) and never mixes them.
 
 Per set and shot count (1, 5 and 20 labelled files per tag; episodes drawn by group with
-:func:`clapknn.evaluate.few_shot_episodes`, the same episodes for every method), track accuracy,
+:func:`clapknn.evaluation.few_shot_episodes`, the same episodes for every method), track accuracy,
 mean ± sd over episodes, of:
 
-- ``clapknn defaults``: :func:`clapknn.evaluate.evaluate` with the defaults of ``clapknn tag``
+- ``clapknn defaults``: :func:`clapknn.evaluation.evaluate` with the defaults of ``clapknn tag``
   (encoder, snippet length, k, weighting, aggregation and ``space="auto"``), which fits the vote on
   each episode's examples as :class:`clapknn.Tagger` does; ``--check-tag`` (on by default) also
   builds an index from one episode's examples with :func:`clapknn.build_index`, tags its queries
@@ -18,7 +18,7 @@ mean ± sd over episodes, of:
   is the one ``evaluate`` gives for that k and weighting;
 - ``clapknn space=plain`` and ``space=standardized``: the same with the vote's space forced;
 - ``MFCC 1-NN``: each file's 20 MFCCs, mean and standard deviation over the file, Euclidean 1-NN;
-- ``nearest centroid``, ``logistic reg.``, ``majority``: :func:`~clapknn.evaluate.evaluate`'s
+- ``nearest centroid``, ``logistic reg.``, ``majority``: :func:`~clapknn.evaluation.evaluate`'s
   baselines, on the encoder's vectors (the plain space);
 - on the ``mode`` set, ``key-profile rule``: the mode of :func:`clapknn.analysis.estimate_key`
   (no examples), scored on each episode's queries.
@@ -124,7 +124,7 @@ def tag_check(emb, support: np.ndarray, queries: np.ndarray, cache, settings) ->
 
 def run_set(name: str, args) -> dict:
     """Every method on one part of one set: ``{"methods": {method: {shots: [acc per episode]}}, ...}``."""
-    from clapknn.evaluate import embed_examples, evaluate, few_shot_episodes
+    from clapknn.evaluation import embed_examples, evaluate, few_shot_episodes
     from clapknn.labels import Example, ExampleSet
     from clapknn.options import (
         DEFAULT_AGGREGATE, DEFAULT_ENCODER, DEFAULT_K, DEFAULT_SNIPPET_SECONDS, DEFAULT_SPACE, DEFAULT_WEIGHTS, WEIGHTS,
@@ -240,7 +240,7 @@ def checks(results: list[dict], shots) -> list[str]:
     """Where the defaults lose (mean over episodes) to the better space, the MFCC 1-NN anchor, the
     majority class or (mode) the key-profile rule, each with the paired difference and whether it
     is beyond noise (more than two standard errors of the mean difference over the episodes), and
-    where ``clapknn tag``'s path disagreed with :func:`~clapknn.evaluate.evaluate`."""
+    where ``clapknn tag``'s path disagreed with :func:`~clapknn.evaluation.evaluate`."""
     out = []
     for res in results:
         c = res.get("tag_check")

@@ -23,7 +23,7 @@ SETS = ("emopia", "emopia-valence", "emopia-arousal", "mode", "instrument", "met
 
 
 def load(name, split):
-    from clapknn.evaluate import embed_examples
+    from clapknn.evaluation import embed_examples
     from clapknn.labels import Example, ExampleSet
 
     folder = suite_sets.cache_root() / f"{name}-{suite_sets.set_version(name)}"
@@ -221,7 +221,8 @@ def main():
     ap.add_argument("--shuffle", type=int, default=None, help="deal the groups' tags at random (this seed): pure-noise labels")
     args = ap.parse_args()
     from clapknn.encoders.features import FeaturesEncoder
-    from clapknn.evaluate import _query_windows, few_shot_episodes
+    from clapknn.evaluation import few_shot_episodes
+    from clapknn.evaluation.embeddings import query_windows
 
     blocks = FeaturesEncoder.feature_blocks()
     V = dict(VARIANTS)
@@ -240,7 +241,7 @@ def main():
         classes = sorted({t for ts in emb.tags for t in ts})
         Yt = np.array([[t in ts for t in classes] for ts in emb.tags], dtype=float)
         gid = np.unique(np.asarray(emb.groups).astype(str), return_inverse=True)[1]
-        read = _query_windows(emb, 6)
+        read = query_windows(emb, 6)
         for shots in map(int, args.shots.split(",")):
             eps = few_shot_episodes(emb.tags, emb.groups, shots=shots, n_episodes=args.episodes, seed=0)
             mf = suite_sets.cache_root() / "features" / f"mfcc-{name}-{suite_sets.set_version(name)}-{args.split}.npz"

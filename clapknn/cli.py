@@ -306,7 +306,7 @@ def _csv_list(text: str, kind, what: str) -> list:
 
 def cmd_evaluate(args) -> int:
     """``clapknn evaluate``: few-shot episodes and grouped folds on labelled examples, with baselines."""
-    from .evaluate import evaluate
+    from .evaluation import evaluate
 
     report = evaluate(
         args.examples, labels=args.labels, encoder=args.encoder, encoder_options=_encoder_options(args),

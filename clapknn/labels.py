@@ -9,7 +9,7 @@ Folder layout::
 (nested folders are scanned; a file's tag is the name of the top-level folder it sits in).
 
 CSV layout: a header with ``path`` and ``tags`` columns, and optionally ``group`` (the source track
-or album a file was cut from: :mod:`clapknn.evaluate` keeps a group on one side of every split);
+or album a file was cut from: :mod:`clapknn.evaluation` keeps a group on one side of every split);
 other columns are ignored and named in a note. Several tags per row are separated by ``;`` (``|``
 also works), e.g. ``happy;energetic``. A ``.tsv`` file is read tab-separated.
 Relative paths are resolved against the CSV's folder. A file listed twice gets the union of its tags

@@ -15,7 +15,7 @@ import pytest
 from sklearn import metrics as skm
 
 from clapknn.errors import ParameterError
-from clapknn.evaluate import (
+from clapknn.evaluation import (
     Embedded,
     chance_levels,
     evaluate,
@@ -250,16 +250,17 @@ def test_the_votes_space_choice_leaves_whole_groups_out(rng, monkeypatch):
 def test_knn_scores_are_those_of_the_tagger_path(rng, standardize):
     """The evaluation's kNN track scores equal KNNTagger.predict_proba pooled by aggregate()."""
     from clapknn.tagging.aggregate import aggregate
-    from clapknn.evaluate import _indicator, _knn_scores
+    from clapknn.evaluation.run import knn_scores
+    from clapknn.labels import tag_indicator
     from clapknn.vote import KNNTagger
 
     X_s = rng.standard_normal((30, 8)).astype(np.float32)
     tags_s = [("a",) if i % 3 else ("b", "c") for i in range(30)]
     X_q = rng.standard_normal((12, 8)).astype(np.float32)
     qgroups = np.repeat(np.arange(4), 3)
-    Y_s = _indicator(tags_s, ["a", "b", "c"])
+    Y_s = tag_indicator(tags_s, ["a", "b", "c"])
     options = {"standardize": True, "feature_blocks": [(0, 3, 1.5), (3, 8, 0.5)]} if standardize else {}
-    got, _ = _knn_scores(X_s, Y_s, X_q, (1, 5), ("uniform", "similarity"), qgroups, 4, "mean", options)
+    got, _ = knn_scores(X_s, Y_s, X_q, (1, 5), ("uniform", "similarity"), qgroups, 4, "mean", options)
     for k in (1, 5):
         for w in ("uniform", "similarity"):
             est = KNNTagger(k, weights=w, **options).fit(X_s, [list(t) for t in tags_s])
@@ -337,7 +338,9 @@ def test_evaluate_rows_are_what_the_tagger_gives_for_every_k_weighting_and_lengt
     from pathlib import Path
 
     from clapknn import Tagger, build_index
-    from clapknn.evaluate import METRICS, _indicator, _predict
+    from clapknn.evaluation import METRICS
+    from clapknn.evaluation.metrics import predict_tags
+    from clapknn.labels import tag_indicator
     from clapknn.labels import Example, ExampleSet
     from clapknn.options import WEIGHTS
 
@@ -359,9 +362,9 @@ def test_evaluate_rows_are_what_the_tagger_gives_for_every_k_weighting_and_lengt
                         report.spaces.query("snippet_seconds == @length and run == @run")["standardized"].iloc[0])
                     tracks = tagger.tag([base.paths[i] for i in qry], cache=cache).tracks
                     truth = dict(zip(base.paths, base.tags))
-                    y_true = _indicator([truth[p] for p in tracks["path"]], report.tags)
+                    y_true = tag_indicator([truth[p] for p in tracks["path"]], report.tags)
                     scores = tracks[[f"score:{t}" for t in report.tags]].to_numpy(dtype=np.float64)
-                    want, _ = track_metrics(y_true, scores, _predict(scores, False), False)
+                    want, _ = track_metrics(y_true, scores, predict_tags(scores, False), False)
                     row = report.runs.query("snippet_seconds == @length and run == @run and method == 'knn' "
                                             "and k == @k and weights == @w")
                     assert len(row) == 1
@@ -373,7 +376,7 @@ def test_evaluate_rows_are_what_the_tagger_gives_for_every_k_weighting_and_lengt
 
 def test_embeddings_are_read_back_from_the_cache(labelled_csv, tmp_path):
     from clapknn.encoders.features import FeaturesEncoder
-    from clapknn.evaluate import embed_examples
+    from clapknn.evaluation import embed_examples
 
     first = embed_examples(labelled_csv, snippet_seconds=1.0, cache=tmp_path)
 
@@ -387,7 +390,7 @@ def test_embeddings_are_read_back_from_the_cache(labelled_csv, tmp_path):
 
 
 def test_parallel_embedding_gives_the_same_vectors(labelled_csv):
-    from clapknn.evaluate import embed_examples
+    from clapknn.evaluation import embed_examples
 
     one = embed_examples(labelled_csv, snippet_seconds=1.5)
     two = embed_examples(labelled_csv, snippet_seconds=1.5, n_jobs=2)
@@ -517,12 +520,12 @@ def test_snippets_longer_than_the_files(tmp_path, capsys):
     (["-k", "0"], "k must be positive"),
 ])
 def test_bad_evaluate_settings_are_one_line_before_any_embedding(tmp_path, capsys, monkeypatch, argv, message):
-    import clapknn.evaluate
+    import clapknn.evaluation.run
 
     def refuse(*a, **k):
         raise AssertionError("embedded before the settings were checked")
 
-    monkeypatch.setattr(clapknn.evaluate, "embed_examples", refuse)
+    monkeypatch.setattr(clapknn.evaluation.run, "embed_examples", refuse)
     examples = _small_set(tmp_path / "examples", per_tag=3)
     code, out, err = _evaluate_cli(capsys, examples, *argv)
     assert code == 2 and err.startswith("clapknn: error: ") and err.count("\n") == 1 and message in err, err
@@ -575,7 +578,9 @@ def test_evaluate_reads_the_query_windows_the_tagger_reads(labelled_csv, tmp_pat
     from pathlib import Path
 
     from clapknn import Tagger, build_index
-    from clapknn.evaluate import METRICS, _indicator, _predict
+    from clapknn.evaluation import METRICS
+    from clapknn.evaluation.metrics import predict_tags
+    from clapknn.labels import tag_indicator
     from clapknn.labels import Example, ExampleSet
 
     cache = tmp_path / "cache"
@@ -589,9 +594,23 @@ def test_evaluate_reads_the_query_windows_the_tagger_reads(labelled_csv, tmp_pat
         tracks = tagger.tag([base.paths[i] for i in qry], cache=cache).tracks
         assert tracks["n_snippets"].max() <= 2
         truth = dict(zip(base.paths, base.tags))
-        y_true = _indicator([truth[p] for p in tracks["path"]], report.tags)
+        y_true = tag_indicator([truth[p] for p in tracks["path"]], report.tags)
         scores = tracks[[f"score:{t}" for t in report.tags]].to_numpy(dtype=np.float64)
-        want, _ = track_metrics(y_true, scores, _predict(scores, False), False)
+        want, _ = track_metrics(y_true, scores, predict_tags(scores, False), False)
         row = report.runs.query("run == @run and method == 'knn'")
         for m in METRICS:
             assert row[m].iloc[0] == pytest.approx(want[m], abs=1e-9, nan_ok=True), (run, m)
+
+
+def test_ranking_metrics_are_scikit_learns_per_tag():
+    """ROC-AUC and PR-AUC per tag are ``roc_auc_score`` and ``average_precision_score`` of that
+    tag against the rest, exactly; a tag every query has is left out (nan)."""
+    rng = np.random.default_rng(4)
+    y_true = (rng.random((30, 4)) < 0.5).astype(int)
+    y_true[:, 3] = 1
+    scores = np.round(rng.random((30, 4)) * 3) / 3
+    _, per = track_metrics(y_true, scores, (scores >= 0.5).astype(int), multilabel=True)
+    for j in range(3):
+        assert per["roc_auc"][j] == skm.roc_auc_score(y_true[:, j], scores[:, j])
+        assert per["pr_auc"][j] == skm.average_precision_score(y_true[:, j], scores[:, j])
+    assert np.isnan(per["roc_auc"][3]) and np.isnan(per["pr_auc"][3])

@@ -117,14 +117,18 @@ def test_contrast_is_librosas_spectral_contrast():
 
 
 def test_key_profiles_are_the_analysis_defaults():
+    """The encoder's key bank is the analysis's default key templates, those key_scores correlates with."""
     from clapknn.analysis import DEFAULT_PROFILE, PROFILES, key_scores
-    from clapknn.encoders.features import _key_profiles
+    from clapknn.analysis.profiles import key_templates
+    from clapknn.encoders.features import FeaturesEncoder
 
+    bank = FeaturesEncoder()._bank("keys")
+    np.testing.assert_array_equal(bank, key_templates(DEFAULT_PROFILE))
     rng = np.random.default_rng(0)
     x = rng.random((5, 12))
     centred = x - x.mean(axis=1, keepdims=True)
     centred /= np.linalg.norm(centred, axis=1, keepdims=True)
-    np.testing.assert_allclose(centred @ _key_profiles().T, key_scores(x, profile=DEFAULT_PROFILE), atol=1e-12)
+    np.testing.assert_allclose(centred @ bank.T, key_scores(x, profile=DEFAULT_PROFILE), atol=1e-12)
     assert DEFAULT_PROFILE in PROFILES
 
 

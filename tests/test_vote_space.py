@@ -8,6 +8,7 @@ import pytest
 
 from clapknn.errors import ParameterError
 from clapknn.vote import KNNTagger
+from clapknn.vote.relevance import group_means, relevance_of
 
 
 def _unit(x):
@@ -115,11 +116,11 @@ def test_auto_switch_rate_on_pure_noise_is_at_most_five_percent(block_relevance)
     """Over 200 seeds of pure noise the space changes in at most 5% of the fits (the permutation
     test's level is 2.5%); the test has teeth: taking the plain space whenever its gain is
     positive switches in about half of them."""
-    import clapknn.vote as vote
+    import clapknn.vote.space as vote_space
 
     assert _noise_switch_rate(range(200), block_relevance=block_relevance) <= 0.05
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(vote, "_ALPHA", 1.0)
+        mp.setattr(vote_space, "_ALPHA", 1.0)
         assert _noise_switch_rate(range(40), block_relevance=block_relevance) >= 0.25
 
 
@@ -134,7 +135,7 @@ def _plain_wins(rng):
 def test_auto_takes_the_plain_space_only_past_every_shuffle(rng, monkeypatch):
     """The plain space is taken when its gain beats all 39 tag shuffles (p = 1/40 <= _ALPHA); a
     stricter level than any p-value the shuffles can give keeps the standardised space even then."""
-    import clapknn.vote as vote
+    import clapknn.vote.space as vote_space
 
     X, y = _plain_wins(rng)
     groups = np.arange(len(y)) // 2
@@ -143,7 +144,7 @@ def test_auto_takes_the_plain_space_only_past_every_shuffle(rng, monkeypatch):
     assert not est.standardized_
     assert est.loo_score_["p_value_plain"] == pytest.approx(1 / 40)
     assert est.loo_score_["plain"] > est.loo_score_["standardized"]
-    monkeypatch.setattr(vote, "_ALPHA", 0.01)
+    monkeypatch.setattr(vote_space, "_ALPHA", 0.01)
     assert KNNTagger(5, standardize="auto", feature_blocks=blocks).fit(X, y, groups=groups).standardized_
 
 
@@ -266,18 +267,19 @@ def test_relevance_on_noise_tags_costs_no_more_than_noise(rng):
 def test_leave_one_out_vote_searches_the_space_of_the_left_out_groups_relevance(rng, monkeypatch):
     """The standardised space's leave-one-group-out vote in ``auto`` compares a sample with the
     others in the search space built with the relevance measured without the sample's group."""
+    import clapknn.vote.space as vote_space
     from clapknn.encoders.base import l2_normalize
 
     X, y, g = _relevance_data(rng)
     blocks = [(0, 3, 1.0), (3, 6, 0.5)]
     seen = []
-    original = KNNTagger._loo_neighbours
+    original = vote_space.loo_neighbours
 
-    def spy(self, similarity, groups):
+    def spy(similarity, groups):
         seen.append(similarity)
-        return original(self, similarity, groups)
+        return original(similarity, groups)
 
-    monkeypatch.setattr(KNNTagger, "_loo_neighbours", spy)
+    monkeypatch.setattr(vote_space, "loo_neighbours", spy)
     est = KNNTagger(3, standardize="auto", feature_blocks=blocks, block_relevance=True).fit(X, y, groups=g)
     similarity = seen[1]  # plain space first, then the standardised one with the real tags
     order = np.lexsort(X.T[::-1])  # the canonical order the choice works in
@@ -285,8 +287,8 @@ def test_leave_one_out_vote_searches_the_space_of_the_left_out_groups_relevance(
     _, first, inv = np.unique(go, return_index=True, return_inverse=True)
     inv = np.argsort(np.argsort(first))[inv]
     Z = ((l2_normalize(Xo) - est.mean_) / est.scale_).astype(np.float64)
-    means, has = est._group_means(Z, (yo[:, None] == est.classes_[None, :]).astype(float), inv, 12)
-    block_rel, dim_rel = est._relevance_of(means, has, leave_one_out=True, dims=True)
+    means, has = group_means(Z, (yo[:, None] == est.classes_[None, :]).astype(float), inv, 12)
+    block_rel, dim_rel = relevance_of(means, has, est._blocks, leave_one_out=True, dims=True)
     got = similarity(slice(0, len(Xo)))
     for i in range(len(Xo)):
         V = Z * dim_rel[inv[i]]
@@ -347,11 +349,11 @@ def test_leave_one_out_relevance_is_measured_without_the_left_out_file(rng):
     est = KNNTagger(3, standardize=True, feature_blocks=[(0, 3, 1.0), (3, 6, 0.5)], block_relevance=True).fit(X, y, groups=g)
     _, inv = np.unique(g, return_inverse=True)
     Z = (_unit(X.astype(np.float64)) - est.mean_) / est.scale_
-    means, has = est._group_means(Z, est.labels_, inv, 12)
-    loo = est._relevance_of(means, has, leave_one_out=True)
+    means, has = group_means(Z, est.labels_, inv, 12)
+    loo = relevance_of(means, has, est._blocks, leave_one_out=True)
     for left_out in range(12):
         others = np.arange(12) != left_out
-        np.testing.assert_allclose(loo[left_out], est._relevance_of(means[others], has[others]), rtol=1e-6)
+        np.testing.assert_allclose(loo[left_out], relevance_of(means[others], has[others], est._blocks), rtol=1e-6)
         assert not np.allclose(loo[left_out], est.block_relevance_)
 
 

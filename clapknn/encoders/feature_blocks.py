@@ -53,16 +53,6 @@ _NOTES_CENTRE = np.array([4.5, 4.2, 0.5, 8.0, 3.3, 0.4, 2.3])
 _NOTES_SCALE = np.array([0.5, 0.5, 0.2, 0.5, 0.5, 0.25, 0.5])
 
 
-def _key_profiles() -> np.ndarray:
-    """24 unit, zero-mean profiles: rows 0-11 major keys on C..B, rows 12-23 minor keys, from the
-    key profiles :mod:`clapknn.analysis` uses by default (:data:`~clapknn.analysis.DEFAULT_PROFILE`)."""
-    from ..analysis import DEFAULT_PROFILE, PROFILES
-
-    rows = [np.roll(np.asarray(p, dtype=float), t) for p in PROFILES[DEFAULT_PROFILE] for t in range(12)]
-    P = np.array(rows) - np.mean(rows, axis=1, keepdims=True)
-    return P / np.linalg.norm(P, axis=1, keepdims=True)
-
-
 def _contrast_bands(sr: int, n_fft: int, n_bands: int = 6, fmin: float = 200.0, quantile: float = 0.02):
     """``(first bin, stop bin, bins per side)`` of librosa's spectral-contrast octave bands."""
     freq = np.fft.rfftfreq(n_fft, 1.0 / sr)

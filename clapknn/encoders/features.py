@@ -36,7 +36,7 @@ cosines, i.e. of pattern similarities.
 Fixed constants cannot suit every collection (solo piano and full mixes differ by tens of dB and in
 every timbre statistic), so the encoder also offers the kNN vote a second space
 (:meth:`FeaturesEncoder.knn_options`, used by :class:`~clapknn.tagging.tagger.Tagger` and
-:mod:`clapknn.evaluate`): every dimension **standardised** on the index's own vectors, then each
+:mod:`clapknn.evaluation`): every dimension **standardised** on the index's own vectors, then each
 dimension and each block weighted by its **relevance** to the index's tags (how far apart the tags'
 files lie in it, relative to the spread within a tag: loudness counts for an energy vocabulary,
 tonality for a happy/sad one, the mode dimension of the key block for major/minor), each block
@@ -56,7 +56,7 @@ import numpy as np
 from .base import Encoder, l2_normalize
 from .feature_blocks import (
     _BLOCK_FUNCS, _BLOCK_SIZES, _HOP, _MAGNITUDE_BLOCKS, _N_FFT, _N_FFT_PITCH, _N_MELS, _N_MELS_FLUX, _N_MFCC,
-    _TEMPO_WIN, _Spectra, _contrast_bands, _key_profiles, _semitone_filterbank, key_values,
+    _TEMPO_WIN, _Spectra, _contrast_bands, _semitone_filterbank, key_values,
 )
 
 __all__ = ["FeaturesEncoder", "FEATURE_BLOCKS", "RECIPE_VERSION"]
@@ -161,7 +161,9 @@ class FeaturesEncoder(Encoder):
             elif name == "semitones":
                 self._banks[name] = sparse.csr_matrix(_semitone_filterbank(sr, _N_FFT_PITCH))
             elif name == "keys":
-                self._banks[name] = _key_profiles()
+                from ..analysis.profiles import key_templates
+
+                self._banks[name] = key_templates()  # the analysis's default key profiles
             elif name == "freqs":
                 self._banks[name] = np.fft.rfftfreq(_N_FFT, 1.0 / sr)
             elif name == "tempo_window":
@@ -256,7 +258,9 @@ def track_context(vectors: np.ndarray) -> np.ndarray:
     profile = np.divide(V[:, a:b], norms, out=np.zeros_like(V[:, a:b]), where=norms > 1e-12).mean(axis=0)
     profile = profile - profile.mean()
     n = float(np.linalg.norm(profile))
-    corr = _key_profiles() @ (profile / n) if n > 1e-12 else np.zeros(24)
+    from ..analysis.profiles import key_templates
+
+    corr = key_templates() @ (profile / n) if n > 1e-12 else np.zeros(24)
     weight, size = FEATURE_BLOCKS["key_track"][0], _BLOCK_SIZES["key_track"]
     a, b = layout["key_track"]
     V[:, a:b] = scale[:, None] * (weight * key_values(corr) / np.sqrt(size))[None, :]

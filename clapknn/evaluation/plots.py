@@ -1,4 +1,4 @@
-"""PNG plots of an :class:`~clapknn.evaluate.EvaluationReport` (matplotlib, Agg back end).
+"""PNG plots of an :class:`~clapknn.evaluation.report.EvaluationReport` (matplotlib, Agg back end).
 
 matplotlib is imported, and its back end set, only inside :func:`write_plots`.
 """
@@ -121,7 +121,7 @@ def _finish_curve(plt, fig, ax, path: Path, ticks, labels, xlabel: str, title: s
 
 
 def _embedding_map(report, plt, path: Path, *, seed: int = 0) -> Path | None:
-    from .encoders.base import l2_normalize
+    from ..encoders.base import l2_normalize
 
     emb = report.embeddings.get(report.headline["snippet_seconds"])
     if emb is None or emb.n_tracks < 5:

@@ -17,12 +17,18 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
-from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
 
-from .errors import ParameterError
-from .options import SPACES, WEIGHTS  # the vote weightings and search spaces (see space_options)
+from ..encoders.base import l2_normalize
+from ..errors import ParameterError
+from ..labels import tag_indicator
+from ..options import WEIGHTS
+from .inputs import tag_collections, validated
+from .relevance import group_means, relevance_of
+from .scores import vote_scores
+from .space import choose_space, search_space, standardisation
 
-__all__ = ["EXPECTED_FAILED_CHECKS", "KNNTagger", "SPACES", "WEIGHTS", "space_options", "vote_scores"]
+__all__ = ["EXPECTED_FAILED_CHECKS", "KNNTagger"]
 
 #: The scikit-learn estimator checks :class:`KNNTagger` fails by design, with the reason (the
 #: ``expected_failed_checks`` of ``check_estimator`` / ``parametrize_with_checks``).
@@ -34,126 +40,6 @@ EXPECTED_FAILED_CHECKS = {
     ),
 }
 _TIE_MARGIN = 8  # extra neighbours fetched so ties at the k-th place are broken by id
-_SHRINK = 0.1  # standardize: spreads are shrunk towards their pooled value by this share
-# standardize="auto" (docs/evaluation.md, "The vote's space"): samples that take part in the
-# leave-one-group-out test, at most (evenly spread); with block relevance each shuffle of the
-# test computes the n x n similarities in the space of each group's own relevance
-_LOO_MAX = 800
-# neighbours in each leave-one-out vote: fixed, so the choice is the same for every k and weighting
-# of the vote it serves
-_LOO_NEIGHBOURS = 10
-# the plain space is taken only when its leave-one-out gain over the standardised one is matched by
-# at most this share of the tag shuffles (a permutation test's level: on tags the vectors do not
-# follow, the space switches at most this often)
-_ALPHA = 0.025
-_PERMUTATIONS = 39  # tag shuffles of the test (with _ALPHA = 0.025: the gain must beat all 39)
-_RELEVANCE_POWER = 0.75  # block_relevance: a block's weight grows as its mean F ratio to this power
-_DIM_POWER = 0.5  # block_relevance: a dimension's weight within its block grows as its F ratio to this power
-# block_relevance: each dimension's F ratio is shrunk towards its block's mean by the share
-# _DIM_SHRINK / (_DIM_SHRINK + files - 2): with few files a single dimension's ratio is mostly noise
-_DIM_SHRINK = 10.0
-_PERMUTATION_SEED = 0  # the shuffles are drawn with this seed: the same examples, the same choice
-
-
-def _tag_collections(y) -> list | None:
-    """``y`` as a list of tag collections when it is one, else ``None`` (an array-like y).
-
-    A list or tuple whose items are all lists, tuples, sets or arrays is read as one tag
-    collection per sample, unless it is a rectangular table of numbers: that one is read as
-    scikit-learn reads it, an array (``[[0, 1], [1, 1]]`` is a 0/1 indicator matrix, ``[[3], [5]]``
-    a column vector of labels).
-    """
-    if not isinstance(y, (list, tuple)) or len(y) == 0:
-        return None
-    if not all(isinstance(v, (list, tuple, set, frozenset, np.ndarray)) for v in y):
-        return None
-    if not any(isinstance(v, (set, frozenset)) for v in y) and len({len(v) for v in y}) == 1 and len(y[0]) > 0:
-        try:
-            table = np.asarray(y)
-        except ValueError:
-            table = None
-        if table is not None and table.ndim == 2 and table.dtype.kind in "biuf":
-            return None
-    return [list(v) for v in y]
-
-
-def _validated(estimator, X, y="no_validation", **check_params):
-    """``sklearn.utils.validation.validate_data`` with float32 rows; its ``ValueError`` becomes a
-    :class:`~clapknn.errors.ParameterError` (still a ``ValueError``) with the same message."""
-    try:
-        return validate_data(estimator, X, y, dtype=np.float32, **check_params)
-    except ParameterError:
-        raise
-    except ValueError as exc:
-        raise ParameterError(str(exc)) from exc
-
-
-def space_options(options, space: str = "auto") -> dict:
-    """:class:`KNNTagger` settings for a search space, from an encoder's own (``encoder.knn_options()``).
-
-    ``"auto"``: the encoder's settings as they are (the features encoder: choose between the plain
-    and the standardised space on the index, see ``standardize``); ``"plain"``: the encoder's
-    vectors as they are; ``"standardized"``: every dimension standardised on the index (with the
-    encoder's blocks and relevance weighting, if any).
-    """
-    options = dict(options or {})
-    if space == "plain":
-        options["standardize"] = False
-    elif space == "standardized":
-        options["standardize"] = True
-    elif space != "auto":
-        raise ParameterError(f"unknown space {space!r}; choose one of {', '.join(SPACES)}")
-    return options
-
-
-def vote_weights(similarities: np.ndarray, weights: str) -> np.ndarray:
-    """Per-neighbour vote weights from cosine similarities ``(n_queries, k)``.
-
-    - ``"uniform"``: every neighbour counts 1.
-    - ``"distance"``: ``1 / (1 - similarity)`` (scikit-learn's inverse distance); when a query has
-      neighbours at distance 0, only those count, each 1.
-    - ``"similarity"``: ``max(similarity, 0)``; a query whose neighbours all have similarity <= 0
-      falls back to uniform.
-    """
-    sims = np.asarray(similarities, dtype=np.float64)
-    if weights == "uniform":
-        return np.ones_like(sims)
-    if weights == "distance":
-        dist = np.maximum(1.0 - sims, 0.0)
-        with np.errstate(divide="ignore"):
-            w = 1.0 / dist
-        exact = np.isinf(w)
-        rows = exact.any(axis=1)
-        w[rows] = exact[rows].astype(np.float64)
-        return w
-    if weights == "similarity":
-        w = np.maximum(sims, 0.0)
-        dead = w.sum(axis=1) <= 0
-        w[dead] = 1.0
-        return w
-    raise ParameterError(f"unknown weights {weights!r}; choose one of {', '.join(WEIGHTS)}")
-
-
-def vote_scores(similarities: np.ndarray, neighbor_labels: np.ndarray, weights: str = "similarity") -> np.ndarray:
-    """Per-tag scores in [0, 1] from neighbours' label indicators.
-
-    Parameters
-    ----------
-    similarities : np.ndarray [shape=(n, k)]
-    neighbor_labels : np.ndarray [shape=(n, k, n_tags)]
-        1 where neighbour ``j`` of query ``i`` has tag ``t``.
-    weights : str
-        See :func:`vote_weights`.
-
-    Returns
-    -------
-    np.ndarray [shape=(n, n_tags)]
-        Weighted share of neighbours carrying each tag.
-    """
-    w = vote_weights(similarities, weights)
-    total = w.sum(axis=1, keepdims=True)
-    total[total == 0] = 1.0
-    return np.einsum("nk,nkt->nt", w, neighbor_labels) / total
 
 
 class KNNTagger(ClassifierMixin, BaseEstimator):
@@ -281,198 +167,13 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
         return self._space(self._check_X(X), self.standardized_)
 
     def _space(self, X, standardized: bool) -> np.ndarray:
-        from .encoders.base import l2_normalize
-
-        X = l2_normalize(np.asarray(X, dtype=np.float32))
         if not standardized:
-            return X
-        X = (X - self.mean_) / self.scale_
-        dims = getattr(self, "dim_relevance_", None)
-        if dims is not None:
-            X = X * np.asarray(dims, dtype=np.float32)
-        if self.feature_blocks is not None:
-            X = np.concatenate([w * l2_normalize(X[:, a:b]) for (a, b), w in zip(self.blocks_, self.block_weights_)], axis=1)
-        return l2_normalize(X)
-
-    def _loo_neighbours(self, similarity, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Each sample's :data:`_LOO_NEIGHBOURS` nearest samples of other groups and their vote
-        weights (similarity weighting; 0 where a sample has fewer such neighbours):
-        ``(ids, weights)``, both ``(n, k)``. ``similarity(r)`` gives the similarities of samples
-        ``r`` to every sample."""
-        n = len(groups)
-        k = max(1, min(_LOO_NEIGHBOURS, n - 1))
-        ids = np.zeros((n, k), dtype=np.int64)
-        wts = np.zeros((n, k))
-        for start in range(0, n, 256):
-            r = slice(start, min(n, start + 256))
-            sims = similarity(r).astype(np.float64)
-            sims[groups[r][:, None] == groups[None, :]] = -np.inf
-            top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (sims.shape[0], 1))
-            s = np.take_along_axis(sims, top, axis=1)
-            by = np.lexsort((top, -s), axis=1)  # similarity descending, then the lower index
-            top, s = np.take_along_axis(top, by, axis=1), np.take_along_axis(s, by, axis=1)
-            valid = np.isfinite(s)
-            ids[r] = top
-            wts[r] = vote_weights(np.where(valid, s, 0.0), "similarity") * valid
-        return ids, wts
-
-    @staticmethod
-    def _group_shares(ids: np.ndarray, wts: np.ndarray, Y: np.ndarray, inv: np.ndarray, counts: np.ndarray) -> np.ndarray:
-        """Per group: the mean, over its samples, of the share of a sample's leave-one-group-out
-        vote (neighbours ``ids`` with weights ``wts``) that goes to the sample's own tags ``Y``."""
-        votes = np.einsum("mk,mkt->mt", wts, Y[ids])
-        shares = (votes * (Y > 0)).sum(axis=1) / np.maximum(votes.sum(axis=1), 1e-12)
-        return np.bincount(inv, weights=shares, minlength=len(counts)) / counts
-
-    def _choose_space(self, X: np.ndarray, Y: np.ndarray, groups: np.ndarray) -> bool:
-        """``standardize="auto"``: whether to search the standardised space (see ``standardize``).
-
-        The statistic is the plain space's mean gain over the standardised one, over the groups, in
-        the share of each sample's leave-one-group-out vote that goes to its own tags. Its null
-        distribution is that of the same statistic with the groups' tags shuffled among the groups
-        (:data:`_PERMUTATIONS` shuffles, a fixed seed): on tags that the vectors do not follow, the
-        shuffled tags are as likely as the real ones, so the plain space is taken with probability
-        at most :data:`_ALPHA`, whatever the dependence between groups. At most :data:`_LOO_MAX`
-        samples, evenly spread, take part.
-        """
-        from .encoders.base import l2_normalize
-
-        # samples in lexicographic order of their vectors, groups numbered in the order they come
-        # in: the choice depends on the examples, not on the order they were given in or on the
-        # groups' names
-        order = np.lexsort(X.T[::-1])
-        X, Y, groups = X[order], Y[order], np.asarray(groups)[order]
-        if len(X) > _LOO_MAX:
-            keep = np.linspace(0, len(X) - 1, _LOO_MAX).round().astype(np.int64)
-            X, Y, groups = X[keep], Y[keep], groups[keep]
-        _, first, inv = np.unique(groups, return_index=True, return_inverse=True)
-        inv = np.argsort(np.argsort(first))[inv]
-        groups = inv
-        n_groups = int(inv.max()) + 1
-        counts = np.bincount(inv, minlength=n_groups).astype(np.float64)
-        _, has = self._group_means(X[:, :1].astype(np.float64), Y, inv, n_groups)
-        # the permuted tags: every sample takes the tags of the group its group is dealt
-        rng = np.random.default_rng(_PERMUTATION_SEED)
-        deals = [np.arange(n_groups)] + [rng.permutation(n_groups) for _ in range(_PERMUTATIONS)]
-        labels = [Y] + [has[d][inv].astype(np.float64) for d in deals[1:]]
-
-        plain = self._space(X, False)
-        p_ids, p_w = self._loo_neighbours(lambda r: plain[r] @ plain.T, groups)
-        relevance = self.block_relevance and self.feature_blocks is not None
-        if relevance:  # the standardised neighbours depend on the tags through the weights
-            Z = ((l2_normalize(X) - self.mean_) / self.scale_).astype(np.float64)
-            means, _ = self._group_means(Z, Y, inv, n_groups)
-            Z2 = Z**2
-            base = np.array([w for _, _, w in self._blocks])
-        else:
-            std = self._space(X, True)
-            s_ids, s_w = self._loo_neighbours(lambda r: std[r] @ std.T, groups)
-        stats, scores = [], None
-        for d, Yd in zip(deals, labels):
-            if relevance:
-                # relevance measured without the left-out group: its own tags never weigh its vote
-                block_rel, dim_rel = self._relevance_of(means, has[d], leave_one_out=True, dims=True)
-                w2 = (base * block_rel) ** 2  # (groups, blocks)
-                v2 = dim_rel**2  # (groups, dims)
-
-                def similarity(r, w2=w2, v2=v2):
-                    # the search space of the left-out groups' weights: a weighted mean of per-block
-                    # cosines of the dimension-weighted vectors
-                    g = inv[r]
-                    sims = np.zeros((len(g), len(Z)))
-                    norm_r = np.zeros(len(g))
-                    norm_all = np.zeros((len(g), len(Z)))
-                    for j, (a, b, _) in enumerate(self._blocks):
-                        weighted = Z[r, a:b] * v2[g, a:b]
-                        dots = weighted @ Z[:, a:b].T
-                        q_r = (weighted * Z[r, a:b]).sum(axis=1)  # squared norms of the rows r
-                        q_all = v2[g, a:b] @ Z2[:, a:b].T  # ... and of every sample, under r's weights
-                        on = (q_r[:, None] > 1e-24) & (q_all > 1e-24)
-                        cos = np.where(on, dots / np.sqrt(np.maximum(q_r[:, None] * q_all, 1e-48)), 0.0)
-                        sims += w2[g, j][:, None] * cos
-                        norm_r += w2[g, j] * (q_r > 1e-24)
-                        norm_all += w2[g, j][:, None] * (q_all > 1e-24)
-                    return sims / np.sqrt(np.maximum(norm_r, 1e-24))[:, None] / np.sqrt(np.maximum(norm_all, 1e-24))
-
-                s_ids, s_w = self._loo_neighbours(similarity, groups)
-            sp = self._group_shares(p_ids, p_w, Yd, inv, counts)
-            ss = self._group_shares(s_ids, s_w, Yd, inv, counts)
-            stats.append(float(np.mean(sp - ss)))
-            if scores is None:
-                scores = {"standardized": float(ss.mean()), "plain": float(sp.mean())}
-        observed, null = stats[0], np.array(stats[1:])
-        p_value = float((1 + np.sum(null >= observed - 1e-12)) / (1 + len(null)))
-        self.loo_score_ = {**scores, "p_value_plain": p_value}
-        # the share a random vote gives a sample's own tags (reported; leave-one-out on a few
-        # balanced examples falls below it in both spaces, as leaving a sample out leaves its tag short)
-        self.loo_score_["chance"] = float(np.mean(Y.sum(axis=1))) / max(Y.shape[1], 1)
-        # no evidence (one group per tag: every left-out vote goes to other tags) or a gain that
-        # shuffled tags match often keeps the standardised space
-        return not (observed > 0 and p_value <= _ALPHA)
-
-    def _group_means(self, Z: np.ndarray, Y: np.ndarray, inv: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
-        """Per group (file): the mean of its rows of ``Z``, and which tags (of ``Y``) it has."""
-        counts = np.bincount(inv, minlength=n_groups).astype(np.float64)
-        means = np.zeros((n_groups, Z.shape[1]))
-        np.add.at(means, inv, Z)
-        tags = np.zeros((n_groups, Y.shape[1]))
-        np.add.at(tags, inv, Y)
-        return means / counts[:, None], tags / counts[:, None] > 0.5
-
-    def _relevance_of(self, means: np.ndarray, has: np.ndarray, *, leave_one_out: bool = False, dims: bool = False):
-        """Per-block relevance from file means ``(files, dims)`` and tags ``(files, tags)`` (see
-        ``block_relevance``): the mean over the tags of the one-way F ratio of each dimension, tag
-        against the rest; a block's relevance is the mean of its dimensions' ratios to the power
-        :data:`_RELEVANCE_POWER`. A tag without two files on either side cannot be measured and
-        is left out of the mean; with no tag left, every block (and dimension) gets 1.
-
-        With ``dims``: also each dimension's relevance within its block, ``(block relevance,
-        dimension relevance)``: its ratio shrunk towards the block's mean by the share
-        ``_DIM_SHRINK / (_DIM_SHRINK + files - 2)``, to the power :data:`_DIM_POWER`.
-
-        With ``leave_one_out``: one row per file, the relevance measured without that file
-        (``(files, blocks)``, ``(files, dims)``; each file's sums taken out of its side, in closed form).
-        """
-        sq = means**2
-        rows = len(means) if leave_one_out else 1
-        ratios = np.zeros((rows, means.shape[1]))
-        measured = np.zeros(rows)
-        for t in range(has.shape[1]):
-            sides = []
-            for side in (has[:, t], ~has[:, t]):
-                # row i leaves file i out: its mean comes off the sums of its own side
-                out = side.astype(np.float64)[:, None] if leave_one_out else np.zeros((1, 1))
-                count = side.sum() - out[:, 0]  # (rows,)
-                total = means[side].sum(axis=0) - out * (means if leave_one_out else 0.0)  # (rows, dims)
-                total_sq = sq[side].sum(axis=0) - out * (sq if leave_one_out else 0.0)
-                sides.append((count, total, total_sq))
-            counts = np.stack([c for c, _, _ in sides])  # (2, rows)
-            valid = counts.min(axis=0) >= 2  # else too few files on one side to measure a spread
-            if not valid.any():
-                continue
-            safe = np.maximum(counts, 1)[:, :, None]
-            side_means = np.stack([tot for _, tot, _ in sides]) / safe
-            centre = (sides[0][1] + sides[1][1]) / np.maximum(counts.sum(axis=0), 1)[:, None]
-            between = sum(counts[i][:, None] * (side_means[i] - centre) ** 2 for i in range(2))
-            within = sum(sides[i][2] - counts[i][:, None] * side_means[i] ** 2 for i in range(2))
-            dof = np.maximum(counts.sum(axis=0) - 2, 1)[:, None]
-            ratios += valid[:, None] * between / (np.maximum(within, 0.0) / dof + 1e-12)
-            measured += valid
-        f = ratios / np.maximum(measured, 1)[:, None]
-        block_f = np.stack([f[:, a:b].mean(axis=1) for a, b, _ in self._blocks], axis=1)  # (rows, blocks)
-        rel = block_f**_RELEVANCE_POWER
-        usable = (measured > 0) & np.isfinite(rel).all(axis=1) & (rel.max(axis=1) > 0)
-        rel[~usable] = 1.0
-        if not dims:
-            return rel if leave_one_out else rel[0]
-        files = len(means) - (1 if leave_one_out else 0)
-        share = _DIM_SHRINK / (_DIM_SHRINK + max(files - 2, 1))
-        dim_rel = np.ones_like(f)
-        for j, (a, b, _) in enumerate(self._blocks):
-            shrunk = (1.0 - share) * f[:, a:b] + share * block_f[:, j : j + 1]
-            dim_rel[:, a:b] = np.maximum(shrunk, 0.0) ** _DIM_POWER
-        dim_rel[~(usable & np.isfinite(dim_rel).all(axis=1))] = 1.0
-        return (rel, dim_rel) if leave_one_out else (rel[0], dim_rel[0])
+            return search_space(X)
+        blocks = self.feature_blocks is not None
+        return search_space(
+            X, mean=self.mean_, scale=self.scale_, dim_relevance=getattr(self, "dim_relevance_", None),
+            blocks=self.blocks_ if blocks else None, block_weights=self.block_weights_ if blocks else None,
+        )
 
     # -------------------------------------------------------------- fitting
     def fit(self, X, y, groups=None) -> "KNNTagger":
@@ -503,25 +204,19 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
         """
         import faiss
 
-        from .encoders.base import l2_normalize
-
         self._check_params()
-        tag_lists = _tag_collections(y)
+        tag_lists = tag_collections(y)
         if tag_lists is not None:  # one collection of tags per sample
-            X = _validated(self, X)
+            X = validated(self, X)
             try:
                 check_consistent_length(X, tag_lists)
             except ValueError as exc:
                 raise ParameterError(str(exc)) from exc
             self.multilabel_ = True
             self.classes_ = np.array(sorted({t for tags in tag_lists for t in tags}))
-            col = {t: j for j, t in enumerate(self.classes_)}
-            Y = np.zeros((len(tag_lists), len(self.classes_)))
-            for i, tags in enumerate(tag_lists):
-                for t in tags:
-                    Y[i, col[t]] = 1.0
+            Y = tag_indicator(tag_lists, self.classes_, dtype=np.float64)
         else:
-            X, y = _validated(self, X, y, multi_output=True)
+            X, y = validated(self, X, y, multi_output=True)
             if hasattr(y, "toarray"):  # a sparse indicator matrix
                 y = y.toarray()
             if y.ndim == 2 and y.shape[1] == 1:  # a column vector of labels, as scikit-learn reads it
@@ -550,13 +245,7 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
                 )
         unit32 = l2_normalize(X) if self.standardize else None
         if self.standardize:
-            unit = unit32.astype(np.float64)
-            sd = unit.std(axis=0)
-            pooled = float(np.sqrt(np.mean(sd**2)))
-            self.mean_ = unit.mean(axis=0).astype(np.float32)
-            self.scale_ = (np.sqrt(sd**2 + (_SHRINK * pooled) ** 2) + 1e-12).astype(np.float32)
-            if pooled == 0.0:  # all fitted vectors equal: nothing to standardise against
-                self.scale_ = np.ones_like(self.scale_)
+            self.mean_, self.scale_ = standardisation(unit32)
         groups = np.arange(len(X)) if groups is None else np.asarray(groups)
         if len(groups) != len(X):
             raise ParameterError(f"X has {len(X)} rows but groups has {len(groups)}")
@@ -568,12 +257,15 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
             self.block_weights_ = np.array([w for _, _, w in self._blocks])
             if self.block_relevance and self.standardize:
                 Z = ((unit32 - self.mean_) / self.scale_).astype(np.float64)
-                means, has = self._group_means(Z, Y, inv, int(inv.max()) + 1)
-                self.block_relevance_, self.dim_relevance_ = self._relevance_of(means, has, dims=True)
+                means, has = group_means(Z, Y, inv, int(inv.max()) + 1)
+                self.block_relevance_, self.dim_relevance_ = relevance_of(means, has, self._blocks, dims=True)
                 self.block_weights_ = self.block_weights_ * self.block_relevance_
         self.standardized_ = bool(self.standardize)
         if self.standardize == "auto":
-            self.standardized_ = self._choose_space(X, Y, groups)
+            self.standardized_, self.loo_score_ = choose_space(
+                X, Y, groups, space=self._space, mean=self.mean_, scale=self.scale_,
+                blocks=getattr(self, "_blocks", None), relevance=self.block_relevance and self.feature_blocks is not None,
+            )
         T = self._space(X, self.standardized_)
         self._index = faiss.IndexFlatIP(T.shape[1])
         self._index.add(T)
@@ -592,7 +284,7 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
     def _check_X(self, X) -> np.ndarray:
         """Fitted, and ``X`` a finite 2-D array with the fitted number of columns: as float32."""
         check_is_fitted(self)
-        return _validated(self, X, reset=False)
+        return validated(self, X, reset=False)
 
     # -------------------------------------------------------------- neighbours
     def _search(self, X, n_neighbors) -> tuple[np.ndarray, np.ndarray]:
@@ -739,13 +431,9 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
         est._check_params()
         for name, value in state["attributes"].items():
             setattr(est, name, value)
-        tag_lists = _tag_collections(y)
+        tag_lists = tag_collections(y)
         if tag_lists is not None:
-            col = {t: j for j, t in enumerate(est.classes_.tolist())}
-            est.labels_ = np.zeros((len(tag_lists), len(est.classes_)))
-            for i, tags in enumerate(tag_lists):
-                for t in tags:
-                    est.labels_[i, col[t]] = 1.0
+            est.labels_ = tag_indicator(tag_lists, est.classes_.tolist(), dtype=np.float64)
         elif np.ndim(y) == 2:
             est.labels_ = (np.asarray(y) != 0).astype(np.float64)
         else:
