@@ -11,12 +11,9 @@ constants to values of order one. How the blocks are weighted and put together i
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .features import FeaturesEncoder
 
 _N_FFT = 2048
 _HOP = 512
@@ -113,7 +110,7 @@ class _Spectra:
     the pitch-class profile. No intermediate result is computed twice, and a block that is not
     asked for costs nothing (``bench/features_cost.py`` times each one)."""
 
-    def __init__(self, enc: "FeaturesEncoder", y: np.ndarray) -> None:
+    def __init__(self, enc: Any, y: np.ndarray) -> None:  # enc: the FeaturesEncoder (its filter banks)
         self.enc = enc
         self.sr = enc.sample_rate
         self.y = np.asarray(y, dtype=np.float32)

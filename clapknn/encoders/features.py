@@ -85,10 +85,10 @@ FEATURE_BLOCKS: dict[str, tuple[float, float]] = {
     "rhythm": (1.0, 1.0),
     "level": (1.0, 1.5),
     "tonal": (_QUIET, 1.0),
-    "key": (_QUIET, 1.5),
+    "key": (_QUIET, 0.75),
     "harmony": (_QUIET, 0.5),
     "notes": (0.5, 1.0),
-    "key_track": (_QUIET, 1.5),
+    "key_track": (_QUIET, 1.0),
 }
 
 
