@@ -86,7 +86,7 @@ FEATURE_BLOCKS: dict[str, tuple[float, float]] = {
     "level": (1.0, 1.5),
     "tonal": (_QUIET, 1.0),
     "key": (_QUIET, 0.75),
-    "harmony": (_QUIET, 0.5),
+    "harmony": (_QUIET, 1.0),
     "notes": (0.5, 1.0),
     "key_track": (_QUIET, 1.0),
 }
