@@ -29,7 +29,7 @@ Rules
 * ``-w/--write`` writes the tags into the files through beets (``item.try_write``), also for items
   tagged before whose file does not hold the value yet: ID3 ``TMOO``,
   Vorbis/FLAC ``MOOD``, MP4 ``----:com.apple.iTunes:MOOD``, ASF ``WM/Mood``, APEv2 ``Mood`` —
-  the fields ``clapknn tag --write`` uses (:mod:`clapknn.filetags`), one value per tag.
+  the fields ``clapknn tag --write`` uses (:mod:`clapknn.players.tags`), one value per tag.
 * ``--dry-run`` (or ``-p/--pretend``) shows what would be set; nothing is stored or written.
 * A file that cannot be decoded or written is logged through beets' logger; the run goes on.
 """
@@ -77,12 +77,12 @@ def _media_field(field: str):
     """A mediafile descriptor for ``field`` in the storage clapknn's own ``--write`` uses.
 
     The value seen by beets is the tags joined with ``"; "``; in the file each tag is a value of
-    its own (a list field), as :func:`clapknn.filetags.write_tags` writes it.
+    its own (a list field), as :func:`clapknn.players.write_tags` writes it.
     """
     import mediafile
     from mediafile.storage import ASFStorageStyle, ListStorageStyle, MP3ListDescStorageStyle, MP3ListStorageStyle, MP4ListStorageStyle
 
-    from clapknn.filetags import STANDARD_FIELDS  # the field of each container, shared with clapknn tag --write
+    from clapknn.players import STANDARD_FIELDS  # the field of each container, shared with clapknn tag --write
 
     class JoinedListField(mediafile.ListMediaField):
         """A list field read and set as one ``"; "``-joined string."""

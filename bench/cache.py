@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     assert n_warm == 0 and n_part == len(changed), (n_warm, n_part)
 
     # tags written into files (what `clapknn tag --write` does): new bytes, same audio
-    from clapknn.filetags import write_tags
+    from clapknn.players import write_tags
 
     tagged = [i for i in range(len(paths)) if i not in set(changed)][: max(args.change, 1) * 10]
     for i in tagged:

@@ -157,7 +157,7 @@ def embed(rows: list[dict], lengths, *, jobs: int, cache: Path, encoder: str):
     out = []
     for length in lengths:
         t0 = time.perf_counter()
-        emb = embed_examples(examples, encoder, snippet_seconds=length, n_jobs=jobs, cache=cache, progress=True)
+        emb = embed_examples(examples, encoder, snippet_seconds=length, workers=jobs, cache=cache, progress=True)
         print(f"embedded {emb.n_tracks} clips at {length:g} s: {len(emb.vectors)} snippets in "
               f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)
         out.append(emb)

@@ -228,7 +228,7 @@ def ablation(sets: list[str], split: str, episodes: int, jobs: int, full_only: b
                 raws[key] = pickle.loads(store.read_bytes())
             else:
                 raws[key] = embed_examples(examples, RawBlocks(), snippet_seconds=DEFAULT_SNIPPET_SECONDS,
-                                           n_jobs=jobs)
+                                           workers=jobs)
                 store.parent.mkdir(parents=True, exist_ok=True)
                 store.write_bytes(pickle.dumps(raws[key]))
         raw = raws[key].relabel({r["path"]: r["tags"].split(";") for r in rows},

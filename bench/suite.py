@@ -134,7 +134,7 @@ def run_set(name: str, args) -> dict:
     rows = [r for r in suite_sets.load_set(name, jobs=args.jobs) if r["split"] == args.split]
     emb_cache = suite_sets.cache_root() / "embeddings"
     examples = ExampleSet([Example(Path(r["path"]), tuple(r["tags"].split(";")), r["group"]) for r in rows])
-    emb = embed_examples(examples, DEFAULT_ENCODER, snippet_seconds=DEFAULT_SNIPPET_SECONDS, n_jobs=args.jobs,
+    emb = embed_examples(examples, DEFAULT_ENCODER, snippet_seconds=DEFAULT_SNIPPET_SECONDS, workers=args.jobs,
                          cache=emb_cache)
     n_groups = len(set(map(str, emb.groups)))
     counts = {t: sum(t in ts for ts in emb.tags) for t in sorted({t for ts in emb.tags for t in ts})}

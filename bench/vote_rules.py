@@ -31,7 +31,7 @@ def load(name, split):
         raise SystemExit(f"{name}: not built yet")
     rows = [r for r in suite_sets.read_labels(folder / "labels.csv") if r["split"] == split]
     examples = ExampleSet([Example(Path(r["path"]), tuple(r["tags"].split(";")), r["group"]) for r in rows])
-    return embed_examples(examples, "features", snippet_seconds=10.0, n_jobs=1,
+    return embed_examples(examples, "features", snippet_seconds=10.0, workers=0,
                           cache=suite_sets.cache_root() / "embeddings")
 
 

@@ -11,11 +11,12 @@ import math
 import numpy as np
 
 from .errors import ParameterError
+from .options import LIBRARY_KINDS
 
 __all__ = ["KINDS", "RECALL_QUERIES", "build_ann", "choose_kind", "exact_knn", "ivf_lists", "measure_depth", "recall_at_k", "set_depth"]
 
-#: Index kinds: exact scan, HNSW graph, inverted file.
-KINDS = ("auto", "flat", "hnsw", "ivf")
+#: Index kinds: by size, exact scan, HNSW graph, inverted file.
+KINDS = LIBRARY_KINDS
 #: Largest library searched exactly, and largest indexed with HNSW (tracks).
 FLAT_MAX, HNSW_MAX = 20_000, 250_000
 #: Library tracks used as queries when recall is measured at build time.

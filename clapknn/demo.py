@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from .errors import ClapknnError
+from .options import DEMO_PER_TAG
 
 __all__ = ["demo_tracks", "run_demo"]
 
@@ -36,7 +37,7 @@ def _spread(files: list[Path], n: int) -> list[Path]:
     return [files[round(i * step)] for i in range(n)]
 
 
-def run_demo(*, per_tag: int = 2, out: str | None = None, quiet: bool = False,
+def run_demo(*, per_tag: int = DEMO_PER_TAG, out: str | None = None, quiet: bool = False,
              index_dir: str | Path | None = None) -> int:
     """Build an index from ``per_tag`` clips per mood, tag the rest, print the table and accuracy.
 

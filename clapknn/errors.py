@@ -16,6 +16,7 @@ __all__ = [
     "EncoderMismatchError",
     "CheckpointError",
     "FileTagError",
+    "first_line",
 ]
 
 
@@ -49,3 +50,10 @@ class CheckpointError(ClapknnError):
 
 class FileTagError(ClapknnError):
     """The tags inside an audio file cannot be read or written (unsupported format, unreadable tags)."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-blank line of an exception's message (its type's name when it has none): how a
+    library's error is quoted in one line of ours."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__

@@ -30,6 +30,7 @@ import numpy as np
 from .encoders.base import Encoder
 from .errors import LabelError, ParameterError
 from .index import Index
+from .options import DEFAULT_WORKERS
 from .store import file_lock
 
 __all__ = ["add_examples", "remove_examples", "UpdateReport"]
@@ -126,7 +127,7 @@ def add_examples(
     encoder_options: Mapping[str, Any] | None = None,
     batch_size: int = 16,
     cache=None,
-    workers: int = 0,
+    workers: int = DEFAULT_WORKERS,
     progress: bool = False,
     encoder: Encoder | None = None,
 ) -> tuple[Index, UpdateReport]:

@@ -27,14 +27,13 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import EncoderMismatchError, IndexFormatError, ParameterError
-from .store import MANIFEST_FILE, open_directory, read_manifest, read_parquet, save_directory, verify_files
+from .errors import EncoderMismatchError, IndexFormatError, ParameterError, first_line
+from .store import MANIFEST_FILE, StoredDirectory, read_manifest, read_parquet, verify_files
 
 __all__ = ["Index", "example_metadata", "FORMAT_VERSION", "INDEX_FILE", "METADATA_FILE", "MANIFEST_FILE", "describe_mismatch"]
 
@@ -130,7 +129,7 @@ def example_metadata(snippets, sha256: Sequence[str], tags: Sequence[Sequence[st
     )
 
 
-class Index:
+class Index(StoredDirectory):
     """Labelled snippet embeddings plus their metadata and manifest.
 
     Build one with :func:`clapknn.build_index` (or :meth:`from_arrays`), save it with :meth:`save`,
@@ -153,6 +152,8 @@ class Index:
         The encoder the index was just built with (``None`` for a loaded index: a
         :class:`~clapknn.Tagger` rebuilds it from :attr:`encoder_identity`).
     """
+
+    STORE_KIND = "index"
 
     def __init__(self, vectors: np.ndarray, metadata, manifest: dict[str, Any], *, report=None, encoder=None) -> None:
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -312,43 +313,23 @@ class Index:
         }
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | Path) -> Path:
-        """Write the index to the directory ``path`` atomically (see the module docstring).
-
-        An existing ``path`` is replaced only if it is an index directory or empty; any other
-        folder is refused rather than overwritten.
-        """
+    def _write_files(self, tmp: Path) -> list[str]:
+        """The data files of :meth:`save` (:class:`~clapknn.store.StoredDirectory`): the FAISS
+        index, the metadata and the fitted vote."""
         import faiss
 
-        def write(tmp: Path) -> tuple[str, ...]:
-            faiss.write_index(self.faiss_index, str(tmp / INDEX_FILE))
-            meta = self.metadata.copy()
-            meta["tags"] = [list(t) for t in meta["tags"]]
-            meta.to_parquet(tmp / METADATA_FILE, index=False)
-            names = [INDEX_FILE, METADATA_FILE]
-            if self.vote is not None:
-                (tmp / VOTE_FILE).write_text(json.dumps(_to_json(self.vote), sort_keys=True), encoding="utf-8")
-                names.append(VOTE_FILE)
-                if self._vote_faiss is not None:
-                    faiss.write_index(self._vote_faiss, str(tmp / VOTE_INDEX_FILE))
-                    names.append(VOTE_INDEX_FILE)
-            return names
-
-        path = Path(os.path.expanduser(path)).absolute()
-        self.manifest = save_directory(path, self.manifest, write, kind="clapknn index", verify=Index._read)
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> "Index":
-        """Read and validate an index directory.
-
-        Raises
-        ------
-        IndexFormatError
-            Missing directory or file, unknown format version, checksum or count mismatch.
-        """
-        with open_directory(path, kind="index") as folder:
-            return cls._read(folder)
+        faiss.write_index(self.faiss_index, str(tmp / INDEX_FILE))
+        meta = self.metadata.copy()
+        meta["tags"] = [list(t) for t in meta["tags"]]
+        meta.to_parquet(tmp / METADATA_FILE, index=False)
+        names = [INDEX_FILE, METADATA_FILE]
+        if self.vote is not None:
+            (tmp / VOTE_FILE).write_text(json.dumps(_to_json(self.vote), sort_keys=True), encoding="utf-8")
+            names.append(VOTE_FILE)
+            if self._vote_faiss is not None:
+                faiss.write_index(self._vote_faiss, str(tmp / VOTE_INDEX_FILE))
+                names.append(VOTE_INDEX_FILE)
+        return names
 
     @classmethod
     def _read(cls, path: Path) -> "Index":
@@ -379,7 +360,7 @@ class Index:
             fidx = faiss.read_index(str(path / INDEX_FILE))
             meta = read_parquet(path / METADATA_FILE).to_pandas(use_threads=False)
         except Exception as exc:  # noqa: BLE001 - faiss/pyarrow raise many types
-            raise IndexFormatError(f"{path}: cannot read index files ({str(exc).splitlines()[0] if str(exc) else exc})") from exc
+            raise IndexFormatError(f"{path}: cannot read index files ({first_line(exc)})") from exc
         n, dim = int(manifest["n_vectors"]), int(manifest["dim"])
         if fidx.ntotal != n or len(meta) != n or fidx.d != dim:
             raise IndexFormatError(

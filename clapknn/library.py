@@ -38,9 +38,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .ann import RECALL_QUERIES, build_ann, measure_depth, set_depth
-from .errors import ClapknnError, IndexFormatError, ParameterError
-from .options import DEFAULT_SNIPPET_SECONDS, check_int, check_snippets
-from .store import open_directory, read_manifest, read_parquet, save_directory, verify_files
+from .errors import ClapknnError, IndexFormatError, ParameterError, first_line
+from .options import (
+    DEFAULT_LIBRARY_KIND, DEFAULT_SNIPPET_SECONDS, DEFAULT_TARGET_RECALL, DEFAULT_WORKERS, check_int, check_snippets,
+)
+from .store import StoredDirectory, read_manifest, read_parquet, verify_files
 
 __all__ = ["LibraryIndex", "index_library", "similar"]
 
@@ -50,7 +52,7 @@ LIBRARY_FORMAT = 1
 LIBRARY_FILE = "library.faiss"
 TRACKS_FILE = "tracks.parquet"
 
-class LibraryIndex:
+class LibraryIndex(StoredDirectory):
     """Track vectors of a library in a FAISS index, with their metadata and manifest.
 
     Build one with :func:`index_library` (or :meth:`from_vectors`), search it with :meth:`search`
@@ -68,6 +70,8 @@ class LibraryIndex:
     encoder : Encoder or None
         The encoder the library was just indexed with (``None`` for a loaded one).
     """
+
+    STORE_KIND = "library"
 
     def __init__(self, index, tracks, manifest: dict[str, Any], *, skipped=(), encoder=None) -> None:
         self.index = index
@@ -104,8 +108,8 @@ class LibraryIndex:
         encoder: dict[str, Any],
         snippet_seconds: float,
         hop_seconds: float,
-        kind: str = "auto",
-        target_recall: float = 0.95,
+        kind: str = DEFAULT_LIBRARY_KIND,
+        target_recall: float = DEFAULT_TARGET_RECALL,
         recall_queries: int = RECALL_QUERIES,
         seed: int = 0,
         extra: dict[str, Any] | None = None,
@@ -198,31 +202,14 @@ class LibraryIndex:
         return None
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | Path) -> Path:
-        """Write the library atomically to the directory ``path`` (an existing library is replaced;
-        any other non-empty folder is refused; see :func:`clapknn.store.save_directory`)."""
+    def _write_files(self, tmp: Path) -> tuple[str, ...]:
+        """The data files of :meth:`save` (:class:`~clapknn.store.StoredDirectory`): the FAISS
+        index and the track table."""
         import faiss
 
-        def write(tmp: Path) -> tuple[str, ...]:
-            faiss.write_index(self.index, str(tmp / LIBRARY_FILE))
-            self.tracks.to_parquet(tmp / TRACKS_FILE, index=False)
-            return LIBRARY_FILE, TRACKS_FILE
-
-        path = Path(path).expanduser().absolute()
-        self.manifest = save_directory(path, self.manifest, write, kind="clapknn library", verify=LibraryIndex._read)
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> "LibraryIndex":
-        """Read and check a library directory.
-
-        Raises
-        ------
-        IndexFormatError
-            Missing, not a library, unknown version, checksum or count mismatch.
-        """
-        with open_directory(path, kind="library") as folder:
-            return cls._read(folder)
+        faiss.write_index(self.index, str(tmp / LIBRARY_FILE))
+        self.tracks.to_parquet(tmp / TRACKS_FILE, index=False)
+        return LIBRARY_FILE, TRACKS_FILE
 
     @classmethod
     def _read(cls, path: Path) -> "LibraryIndex":
@@ -240,7 +227,7 @@ class LibraryIndex:
             index = faiss.read_index(str(path / LIBRARY_FILE))
             tracks = read_parquet(path / TRACKS_FILE).to_pandas(use_threads=False)
         except Exception as exc:  # noqa: BLE001 - faiss/pyarrow raise many types
-            raise IndexFormatError(f"{path}: cannot read library files ({str(exc).splitlines()[0] if str(exc) else exc})") from exc
+            raise IndexFormatError(f"{path}: cannot read library files ({first_line(exc)})") from exc
         n = int(manifest.get("n_tracks", -1))
         if index.ntotal != n or len(tracks) != n or index.d != int(manifest.get("dim", -1)):
             raise IndexFormatError(f"{path}: inconsistent library ({index.ntotal} vectors, {len(tracks)} track rows, manifest says {n})")
@@ -283,11 +270,11 @@ def index_library(
     encoder_options: Mapping[str, Any] | None = None,
     snippet_seconds: float = DEFAULT_SNIPPET_SECONDS,
     hop_seconds: float | None = None,
-    kind: str = "auto",
-    target_recall: float = 0.95,
+    kind: str = DEFAULT_LIBRARY_KIND,
+    target_recall: float = DEFAULT_TARGET_RECALL,
     batch_size: int = 16,
     cache=True,
-    workers: int = 0,
+    workers: int = DEFAULT_WORKERS,
     progress: bool = False,
 ) -> LibraryIndex:
     """Embed every track under ``paths`` and build a :class:`LibraryIndex` (saved to ``out`` when given).

@@ -21,7 +21,9 @@ __all__ = [
     "DEFAULT_SIMILAR_K", "EVAL_SHOTS", "EVAL_EPISODES", "EVAL_FOLDS", "EVAL_KS", "check_int", "check_seconds", "check_snippets",
     "DEFAULT_TAG_SNIPPETS", "DEFAULT_BUILD_SNIPPETS", "ALL_SNIPPETS", "check_max_snippets", "parse_max_snippets",
     "PRECISIONS", "DEFAULT_PRECISION", "check_choice", "check_threshold",
-    "check_output_path",
+    "check_output_path", "DEFAULT_SEED", "DEFAULT_WORKERS", "KEY_PROFILES", "DEFAULT_KEY_PROFILE", "DEFAULT_TAG_FIELD",
+    "LIBRARY_KINDS", "DEFAULT_LIBRARY_KIND", "DEFAULT_TARGET_RECALL", "DEFAULT_FILES_PER_TASK", "DEFAULT_SIMILAR_TRACKS",
+    "DEFAULT_HOST", "DEFAULT_PORT", "DEMO_PER_TAG", "DEFAULT_MULTILABEL_THRESHOLD",
 ]
 
 #: Embedding models by name.
@@ -48,6 +50,8 @@ DEFAULT_K = 5
 #: Vote weightings (:class:`~clapknn.vote.KNNTagger`).
 WEIGHTS = ("uniform", "distance", "similarity")
 DEFAULT_WEIGHTS = "similarity"
+#: A multi-label index lists a tag when its track score reaches this (single-label: the top tag).
+DEFAULT_MULTILABEL_THRESHOLD = 0.5
 #: Snippet scores → track score (:func:`~clapknn.tagging.aggregate.aggregate`).
 AGGREGATIONS = ("mean", "max", "vote")
 DEFAULT_AGGREGATE = "mean"
@@ -62,6 +66,29 @@ EVAL_SHOTS = (1, 2, 5, 10, 20)
 EVAL_EPISODES = 20
 EVAL_FOLDS = 5
 EVAL_KS = (1, 3, 5, 10)
+#: ``evaluate``: the seed of the episodes and folds.
+DEFAULT_SEED = 0
+#: Decoding processes of the embedding engine (0: one decoding thread beside the encoder).
+DEFAULT_WORKERS = 0
+#: Key-profile sets of the key finding (:data:`clapknn.analysis.PROFILES`), and the default.
+KEY_PROFILES = ("albrecht", "krumhansl", "temperley")
+DEFAULT_KEY_PROFILE = "albrecht"
+#: The tag field written into audio files (``clapknn tag --write``).
+DEFAULT_TAG_FIELD = "mood"
+#: Library index kinds (:mod:`clapknn.ann`: by size, exact scan, HNSW graph, inverted file), and the
+#: recall@10 the approximate search depth is tuned to.
+LIBRARY_KINDS = ("auto", "flat", "hnsw", "ivf")
+DEFAULT_LIBRARY_KIND = "auto"
+DEFAULT_TARGET_RECALL = 0.95
+#: ``embed-ray``: files an encoder actor is given at a time.
+DEFAULT_FILES_PER_TASK = 4
+#: ``playlist --like``: tracks in a "more like these" playlist.
+DEFAULT_SIMILAR_TRACKS = 50
+#: ``serve``: where the web app listens (this machine only by default).
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+#: ``demo``: bundled examples per mood the demo index is built from.
+DEMO_PER_TAG = 2
 
 
 def _is_int(value: Any) -> bool:

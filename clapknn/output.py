@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from .errors import ParameterError
+from .errors import ParameterError, first_line
 from .options import check_output_path
 
 __all__ = ["OUTPUT_FORMATS", "check_table_path", "write_table", "read_table", "format_table"]
@@ -77,7 +77,7 @@ def read_table(path: str | Path):
 
         return read_parquet(p).to_pandas(use_threads=False)
     except Exception as exc:  # noqa: BLE001 - pandas/pyarrow/json raise many types
-        raise ParameterError(f"{path}: cannot read the table ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
+        raise ParameterError(f"{path}: cannot read the table ({first_line(exc)})") from exc
 
 
 def _short(path: str, width: int = 48) -> str:

@@ -12,6 +12,8 @@ guarantees, all implemented here:
   load never reads a folder in the middle of a swap. :func:`file_lock` is the one advisory lock.
 - **Mandatory checksums.** The manifest lists the SHA-256 of every data file; :func:`verify_files`
   refuses a file without one, or whose bytes changed.
+
+:class:`StoredDirectory` gives a class saved this way its ``save`` and ``load``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from .errors import IndexFormatError
 
 __all__ = [
     "MANIFEST_FILE",
+    "StoredDirectory",
     "file_lock",
     "open_directory",
     "read_manifest",
@@ -226,3 +229,45 @@ def verify_files(path: Path, manifest: dict[str, Any], names: Iterable[str], *, 
             raise IndexFormatError(f"{path / manifest_name}: manifest has no checksum for {name}")
         if file_sha256(f) != expected:
             raise IndexFormatError(f"{f}: checksum mismatch; the file was modified or truncated after it was written")
+
+
+class StoredDirectory:
+    """``save`` and ``load`` of an object kept as one directory store (an index, a library).
+
+    A subclass names its kind in :attr:`STORE_KIND` (``"index"``: the manifest says ``"clapknn
+    index"``), keeps its manifest in ``self.manifest`` and gives ``_write_files(tmp)`` (write the
+    data files into the folder ``tmp``, return their names) and the classmethod ``_read(folder)``
+    (read and check a folder, return the object).
+    """
+
+    STORE_KIND = ""
+    manifest: dict[str, Any]
+
+    def _write_files(self, tmp: Path) -> Iterable[str]:  # pragma: no cover - every subclass has its own
+        raise NotImplementedError
+
+    @classmethod
+    def _read(cls, path: Path):  # pragma: no cover - every subclass has its own
+        raise NotImplementedError
+
+    def save(self, path: str | Path) -> Path:
+        """Write to the directory ``path`` atomically (:func:`save_directory`): an existing ``path``
+        is replaced only if it is a directory of this kind or empty; any other folder is refused
+        rather than overwritten. Returns the absolute path."""
+        path = Path(os.path.expanduser(path)).absolute()
+        self.manifest = save_directory(path, self.manifest, self._write_files, kind=f"clapknn {self.STORE_KIND}",
+                                       verify=type(self)._read)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path):
+        """Read and check a saved directory, under its shared lock (:func:`open_directory`).
+
+        Raises
+        ------
+        IndexFormatError
+            Missing directory or file, not a directory of this kind, unknown format version,
+            checksum or count mismatch.
+        """
+        with open_directory(path, kind=cls.STORE_KIND) as folder:
+            return cls._read(folder)

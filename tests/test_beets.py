@@ -178,7 +178,7 @@ def test_write_puts_the_moods_into_the_files(beets_setup):
     assert _raw_mood(album / "loud_two.mp3") == ["energetic"]    # ID3 TMOO
     assert _raw_mood(album / "calm_three.m4a") == ["calm"]       # MP4 ----:com.apple.iTunes:MOOD
     # the same fields clapknn tag --write reads and writes
-    from clapknn.filetags import read_tags
+    from clapknn.players import read_tags
 
     assert read_tags(album / "calm_three.m4a") == ["calm"]
     # beets reads them back from the files too
@@ -213,7 +213,7 @@ def test_a_field_set_by_hand_is_kept_unless_force(beets_setup):
 
 
 def test_a_mood_already_in_the_file_counts_as_set_by_hand(tmp_path, index_dir):
-    from clapknn.filetags import write_tags
+    from clapknn.players import write_tags
 
     b = Beets(tmp_path, index_dir)
     song = write_audio(b.music / "a" / "calm_song.flac", _song("calm", 4), SR)

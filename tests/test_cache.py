@@ -283,7 +283,7 @@ def test_a_named_pipe_is_not_hashed(tmp_path):
 @pytest.mark.parametrize("suffix", [".flac", ".wav", ".ogg"])
 def test_writing_tags_into_a_file_keeps_its_cache_entry(tmp_path, suffix):
     """``clapknn tag --write`` changes a file's bytes but not its audio: the next run finds it."""
-    from clapknn.filetags import write_tags
+    from clapknn.players import write_tags
 
     f = write_audio(tmp_path / f"a{suffix}", tone(440.0, 4.0))
     cache = tmp_path / "cache"

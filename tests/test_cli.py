@@ -160,3 +160,75 @@ def test_encoder_settings_are_checked(workspace, capsys):
     assert code == 2 and "no setting 'checkpoint'" in err
     # runtime-only settings are harmless for an encoder that has no use for them
     assert main(["tag", str(workspace / "queries"), "--index", str(workspace / "idx"), "--threads", "1", "-q"]) == 0
+
+
+def _api_defaults(fn) -> dict:
+    import inspect
+
+    return {n: p.default for n, p in inspect.signature(fn).parameters.items() if p.default is not inspect.Parameter.empty}
+
+
+def test_the_parsers_defaults_are_the_apis():
+    """Every default the command line shows is the one the API function it calls uses, read from
+    the functions' signatures (the parser takes them from clapknn.options; a number written again
+    in the parser, or an API default changed alone, fails here)."""
+    from clapknn.analysis import analyze_files
+    from clapknn.cli import build_parser
+    from clapknn.cli.common import max_snippets, snippet_seconds
+    from clapknn.demo import run_demo
+    from clapknn.embedding.ray import embed_with_ray
+    from clapknn.evaluation import evaluate
+    from clapknn.players import write_track_tags
+    from clapknn.incremental import add_examples
+    from clapknn.library import index_library, similar
+    from clapknn.players import similar_playlist
+    from clapknn.tagging.build import build_index
+    from clapknn.tagging.tagger import Tagger
+    from clapknn.webapp import serve
+    from clapknn import options as opt
+
+    parse = build_parser().parse_args
+    tagger, tag, build = _api_defaults(Tagger), _api_defaults(Tagger.tag), _api_defaults(build_index)
+
+    a = parse(["tag", "x.wav", "--index", "i"])
+    for dest in ("k", "weights", "aggregate", "space", "threshold", "top_n", "hop_seconds", "batch_size"):
+        assert getattr(a, dest) == tagger[dest], dest
+    assert max_snippets(a, opt.DEFAULT_TAG_SNIPPETS) == tagger["max_snippets"]
+    assert a.workers == tag["workers"] and a.key_tempo == tag["key_tempo"] and a.explain == tag["explain"]
+    assert a.tag_field == _api_defaults(write_track_tags)["field"]
+
+    a = parse(["build", "examples"])
+    assert (a.encoder or opt.DEFAULT_ENCODER) == build["encoder"] and snippet_seconds(a) == build["snippet_seconds"]
+    assert max_snippets(a, opt.DEFAULT_BUILD_SNIPPETS) == build["max_snippets"]
+    for dest in ("batch_size", "workers", "hop_seconds", "allow_single_tag"):
+        assert getattr(a, dest) == build[dest], dest
+
+    a, ev = parse(["evaluate", "examples"]), _api_defaults(evaluate)
+    assert [int(v) for v in a.shots.split(",")] == list(ev["shots"]) and [int(v) for v in a.k.split(",")] == list(ev["k"])
+    assert tuple(a.weights.split(",")) == tuple(ev["weights"]) and float(a.snippet_seconds) == ev["snippet_seconds"]
+    assert (a.episodes, a.folds, a.no_baselines) == (ev["n_episodes"], ev["folds"], not ev["baselines"])
+    for dest in ("encoder", "aggregate", "space", "seed", "workers", "batch_size", "hop_seconds"):
+        assert getattr(a, dest) == ev[dest], dest
+    assert max_snippets(a, opt.DEFAULT_TAG_SNIPPETS) == ev["max_snippets"]
+
+    assert parse(["analyze", "x.wav"]).profile == _api_defaults(analyze_files)["profile"]
+    from clapknn.analysis import PROFILES
+    from clapknn.ann import KINDS
+
+    assert set(opt.KEY_PROFILES) == set(PROFILES) and tuple(opt.LIBRARY_KINDS) == tuple(KINDS)  # --profile, --kind choices
+    a, lib = parse(["index-library", "music", "--out", "lib"]), _api_defaults(index_library)
+    assert (a.encoder or opt.DEFAULT_ENCODER) == lib["encoder"] and snippet_seconds(a) == lib["snippet_seconds"]
+    for dest in ("kind", "target_recall", "batch_size", "workers"):
+        assert getattr(a, dest) == lib[dest], dest
+    assert parse(["similar", "x.wav", "--library", "lib"]).k == _api_defaults(similar)["k"]
+    a, ray = parse(["embed-ray", "music", "--out", "shards"]), _api_defaults(embed_with_ray)
+    assert (a.files_per_task, a.batch_size, a.address) == (ray["files_per_task"], ray["batch_size"], ray["address"])
+    a, app = parse(["serve", "--index", "i", "--library", "music"]), _api_defaults(serve)
+    for dest in ("host", "port", "k", "workers", "batch_size", "quiet"):
+        assert getattr(a, dest) == app[dest], dest
+    assert parse(["demo"]).per_tag == _api_defaults(run_demo)["per_tag"]
+    a, add = parse(["add", "i", "examples"]), _api_defaults(add_examples)
+    assert (a.batch_size, a.workers) == (add["batch_size"], add["workers"])
+    a = parse(["playlist", "tags.csv"])
+    assert a.k == tagger["k"] and a.max_tracks is None
+    assert opt.DEFAULT_SIMILAR_TRACKS == _api_defaults(similar_playlist)["n"]  # what --like takes without --max-tracks

@@ -393,7 +393,7 @@ def test_parallel_embedding_gives_the_same_vectors(labelled_csv):
     from clapknn.evaluation import embed_examples
 
     one = embed_examples(labelled_csv, snippet_seconds=1.5)
-    two = embed_examples(labelled_csv, snippet_seconds=1.5, n_jobs=2)
+    two = embed_examples(labelled_csv, snippet_seconds=1.5, workers=2)
     np.testing.assert_array_equal(one.track, two.track)
     np.testing.assert_allclose(one.vectors, two.vectors, atol=1e-6)
 

@@ -16,7 +16,8 @@ import soundfile as sf
 
 from clapknn.cli import main
 from clapknn.errors import FileTagError, ParameterError
-from clapknn.filetags import STATUSES, audio_digest, read_tags, write_tags, write_track_tags
+from clapknn.audio.digests import audio_digest
+from clapknn.players import STATUSES, read_tags, write_tags, write_track_tags
 
 SR = 44100  # Hz
 

@@ -11,7 +11,7 @@ import pytest
 
 from clapknn.cli import main
 from clapknn.errors import ParameterError
-from clapknn.playlist import PlaylistEntry, read_m3u8, read_tag_table, similar_playlist, tag_playlists, write_m3u8
+from clapknn.players import PlaylistEntry, read_m3u8, read_tag_table, similar_playlist, tag_playlists, write_m3u8
 from conftest import STYLES, tone, write_audio
 
 

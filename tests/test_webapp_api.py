@@ -515,7 +515,7 @@ def test_queue_is_a_round_that_stays_put_while_its_tracks_are_labelled(site):
 
 # --------------------------------------------------------------------------- export
 def test_export_file_tags_dry_run_lists_then_writes_on_confirmation(site):
-    from clapknn.filetags import read_tags
+    from clapknn.players import read_tags
 
     plan = site.post("/api/export/filetags", json={"dry_run": True}, headers=site.token).json()
     assert plan["dry_run"] and plan["counts"] == {"planned": 12}
@@ -541,7 +541,7 @@ def test_export_csv_is_the_tag_table(site):
 
 
 def test_export_playlists_stay_inside_the_library(site):
-    from clapknn.playlist import read_m3u8
+    from clapknn.players import read_m3u8
 
     r = site.post("/api/export/playlists", json={"folder": "Playlists"}, headers=site.token).json()
     assert {p["name"] for p in r["playlists"]} == {"calm", "energetic"}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ParameterError
+from ..options import DEFAULT_KEY_PROFILE
 
 __all__ = ["DEFAULT_PROFILE", "KEY_NAMES", "MAJOR_NAMES", "MINOR_NAMES", "PROFILES", "check_profile", "key_templates",
            "pitch_class"]
@@ -40,7 +41,7 @@ PROFILES: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 
 #: The profile set used when none is named: the most accurate of the three in bench/key_tempo.py
 #: (docs/analysis.md).
-DEFAULT_PROFILE = "albrecht"
+DEFAULT_PROFILE = DEFAULT_KEY_PROFILE
 
 #: Tonic spellings by pitch class (0 = C), the usual ones for each mode (Bb major, C# minor, ...).
 MAJOR_NAMES = ("C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")

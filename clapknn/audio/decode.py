@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import AudioError
-from .fallback import count_fallback, read_fallback, reason
+from ..errors import AudioError, first_line
+from .fallback import count_fallback, read_fallback
 from .signal import as_mono, check_rate, plan_window, resample, to_mono
 
 __all__ = ["AudioInfo", "AUDIO_EXTENSIONS", "can_seek", "info", "load", "read_sndfile"]
@@ -78,7 +78,7 @@ def _check_path(path: Path) -> None:
 
 def _sndfilereason(path: Path, exc: BaseException) -> str:
     """libsndfile's message without its ``Error opening '<path>': `` prefix, lower-cased."""
-    text = reason(exc)
+    text = first_line(exc)
     for prefix in (f"Error opening {str(path)!r}: ", f"Error opening {os.fsencode(path)!r}: ", "Error : ", "Error: "):
         if text.startswith(prefix):
             text = text[len(prefix):]

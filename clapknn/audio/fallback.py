@@ -11,17 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import AudioError
+from ..errors import AudioError, first_line
 from .signal import check_rate, plan_window, to_mono
 
-__all__ = ["count_fallback", "ffmpeg_available", "open_fallback", "read_fallback", "reason"]
+__all__ = ["count_fallback", "ffmpeg_available", "open_fallback", "read_fallback"]
 
 logger = logging.getLogger("clapknn.audio.decode")
-
-def reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
 
 def _audioread():
     """The audioread module (its import warns that the stdlib modules it uses are deprecated)."""
@@ -54,7 +49,7 @@ def open_fallback(path: Path, why: str):
                 f"{path}: cannot decode audio ({reason}reading {path.suffix or 'such'} files needs ffmpeg, "
                 "which was not found)"
             ) from exc
-        detail = reason(exc) if type(exc).__name__ != "NoBackendError" else "not recognised as audio"
+        detail = first_line(exc) if type(exc).__name__ != "NoBackendError" else "not recognised as audio"
         raise AudioError(f"{path}: cannot decode audio ({reason}ffmpeg: {detail})") from exc
 
 
@@ -88,7 +83,7 @@ def count_fallback(path: Path, why: str) -> tuple[int, int, int]:
             for block in _fallback_blocks(f):
                 frames += len(block)
         except Exception as exc:  # noqa: BLE001 - stopped part-way: load() reports it
-            logger.debug("%s: the fallback decoder stopped after %d frames (%s)", path, frames, reason(exc))
+            logger.debug("%s: the fallback decoder stopped after %d frames (%s)", path, frames, first_line(exc))
     if not frames:
         raise AudioError(f"{path}: no audio samples could be decoded (empty or truncated stream)")
     return file_sr, channels, frames
@@ -113,7 +108,7 @@ def read_fallback(path: Path, offset: float, duration: float | None, sr: int, wh
                 if stop is not None and pos >= stop:
                     break
         except Exception as exc:  # noqa: BLE001 - a decoder error part-way
-            error = reason(exc)
+            error = first_line(exc)
         announced = float(getattr(f, "duration", 0) or 0)
     y = np.concatenate(blocks) / np.float32(32768) if blocks else np.zeros(0, np.float32)
     if error is None and duration is None and offset == 0 and announced and y.size < (announced - 1) * file_sr:

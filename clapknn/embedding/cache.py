@@ -4,7 +4,7 @@ An entry holds the snippet vectors of one file (plus their start/end times, the 
 its count of silent snippets) and is keyed by
 
 - the file's **content key** (:meth:`EmbeddingCache.content_key`): a SHA-256 of its audio data and
-  stream parameters, leaving out the tags around them (:func:`clapknn.filetags.audio_digest`:
+  stream parameters, leaving out the tags around them (:func:`clapknn.audio.digests.audio_digest`:
   MP3, FLAC, Ogg, MP4, WAV, AIFF, WMA...), else of the whole file. A renamed or copied file is still
   a hit, an edited one a miss, and one whose tags were written (``clapknn tag --write``, or any
   tag editor) is still a hit; and
@@ -81,13 +81,13 @@ _OFF = {"", "0", "off", "no", "false", "none"}
 
 def audio_content_key(path: str | os.PathLike) -> str | None:
     """Hex SHA-256 of a file's audio content: its audio data without the tags around it
-    (:func:`clapknn.filetags.audio_digest`) together with the stream's parameters (container
+    (:func:`clapknn.audio.digests.audio_digest`) together with the stream's parameters (container
     type, sample rate, channels, bit depth, which the data alone may not fix: a WAV ``data`` chunk
     read at another rate is other audio). ``None`` for a format whose layout is not followed."""
     try:
         import mutagen
 
-        from ..filetags import audio_digest
+        from ..audio.digests import audio_digest
 
         parsed = mutagen.File(str(path))
         if parsed is None:

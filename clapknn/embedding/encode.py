@@ -20,6 +20,7 @@ from ..encoders.base import Encoder
 from ..errors import AudioError, ParameterError
 from ..progress import progress_bar
 from ..audio.snippet import DEFAULT_SNIPPET_SECONDS
+from ..options import DEFAULT_WORKERS
 
 __all__ = ["EmbeddedFiles", "embed_files", "embed_array"]
 
@@ -70,7 +71,7 @@ def embed_files(
     progress: bool = False,
     desc: str = "embedding",
     cache=None,
-    workers: int = 0,
+    workers: int = DEFAULT_WORKERS,
     max_snippets: int | None = None,
     on_signal=None,
 ) -> EmbeddedFiles:

@@ -37,6 +37,7 @@ from ..audio.digests import file_sha256
 from ..encoders.base import Encoder
 from ..errors import AudioError, ClapknnError, ParameterError
 from ..audio.snippet import DEFAULT_SNIPPET_SECONDS
+from ..options import DEFAULT_WORKERS
 
 __all__ = ["FileEmbedding", "Signal", "empty_reason", "iter_embeddings", "vector_problem"]
 
@@ -342,7 +343,7 @@ def iter_embeddings(
     batch_size: int = 16,
     hashes: bool = True,
     cache: "bool | str | Path | EmbeddingCache | None" = None,
-    workers: int = 0,
+    workers: int = DEFAULT_WORKERS,
     max_snippets: int | None = None,
     keep_signals: bool = False,
 ) -> Iterator[FileEmbedding]:

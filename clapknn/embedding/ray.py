@@ -42,6 +42,7 @@ import numpy as np
 
 from ..audio.snippet import DEFAULT_SNIPPET_SECONDS
 from ..errors import ClapknnError, ParameterError
+from ..options import DEFAULT_FILES_PER_TASK
 from .shards import SHARDS_FORMAT, SHARDS_MANIFEST
 
 __all__ = ["embed_with_ray"]
@@ -112,7 +113,7 @@ def embed_with_ray(
     num_encoders: int | None = None,
     gpus_per_encoder: float | None = None,
     cpus_per_encoder: float = 1.0,
-    files_per_task: int = 4,
+    files_per_task: int = DEFAULT_FILES_PER_TASK,
     address: str | None = None,
     progress: bool = False,
     cache=None,

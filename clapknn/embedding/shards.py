@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ClapknnError, IndexFormatError, LabelError
+from ..options import DEFAULT_LIBRARY_KIND, DEFAULT_TARGET_RECALL
 from ..store import read_parquet
 
 __all__ = ["SHARDS_FORMAT", "SHARDS_MANIFEST", "index_from_shards", "library_from_shards", "read_shards", "shards_manifest", "tag_shards"]
@@ -165,7 +166,8 @@ def index_from_shards(
     return index
 
 
-def library_from_shards(shards: str | Path, out: str | Path | None = None, *, kind: str = "auto", target_recall: float = 0.95):
+def library_from_shards(shards: str | Path, out: str | Path | None = None, *, kind: str = DEFAULT_LIBRARY_KIND,
+                        target_recall: float = DEFAULT_TARGET_RECALL):
     """Build a :class:`~clapknn.library.LibraryIndex` (one vector per track) from shards."""
     from ..library import LibraryIndex, _track_vectors
 

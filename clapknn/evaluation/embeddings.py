@@ -11,6 +11,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import LabelError
+from ..options import DEFAULT_WORKERS
 
 __all__ = ["Embedded", "embed_examples", "query_windows"]
 
@@ -90,7 +91,7 @@ def embed_examples(
     hop_seconds: float | None = None,
     encoder_options: Mapping[str, Any] | None = None,
     batch_size: int = 16,
-    n_jobs: int = 1,
+    workers: int = DEFAULT_WORKERS,
     cache=None,
     progress: bool = False,
 ) -> Embedded:
@@ -103,9 +104,9 @@ def embed_examples(
     encoder : str or Encoder
     snippet_seconds, hop_seconds : float
         Snippet length and hop (hop defaults to the length).
-    n_jobs : int
+    workers : int
         Decoding processes of the embedding engine (``workers`` of :func:`clapknn.embedding.encode.embed_files`,
-        as ``clapknn evaluate --workers``); 0 or 1 decode in a thread while the encoder runs.
+        as ``clapknn evaluate --workers``); 0 decodes in a thread while the encoder runs.
     cache : bool, path or EmbeddingCache, optional
         The embedding cache (:mod:`clapknn.embedding.cache`; ``True`` for the default folder): files seen
         before with the same encoder and snippet settings are neither decoded nor encoded again.
@@ -123,7 +124,7 @@ def embed_examples(
 
     emb = embed_files(paths, enc, snippet_seconds=snippet_seconds, hop_seconds=hop, batch_size=batch_size,
                       hashes=False, progress=progress, desc=f"embedding {snippet_seconds:g} s", cache=cache,
-                      workers=int(n_jobs) if int(n_jobs) > 1 else 0)
+                      workers=workers)
     vectors, file_ids, failures = emb.vectors, emb.snippets["file"].to_numpy(np.int64), emb.failures
     used = sorted(set(file_ids.tolist()))
     if not used:

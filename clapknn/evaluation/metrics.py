@@ -7,12 +7,14 @@ import warnings
 
 import numpy as np
 
+from ..options import DEFAULT_MULTILABEL_THRESHOLD
+
 __all__ = ["METRICS", "MULTILABEL_THRESHOLD", "chance_levels", "predict_tags", "track_metrics"]
 
 #: Track-level metrics in report order.
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc", "pr_auc")
 #: As :class:`~clapknn.tagging.tagger.Tagger`: a tag is given when its track score reaches this.
-MULTILABEL_THRESHOLD = 0.5
+MULTILABEL_THRESHOLD = DEFAULT_MULTILABEL_THRESHOLD
 
 
 def chance_levels(y_true: np.ndarray, multilabel: bool) -> dict[str, float]:

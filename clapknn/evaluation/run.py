@@ -43,8 +43,8 @@ import numpy as np
 from ..errors import LabelError, ParameterError
 from ..labels import tag_indicator
 from ..options import (
-    DEFAULT_AGGREGATE, DEFAULT_BATCH_SIZE, DEFAULT_K, DEFAULT_SNIPPET_SECONDS, DEFAULT_SPACE, DEFAULT_TAG_SNIPPETS,
-    DEFAULT_WEIGHTS, EVAL_EPISODES, EVAL_FOLDS, EVAL_KS, EVAL_SHOTS, WEIGHTS, check_max_snippets, check_seconds,
+    DEFAULT_AGGREGATE, DEFAULT_BATCH_SIZE, DEFAULT_K, DEFAULT_SEED, DEFAULT_SNIPPET_SECONDS, DEFAULT_SPACE, DEFAULT_TAG_SNIPPETS,
+    DEFAULT_WEIGHTS, DEFAULT_WORKERS, EVAL_EPISODES, EVAL_FOLDS, EVAL_KS, EVAL_SHOTS, WEIGHTS, check_max_snippets, check_seconds,
 )
 from .baselines import centroid_scores, logreg_scores, majority_scores
 from .embeddings import Embedded, embed_examples, query_windows
@@ -112,14 +112,14 @@ def evaluate(
     aggregate: str = DEFAULT_AGGREGATE,
     space: str = DEFAULT_SPACE,
     baselines: bool = True,
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
     out_dir: str | Path | None = None,
     plots: bool = True,
-    n_jobs: int = 1,
+    workers: int = DEFAULT_WORKERS,
     cache=None,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: bool = False,
     max_snippets: int | str | None = DEFAULT_TAG_SNIPPETS,
+    progress: bool = False,
 ) -> EvaluationReport:
     """Measure few-shot kNN tagging (and baselines) on a labelled set.
 
@@ -158,16 +158,16 @@ def evaluate(
         Write tables, JSON, text and PNG plots here (see :meth:`EvaluationReport.save`).
     plots : bool
         Write the PNG plots (with ``out_dir``).
-    n_jobs : int
+    workers : int
         Decoding processes of the embedding engine (see :func:`~clapknn.evaluation.embeddings.embed_examples`).
     cache : bool, path or EmbeddingCache, optional
         Reuse embeddings across runs (see :func:`embed_examples`).
-    progress : bool
-        Progress bars (embedding, then the episodes and folds) on stderr, when it is a terminal.
     max_snippets : int or "all"
         Snippets read per query track, as :class:`clapknn.Tagger` reads them (the same default,
         spread by :func:`clapknn.audio.snippet.sample_indices`); the support files keep every snippet, as
         :func:`clapknn.build_index` does.
+    progress : bool
+        Progress bars (embedding, then the episodes and folds) on stderr, when it is a terminal.
 
     Returns
     -------
@@ -228,7 +228,7 @@ def evaluate(
         enc = encoder if isinstance(encoder, Encoder) else get_encoder(encoder, **dict(encoder_options or {}))
         embedded = [
             embed_examples(example_set, enc, snippet_seconds=s, hop_seconds=hop_seconds, batch_size=batch_size,
-                           n_jobs=n_jobs, cache=cache, progress=progress)
+                           workers=workers, cache=cache, progress=progress)
             for s in sorted(set(_as_tuple(snippet_seconds, float)))
         ]
     embedded.sort(key=lambda e: e.snippet_seconds)

@@ -20,7 +20,7 @@ from ..errors import LabelError, ParameterError
 from ..index import Index, example_metadata
 from ..labels import ExampleSet, load_examples
 from ..options import (
-    DEFAULT_BATCH_SIZE, DEFAULT_BUILD_SNIPPETS, DEFAULT_SNIPPET_SECONDS, ENCODERS, check_choice, check_int, check_max_snippets,
+    DEFAULT_BATCH_SIZE, DEFAULT_BUILD_SNIPPETS, DEFAULT_SNIPPET_SECONDS, DEFAULT_WORKERS, ENCODERS, check_choice, check_int, check_max_snippets,
     check_snippets,
 )
 
@@ -93,7 +93,7 @@ def build_index(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = False,
     cache=None,
-    workers: int = 0,
+    workers: int = DEFAULT_WORKERS,
     allow_single_tag: bool = False,
     max_snippets: int | str | None = DEFAULT_BUILD_SNIPPETS,
 ) -> Index:

@@ -11,6 +11,7 @@ import numpy as np
 from ..embedding.engine import FileEmbedding, iter_embeddings
 from ..errors import ParameterError
 from ..progress import progress_bar
+from ..options import DEFAULT_WORKERS
 
 __all__ = ["TagProgress", "tag_to_csv"]
 
@@ -74,7 +75,7 @@ def tag_to_csv(
     *,
     resume: bool = True,
     cache=None,
-    workers: int = 0,
+    workers: int = DEFAULT_WORKERS,
     chunk_files: int = 64,
     progress: bool = False,
 ) -> TagProgress:

@@ -23,11 +23,12 @@ from ..index import Index
 from ..labels import collect_audio
 from ..options import (
     AGGREGATIONS, DEFAULT_AGGREGATE, DEFAULT_BATCH_SIZE, DEFAULT_K, DEFAULT_SPACE, DEFAULT_TAG_SNIPPETS, DEFAULT_WEIGHTS, SPACES,
+    DEFAULT_MULTILABEL_THRESHOLD, DEFAULT_WORKERS,
     WEIGHTS, check_choice, check_int, check_max_snippets, check_seconds, check_threshold,
 )
 from ..vote import KNNTagger
 
-__all__ = ["INDEX_HOME", "index_path", "load_index", "Tagger", "TagResult", "DEFAULT_K", "DEFAULT_WEIGHTS"]
+__all__ = ["INDEX_HOME", "index_path", "load_index", "Tagger", "TagResult", "DEFAULT_K", "DEFAULT_WEIGHTS", "vote_summary"]
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ class Tagger:
         self.max_snippets = max_snippets
         tags = list(self.index.metadata["tags"])
         self.multilabel = any(len(t) > 1 for t in tags)
-        self.threshold = threshold if threshold is not None else (0.5 if self.multilabel else 0.0)
+        self.threshold = threshold if threshold is not None else (DEFAULT_MULTILABEL_THRESHOLD if self.multilabel else 0.0)
         self.top_n = (None if self.multilabel else 1) if top_n is None else (top_n or None)  # 0: no limit
         # an encoder may ask for a search-space transform fitted on the index's own vectors (the
         # features encoder: per-dimension standardisation); the build fits it once and saves it with
@@ -285,7 +286,7 @@ class Tagger:
 
     def tag(
         self, paths: str | Path | Sequence[str | Path], *, progress: bool = False, explain: bool = False,
-        cache=None, workers: int = 0, key_tempo: bool = False,
+        cache=None, workers: int = DEFAULT_WORKERS, key_tempo: bool = False,
     ) -> TagResult:
         """Tag audio files; folders are scanned for audio.
 
@@ -349,3 +350,27 @@ class Tagger:
         snippets["path"] = name
         skipped = [] if len(vectors) else [(name, "silent")]
         return self.tag_vectors(vectors, snippets, [name], skipped=skipped, explain=explain)
+
+
+def vote_summary(index: Index) -> dict | None:
+    """The default tagger's vote on an index of the ``features`` encoder (what ``clapknn info``
+    shows): ``k``, ``weights``, the ``space`` the vote searches, the leave-one-out evidence of the
+    ``auto`` choice and each feature block's relevance; ``{"error": ...}`` when the vote cannot be
+    set up (e.g. an index of an older recipe); ``None`` for a model encoder (not loaded just to
+    describe its plain vote)."""
+    if index.encoder_identity.get("name") != "features":
+        return None
+    from ..encoders.features import FEATURE_BLOCKS
+
+    try:
+        est = Tagger(index).estimator
+    except ClapknnError as exc:  # e.g. an index of an older recipe
+        return {"error": str(exc)}
+    out = {"k": int(est.n_neighbors), "weights": est.weights, "space": "standardised" if est.standardized_ else "plain"}
+    if hasattr(est, "loo_score_"):
+        out["loo_vote_share"] = {k: round(float(v), 4) for k, v in est.loo_score_.items() if k != "p_value_plain"}
+        if "p_value_plain" in est.loo_score_:  # the permutation test's p-value for the plain space's gain
+            out["p_value_plain"] = round(float(est.loo_score_["p_value_plain"]), 4)
+    if getattr(est, "block_relevance_", None) is not None:
+        out["block_relevance"] = {name: round(float(r), 3) for name, r in zip(FEATURE_BLOCKS, est.block_relevance_)}
+    return out

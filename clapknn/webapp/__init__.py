@@ -12,8 +12,7 @@ from __future__ import annotations
 
 __all__ = ["serve", "create_app", "Curator", "DEFAULT_HOST", "DEFAULT_PORT"]
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8765
+from ..options import DEFAULT_BATCH_SIZE, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS  # where the app listens by default
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -30,7 +29,7 @@ def __getattr__(name):
 
 
 def serve(index, library, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, k: int | None = None, cache=True,
-          workers: int = 0, batch_size: int = 16, quiet: bool = False) -> None:
+          workers: int = DEFAULT_WORKERS, batch_size: int = DEFAULT_BATCH_SIZE, quiet: bool = False) -> None:
     """Tag ``library`` with ``index`` and serve the page at ``http://host:port/`` until interrupted.
 
     A missing index or library does not stop the server: the page says what is missing.

@@ -1,5 +1,5 @@
 """Export from the page: tags into the files (a dry-run list first), the tag table as CSV, and one
-playlist per tag (:func:`clapknn.playlist.tag_playlists`)."""
+playlist per tag (:func:`clapknn.players.tag_playlists`)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ def _table(tracks, tags):
 
 
 def file_tags(tracks, tags, *, dry_run: bool = True, field: str = "mood", replace: bool = False) -> dict[str, Any]:
-    """Write (or, with ``dry_run``, list) each track's tags in its file (:func:`clapknn.filetags.write_track_tags`)."""
-    from ..filetags import check_field, write_track_tags
+    """Write (or, with ``dry_run``, list) each track's tags in its file (:func:`clapknn.players.write_track_tags`)."""
+    from ..players.tags import check_field, write_track_tags
 
     check_field(field)
     changes = write_track_tags(_table(tracks, tags), field=field, replace=bool(replace), dry_run=bool(dry_run))
@@ -45,7 +45,7 @@ def csv_text(tracks, tags) -> str:
 
 def playlists(tracks, tags, library: Path, folder: str = "Playlists") -> dict[str, Any]:
     """One ``.m3u8`` per tag in ``library/folder`` (created; it must stay inside the library)."""
-    from ..playlist import tag_playlists
+    from ..players.playlist import tag_playlists
 
     folder = (folder or "Playlists").strip()
     if os.path.isabs(folder) or ".." in Path(folder).parts or "\x00" in folder:

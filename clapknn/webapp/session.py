@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ClapknnError, ParameterError
+from ..options import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS
 from .labelnext import LOW_MARGIN, margins, queue
 
 __all__ = ["Curator", "Correction"]
@@ -75,7 +76,7 @@ class Curator:
         A track whose two best scores are closer than this is flagged low-confidence.
     """
 
-    def __init__(self, index, library, *, k: int | None = None, cache=True, workers: int = 0, batch_size: int = 16,
+    def __init__(self, index, library, *, k: int | None = None, cache=True, workers: int = DEFAULT_WORKERS, batch_size: int = DEFAULT_BATCH_SIZE,
                  low_margin: float = LOW_MARGIN) -> None:
         from ..options import DEFAULT_K, check_int
         from ..tagging.tagger import index_path

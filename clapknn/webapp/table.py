@@ -32,25 +32,27 @@ def row_dict(row, tags: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def _float(name: str, value) -> float | None:
+def _parsed(name: str, value, convert, what: str):
+    """A query parameter converted (``None`` when it is absent or empty), else one clear error."""
     if value in (None, ""):
         return None
     try:
-        out = float(value)
+        return convert(value)
     except (TypeError, ValueError):
-        raise ParameterError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(out):
+        raise ParameterError(f"{name} must be {what}, got {value!r}") from None
+
+
+def _float(name: str, value) -> float | None:
+    out = _parsed(name, value, float, "a number")
+    if out is not None and not math.isfinite(out):
         raise ParameterError(f"{name} must be a finite number, got {value!r}")
     return out
 
 
 def _int(name: str, value, default: int, lo: int, hi: int) -> int:
-    if value in (None, ""):
+    out = _parsed(name, value, int, "a whole number")
+    if out is None:
         return default
-    try:
-        out = int(value)
-    except (TypeError, ValueError):
-        raise ParameterError(f"{name} must be a whole number, got {value!r}") from None
     if not lo <= out <= hi:
         raise ParameterError(f"{name} must lie between {lo} and {hi}, got {out}")
     return out

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ...audio.digests import memo_sha256
-from ...errors import CheckpointError
+from ...errors import CheckpointError, first_line
 
 logger = logging.getLogger("clapknn.encoders.clap")
 
@@ -418,11 +418,6 @@ def read_checkpoint(path: str | os.PathLike, *, trust: bool | None = None) -> di
     if bad:
         raise CheckpointError(f"{path}: state dict entry {bad[0]!r} is not a tensor")
     return state
-
-
-def first_line(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
-    return lines[0] if lines else type(exc).__name__
 
 
 def detect_architecture(state: dict[str, Any], path: Path | str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import CheckpointError, ParameterError
+from ...errors import CheckpointError, ParameterError, first_line
 from ...options import DEFAULT_PRECISION, PRECISIONS, check_choice
 from ..base import Encoder
 from .checkpoints import (
@@ -32,7 +32,6 @@ from .checkpoints import (
     cache_dir,
     cached_sha256,
     detect_architecture,
-    first_line,
     is_offline,
     read_checkpoint,
     resolve_checkpoint,

@@ -28,11 +28,11 @@ Rules
   de-duplicated) unless ``replace=True``; every other tag in the file is left as it was.
 * ``dry_run=True`` computes the change and writes nothing.
 * The audio data is never touched: mutagen rewrites only the tag block (tests compare
-  :func:`audio_digest` and the decoded samples before and after).
+  :func:`~clapknn.audio.digests.audio_digest` and the decoded samples before and after).
 * Per-file problems (read-only file, unsupported format, unreadable tags) come back as a
   :class:`TagChange` whose ``status`` says so; nothing is raised for them.
 
->>> from clapknn.filetags import write_tags, read_tags
+>>> from clapknn.players import write_tags, read_tags
 >>> write_tags("song.flac", ["calm", "dreamy"], dry_run=True).describe()   # doctest: +SKIP
 'would set mood: (none) → calm; dreamy'
 >>> read_tags("song.flac")                                                   # doctest: +SKIP
@@ -41,16 +41,15 @@ Rules
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import stat
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .errors import FileTagError, ParameterError
+from ..errors import FileTagError, ParameterError, first_line
+from ..options import DEFAULT_TAG_FIELD
 
 __all__ = [
     "TagChange",
@@ -58,7 +57,6 @@ __all__ = [
     "read_tags",
     "write_tags",
     "write_track_tags",
-    "audio_digest",
     "check_field",
     "STANDARD_FIELDS",
 ]
@@ -72,7 +70,6 @@ STANDARD_FIELDS = {
     "genre": {"id3": "TCON", "vorbis": "GENRE", "mp4": "\xa9gen", "asf": "WM/Genre", "ape": "Genre"},
 }
 _FIELD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}")
-_CHUNK = 1 << 20  # bytes read at a time when hashing
 
 
 @dataclass(frozen=True)
@@ -99,7 +96,7 @@ class TagChange:
 
     path: str
     status: str
-    field: str = "mood"
+    field: str = DEFAULT_TAG_FIELD
     before: tuple[str, ...] = ()
     after: tuple[str, ...] = ()
     container: str = ""
@@ -276,24 +273,19 @@ def _open(path: Path) -> tuple[Any, str]:
     try:
         audio = mutagen.File(str(path))
     except mutagen.MutagenError as exc:
-        raise FileTagError(f"cannot read tags ({_first_line(exc)})") from exc
+        raise FileTagError(f"cannot read tags ({first_line(exc)})") from exc
     if audio is None:
         return None, f"unsupported format ({path.suffix or 'no extension'}): not a file type mutagen can tag"
     if audio.tags is None:
         try:
             audio.add_tags()
         except Exception as exc:  # noqa: BLE001 - mutagen raises various types for "no tag support"
-            return None, f"unsupported format ({type(audio).__name__}): {_first_line(exc) or 'it has no tag block'}"
+            return None, f"unsupported format ({type(audio).__name__}): {first_line(exc) or 'it has no tag block'}"
     return audio, ""
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 # --------------------------------------------------------------------------- public API
-def read_tags(path: str | Path, *, field: str = "mood") -> list[str]:
+def read_tags(path: str | Path, *, field: str = DEFAULT_TAG_FIELD) -> list[str]:
     """The values of ``field`` (mood by default) stored in an audio file.
 
     Parameters
@@ -334,7 +326,7 @@ def write_tags(
     path: str | Path,
     tags: str | Iterable[str],
     *,
-    field: str = "mood",
+    field: str = DEFAULT_TAG_FIELD,
     replace: bool = False,
     dry_run: bool = False,
 ) -> TagChange:
@@ -394,9 +386,9 @@ def write_tags(
         slot.set(after)
         slot.save()
     except PermissionError as exc:
-        return TagChange(where, "read-only", field, before, before, slot.container, f"read-only: {_first_line(exc)}")
+        return TagChange(where, "read-only", field, before, before, slot.container, f"read-only: {first_line(exc)}")
     except Exception as exc:  # noqa: BLE001 - mutagen and the OS raise many types; report, go on
-        return TagChange(where, "failed", field, before, before, slot.container, f"cannot save tags: {_first_line(exc)}")
+        return TagChange(where, "failed", field, before, before, slot.container, f"cannot save tags: {first_line(exc)}")
     try:
         check = tuple(read_tags(path, field=field))
     except FileTagError as exc:
@@ -412,7 +404,7 @@ def write_tags(
 def write_track_tags(
     tracks: Any,
     *,
-    field: str = "mood",
+    field: str = DEFAULT_TAG_FIELD,
     replace: bool = False,
     dry_run: bool = False,
 ) -> list[TagChange]:
@@ -440,178 +432,3 @@ def write_track_tags(
             raise ParameterError(f"tracks need 'path' and 'tags' columns; missing {sorted(missing)}")
         items = list(zip(tracks["path"], tracks["tags"]))
     return [write_tags(p, t, field=field, replace=replace, dry_run=dry_run) for p, t in items]
-
-
-# --------------------------------------------------------------------------- audio payload digest
-def _hash_range(f, h, start: int, end: int) -> None:
-    f.seek(start)
-    left = end - start
-    while left > 0:
-        block = f.read(min(_CHUNK, left))
-        if not block:
-            break
-        h.update(block)
-        left -= len(block)
-
-
-def _skip_id3v2(f) -> int:
-    """Offset after any ID3v2 tags at the start of the file."""
-    offset = 0
-    while True:
-        f.seek(offset)
-        head = f.read(10)
-        if len(head) < 10 or head[:3] != b"ID3":
-            return offset
-        size = 0
-        for b in head[6:10]:
-            size = (size << 7) | (b & 0x7F)
-        offset += 10 + size + (10 if head[5] & 0x10 else 0)
-
-
-def _mp3_range(f, size: int) -> tuple[int, int]:
-    start = _skip_id3v2(f)
-    end = size
-    if end - start >= 128:
-        f.seek(end - 128)
-        if f.read(3) == b"TAG":
-            end -= 128
-    if end - start >= 32:
-        f.seek(end - 32)
-        footer = f.read(32)
-        if footer[:8] == b"APETAGEX":
-            tag_size = struct.unpack("<I", footer[12:16])[0]
-            flags = struct.unpack("<I", footer[20:24])[0]
-            end -= tag_size + (32 if flags & 0x80000000 else 0)
-    return start, end
-
-
-def _flac_start(f) -> int:
-    offset = _skip_id3v2(f)
-    f.seek(offset)
-    if f.read(4) != b"fLaC":
-        raise FileTagError("not a FLAC stream")
-    offset += 4
-    while True:
-        head = f.read(4)
-        if len(head) < 4:
-            raise FileTagError("truncated FLAC metadata")
-        length = int.from_bytes(head[1:4], "big")
-        offset += 4 + length
-        f.seek(offset)
-        if head[0] & 0x80:
-            return offset
-
-
-def _chunks(f, size: int, *, big_endian: bool, start: int = 12):
-    """``(id, payload offset, payload size)`` of the chunks of a RIFF/AIFF file."""
-    fmt = ">I" if big_endian else "<I"
-    offset = start
-    while offset + 8 <= size:
-        f.seek(offset)
-        head = f.read(8)
-        cid, length = head[:4], struct.unpack(fmt, head[4:8])[0]
-        yield cid, offset + 8, length
-        offset += 8 + length + (length & 1)
-
-
-#: GUID of the ASF data object (the audio packets), as stored on disk.
-_ASF_DATA_OBJECT = bytes.fromhex("3626b2758e66cf11a6d900aa0062ce6c")
-
-
-def _asf_objects(f, size: int):
-    """``(guid, payload offset, payload size)`` of the top-level objects of an ASF file."""
-    offset = 0
-    while offset + 24 <= size:
-        f.seek(offset)
-        head = f.read(24)
-        guid, length = head[:16], struct.unpack("<Q", head[16:24])[0]
-        if length < 24:
-            raise FileTagError("malformed ASF object")
-        yield guid, offset + 24, length - 24
-        offset += length
-
-
-def _ogg_digest(f, h) -> None:
-    from mutagen.ogg import OggPage
-
-    state: dict[int, tuple[int, bytes]] = {}  # serial -> (packets completed, partial packet)
-    f.seek(0)
-    while True:
-        try:
-            page = OggPage(f)
-        except EOFError:
-            break
-        done, buf = state.get(page.serial, (0, b""))
-        for j, data in enumerate(page.packets):
-            buf = buf + data if (j == 0 and page.continued) else data
-            if j < len(page.packets) - 1 or page.complete:
-                if done != 1:  # packet 1 of each logical stream is its comment header
-                    h.update(struct.pack("<IQ", page.serial, done))
-                    h.update(buf)
-                done, buf = done + 1, b""
-        state[page.serial] = (done, buf)
-
-
-def audio_digest(path: str | Path, *, parsed=None) -> str:
-    """SHA-256 of the audio data of a file, leaving out the tags around it.
-
-    Equal before and after :func:`write_tags` means the audio was not touched. What is hashed:
-    MP3 (and WavPack, Monkey's Audio, Musepack, OptimFROG): everything between a leading ID3v2
-    tag and a trailing APEv2/ID3v1 tag; FLAC: the frames
-    after the metadata blocks; Ogg (Vorbis, Opus, FLAC, Speex): every packet except each stream's
-    comment header; MP4/M4A: the ``mdat`` boxes; WAV: the ``data`` chunk; AIFF: the ``SSND`` chunk;
-    WMA: the ASF data object.
-
-    ``parsed``: the file as ``mutagen.File`` already read it, to save parsing it again.
-
-    Raises
-    ------
-    FileTagError
-        For other formats, or a file whose structure cannot be followed.
-    """
-    import mutagen
-
-    path = Path(path).expanduser()
-    try:
-        if parsed is not None:
-            kind = type(parsed).__name__
-        else:
-            kind = type(mutagen.File(str(path))).__name__ if path.is_file() else None
-    except mutagen.MutagenError as exc:
-        raise FileTagError(f"{path}: cannot parse ({_first_line(exc)})") from exc
-    if kind is None:
-        raise FileTagError(f"{path}: not a file type audio_digest knows")
-    h = hashlib.sha256()
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        if kind in ("MP3", "EasyMP3", "WavPack", "MonkeysAudio", "Musepack", "OptimFROG"):
-            _hash_range(f, h, *_mp3_range(f, size))
-        elif kind == "FLAC":
-            _hash_range(f, h, _flac_start(f), size)
-        elif kind.startswith("Ogg"):
-            _ogg_digest(f, h)
-        elif kind in ("MP4", "EasyMP4"):
-            from mutagen.mp4 import Atoms
-
-            f.seek(0)
-            boxes = [a for a in Atoms(f).atoms if a.name == b"mdat"]
-            if not boxes:
-                raise FileTagError(f"{path}: no mdat box")
-            for a in boxes:
-                _hash_range(f, h, a.offset + a.length - a.datalength, a.offset + a.length)
-        elif kind in ("WAVE", "AIFF"):
-            target, big = (b"data", False) if kind == "WAVE" else (b"SSND", True)
-            found = [(o, n) for cid, o, n in _chunks(f, size, big_endian=big) if cid == target]
-            if not found:
-                raise FileTagError(f"{path}: no {target.decode()} chunk")
-            for o, n in found:
-                _hash_range(f, h, o, o + n)
-        elif kind == "ASF":
-            found = [(o, n) for guid, o, n in _asf_objects(f, size) if guid == _ASF_DATA_OBJECT]
-            if not found:
-                raise FileTagError(f"{path}: no ASF data object")
-            for o, n in found:
-                _hash_range(f, h, o, o + n)
-        else:
-            raise FileTagError(f"{path}: audio_digest does not know the layout of {kind} files")
-    return h.hexdigest()

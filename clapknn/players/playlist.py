@@ -17,7 +17,7 @@ the music can move together), or absolute. Files that no longer exist are left o
 Playlists are written atomically; a playlist of the same name is replaced. :func:`read_m3u8` reads
 one back (absolute paths).
 
->>> from clapknn.playlist import read_tag_table, tag_playlists
+>>> from clapknn.players import read_tag_table, tag_playlists
 >>> tag_playlists(read_tag_table("tags.csv"), "~/Music/Playlists", min_score=0.6)   # doctest: +SKIP
 [Playlist('calm', 12 tracks, ~/Music/Playlists/calm.m3u8), ...]
 """
@@ -33,7 +33,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import ParameterError
+from ..errors import ParameterError
+from ..options import DEFAULT_SIMILAR_TRACKS  # tracks in a "more like these" playlist
 
 __all__ = [
     "Playlist",
@@ -49,8 +50,6 @@ __all__ = [
     "DEFAULT_SIMILAR_TRACKS",
 ]
 
-#: Tracks in a "more like these" playlist unless told otherwise.
-DEFAULT_SIMILAR_TRACKS = 50
 _UNSAFE = re.compile(r'[\\/:*?"<>|\x00-\x1f]+')
 
 
@@ -103,7 +102,7 @@ def read_tag_table(path: str | Path):
     ParameterError
         Missing file, unknown extension, unreadable file, or no ``path`` / ``tags`` column.
     """
-    from .output import read_table
+    from ..output import read_table
 
     df = read_table(path)
     p = Path(os.path.expanduser(str(path)))
@@ -178,7 +177,7 @@ def write_m3u8(
     -------
     Path
     """
-    from .options import check_output_path
+    from ..options import check_output_path
 
     out = Path(os.path.abspath(check_output_path(out)))
     folder = Path(os.path.abspath(os.path.expanduser(str(relative_to)))) if relative_to is not None else out.parent
@@ -263,7 +262,7 @@ def check_limits(min_score: float | None = None, max_tracks: int | None = None) 
     ------
     ParameterError
     """
-    from .options import check_int
+    from ..options import check_int
 
     check_int("max_tracks", max_tracks, allow_none=True)
     if min_score is not None:
@@ -400,9 +399,9 @@ def similar_playlist(
     ParameterError
         No seed, a seed that is not in the library, or a limit out of range.
     """
-    from .embedding.cache import resolve_cache
-    from .library import LibraryIndex
-    from .options import check_int
+    from ..embedding.cache import resolve_cache
+    from ..library import LibraryIndex
+    from ..options import check_int
 
     check_int("n", n)
     check_limits(min_similarity, None)
