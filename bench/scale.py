@@ -3,7 +3,8 @@
 For each encoder and library size, a fresh process tags the first N tracks of a synthetic library
 (``synth.py``: 44.1 kHz WAV, so every track is decoded and resampled) the way
 ``clapknn tag LIB --index IDX --out results.csv --resume --workers W --no-cache`` does: decoding in
-``W`` worker processes, batched encoding here, kNN vote, rows appended to a CSV as tracks complete
+``W`` worker processes (``auto``: as the CLI's default; the ``features`` encoder encodes there too,
+CLAP encodes here in batches), kNN vote, rows appended to a CSV as tracks complete
 (:func:`clapknn.tagging.resume.tag_to_csv`). The embedding cache is off, so every track is really embedded.
 
 Reported per run: wall seconds, tracks/s, seconds per track relative to the smallest run (flat =
@@ -45,7 +46,8 @@ def _rss_mb() -> float:
 
 
 class WorkerPeak(threading.Thread):
-    """Samples the peak resident memory (``VmHWM``) of this process's children (the decode workers).
+    """Samples the peak resident memory (``VmHWM``) of this process's descendants (the workers, forks of
+    the forkserver this process started).
 
     ``RUSAGE_CHILDREN`` would report the parent's size, copied at fork time before the exec."""
 
@@ -92,7 +94,9 @@ def child(args) -> int:
     watcher = WorkerPeak()
     watcher.start()
     t0 = time.perf_counter()
-    report = tag_to_csv(tagger, paths[: args.n], out, resume=False, cache=False, workers=args.workers)
+    from clapknn.options import parse_workers
+
+    report = tag_to_csv(tagger, paths[: args.n], out, resume=False, cache=False, workers=parse_workers(args.workers))
     seconds = time.perf_counter() - t0
     watcher.stop.set()
     watcher.join()
@@ -112,7 +116,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, help="torch threads for CLAP")
     ap.add_argument("--seconds", type=float, default=3.0, help="track length (default 3 s)")
     ap.add_argument("--snippet-seconds", type=float, default=3.0, help="snippet length (default 3 s: one snippet per track)")
-    ap.add_argument("--workers", type=int, default=1, help="decode processes (default 1)")
+    ap.add_argument("--workers", default="1", help="worker processes, or auto (default 1)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--workdir", default=str(Path(os.environ.get("CLAPKNN_BENCH_CACHE", Path.home() / ".cache" / "clapknn-bench")) / "scale"),
                     help="where the synthetic library is kept between runs")
@@ -136,7 +140,7 @@ def main(argv=None) -> int:
     t = time.perf_counter()
     make_library(work / "library", n_total, seconds=args.seconds)
     print(f"library: {n_total} tracks of {args.seconds:g} s in {work / 'library'} (ready in {time.perf_counter() - t:.0f} s); "
-          f"{args.snippet_seconds:g}-s snippets, {args.workers} decode worker(s), cache off", flush=True)
+          f"{args.snippet_seconds:g}-s snippets, workers {args.workers}, cache off", flush=True)
     rows = []
     for enc in encoders:
         for n in sizes:

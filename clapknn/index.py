@@ -27,6 +27,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -35,12 +36,17 @@ import numpy as np
 from .errors import EncoderMismatchError, IndexFormatError, ParameterError, first_line
 from .store import MANIFEST_FILE, StoredDirectory, read_manifest, read_parquet, verify_files
 
-__all__ = ["Index", "example_metadata", "FORMAT_VERSION", "INDEX_FILE", "METADATA_FILE", "MANIFEST_FILE", "describe_mismatch"]
+__all__ = [
+    "Index", "example_metadata", "FORMAT_VERSION", "INDEX_FILE", "METADATA_FILE", "MANIFEST_FILE", "describe_mismatch",
+    "INDEX_HOME", "index_path",
+]
 
 logger = logging.getLogger(__name__)
 
 #: Version of the on-disk layout written by this code.
 FORMAT_VERSION = 1
+#: Default index home (relative to the working directory).
+INDEX_HOME = Path("index")
 INDEX_FILE = "index.faiss"
 VOTE_FILE = "vote.json"
 VOTE_INDEX_FILE = "vote.faiss"
@@ -127,6 +133,14 @@ def example_metadata(snippets, sha256: Sequence[str], tags: Sequence[Sequence[st
             "group": [groups[i] or "" for i in ids],
         }
     )
+
+
+def index_path(path: str | Path) -> Path:
+    """Where the index ``path`` is: as given, or, for a bare name that is not a folder here, under ``index/``."""
+    p = Path(os.path.expanduser(path))  # Path.expanduser raises on '~x'
+    if not p.exists() and not p.is_absolute() and len(p.parts) == 1 and (INDEX_HOME / p).exists():
+        p = INDEX_HOME / p
+    return p
 
 
 class Index(StoredDirectory):

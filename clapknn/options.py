@@ -20,7 +20,8 @@ __all__ = [
     "WEIGHTS", "DEFAULT_WEIGHTS", "AGGREGATIONS", "DEFAULT_AGGREGATE", "SPACES", "DEFAULT_SPACE",
     "DEFAULT_SIMILAR_K", "EVAL_SHOTS", "EVAL_EPISODES", "EVAL_FOLDS", "EVAL_KS", "check_int", "check_seconds", "check_snippets",
     "DEFAULT_TAG_SNIPPETS", "DEFAULT_BUILD_SNIPPETS", "ALL_SNIPPETS", "check_max_snippets", "parse_max_snippets",
-    "PRECISIONS", "DEFAULT_PRECISION", "check_choice", "check_threshold",
+    "PRECISIONS", "DEFAULT_PRECISION", "check_choice", "check_threshold", "AUTO_WORKERS", "DEFAULT_CLI_WORKERS",
+    "check_workers", "parse_workers",
     "check_output_path", "DEFAULT_SEED", "DEFAULT_WORKERS", "KEY_PROFILES", "DEFAULT_KEY_PROFILE", "DEFAULT_TAG_FIELD",
     "LIBRARY_KINDS", "DEFAULT_LIBRARY_KIND", "DEFAULT_TARGET_RECALL", "DEFAULT_FILES_PER_TASK", "DEFAULT_SIMILAR_TRACKS",
     "DEFAULT_HOST", "DEFAULT_PORT", "DEMO_PER_TAG", "DEFAULT_MULTILABEL_THRESHOLD",
@@ -68,8 +69,13 @@ EVAL_FOLDS = 5
 EVAL_KS = (1, 3, 5, 10)
 #: ``evaluate``: the seed of the episodes and folds.
 DEFAULT_SEED = 0
-#: Decoding processes of the embedding engine (0: one decoding thread beside the encoder).
+#: Worker processes of the embedding engine in the API (0: one decoding thread beside the encoder).
 DEFAULT_WORKERS = 0
+#: ``workers="auto"``: one worker process per core for an encoder that encodes in them (``features``),
+#: none (a decoding thread) for the others (``clap``); see :func:`clapknn.embedding.workers.resolve_workers`.
+#: The command line's default (``--workers auto``); ``evaluate`` keeps :data:`DEFAULT_WORKERS`.
+AUTO_WORKERS = "auto"
+DEFAULT_CLI_WORKERS = AUTO_WORKERS
 #: Key-profile sets of the key finding (:data:`clapknn.analysis.PROFILES`), and the default.
 KEY_PROFILES = ("albrecht", "krumhansl", "temperley")
 DEFAULT_KEY_PROFILE = "albrecht"
@@ -135,14 +141,31 @@ def check_max_snippets(value: Any) -> int | None:
 
 def parse_max_snippets(text: str) -> int | None:
     """The command line's ``--snippets N|all`` as :func:`check_max_snippets` takes it."""
+    value = _int_or_text(text)
+    return None if value == ALL_SNIPPETS else check_max_snippets(value)
+
+
+def _int_or_text(text: str) -> Any:
+    """A command-line value as an int when it reads as one, else stripped and lower-cased."""
     text = str(text).strip().lower()
-    if text == ALL_SNIPPETS:
-        return None
     try:
-        value: Any = int(text)
+        return int(text)
     except ValueError:
-        value = text
-    return check_max_snippets(value)
+        return text
+
+
+def check_workers(value: Any) -> int | str:
+    """Worker processes: :data:`AUTO_WORKERS`, or an integer of at least 0 (0: a decoding thread)."""
+    if value == AUTO_WORKERS:
+        return AUTO_WORKERS
+    if not _is_int(value) or int(value) < 0:
+        raise ParameterError(f"workers must be {AUTO_WORKERS!r} or an integer of at least 0, got {value!r}")
+    return int(value)
+
+
+def parse_workers(text: str) -> int | str:
+    """The command line's ``--workers auto|N`` as :func:`check_workers` takes it."""
+    return check_workers(_int_or_text(text))
 
 
 def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:

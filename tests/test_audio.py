@@ -291,3 +291,14 @@ def test_as_mono_either_refuses_or_gives_finite_mono(seed):
         assert len(channels) == 1 and out.size == shape[1 - shape.index(channels[0])]
     else:
         assert ndim == 1 and out.size == shape[0]
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 6])
+def test_to_mono_is_the_float32_mean_of_the_channels(channels):
+    from clapknn.audio.signal import to_mono
+
+    y = np.random.default_rng(channels).standard_normal((5000, channels)).astype(np.float32)
+    got = to_mono(y)
+    assert got.dtype == np.float32 and got.flags.c_contiguous and got.shape == (5000,)
+    np.testing.assert_array_equal(got, y.mean(axis=1, dtype=np.float32))
+    np.testing.assert_array_equal(to_mono(y[:, 0]), y[:, 0])

@@ -479,7 +479,9 @@ from clapknn.cli import main
 from clapknn.errors import AudioError
 
 work = sys.argv[1]
-args = ["--index", os.path.join(work, "index"), "-q"]
+# one process (--workers 0): worker processes forked from a server started as root would not serve
+# the run after dropping root
+args = ["--index", os.path.join(work, "index"), "-q", "--workers", "0"]
 # a first run imports every module the tag path needs: the interpreter itself may live where
 # nobody can read (e.g. under /root), so nothing may be imported after dropping root
 main(["tag", os.path.join(work, "warm.wav"), *args])

@@ -94,13 +94,13 @@ def test_warm_cache_neither_reads_decodes_nor_encodes(library, tmp_path, monkeyp
 
     import clapknn.audio.snippet
     import clapknn.embedding.cache
-    import clapknn.embedding.engine
+    import clapknn.embedding.workers
 
     def boom(*a, **k):
         raise AssertionError("should not be called on a warm cache")
 
     monkeypatch.setattr(clapknn.audio.snippet, "iter_file_snippets", boom)
-    monkeypatch.setattr(clapknn.embedding.engine, "file_sha256", boom)
+    monkeypatch.setattr(clapknn.embedding.workers, "file_sha256", boom)
     monkeypatch.setattr(clapknn.embedding.cache, "file_sha256", boom)
     broken = [p for p in library if p.name == "broken.wav"]
     good = [p for p in library if p.name != "broken.wav"]
@@ -216,9 +216,9 @@ def test_long_file_is_streamed_by_the_caller_not_a_worker(tmp_path, monkeypatch)
 
     monkeypatch.setattr(clapknn.audio.snippet, "WHOLE_FILE_SECONDS", 3.0)  # the worker reads it in the parent
     p = write_audio(tmp_path / "long.wav", tone(330.0, 7.0))
-    from clapknn.embedding.engine import _decode_in_worker
+    from clapknn.embedding.workers import decode_file
 
-    assert _decode_in_worker(str(p), 8000, 2.0, None, False) is None
+    assert decode_file(str(p), 8000, 2.0, None, False) is None
     got = [fe for fe in iter_embeddings([p], BandEncoder(), snippet_seconds=2.0, workers=1)]
     assert got[0].n_snippets == 4 and got[0].error == ""  # 0, 2, 4 and the end-aligned 5 s
 

@@ -194,14 +194,18 @@ def test_the_parsers_defaults_are_the_apis():
     for dest in ("k", "weights", "aggregate", "space", "threshold", "top_n", "hop_seconds", "batch_size"):
         assert getattr(a, dest) == tagger[dest], dest
     assert max_snippets(a, opt.DEFAULT_TAG_SNIPPETS) == tagger["max_snippets"]
-    assert a.workers == tag["workers"] and a.key_tempo == tag["key_tempo"] and a.explain == tag["explain"]
+    assert a.key_tempo == tag["key_tempo"] and a.explain == tag["explain"]
+    # workers: the one deliberate difference, from clapknn.options too: "auto" on the command line
+    # (worker processes for the features encoder), 0 in the API (everything in the calling process)
+    assert a.workers == opt.DEFAULT_CLI_WORKERS == "auto" and tag["workers"] == opt.DEFAULT_WORKERS == 0
     assert a.tag_field == _api_defaults(write_track_tags)["field"]
 
     a = parse(["build", "examples"])
     assert (a.encoder or opt.DEFAULT_ENCODER) == build["encoder"] and snippet_seconds(a) == build["snippet_seconds"]
     assert max_snippets(a, opt.DEFAULT_BUILD_SNIPPETS) == build["max_snippets"]
-    for dest in ("batch_size", "workers", "hop_seconds", "allow_single_tag"):
+    for dest in ("batch_size", "hop_seconds", "allow_single_tag"):
         assert getattr(a, dest) == build[dest], dest
+    assert a.workers == opt.DEFAULT_CLI_WORKERS and build["workers"] == opt.DEFAULT_WORKERS
 
     a, ev = parse(["evaluate", "examples"]), _api_defaults(evaluate)
     assert [int(v) for v in a.shots.split(",")] == list(ev["shots"]) and [int(v) for v in a.k.split(",")] == list(ev["k"])
@@ -218,17 +222,19 @@ def test_the_parsers_defaults_are_the_apis():
     assert set(opt.KEY_PROFILES) == set(PROFILES) and tuple(opt.LIBRARY_KINDS) == tuple(KINDS)  # --profile, --kind choices
     a, lib = parse(["index-library", "music", "--out", "lib"]), _api_defaults(index_library)
     assert (a.encoder or opt.DEFAULT_ENCODER) == lib["encoder"] and snippet_seconds(a) == lib["snippet_seconds"]
-    for dest in ("kind", "target_recall", "batch_size", "workers"):
+    for dest in ("kind", "target_recall", "batch_size"):
         assert getattr(a, dest) == lib[dest], dest
+    assert a.workers == opt.DEFAULT_CLI_WORKERS and lib["workers"] == opt.DEFAULT_WORKERS
     assert parse(["similar", "x.wav", "--library", "lib"]).k == _api_defaults(similar)["k"]
     a, ray = parse(["embed-ray", "music", "--out", "shards"]), _api_defaults(embed_with_ray)
     assert (a.files_per_task, a.batch_size, a.address) == (ray["files_per_task"], ray["batch_size"], ray["address"])
     a, app = parse(["serve", "--index", "i", "--library", "music"]), _api_defaults(serve)
-    for dest in ("host", "port", "k", "workers", "batch_size", "quiet"):
+    for dest in ("host", "port", "k", "batch_size", "quiet"):
         assert getattr(a, dest) == app[dest], dest
+    assert a.workers == opt.DEFAULT_CLI_WORKERS and app["workers"] == opt.DEFAULT_WORKERS
     assert parse(["demo"]).per_tag == _api_defaults(run_demo)["per_tag"]
     a, add = parse(["add", "i", "examples"]), _api_defaults(add_examples)
-    assert (a.batch_size, a.workers) == (add["batch_size"], add["workers"])
+    assert a.batch_size == add["batch_size"] and (a.workers, add["workers"]) == (opt.DEFAULT_CLI_WORKERS, opt.DEFAULT_WORKERS)
     a = parse(["playlist", "tags.csv"])
     assert a.k == tagger["k"] and a.max_tracks is None
     assert opt.DEFAULT_SIMILAR_TRACKS == _api_defaults(similar_playlist)["n"]  # what --like takes without --max-tracks

@@ -40,3 +40,89 @@ def test_an_array_with_non_finite_vectors_is_refused_as_a_file_is(tmp_path):
         embed_array(tone(330.0, 4.0, amp=0.8), 22050, LoudIsNaN(), snippet_seconds=2.0)
     vectors, snippets = embed_array(tone(330.0, 4.0, amp=0.2), 22050, LoudIsNaN(), snippet_seconds=2.0)
     assert vectors.shape == (2, 3) and np.isfinite(vectors).all() and snippets["start"].tolist() == [0.0, 2.0]
+
+
+# ----------------------------------------------------------------------------- worker processes
+
+
+class LoudIsNaNInWorkers(LoudIsNaN):
+    """:class:`LoudIsNaN`, run by the worker processes on the snippets they decode."""
+
+    encodes_in_workers = True
+
+
+@pytest.fixture(scope="module")
+def tracks(tmp_path_factory):
+    """Stereo files at 44.1 kHz (resampled and read by seeking), a silent one and a broken one."""
+    root = tmp_path_factory.mktemp("tracks")
+    paths = []
+    for i, seconds in enumerate((31.0, 12.0, 4.0, 47.5)):
+        y = tone(150.0 * (i + 1), seconds, 44100, seed=i, pulse_bpm=90 + 10 * i)
+        paths.append(write_audio(root / f"t{i}.flac", np.stack([y, 0.5 * y[::-1]], axis=1), 44100))
+    paths.insert(2, write_audio(root / "silent.wav", np.zeros(44100 * 3, np.float32), 44100))
+    broken = root / "broken.wav"
+    broken.write_bytes(b"RIFF\x00\x00\x00\x00not audio at all")
+    paths.insert(1, broken)
+    return paths
+
+
+def test_features_encoded_in_workers_give_the_same_vectors(tracks, monkeypatch):
+    """The features encoder runs in the worker processes (none of its work in this one), and the
+    vectors, windows and failures are those of encoding here, whatever the worker count and batch size."""
+    from clapknn.encoders.features import FeaturesEncoder
+
+    kw = dict(snippet_seconds=5.0, max_snippets=3, hashes=False)
+    enc = FeaturesEncoder()
+    here = embed_files(tracks, enc, workers=0, batch_size=16, **kw)
+    assert len(here.vectors) == 3 + 2 + 1 + 3 and len(here.failures) == 2
+
+    def refuse(self, snippets):
+        raise AssertionError("the features encoder ran in the calling process")
+
+    monkeypatch.setattr(FeaturesEncoder, "embed", refuse)  # workers hold their own copy of the class
+    for workers, batch_size in ((2, 1), (1, 2), ("auto", 16)):
+        there = embed_files(tracks, enc, workers=workers, batch_size=batch_size, **kw)
+        np.testing.assert_array_equal(there.vectors, here.vectors)
+        assert there.snippets.equals(here.snippets)
+        cols = ["path", "duration", "n_snippets", "n_silent", "error"]
+        assert there.files[cols].equals(here.files[cols])
+    with pytest.raises(AssertionError, match="calling process"):
+        embed_files(tracks[:1], enc, workers=0, **kw)
+
+
+def test_vectors_encoded_in_workers_are_checked_here(tmp_path):
+    loud = write_audio(tmp_path / "loud.wav", tone(330.0, 4.0, amp=0.8))
+    fine = write_audio(tmp_path / "fine.wav", tone(330.0, 4.0, amp=0.2))
+    emb = embed_files([loud, fine], LoudIsNaNInWorkers(), snippet_seconds=2.0, workers=2)
+    assert emb.failures == [(str(loud), NON_FINITE)]
+    assert emb.files["n_snippets"].tolist() == [0, 2] and np.isfinite(emb.vectors).all()
+
+
+def test_auto_workers_one_per_core_for_an_encoder_that_encodes_in_them():
+    import os
+
+    from clapknn.embedding.workers import resolve_workers
+    from clapknn.errors import ParameterError
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert resolve_workers("auto", LoudIsNaNInWorkers()) == cores
+    assert resolve_workers("auto", LoudIsNaN()) == 0  # a model: a decoding thread beside it
+    assert resolve_workers(3, LoudIsNaN()) == 3
+    for bad in (-1, "many", 1.5, True):
+        with pytest.raises(ParameterError, match="workers must be 'auto' or an integer"):
+            resolve_workers(bad, LoudIsNaN())
+
+
+def test_cli_workers_option(capsys):
+    from clapknn.cli import build_parser, main
+
+    parser = build_parser()
+    assert parser.parse_args(["tag", "x.wav", "--index", "i"]).workers == "auto"
+    assert parser.parse_args(["tag", "x.wav", "--index", "i", "--workers", "0"]).workers == 0
+    assert parser.parse_args(["build", "ex", "--workers", "AUTO"]).workers == "auto"
+    with pytest.raises(SystemExit) as exc:
+        main(["tag", "x.wav", "--index", "i", "--workers", "lots"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith("argument --workers: workers must be 'auto' or an integer of at least 0, got 'lots'")
+    assert "Traceback" not in "\n".join(err)

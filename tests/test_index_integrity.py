@@ -347,7 +347,8 @@ def test_build_killed_mid_way_keeps_the_previous_index(examples, tmp_path):
     out = tmp_path / "idx"
     assert main(["build", str(examples), "--out", str(out), "--snippet-seconds", "4", "-q"]) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    args = ["build", str(examples), "--out", str(out), "--snippet-seconds", "1", "--batch-size", "1", "-q"]
+    # --workers 0: the encoder held by the script runs in this process, not in worker processes
+    args = ["build", str(examples), "--out", str(out), "--snippet-seconds", "1", "--batch-size", "1", "-q", "--workers", "0"]
     proc = subprocess.Popen([sys.executable, "-c", _BUILD_STOPPED_WHILE_IT_EMBEDS, *args], env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "embedding"  # the first of 72 snippets

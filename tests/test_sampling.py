@@ -4,6 +4,7 @@ setting reaches the API, the command line and the embedding cache key."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from clapknn.audio import decode
@@ -214,8 +215,12 @@ def test_tag_key_tempo_decodes_each_file_once(built_index, tmp_path, load_calls)
     assert got.to_dict("records") == expected.sort_values("path").reset_index(drop=True).to_dict("records")
     load_calls.clear()
     out = tmp_path / "tags.csv"
-    assert main(["tag", str(folder), "--index", str(root / "index"), "--key-tempo", "--no-cache", "--out", str(out), "-q"]) == 0
+    cmd = ["tag", str(folder), "--index", str(root / "index"), "--key-tempo", "--no-cache", "--out", str(out), "-q"]
+    assert main(cmd + ["--workers", "0"]) == 0  # in this process, where the reads are recorded
     assert len(load_calls) == len(files)  # the command line too: one whole read per file
+    assert main(cmd) == 0  # worker processes (the default) hand the decoded signal back for the analysis
+    tracks = pd.read_csv(out).sort_values("path").reset_index(drop=True)
+    assert tracks["bpm"].tolist() == expected.sort_values("path")["bpm"].tolist()
     assert "bpm" in out.read_text().splitlines()[0]
 
 

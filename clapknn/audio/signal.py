@@ -120,10 +120,20 @@ def as_mono(y, *, where: str = "audio", channel_axis: int | None = None) -> np.n
 def to_mono(y: np.ndarray) -> np.ndarray:
     """Average channels of a decoder's output: ``(n,)`` or ``(n, channels)`` (soundfile layout).
 
-    Only the layout is handled here; :func:`as_mono` checks the samples."""
+    Only the layout is handled here; :func:`as_mono` checks the samples. The channels are summed
+    one column at a time in float32 and divided by their count: the same values as
+    ``y.mean(axis=1, dtype=np.float32)``, several times faster than numpy's reduction over a short
+    inner axis (the decoder's blocks are ``(frames, 2)`` for stereo)."""
     y = np.asarray(y)
     if y.ndim == 2:
-        y = y.mean(axis=1, dtype=np.float32)
+        if y.shape[1] == 1:
+            return np.ascontiguousarray(y[:, 0], dtype=np.float32)
+        y = y.astype(np.float32, copy=False)
+        out = y[:, 0].copy()  # contiguous
+        for k in range(1, y.shape[1]):
+            out += y[:, k]
+        out /= np.float32(y.shape[1])
+        return out
     return y.astype(np.float32, copy=False)
 
 

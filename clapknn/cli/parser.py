@@ -49,9 +49,18 @@ def _add_pipeline(p: argparse.ArgumentParser, *, workers: bool = True) -> None:
     g.add_argument("--no-cache", action="store_true", help="neither read nor write the embedding cache")
 
 
+def _workers(text: str):
+    """``--workers N|auto`` (:func:`clapknn.options.parse_workers`)."""
+    try:
+        return opt.parse_workers(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _add_workers(g) -> None:
-    g.add_argument("--workers", type=int, default=opt.DEFAULT_WORKERS, metavar="N",
-                   help=f"decode in N processes while the model encodes (default {opt.DEFAULT_WORKERS}: a decoding thread)")
+    g.add_argument("--workers", type=_workers, default=opt.DEFAULT_CLI_WORKERS, metavar="N|auto",
+                   help="worker processes: the features encoder decodes and encodes in them, CLAP only decodes there; "
+                   f"0 decodes in a thread (default {opt.DEFAULT_CLI_WORKERS}: one per core for features, 0 for CLAP)")
 
 
 def _add_k(p, what: str = "neighbours per snippet", default=opt.DEFAULT_K) -> None:

@@ -74,6 +74,9 @@ def _tag_resumable(tagger, args) -> int:
 
 def cmd_tag(args) -> int:
     """``clapknn tag``: tag files and folders; optionally explain the votes and write the tags into the files."""
+    from ..embedding.workers import start_for_index
+
+    start_for_index(args.index, args.workers)  # the workers' imports run beside this process's own
     from ..output import format_table, write_table
     from ..tagging.tagger import Tagger
 

@@ -71,7 +71,7 @@ def embed_files(
     progress: bool = False,
     desc: str = "embedding",
     cache=None,
-    workers: int = DEFAULT_WORKERS,
+    workers: int | str = DEFAULT_WORKERS,
     max_snippets: int | None = None,
     on_signal=None,
 ) -> EmbeddedFiles:
@@ -95,8 +95,10 @@ def embed_files(
     cache : bool, path or EmbeddingCache, optional
         Reuse and store vectors in an embedding cache (:mod:`clapknn.embedding.cache`); ``True`` uses the
         default folder. Unchanged files are then neither decoded nor encoded.
-    workers : int
-        Decode in this many worker processes; 0 decodes in a thread while the encoder runs.
+    workers : int or "auto"
+        Worker processes (:mod:`clapknn.embedding.workers`); 0 decodes in a thread while the encoder
+        runs. An encoder that encodes in workers (``features``) encodes there too; ``"auto"``: one per
+        core for such an encoder, else 0.
     max_snippets : int, optional
         At most this many snippets per file, spread over it (:func:`clapknn.audio.snippet.sample_indices`)
         and read by seeking; ``None`` (default): every snippet.

@@ -1,23 +1,31 @@
-"""Streaming embedding: cached, multi-process decoding feeding one batched encoder, file by file.
+"""Streaming embedding: cached, multi-process decoding (and encoding) file by file.
 
 :func:`iter_embeddings` is the one embedding engine: behind :func:`clapknn.embedding.encode.embed_files`
 (index building, tagging, evaluation) and resumable tagging (:func:`tag_to_csv`). Data flow::
 
     paths ──► source thread ──► bounded queue ──► caller thread: batches ──► encoder.embed
                │  content key (memo) → cache hit? ────────────────────► (vectors from the cache)
-               └► decode: in the thread (workers=0) or in N worker processes (workers=N)
+               ├► decode: in the thread (workers=0) or in N worker processes (workers=N)
+               └► decode + encode in N worker processes (an encoder that encodes in workers) ──► vectors
 
 - **Cache.** With an :class:`~clapknn.embedding.cache.EmbeddingCache`, a file whose bytes, encoder identity
   and snippet settings were seen before is neither decoded nor encoded; fresh results are stored as
   soon as each file is done.
-- **Workers.** ``workers=N`` decodes and resamples in N processes (``spawn``, so it is safe beside
-  torch and FAISS threads) while this process encodes. At most ``2 * N`` files are in flight, so
+- **Workers** (:mod:`clapknn.embedding.workers`). ``workers=N`` runs each file in one of N processes
+  (forks of a ``forkserver`` server, so they are safe beside torch and FAISS threads and start
+  with their modules loaded). For an encoder whose ``encodes_in_workers`` is true (``features``) the
+  worker decodes, cuts and encodes the file and sends back its vectors; for the others (CLAP) it
+  decodes and cuts, and this process encodes full batches. ``workers="auto"`` picks one per core or 0
+  (:func:`~clapknn.embedding.workers.resolve_workers`). At most ``2 * N`` files are in flight, so
   memory does not grow with the library. Files longer than
-  :data:`~clapknn.audio.snippet.WHOLE_FILE_SECONDS` are streamed window by window in this process instead,
-  so no worker ever holds a whole long file.
+  :data:`~clapknn.audio.snippet.WHOLE_FILE_SECONDS` are not decoded whole anywhere: a decoding worker
+  leaves them to this process, which streams them window by window; an encoding worker streams them
+  itself, a batch at a time.
 - **Order and results.** Files come out in input order, each as soon as its last snippet is
   encoded. Batches are cut in input order whatever the number of workers (cache hits simply drop
-  out of the stream), and encoders are batch-independent, so the vectors are the same.
+  out of the stream), and encoders are batch-independent and embed every snippet on its own, so
+  the vectors are the same whichever process encodes them. The NaN/inf check
+  (:func:`vector_problem`) is made here, once per file, for every path.
 """
 
 from __future__ import annotations
@@ -33,9 +41,9 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .cache import CachedFile, EmbeddingCache, resolve_cache, settings_key
-from ..audio.digests import file_sha256
+from .workers import FileState, Signal, decode_file, embed_file, empty_reason, file_events, resolve_workers, worker_pool
 from ..encoders.base import Encoder
-from ..errors import AudioError, ClapknnError, ParameterError
+from ..errors import ClapknnError, ParameterError
 from ..audio.snippet import DEFAULT_SNIPPET_SECONDS
 from ..options import DEFAULT_WORKERS
 
@@ -45,20 +53,6 @@ logger = logging.getLogger(__name__)
 
 _QUEUE_SNIPPETS = 64  # snippets decoded ahead of the encoder
 _HIT_BATCH = 64  # cache hits handed to the consumer per queue message
-
-
-@dataclass(frozen=True)
-class Signal:
-    """An in-memory source for :func:`iter_embeddings`: mono float32 samples ``y`` at ``sr`` Hz (checked
-    by :func:`clapknn.audio.signal.as_mono` first), reported under ``name``. Cut in the engine's own
-    thread (never sent to a worker process) and never cached."""
-
-    y: np.ndarray
-    sr: int
-    name: str = "<array>"
-
-    def __str__(self) -> str:
-        return self.name
 
 
 @dataclass
@@ -106,20 +100,6 @@ class FileEmbedding:
         return int(len(self.vectors))
 
 
-@dataclass
-class _State:
-    path: str
-    duration: float = 0.0
-    n_snippets: int = 0
-    n_silent: int = 0
-    sha256: str = ""
-    error: str = ""
-    cacheable: bool = True  # False after a decoding error: those are not cached
-    entry: CachedFile | None = None  # set for a cache hit
-    content: str = ""  # the cache's key for the file's audio (EmbeddingCache.content_key)
-    signal: np.ndarray | None = None  # the whole decoded signal, when asked for and read in one go
-
-
 def vector_problem(vectors: np.ndarray) -> str:
     """Why an encoder's vectors cannot be used (``""`` when they can): a vector with NaN or inf
     would poison every later search. The one check of every embedding path (files, arrays, Ray)."""
@@ -128,96 +108,11 @@ def vector_problem(vectors: np.ndarray) -> str:
     return ""
 
 
-def empty_reason(n_silent: int) -> str:
-    """The reason given for a file or signal that gave no vector because it is silent (or empty)."""
-    return f"silent (all {n_silent} snippet(s) below -80 dBFS)" if n_silent else "no audio"
-
-
-def _error_text(exc: BaseException, path: str) -> str:
-    """The reason recorded for a file that failed (the same text as :func:`clapknn.embedding.encode.embed_files`)."""
-    if isinstance(exc, AudioError):
-        text = str(exc)
-        return text.split(": ", 1)[-1] if text.startswith(path) else text
-    if isinstance(exc, OSError):
-        return exc.strerror or f"{type(exc).__name__}: {exc}"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _file_events(
-    path, sr: int, length: float, hop: float | None, hashes: bool, pad: str = "repeat", max_snippets: int | None = None,
-    keep_signal: bool = False,
-) -> Iterator[tuple]:
-    """Yield ``("snippet", start, end, audio)`` per non-silent snippet, then ``("file", state)``;
-    ``pad`` is the encoder's rule for a track shorter than one snippet, ``max_snippets`` the most
-    snippets taken from the track (:func:`clapknn.audio.snippet.sample_indices`; ``None``: all)."""
-    from ..audio.snippet import iter_file_snippets, iter_snippets
-
-    state = _State(str(path))
-    try:
-        if isinstance(path, Signal):
-            from ..audio.signal import resample
-
-            events = iter_snippets(resample(path.y, path.sr, sr), sr, length, hop, pad=pad, max_snippets=max_snippets)
-        else:
-            keep = (lambda y: setattr(state, "signal", y)) if keep_signal else None
-            events = iter_file_snippets(path, sr, length, hop, pad=pad, max_snippets=max_snippets, on_signal=keep)
-        for start, end, audio in events:
-            state.duration = max(state.duration, end)
-            if audio is None:
-                state.n_silent += 1
-                continue
-            state.n_snippets += 1
-            yield ("snippet", start, end, audio)
-        if hashes and not isinstance(path, Signal):
-            state.sha256 = file_sha256(path)
-        if state.n_snippets == 0:
-            state.error = empty_reason(state.n_silent)
-    except (AudioError, OSError, ValueError, RuntimeError, MemoryError) as exc:
-        state.error = _error_text(exc, path)
-        state.cacheable = False
-    yield ("file", state)
-
-
-def _decode_in_worker(
-    path: str, sr: int, length: float, hop: float | None, hashes: bool, pad: str = "repeat", max_snippets: int | None = None,
-    keep_signal: bool = False,
-):
-    """Run in a worker process: decode and cut one file.
-
-    Returns ``None`` for a file longer than :data:`~clapknn.audio.snippet.WHOLE_FILE_SECONDS` (the caller
-    streams it instead), else ``(state, starts, ends, audio)`` with ``audio`` of shape
-    ``(n, n_samples)``.
-    """
-    from ..audio.decode import sndfile_info
-    from ..audio.snippet import WHOLE_FILE_SECONDS
-
-    try:
-        import os
-        import stat
-
-        # only a regular file goes to libsndfile here: opening a named pipe would block forever
-        if stat.S_ISREG(os.stat(path).st_mode):
-            meta = sndfile_info(Path(path))  # (its decoders' stderr notes held, as in decode.load)
-            if not isinstance(meta, BaseException) and meta.duration > WHOLE_FILE_SECONDS:
-                return None
-    except Exception:  # noqa: BLE001 - not readable by libsndfile: the decoder below says why
-        pass
-    starts, ends, rows = [], [], []
-    state = None
-    for ev in _file_events(path, sr, length, hop, hashes, pad, max_snippets, keep_signal):
-        if ev[0] == "snippet":
-            starts.append(ev[1])
-            ends.append(ev[2])
-            rows.append(ev[3])
-        else:
-            state = ev[1]
-    audio = np.stack(rows) if rows else None
-    return state, starts, ends, audio
-
-
-def _source(paths, encoder, length, hop, hashes, cache, key, workers, q, stop, max_snippets=None, keep_signals=False):
-    """Producer thread: emit ``snippet``/``file`` messages in input order."""
+def _source(paths, encoder, length, hop, hashes, cache, key, workers, q, stop, max_snippets=None, keep_signals=False,
+            batch_size=16):
+    """Producer thread: emit ``snippet``/``encoded``/``file`` messages in input order."""
     pool = None
+    in_workers = bool(workers) and encoder.encodes_in_workers
 
     def put(item) -> bool:
         while not stop.is_set():
@@ -229,7 +124,7 @@ def _source(paths, encoder, length, hop, hashes, cache, key, workers, q, stop, m
         return False
 
     def stream(i: int, p: str, sha: str, content: str) -> bool:
-        for ev in _file_events(p, encoder.sample_rate, length, hop, hashes and not sha, encoder.pad, max_snippets, keep_signals):
+        for ev in file_events(p, encoder.sample_rate, length, hop, hashes and not sha, encoder.pad, max_snippets, keep_signals):
             if ev[0] == "snippet":
                 if not put(("snippet", i, ev[1], ev[2], ev[3])):
                     return False
@@ -241,19 +136,22 @@ def _source(paths, encoder, length, hop, hashes, cache, key, workers, q, stop, m
         return True
 
     def emit(i: int, p: str, sha: str, content: str, job) -> bool:
-        if isinstance(job, _State):  # a cache hit
+        if isinstance(job, FileState):  # a cache hit
             return put(("file", i, job))
         try:
             result = job.result()
-        except Exception as exc:  # noqa: BLE001 - a worker died (killed, out of memory)
-            raise ClapknnError(f"decode worker failed on {p}: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - a worker died (killed, out of memory) or its encoder failed
+            what = "embedding" if in_workers else "decode"
+            raise ClapknnError(f"{what} worker failed on {p}: {type(exc).__name__}: {exc}") from exc
         if result is None:  # a long file: stream it here, window by window
             return stream(i, p, sha, content)
-        state, starts, ends, audio = result
-        for j in range(len(starts)):
-            if not put(("snippet", i, starts[j], ends[j], audio[j])):
-                return False
+        state, starts, ends, data = result
         state.sha256, state.content = state.sha256 or sha, content
+        if in_workers:  # the file's vectors, encoded by the worker
+            return put(("encoded", i, starts, ends, data, state))
+        for j in range(len(starts)):
+            if not put(("snippet", i, starts[j], ends[j], data[j])):
+                return False
         return put(("file", i, state))
 
     hits: list = []  # cache hits not yet handed over: sent in groups, one queue message each
@@ -283,7 +181,7 @@ def _source(paths, encoder, length, hop, hashes, cache, key, workers, q, stop, m
                 if content:
                     entry = cache.get(key, content, dim=encoder.dim)
                     if entry is not None:
-                        state = _State(p, entry.duration, len(entry.vectors), entry.n_silent, sha, entry=entry)
+                        state = FileState(p, entry.duration, len(entry.vectors), entry.n_silent, sha, entry=entry)
                         if not len(entry.vectors):
                             state.error = empty_reason(entry.n_silent)
                         if inflight:
@@ -304,20 +202,20 @@ def _source(paths, encoder, length, hop, hashes, cache, key, workers, q, stop, m
                     return
                 continue
             if pool is None:  # started on the first file to decode: a warm cache never pays for it
-                import multiprocessing
-                from concurrent.futures import ProcessPoolExecutor
-
-                pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-            job = pool.submit(
-                _decode_in_worker, p, encoder.sample_rate, length, hop, hashes and not sha, encoder.pad, max_snippets,
-                keep_signals,
-            )
+                pool = worker_pool(workers, encoder)
+            if in_workers:
+                job = pool.submit(embed_file, p, length, hop, hashes and not sha, max_snippets, keep_signals, batch_size)
+            else:
+                job = pool.submit(
+                    decode_file, p, encoder.sample_rate, length, hop, hashes and not sha, encoder.pad, max_snippets,
+                    keep_signals,
+                )
             inflight.append((i, p, sha, content, job))
             # emit whatever is ready at the head; block only when the window is full
             while inflight and (
-                isinstance(inflight[0][4], _State)
+                isinstance(inflight[0][4], FileState)
                 or inflight[0][4].done()
-                or sum(not isinstance(x[4], _State) for x in inflight) > window
+                or sum(not isinstance(x[4], FileState) for x in inflight) > window
             ):
                 if not emit(*inflight.popleft()):
                     return
@@ -343,7 +241,7 @@ def iter_embeddings(
     batch_size: int = 16,
     hashes: bool = True,
     cache: "bool | str | Path | EmbeddingCache | None" = None,
-    workers: int = DEFAULT_WORKERS,
+    workers: int | str = DEFAULT_WORKERS,
     max_snippets: int | None = None,
     keep_signals: bool = False,
 ) -> Iterator[FileEmbedding]:
@@ -362,8 +260,10 @@ def iter_embeddings(
         Record each file's SHA-256 (always done when a cache is used).
     cache : bool, path or EmbeddingCache, optional
         ``True`` for the default cache folder (:func:`clapknn.embedding.cache.default_cache_dir`).
-    workers : int
-        Decoding processes; 0 decodes in a thread of this process.
+    workers : int or "auto"
+        Worker processes; 0 decodes in a thread of this process. An encoder that encodes in workers
+        (``features``) runs in them too. ``"auto"``: one per core for such an encoder, else 0
+        (:func:`~clapknn.embedding.workers.resolve_workers`).
     max_snippets : int, optional
         At most this many snippets per file, spread over it and read by seeking
         (:func:`clapknn.audio.snippet.iter_file_snippets`); ``None`` (default) takes every snippet.
@@ -379,8 +279,7 @@ def iter_embeddings(
     """
     if batch_size < 1:
         raise ParameterError(f"batch_size must be >= 1, got {batch_size}")
-    if workers < 0:
-        raise ParameterError(f"workers must be >= 0, got {workers}")
+    workers = resolve_workers(workers, encoder)
     from ..options import check_max_snippets
 
     max_snippets = check_max_snippets(max_snippets)
@@ -398,7 +297,8 @@ def iter_embeddings(
     stop = threading.Event()
     worker = threading.Thread(
         target=_source,
-        args=(paths, encoder, snippet_seconds, hop_seconds, hashes, store, key, workers, q, stop, max_snippets, keep_signals),
+        args=(paths, encoder, snippet_seconds, hop_seconds, hashes, store, key, workers, q, stop, max_snippets, keep_signals,
+              batch_size),
         daemon=True,
     )
     worker.start()
@@ -407,7 +307,7 @@ def iter_embeddings(
     pending_ids: list[int] = []
     rows: dict[int, list] = {}  # file -> [starts, ends, vectors]
     outstanding: dict[int, int] = {}
-    done: dict[int, _State] = {}
+    done: dict[int, FileState] = {}
     next_i = 0
     dim = encoder.dim
 
@@ -463,6 +363,10 @@ def iter_embeddings(
                 outstanding[i] = outstanding.get(i, 0) + 1
                 if len(pending) >= batch_size:
                     flush()
+            elif kind == "encoded":  # a file's vectors, from the worker that decoded it
+                _, i, starts, ends, vectors, state = item
+                rows[i] = (list(starts), list(ends), [] if vectors is None else list(vectors))
+                done[i] = state
             elif kind == "files":
                 for i, state in item[1]:
                     done[i] = state

@@ -59,6 +59,14 @@ class Encoder(abc.ABC):
     #: (:data:`clapknn.audio.snippet.PAD_RULES`): ``"repeat"`` loops it, ``"repeatpad"`` repeats whole
     #: copies, then zeros.
     pad: str = "repeat"
+    #: Whether the embedding engine's worker processes run this encoder on the snippets they decode
+    #: (:func:`clapknn.embedding.workers.embed_file`): true for an encoder that is cheap to send to
+    #: another process and whose work is per snippet on the CPU, with nothing to share (``features``);
+    #: false for a model (``clap``), which stays in the calling process while workers only decode.
+    encodes_in_workers: bool = False
+    #: Modules the worker processes' server imports once for this encoder, so a worker starts with
+    #: them loaded (:func:`clapknn.embedding.workers.worker_pool`).
+    worker_modules: tuple[str, ...] = ()
 
     @abc.abstractmethod
     def embed(self, snippets: np.ndarray) -> np.ndarray:

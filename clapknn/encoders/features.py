@@ -113,6 +113,11 @@ class FeaturesEncoder(Encoder):
 
     name = "features"
     pad = "repeat"
+    encodes_in_workers = True  # with decoding workers, each encodes the snippets it decodes
+    worker_modules = (
+        "scipy.sparse", "scipy.signal", "librosa.core.spectrum", "librosa.feature.spectral", "librosa.onset",
+        "librosa.filters", "clapknn.analysis.profiles", "clapknn.encoders.features",
+    )
 
     def __init__(self, sample_rate: int = 22050) -> None:
         self.sample_rate = int(sample_rate)

@@ -21,7 +21,7 @@ from ..index import Index, example_metadata
 from ..labels import ExampleSet, load_examples
 from ..options import (
     DEFAULT_BATCH_SIZE, DEFAULT_BUILD_SNIPPETS, DEFAULT_SNIPPET_SECONDS, DEFAULT_WORKERS, ENCODERS, check_choice, check_int, check_max_snippets,
-    check_snippets,
+    check_snippets, check_workers,
 )
 
 
@@ -93,7 +93,7 @@ def build_index(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = False,
     cache=None,
-    workers: int = DEFAULT_WORKERS,
+    workers: int | str = DEFAULT_WORKERS,
     allow_single_tag: bool = False,
     max_snippets: int | str | None = DEFAULT_BUILD_SNIPPETS,
 ) -> Index:
@@ -120,8 +120,9 @@ def build_index(
         Show a progress bar on a terminal.
     cache : bool, path or EmbeddingCache, optional
         Embedding cache (:mod:`clapknn.embedding.cache`): unchanged files are neither decoded nor encoded.
-    workers : int
-        Decoding processes (0: a thread of this process).
+    workers : int or "auto"
+        Decoding processes (0: a thread of this process; ``"auto"``: one per core for an encoder that
+        encodes in them, such as ``features``, else 0; :func:`clapknn.embedding.workers.resolve_workers`).
     allow_single_tag : bool
         Build even when every example of all tags but one was skipped (by default that is refused:
         such an index gives its one tag to everything).
@@ -145,7 +146,7 @@ def build_index(
 
     snippet_seconds, hop = check_snippets(snippet_seconds, hop_seconds)
     check_int("batch_size", batch_size)
-    check_int("workers", workers, minimum=0)
+    check_workers(workers)
     max_snippets = check_max_snippets(max_snippets)
     example_set = examples if isinstance(examples, ExampleSet) else load_examples(examples, labels=labels)
     enc = _resolve_encoder(encoder, encoder_options)

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -19,7 +18,7 @@ from .aggregate import aggregate, select_tags
 from ..embedding.encode import embed_array, embed_files
 from ..encoders import Encoder, encoder_from_identity
 from ..errors import ClapknnError, ParameterError
-from ..index import Index
+from ..index import INDEX_HOME, Index, index_path  # (re-exported: their old home)
 from ..labels import collect_audio
 from ..options import (
     AGGREGATIONS, DEFAULT_AGGREGATE, DEFAULT_BATCH_SIZE, DEFAULT_K, DEFAULT_SPACE, DEFAULT_TAG_SNIPPETS, DEFAULT_WEIGHTS, SPACES,
@@ -31,18 +30,6 @@ from ..vote import KNNTagger
 __all__ = ["INDEX_HOME", "index_path", "load_index", "Tagger", "TagResult", "DEFAULT_K", "DEFAULT_WEIGHTS", "vote_summary"]
 
 logger = logging.getLogger(__name__)
-
-#: Default index home (relative to the working directory).
-INDEX_HOME = Path("index")
-
-
-def index_path(path: str | Path) -> Path:
-    """Where the index ``path`` is: as given, or, for a bare name that is not a folder here, under ``index/``."""
-    p = Path(os.path.expanduser(path))  # Path.expanduser raises on '~x'
-    if not p.exists() and not p.is_absolute() and len(p.parts) == 1 and (INDEX_HOME / p).exists():
-        p = INDEX_HOME / p
-    return p
-
 
 def load_index(path: str | Path) -> Index:
     """Read an index directory (a bare name is looked up under ``index/`` too)."""
