@@ -104,13 +104,13 @@ def _reference_vector(path: str):
     import numpy as np
     import soundfile as sf
 
-    from clapknn.encoders.features import _key_profiles
+    from clapknn.analysis.profiles import key_templates
 
     y, sr = sf.read(path, dtype="float32")
     mel = librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=sr, n_mels=64)).mean(axis=1)
     chroma = librosa.feature.chroma_stft(y=y, sr=sr).mean(axis=1)
     chroma = (chroma - chroma.mean()) / (np.linalg.norm(chroma - chroma.mean()) + 1e-12)
-    return np.r_[mel, _key_profiles() @ chroma]
+    return np.r_[mel, key_templates() @ chroma]
 
 
 def reference_figures(emb, cache: Path, *, shots, n_episodes: int, jobs: int) -> dict:

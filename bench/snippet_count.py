@@ -67,6 +67,7 @@ def embed_clips(rows, enc, length: float) -> list[dict]:
         if not len(batch.audio):  # silent throughout: no track to tag
             continue
         vecs = np.concatenate([enc.embed(batch.audio[i : i + 16]) for i in range(0, len(batch.audio), 16)])
+        vecs = enc.track_context(vecs)  # as the embedding engine finishes a file's vectors
         grid = np.array([abs(s / length - round(s / length)) < 1e-9 and round(s * enc.sample_rate) + size <= y.size
                          for s in batch.starts])
         out.append({**r, "vectors": vecs, "starts": batch.starts, "ends": batch.ends, "grid": grid})

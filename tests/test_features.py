@@ -148,3 +148,79 @@ def test_recipe_is_in_the_identity():
     from clapknn.encoders.features import RECIPE_VERSION
 
     assert FeaturesEncoder().identity()["recipe"] == RECIPE_VERSION
+
+
+def _track_key(vectors: np.ndarray) -> np.ndarray:
+    from clapknn.encoders.features import block_layout
+
+    (a, b), = [(a, b) for name, a, b, _ in block_layout() if name == "key_track"]
+    return vectors[:, a:b]
+
+
+def test_track_key_block_is_the_key_of_the_whole_track():
+    """``key_track`` holds, in every row of a track, the key block of the mean pitch-class profile of
+    its snippets: three snippets of an A minor cadence and one of C major (a passage in the
+    relative major) read minor as a track, where the C major snippet alone reads major. The other
+    blocks keep their values; rows stay unit length."""
+    from clapknn.analysis.profiles import key_templates
+    from clapknn.encoders.feature_blocks import key_values
+    from clapknn.encoders.features import FEATURE_BLOCKS, block_layout, track_context
+
+    enc = FeaturesEncoder()
+    minor = _cadence(9, "minor")
+    snippets = [minor, np.roll(minor, SR), _cadence(0, "major"), minor[::-1].copy()]
+    V = enc.embed(np.stack(snippets))
+    T = track_context(V)
+    np.testing.assert_allclose(np.linalg.norm(T, axis=1), 1.0, atol=1e-6)
+    (a, b), = [(a, b) for name, a, b, _ in block_layout() if name == "chroma"]
+    key = _track_key(T) / np.linalg.norm(T[:, a:b], axis=1, keepdims=True)  # each row's scale taken out
+    np.testing.assert_allclose(key, key[:1].repeat(len(key), 0), atol=1e-6)
+    profile = (V[:, a:b] / np.linalg.norm(V[:, a:b], axis=1, keepdims=True)).mean(axis=0)
+    profile = (profile - profile.mean()) / np.linalg.norm(profile - profile.mean())
+    corr = key_templates() @ profile
+    assert corr[12:].max() > corr[:12].max()  # the track is in minor
+    want = key_values(corr) * FEATURE_BLOCKS["key_track"][0] / 2.0
+    ratio = key[0] / want
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-4)  # the same block, up to the row scale
+    own = enc._blocks(snippets[2])["key"]
+    assert own[0] > own[1]  # the C major snippet alone: best major above best minor
+    # everything but key_track is unchanged, up to the rows' common scale
+    rest = np.ones(V.shape[1], dtype=bool)
+    rest[-4:] = False
+    for v, t in zip(V, T):
+        np.testing.assert_allclose(t[rest] / np.linalg.norm(t[rest]), v[rest] / np.linalg.norm(v[rest]), atol=1e-6)
+    # one snippet is its own track: the block is its own key block
+    np.testing.assert_allclose(track_context(V[2:3]), V[2:3], atol=1e-6)
+
+
+def test_the_engine_gives_every_snippet_its_tracks_key():
+    """Embedding a signal puts the track's key block (:func:`track_context` of its snippets) into
+    each of its vectors, the same in all of them."""
+    from clapknn.embedding.encode import embed_array
+    from clapknn.encoders.features import track_context
+
+    enc = FeaturesEncoder()
+    parts = [_cadence(9, "minor"), _cadence(0, "major"), _cadence(9, "minor")]
+    vectors, snippets = embed_array(np.concatenate(parts), SR, enc, snippet_seconds=10.0)
+    assert len(snippets) == 3
+    np.testing.assert_allclose(vectors, track_context(enc.embed(np.stack(parts))), atol=1e-6)
+    alone = enc.embed(np.stack(parts))
+    assert not np.allclose(_track_key(vectors), _track_key(alone), atol=1e-4)  # not each snippet's own key
+
+
+def test_a_track_voted_on_some_windows_gets_the_context_of_those():
+    """``clapknn.encoders.track_context``: the kept rows, each track that lost rows finished again
+    from the rows it keeps (what tagging those windows alone gives); the other tracks untouched."""
+    from clapknn.encoders import track_context as kept_context
+    from clapknn.encoders.features import track_context
+
+    enc = FeaturesEncoder()
+    V = track_context(enc.embed(np.stack([_cadence(9, "minor"), _cadence(0, "major"), _cadence(2, "major")])))
+    other = enc.embed(np.stack([_cadence(7, "minor")]))
+    X = np.concatenate([V, other])
+    tracks, keep = np.array([0, 0, 0, 1]), np.array([True, True, False, True])
+    out = kept_context(enc.identity(), X, tracks, keep)
+    np.testing.assert_allclose(out[:2], track_context(V[:2]), atol=1e-6)
+    assert not np.allclose(out[:2], V[:2], atol=1e-4)  # the context did change
+    np.testing.assert_array_equal(out[2], other[0])
+    np.testing.assert_array_equal(kept_context(enc.identity(), X, tracks, np.ones(4, bool)), X)

@@ -244,7 +244,8 @@ def test_tag_key_tempo_with_sampling_decodes_the_file_once(long_flac, tmp_path, 
 
 
 def test_embed_array_goes_through_the_engine(monkeypatch):
-    """An in-memory signal is embedded by the engine, as files are: same vectors as ``cut`` + encoder."""
+    """An in-memory signal is embedded by the engine, as files are: same vectors as ``cut`` + encoder
+    (the track's vectors finished by its track context)."""
     from clapknn.embedding import engine
     from clapknn.embedding.encode import embed_array
     from clapknn.encoders import get_encoder
@@ -262,5 +263,5 @@ def test_embed_array_goes_through_the_engine(monkeypatch):
     vectors, snippets = embed_array(np.stack([y, y], axis=1), SR, enc, snippet_seconds=10.0)
     assert len(seen) == 1 and isinstance(seen[0][0], engine.Signal)
     batch = cut(y, SR, 10.0, pad=enc.pad)
-    np.testing.assert_allclose(vectors, enc.embed(batch.audio), atol=1e-6)
+    np.testing.assert_allclose(vectors, enc.track_context(enc.embed(batch.audio)), atol=1e-6)
     assert snippets["start"].tolist() == batch.starts.tolist()

@@ -328,13 +328,15 @@ def iter_embeddings(
         if state.entry is not None:
             e = state.entry
             return FileEmbedding(i, str(paths[i]), e.vectors, e.starts, e.ends, e.duration, e.n_silent, state.sha256, state.error, True)
-        if not state.error and acc[2] and vector_problem(np.stack(acc[2])):
-            state.error = vector_problem(np.stack(acc[2]))
+        # what the vectors say of the whole track, from all of its snippets read here
+        stacked = np.asarray(encoder.track_context(np.stack(acc[2])), dtype=np.float32) if acc[2] else None
+        if not state.error and stacked is not None and vector_problem(stacked):
+            state.error = vector_problem(stacked)
             state.cacheable = False
         if state.error:
             vectors, starts, ends = np.zeros((0, dim), np.float32), np.zeros(0), np.zeros(0)
         else:
-            vectors = np.stack(acc[2]).astype(np.float32, copy=False)
+            vectors = stacked if stacked is not None else np.zeros((0, dim), np.float32)
             starts, ends = np.asarray(acc[0], dtype=np.float64), np.asarray(acc[1], dtype=np.float64)
         if store is not None and state.cacheable and state.content:
             store.put(key, state.content, CachedFile(vectors, starts, ends, state.duration, state.n_silent), settings=cache_settings)

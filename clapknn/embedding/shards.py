@@ -207,8 +207,10 @@ def tag_shards(tagger, shards: str | Path):
         )
     skipped = [tuple(p) for p in m.get("skipped_inputs", [])] + list(emb.failures)
     from ..audio.snippet import sampled_windows
+    from ..encoders import track_context
 
     keep = sampled_windows(emb.snippets["file"].to_numpy(), emb.snippets["start"].to_numpy(), emb.files["duration"].to_numpy(),
                            tagger.max_snippets, float(m["snippet_seconds"]), m.get("hop_seconds"))
     snippets = emb.snippets[keep].reset_index(drop=True)
-    return tagger.tag_vectors(emb.vectors[keep], snippets, list(emb.files["path"].astype(str)), skipped=skipped)
+    vectors = track_context(m["encoder"], emb.vectors, emb.snippets["file"].to_numpy(), keep)
+    return tagger.tag_vectors(vectors, snippets, list(emb.files["path"].astype(str)), skipped=skipped)

@@ -14,7 +14,10 @@ from ..errors import ParameterError
 from ..options import ENCODERS  # the registered encoder names
 from .base import Encoder, l2_normalize
 
-__all__ = ["Encoder", "ENCODERS", "RUNTIME_OPTIONS", "get_encoder", "check_encoder_options", "encoder_from_identity", "l2_normalize"]
+__all__ = [
+    "Encoder", "ENCODERS", "RUNTIME_OPTIONS", "get_encoder", "check_encoder_options", "encoder_from_identity", "l2_normalize",
+    "track_context",
+]
 
 
 
@@ -34,6 +37,26 @@ def get_encoder(name: str = "features", **kwargs: Any) -> Encoder:
         For an unknown name, or a setting the encoder does not have.
     """
     return _encoder_class(name)(**check_encoder_options(name, kwargs))
+
+
+def track_context(identity: dict[str, Any], vectors, tracks, keep):
+    """The rows ``keep`` (a boolean mask) of snippet vectors made by the encoder of ``identity``,
+    with the track context (:meth:`Encoder.track_context`) of every track that lost rows made again
+    from the rows it keeps: what tagging those snippets alone gives. ``tracks`` is each row's track.
+    Without a known encoder name in ``identity`` the rows are returned as they are."""
+    import numpy as np
+
+    vectors, tracks, keep = np.asarray(vectors), np.asarray(tracks), np.asarray(keep, dtype=bool)
+    out = vectors[keep].copy()
+    if keep.all() or identity.get("name") not in ENCODERS:  # nothing lost, or no encoder to ask
+        return out
+    kept_tracks = tracks[keep]
+    finish = _encoder_class(identity.get("name", "")).track_context
+    for t in np.unique(tracks[~keep]):
+        rows = kept_tracks == t
+        if rows.any():
+            out[rows] = finish(out[rows])
+    return out
 
 
 def _encoder_class(name: str) -> type:

@@ -83,6 +83,25 @@ class Encoder(abc.ABC):
             L2-normalised embeddings, one row per snippet.
         """
 
+    @classmethod
+    def track_context(cls, vectors: np.ndarray) -> np.ndarray:
+        """The vectors of the snippets read from one track, as the encoder finishes them once it
+        has them all: what a vector says about its whole track (e.g. the key of the piece, where
+        one snippet's may mislead) is filled in here. A function of those rows alone, applied by
+        the embedding engine to every track and again by whoever votes on only some of a track's
+        snippets (:func:`clapknn.encoders.track_context`). By default the rows are unchanged.
+
+        Parameters
+        ----------
+        vectors : np.ndarray [shape=(n, dim)]
+            One track's snippet vectors, as :meth:`embed` gave them (or as this method did).
+
+        Returns
+        -------
+        np.ndarray [shape=(n, dim), dtype=float32]
+        """
+        return vectors
+
     def identity(self) -> dict[str, Any]:
         """JSON-serialisable description of the encoder: name plus every setting that changes
         the vectors (and the checkpoint hash when there is one)."""

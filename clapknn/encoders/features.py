@@ -21,7 +21,12 @@ evaluation on human-labelled mood data (EMOPIA; see ``docs/evaluation.md``):
 - **notes** — how many notes start per second and how many sound at once, counted on the semitone
   spectrum (rises of a semitone band, peaks picked in time; bands within 20 and 30 dB of the
   loudest): note density and polyphony, measured relative to the snippet's own level, so they mean
-  the same in a quiet recording and a loud master.
+  the same in a quiet recording and a loud master;
+- **key_track** — the ``key`` block of the whole track (of the mean pitch-class profile of every
+  snippet read from it; :func:`track_context`, which the embedding engine applies to each track's
+  vectors): the mode of a piece adds up over its snippets, where one window can mislead.
+
+The blocks themselves are computed in :mod:`clapknn.encoders.feature_blocks`.
 
 Each block is moved and scaled by fixed constants to values of order one, scaled to unit length
 (except ``level``, whose size is the point) and weighted (:data:`FEATURE_BLOCKS`), and the whole
@@ -44,19 +49,22 @@ from the stored vectors whenever an index is loaded; ``clapknn tag --space`` for
 
 from __future__ import annotations
 
-from functools import cached_property
 from typing import Any
 
 import numpy as np
 
 from .base import Encoder, l2_normalize
+from .feature_blocks import (
+    _BLOCK_FUNCS, _BLOCK_SIZES, _HOP, _MAGNITUDE_BLOCKS, _N_FFT, _N_FFT_PITCH, _N_MELS, _N_MELS_FLUX, _N_MFCC,
+    _TEMPO_WIN, _Spectra, _contrast_bands, _semitone_filterbank, key_values,
+)
 
 __all__ = ["FeaturesEncoder", "FEATURE_BLOCKS", "RECIPE_VERSION"]
 
 _QUIET = 0.05  # plain-vector weight of the blocks meant for the standardised space only
 
 #: Version of the feature recipe; bump it whenever the vectors change, so old indexes are refused.
-RECIPE_VERSION = 5
+RECIPE_VERSION = 6
 
 #: Blocks in vector order: ``name: (weight in the plain vector, weight in the standardised space)``.
 #: The plain vector (the encoder's output) is a weighted set of unit-length patterns of timbre,
@@ -64,7 +72,8 @@ RECIPE_VERSION = 5
 #: mastered tracks, whose levels differ little, loudness hardly moves the cosine; between takes
 #: recorded at one gain it carries energy); the blocks whose plain weight is tiny (tonality, key,
 #: harmony) hardly move its cosine but count fully once the vote standardises every dimension on
-#: the index (standardising undoes any fixed scale).
+#: the index (standardising undoes any fixed scale). ``key_track`` is the one block of the whole
+#: track rather than of the snippet (:func:`track_context`).
 FEATURE_BLOCKS: dict[str, tuple[float, float]] = {
     "timbre": (1.0, 1.0),
     "timbre_var": (1.0, 0.5),
@@ -76,295 +85,11 @@ FEATURE_BLOCKS: dict[str, tuple[float, float]] = {
     "rhythm": (1.0, 1.0),
     "level": (1.0, 1.5),
     "tonal": (_QUIET, 1.0),
-    "key": (_QUIET, 1.5),
-    "harmony": (_QUIET, 0.5),
+    "key": (_QUIET, 0.75),
+    "harmony": (_QUIET, 1.0),
     "notes": (0.5, 1.0),
+    "key_track": (_QUIET, 1.0),
 }
-
-_N_FFT = 2048
-_HOP = 512
-_N_FFT_PITCH = 4096  # finer frequency grid for the semitone spectrum
-_HOP_PITCH = 1024
-_N_MFCC = 20
-_N_MELS = 64
-_N_MELS_FLUX = 128
-_PITCH_LO, _PITCH_HI = 33, 105  # MIDI notes of the semitone spectrum: A1 (55 Hz) .. A7 (3.5 kHz)
-_TEMPO_BANDS = 8  # log-spaced tempogram bands, 30-300 BPM
-_TEMPO_WIN = 384  # onset frames (~8.9 s) per tempogram window, librosa's default
-_TEMPO_STEP = 4  # tempogram frames averaged: every fourth
-_FLOOR_DB = -100.0
-
-
-# Fixed (centre, scale) per block, round numbers that bring typical music to order one. The vote
-# standardises on the index anyway; these only keep the L2 normalisation from being dominated by
-# one block.
-_BLOCK_SIZES = {
-    "timbre": _N_MFCC - 1, "timbre_var": _N_MFCC - 1, "chroma": 12, "chroma_var": 12, "contrast": 7,
-    "contrast_var": 7, "spectral": 5, "rhythm": 5 + _TEMPO_BANDS, "level": 4, "tonal": 12, "key": 4, "harmony": 6,
-    "notes": 7,
-}
-#: Blocks kept in their fixed units (their size is the point); every other block is a unit pattern.
-_MAGNITUDE_BLOCKS = ("level", "key", "harmony", "notes")
-_MFCC_CENTRE = np.r_[130.0, -30.0, 15.0, np.zeros(_N_MFCC - 4)]
-_MFCC_SCALE = np.r_[30.0, 20.0, 10.0, np.full(_N_MFCC - 4, 6.0)]
-_MFCC_SD_CENTRE = np.r_[24.0, 14.0, 10.0, np.full(_N_MFCC - 4, 8.0)]
-_MFCC_SD_SCALE = np.r_[16.0, 7.0, 4.0, np.full(_N_MFCC - 4, 3.0)]
-_KEY_CENTRE = np.array([0.75, 0.65, 0.1, 0.8])
-_KEY_SCALE = np.array([0.12, 0.11, 0.19, 0.08])
-_NOTE_RISE_DB = (6.0, 10.0)  # a semitone band rising this much over two frames (93 ms) starts a note
-_NOTES_CENTRE = np.array([4.5, 4.2, 0.5, 8.0, 3.3, 0.4, 2.3])
-_NOTES_SCALE = np.array([0.5, 0.5, 0.2, 0.5, 0.5, 0.25, 0.5])
-
-
-def _contrast_bands(sr: int, n_fft: int, n_bands: int = 6, fmin: float = 200.0, quantile: float = 0.02):
-    """``(first bin, stop bin, bins per side)`` of librosa's spectral-contrast octave bands."""
-    freq = np.fft.rfftfreq(n_fft, 1.0 / sr)
-    octa = np.zeros(n_bands + 2)
-    octa[1:] = fmin * (2.0 ** np.arange(0, n_bands + 1))
-    out = []
-    for k, (f_low, f_high) in enumerate(zip(octa[:-1], octa[1:])):
-        band = np.logical_and(freq >= f_low, freq <= f_high)
-        idx = np.flatnonzero(band)
-        if k > 0:
-            band[idx[0] - 1] = True
-        if k == n_bands:
-            band[idx[-1] + 1 :] = True
-        bins = np.flatnonzero(band)
-        lo, hi = int(bins[0]), int(bins[-1]) + 1
-        side = int(max(np.rint(quantile * band.sum()), 1))
-        if k < n_bands:
-            hi -= 1
-        out.append((lo, hi, side))
-    return out
-
-
-def _semitone_filterbank(sr: int, n_fft: int) -> np.ndarray:
-    """Triangular filters one semitone wide on the FFT bins, MIDI ``_PITCH_LO`` .. ``_PITCH_HI - 1``."""
-    freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
-    midi = 69 + 12 * np.log2(np.maximum(freqs, 1e-3) / 440.0)
-    notes = np.arange(_PITCH_LO, _PITCH_HI)
-    return np.maximum(0.0, 1.0 - np.abs(midi[None, :] - notes[:, None]))
-
-
-def _notes(pitch: np.ndarray, seconds: float) -> np.ndarray:
-    """Note density and polyphony from a semitone power spectrogram ``(bands, frames)``: note
-    starts per second at two rise thresholds, the share of frames where a note starts, the rise per
-    second, the mean (and relative spread) of bands within 30 dB of the loudest, and of bands
-    within 20 dB. Everything is relative to the loudest band, so a gain change leaves it unchanged."""
-    db = 10.0 * np.log10(pitch + 1e-10)
-    top = db.max()
-    rise = db[:, 2:] - db[:, :-2]
-    alive = db[:, 2:] > top - 40.0
-    before = np.pad(rise, ((0, 0), (1, 0)), constant_values=-np.inf)[:, :-1]
-    after = np.pad(rise, ((0, 0), (0, 1)), constant_values=-np.inf)[:, 1:]
-    peak = alive & (rise >= before) & (rise >= after)
-    seconds = max(seconds, 1e-3)
-    starts = [np.log((peak & (rise > t)).sum() / seconds + 1.0) for t in _NOTE_RISE_DB]
-    onset_frames = ((rise > _NOTE_RISE_DB[1]) & alive).any(axis=0).mean() if rise.size else 0.0
-    flow = np.log((np.maximum(rise, 0.0) * alive).sum() / seconds + 1.0)
-    active = (db > top - 30.0).sum(axis=0)
-    loud = (db > top - 20.0).sum(axis=0)
-    return np.array([
-        *starts, onset_frames, flow,
-        np.log(active.mean() + 1.0), active.std() / (active.mean() + 1.0), np.log(loud.mean() + 1.0),
-    ])
-
-
-class _Spectra:
-    """Everything the blocks of one snippet share, computed on first use and kept: the STFT (and
-    its power), the semitone spectrum, the MFCCs, the spectral-contrast frames, the onset flux and
-    the pitch-class profile. No intermediate result is computed twice, and a block that is not
-    asked for costs nothing (``bench/features_cost.py`` times each one)."""
-
-    def __init__(self, enc: "FeaturesEncoder", y: np.ndarray) -> None:
-        self.enc = enc
-        self.sr = enc.sample_rate
-        self.y = np.asarray(y, dtype=np.float32)
-
-    @cached_property
-    def S(self) -> np.ndarray:
-        """STFT magnitude, ``_N_FFT`` / ``_HOP``."""
-        import librosa
-
-        return np.abs(librosa.stft(self.y, n_fft=_N_FFT, hop_length=_HOP))
-
-    @cached_property
-    def P(self) -> np.ndarray:
-        """STFT power (float64)."""
-        return self.S.astype(np.float64) ** 2
-
-    @cached_property
-    def mfcc(self) -> np.ndarray:
-        """MFCC 1..19 of a 64-band log-mel spectrogram."""
-        import librosa
-
-        log_mel = librosa.power_to_db(self.enc._bank("mel") @ self.P, ref=1.0, top_db=None, amin=1e-10)
-        return librosa.feature.mfcc(S=log_mel, n_mfcc=_N_MFCC)[1:]
-
-    @cached_property
-    def contrast(self) -> np.ndarray:
-        """Spectral contrast per frame in 7 octave bands (librosa's definition: the mean of the top
-        and of the bottom 2 % of each band's bins, in dB), with a partial sort instead of a full one."""
-        import librosa
-
-        rows_peak, rows_valley = [], []
-        for lo, hi, idx in self.enc._bank("contrast"):
-            band = self.S[lo:hi]
-            n = band.shape[0]
-            part = np.partition(band, (idx - 1, n - idx), axis=0)
-            rows_valley.append(part[:idx].mean(axis=0))
-            rows_peak.append(part[n - idx :].mean(axis=0))
-        return librosa.power_to_db(np.array(rows_peak)) - librosa.power_to_db(np.array(rows_valley))
-
-    @cached_property
-    def flux(self) -> np.ndarray:
-        """Superflux-style onset strength on a 128-band log-mel spectrogram."""
-        import librosa
-
-        log_mel_f = librosa.power_to_db(self.enc._bank("mel_flux") @ self.P, ref=1.0, top_db=None, amin=1e-10)
-        return librosa.onset.onset_strength(S=log_mel_f, sr=self.sr, lag=2, max_size=3)
-
-    @cached_property
-    def pitch(self) -> np.ndarray:
-        """Semitone power spectrogram ``(bands, frames)`` from a finer STFT."""
-        import librosa
-
-        S_pitch = np.abs(librosa.stft(self.y, n_fft=_N_FFT_PITCH, hop_length=_HOP_PITCH))
-        return (self.enc._bank("semitones") @ (S_pitch * S_pitch)).astype(np.float64)
-
-    @cached_property
-    def chroma(self) -> np.ndarray:
-        """Pitch-class profile per frame (log-compressed semitone spectrum folded to 12 classes,
-        row 0 = C, unit norm per frame)."""
-        pitch = np.log1p(1000.0 * self.pitch / (self.pitch.max() + 1e-12))
-        n_oct = (_PITCH_HI - _PITCH_LO) // 12
-        # fold octaves; rows start at A (MIDI 33), so roll to put C first
-        chroma = np.roll(pitch.reshape(n_oct, 12, -1).sum(axis=0), (_PITCH_LO % 12), axis=0)
-        return chroma / np.maximum(np.linalg.norm(chroma, axis=0, keepdims=True), 1e-12)
-
-    @cached_property
-    def profile(self) -> np.ndarray:
-        """The snippet's mean pitch-class profile."""
-        return self.chroma.mean(axis=1)
-
-    @cached_property
-    def key_corr(self) -> np.ndarray:
-        """Correlation of :attr:`profile` with the 24 key profiles."""
-        centred = self.profile - self.profile.mean()
-        return self.enc._bank("keys") @ (centred / (np.linalg.norm(centred) + 1e-12))
-
-
-def _level(sp: _Spectra) -> np.ndarray:
-    import librosa
-
-    rms = librosa.feature.rms(y=sp.y, frame_length=_N_FFT, hop_length=_HOP)[0].astype(np.float64)
-    db = np.maximum(20.0 * np.log10(rms + 1e-10), _FLOOR_DB)
-    return (np.array([db.mean(), *np.percentile(db, [10, 50, 90])]) + 30.0) / 15.0
-
-
-def _timbre(sp: _Spectra) -> np.ndarray:
-    return (sp.mfcc.mean(axis=1) - _MFCC_CENTRE) / _MFCC_SCALE
-
-
-def _timbre_var(sp: _Spectra) -> np.ndarray:
-    return (sp.mfcc.std(axis=1) - _MFCC_SD_CENTRE) / _MFCC_SD_SCALE
-
-
-def _contrast(sp: _Spectra) -> np.ndarray:
-    return (sp.contrast.mean(axis=1) - 24.0) / 5.0
-
-
-def _contrast_var(sp: _Spectra) -> np.ndarray:
-    return (sp.contrast.std(axis=1) - 5.0) / 2.0
-
-
-def _spectral(sp: _Spectra) -> np.ndarray:
-    S, P = sp.S, sp.P
-    freqs = sp.enc._bank("freqs")
-    # first and second moments as products with the frequency axis (no (bins, frames) temporaries)
-    S64 = S.astype(np.float64)
-    mass = S64.sum(axis=0)
-    total = mass + 1e-10
-    centroid = (freqs @ S64) / total
-    spread = (freqs**2 @ S64) / total - 2.0 * centroid**2 + centroid**2 * mass / total
-    bandwidth = np.sqrt(np.maximum(spread, 0.0))
-    S2 = S * S  # float32: the logarithm of every bin is the costly part
-    flatness = np.exp(np.mean(np.log(S2 + np.float32(1e-12)), axis=0, dtype=np.float64)) / (P.mean(axis=0) + 1e-12)
-    c_mean, b_mean = centroid.mean() + 1e-6, bandwidth.mean() + 1e-6
-    return np.array(
-        [
-            np.log2(c_mean / 1000.0),
-            centroid.std() / c_mean - 0.3,
-            np.log2(b_mean / 1000.0),
-            bandwidth.std() / b_mean - 0.3,
-            np.log10(flatness.mean() + 1e-10) + 3.0,
-        ]
-    )
-
-
-def _rhythm(sp: _Spectra) -> np.ndarray:
-    import librosa
-
-    flux, sr = sp.flux, sp.sr
-    # librosa's tempogram (windowed autocorrelation of the flux around each frame, each scaled to
-    # a maximum of 1), averaged over every _TEMPO_STEP-th frame only: its windows (~9 s) overlap so
-    # much that the others add nothing to the mean
-    win = _TEMPO_WIN
-    n = flux.shape[-1]
-    padded = np.pad(flux, (win // 2, win // 2), mode="linear_ramp", end_values=(0, 0))
-    frames = librosa.util.frame(padded, frame_length=win, hop_length=1)[:, :n:_TEMPO_STEP]
-    ac = librosa.autocorrelate(frames * sp.enc._bank("tempo_window")[:, None], axis=0)
-    tg = librosa.util.normalize(ac, norm=np.inf, axis=0).mean(axis=1)
-    bpms = librosa.tempo_frequencies(win, sr=sr, hop_length=_HOP)
-    edges = np.geomspace(30, 300, _TEMPO_BANDS + 1)
-    bands = np.array([tg[(bpms >= lo) & (bpms < hi)].mean() for lo, hi in zip(edges[:-1], edges[1:])])
-    bands = bands / (bands.sum() + 1e-9)
-    rhythm = np.array(
-        [
-            np.log(flux.mean() + 1e-3),
-            np.log(np.median(flux) + 1e-3) + 1.5,
-            4.0 * ((flux > 1.0).mean() - 0.2),
-            4.0 * ((flux > 0.5).mean() - 0.3),
-            np.log(np.percentile(flux, 90) + 1e-3) - 1.0,
-        ]
-    )
-    return np.concatenate([rhythm, (bands - 1.0 / _TEMPO_BANDS) / 0.04])
-
-
-def _notes_block(sp: _Spectra) -> np.ndarray:
-    return (_notes(sp.pitch, len(sp.y) / sp.sr) - _NOTES_CENTRE) / _NOTES_SCALE
-
-
-def _tonal(sp: _Spectra) -> np.ndarray:
-    tonic = int(np.argmax(sp.key_corr)) % 12
-    return (np.roll(sp.profile, -tonic) - sp.profile.mean()) / 0.1
-
-
-def _chroma(sp: _Spectra) -> np.ndarray:
-    return (sp.profile - sp.profile.mean()) / 0.1
-
-
-def _chroma_var(sp: _Spectra) -> np.ndarray:
-    return (sp.chroma.std(axis=1) - 0.1) / 0.05
-
-
-def _key(sp: _Spectra) -> np.ndarray:
-    corr = sp.key_corr
-    major, minor = corr[:12].max(), corr[12:].max()
-    return (np.array([major, minor, major - minor, corr.max()]) - _KEY_CENTRE) / _KEY_SCALE
-
-
-def _harmony(sp: _Spectra) -> np.ndarray:
-    return (np.abs(np.fft.rfft(sp.chroma, axis=0))[1:7].mean(axis=1) - 0.45) / 0.15
-
-
-#: The function that computes each block from a snippet's :class:`_Spectra`.
-_BLOCK_FUNCS = {
-    "timbre": _timbre, "timbre_var": _timbre_var, "chroma": _chroma, "chroma_var": _chroma_var,
-    "contrast": _contrast, "contrast_var": _contrast_var, "spectral": _spectral, "rhythm": _rhythm,
-    "level": _level, "tonal": _tonal, "key": _key, "harmony": _harmony, "notes": _notes_block,
-}  # fmt: skip
-
 
 
 class FeaturesEncoder(Encoder):
@@ -454,6 +179,11 @@ class FeaturesEncoder(Encoder):
                 self._banks[name] = _contrast_bands(sr, _N_FFT)
         return self._banks[name]
 
+    @classmethod
+    def track_context(cls, vectors: np.ndarray) -> np.ndarray:
+        """The ``key_track`` block of every row made that of the whole track (:func:`track_context`)."""
+        return track_context(vectors)
+
     def _spectra(self, y: np.ndarray) -> "_Spectra":
         """The shared intermediate results of one snippet (each computed once, on first use)."""
         return _Spectra(self, y)
@@ -504,3 +234,39 @@ def block_layout(names=None) -> list[tuple[str, int, int, float]]:
         out.append((name, start, start + _BLOCK_SIZES[name], float(weight)))
         start += _BLOCK_SIZES[name]
     return out
+
+
+def track_context(vectors: np.ndarray) -> np.ndarray:
+    """The vectors of the snippets read from one track, their ``key_track`` block made that of the
+    whole track: the key block (:func:`~clapknn.encoders.feature_blocks.key_values`) of the mean of
+    the snippets' pitch-class profiles, the same in every row.
+
+    One 10-s window says the mode of tonal music less surely than several: a modulation, a
+    cadence on the relative key or a passage on few notes mislead one window, not the mean. The
+    profiles are read back from the ``chroma`` block of each row (a unit pattern: its direction is
+    the snippet's centred profile, which is all a correlation needs), so this is a function of the
+    vectors alone: whoever holds a track's vectors (the embedding engine, or an evaluation that
+    votes on some windows of a track) gets the same result from the same rows. Each row is then
+    L2-normalised again, as :meth:`FeaturesEncoder.embed` leaves it; rows of zeros stay zero.
+    """
+    out = np.asarray(vectors, dtype=np.float32)
+    if out.ndim != 2 or len(out) == 0:
+        return out
+    V = out.astype(np.float64)
+    layout = {name: (a, b) for name, a, b, _ in block_layout()}
+    # every unit-pattern block has length (its plain weight / the row's norm before normalisation),
+    # or 0 when the pattern was flat: the largest ratio gives the row's scale
+    scale = np.max([np.linalg.norm(V[:, a:b], axis=1) / FEATURE_BLOCKS[name][0]
+                    for name, (a, b) in layout.items() if name not in _MAGNITUDE_BLOCKS], axis=0)
+    a, b = layout["chroma"]
+    norms = np.linalg.norm(V[:, a:b], axis=1, keepdims=True)
+    profile = np.divide(V[:, a:b], norms, out=np.zeros_like(V[:, a:b]), where=norms > 1e-12).mean(axis=0)
+    profile = profile - profile.mean()
+    n = float(np.linalg.norm(profile))
+    from ..analysis.profiles import key_templates
+
+    corr = key_templates() @ (profile / n) if n > 1e-12 else np.zeros(24)
+    weight, size = FEATURE_BLOCKS["key_track"][0], _BLOCK_SIZES["key_track"]
+    a, b = layout["key_track"]
+    V[:, a:b] = scale[:, None] * (weight * key_values(corr) / np.sqrt(size))[None, :]
+    return l2_normalize(V)

@@ -321,19 +321,22 @@ def evaluate(
     tag_rows: list[dict] = []
     space_rows: list[dict] = []
     confusion: dict[tuple, np.ndarray] = {}
+    from ..encoders import track_context
     from ..progress import progress_bar
 
     bar = progress_bar(len(embedded) * len(splits), "evaluating", enabled=progress, unit="split")
     for emb in embedded:
         options = space_options(emb.knn_options, space)
         read = query_windows(emb, max_snippets)
+        # a query is tagged from the windows tagging reads, its track context made from those alone
+        read_vectors, read_track = track_context(emb.encoder, emb.vectors, emb.track, read), emb.track[read]
         for protocol, n_shots, rep, sup, qry in splits:
             s_mask = np.isin(emb.track, sup)
-            q_mask = np.isin(emb.track, qry) & read
-            X_s, X_q = emb.vectors[s_mask], emb.vectors[q_mask]
+            q_rows = np.isin(read_track, qry)
+            X_s, X_q = emb.vectors[s_mask], read_vectors[q_rows]
             Y_s = Y[emb.track[s_mask]]
-            q_tracks = np.unique(emb.track[q_mask])
-            qpos = np.searchsorted(q_tracks, emb.track[q_mask])
+            q_tracks = np.unique(read_track[q_rows])
+            qpos = np.searchsorted(q_tracks, read_track[q_rows])
             n_q = len(q_tracks)
             y_true = Y[q_tracks]
             chance = chance_levels(y_true, multilabel)
