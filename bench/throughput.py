@@ -17,13 +17,15 @@ four sections per track; kept in ``--workdir`` between runs), measured in this r
    script is their subreaper, so their time is counted);
 3. **CLAP, random-weight HTSAT-base** (``make_random_checkpoint.py``; the real laion-clap
    architecture and cost), on the first ``--clap-tracks`` tracks (default 8; three precisions of a
-   model this size take minutes per track set): ``Tagger.tag`` with the default snippets per track, in s/track with the
-   model already loaded (target ≤ 1.2; the load is reported on its own), beside laion-clap's
+   model this size take minutes per track set): ``Tagger.tag`` with the default snippets per track
+   (or each count of ``--clap-snippets``, e.g. ``6,4,3``), in s/track with the model already loaded
+   (target ≤ 1.2; the load is reported on its own), beside laion-clap's
    ``CLAP_Module.get_audio_embedding_from_filelist`` on the same files (one 10-s crop per file,
    decoded whole by librosa at 48 kHz), both in a fresh process of their own; and the opt-in
-   reduced precisions (``int8``, ``bf16``): s/track, speed-up over fp32, cosine of each snippet
-   vector to its fp32 vector, and how many track tags change (each precision tagging with an index
-   built in that precision from the same examples);
+   reduced precisions (``int8``, ``bf16``): s/track, speed-up over fp32 at the same snippet count,
+   cosine of each snippet vector to its fp32 vector (plain, and centred on the fp32 vectors' mean),
+   and how many track tags change (each precision tagging with an index built in that precision from
+   the same examples). ``--clap-only`` runs just this part;
 4. **peak memory at two library sizes** (``--memory-sizes``, default 1,000 and 10,000): ``bench/scale.py``
    with 1-s tracks (one 1-s snippet each) and ``--workers auto``, so 10,000 tracks stay feasible on two cores: the cost
    that could grow with the library (results, queues, the vote) is per track, not per second of
@@ -34,6 +36,7 @@ Usage::
 
     python bench/throughput.py                       # 32 tracks, everything
     python bench/throughput.py --tracks 8 --memory-sizes none --json out.json
+    python bench/throughput.py --clap-only --clap-snippets 6,4,3   # the CLAP part alone
 """
 
 from __future__ import annotations
@@ -154,8 +157,9 @@ def run_cli(args: list[str]) -> tuple[float, float]:
 # ------------------------------------------------------------------------------------------------ CLAP
 
 
-def clap_child(ckpt: str, files: list[str], examples: str, threads: int, side: str) -> dict:
-    """In a fresh process: laion-clap's file-list embedding, or clapknn's tagging per precision."""
+def clap_child(ckpt: str, files: list[str], examples: str, threads: int, side: str, snippets=(6,)) -> dict:
+    """In a fresh process: laion-clap's file-list embedding, or clapknn's tagging per precision at each
+    snippet count (``out["fp32"]`` at the first count; other counts under ``"<precision>@<count>"``)."""
     import torch
 
     torch.set_num_threads(threads)
@@ -181,45 +185,89 @@ def clap_child(ckpt: str, files: list[str], examples: str, threads: int, side: s
     from clapknn import Tagger, build_index
     from clapknn.encoders.clap import ClapEncoder
 
+    refs: dict = {}  # fp32 results per snippet count
     out = {}
-    ref = None
     for precision in ("fp32", "int8", "bf16"):
         t = time.perf_counter()
         enc = ClapEncoder(ckpt, device="cpu", threads=threads, precision=precision, progress=False)
         load = time.perf_counter() - t
         index = build_index(examples, encoder=enc)
-        tagger = Tagger(index, encoder=enc)
-        tagger.tag(files[:1])  # warm-up (first-call allocations), not timed
-        t, c = time.perf_counter(), time.process_time()
-        res = tagger.tag(files, explain=True)
-        seconds = time.perf_counter() - t
-        row = {"load_s": load, "seconds": seconds, "cpu_s": time.process_time() - c, "snippets": int(len(res.vectors)),
-               "tops": res.tracks["top"].tolist()}
-        if precision == "fp32":
-            ref = res
-        else:
-            cos = np.sum(res.vectors * ref.vectors, axis=1)
-            # random weights put every vector near one direction, so the plain cosine flatters:
-            # also compare the vectors' departures from the fp32 mean (what tells tracks apart)
-            mean = ref.vectors.mean(axis=0)
-            a, b = res.vectors - mean, ref.vectors - mean
-            ccos = np.sum(a * b, axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-            row.update(centred_cos_min=float(ccos.min()), centred_cos_mean=float(ccos.mean()),
-                       spread=float(np.mean(np.sum(ref.vectors * mean / np.linalg.norm(mean), axis=1))))
-            row.update(cos_min=float(cos.min()), cos_mean=float(cos.mean()),
-                       tags_changed=int(sum(a != b for a, b in zip(row["tops"], ref.tracks["top"]))))
-        out[precision] = row
-        del enc, tagger, index
+        for k, count in enumerate(snippets):
+            tagger = Tagger(index, encoder=enc, max_snippets=count)
+            tagger.tag(files[:1])  # warm-up (first-call allocations), not timed
+            t, c = time.perf_counter(), time.process_time()
+            res = tagger.tag(files, explain=True)
+            seconds = time.perf_counter() - t
+            row = {"load_s": load, "seconds": seconds, "cpu_s": time.process_time() - c, "snippets": int(len(res.vectors)),
+                   "tops": res.tracks["top"].tolist(), "max_snippets": count}
+            if precision == "fp32":
+                refs[count] = res
+            else:
+                _fidelity(row, res, refs[count])
+            out[precision if k == 0 else f"{precision}@{count}"] = row
+            del tagger
+        del enc, index
     return out
 
 
-def _spawn_clap(side: str, ckpt: Path, files, examples: Path, threads: int) -> dict:
+def _fidelity(row: dict, res, ref) -> None:
+    """Cosine of each snippet vector to its fp32 vector (plain and centred) and the track tags changed."""
+    cos = np.sum(res.vectors * ref.vectors, axis=1)
+    # random weights put every vector near one direction, so the plain cosine flatters:
+    # also compare the vectors' departures from the fp32 mean (what tells tracks apart)
+    mean = ref.vectors.mean(axis=0)
+    a, b = res.vectors - mean, ref.vectors - mean
+    ccos = np.sum(a * b, axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    row.update(centred_cos_min=float(ccos.min()), centred_cos_mean=float(ccos.mean()),
+               spread=float(np.mean(np.sum(ref.vectors * mean / np.linalg.norm(mean), axis=1))))
+    row.update(cos_min=float(cos.min()), cos_mean=float(cos.mean()),
+               tags_changed=int(sum(a != b for a, b in zip(row["tops"], ref.tracks["top"]))))
+
+
+def _spawn_clap(side: str, ckpt: Path, files, examples: Path, threads: int, snippets=(6,)) -> dict:
     cmd = [sys.executable, __file__, "--clap-child", side, "--checkpoint", str(ckpt), "--threads", str(threads),
-           "--examples", str(examples), "--files-list", json.dumps([str(f) for f in files])]
+           "--examples", str(examples), "--files-list", json.dumps([str(f) for f in files]),
+           "--clap-snippets", ",".join(map(str, snippets))]
     res = subprocess.run(cmd, capture_output=True, text=True, env=_env())
     if res.returncode != 0:
         raise SystemExit(f"CLAP {side} run failed:\n{res.stderr[-4000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def clap_part(args, work: Path, paths, examples: Path, fig: dict) -> None:
+    """The CLAP runs (part 3 of the module doc), printed and added to ``fig["clap"]``."""
+    from clapknn.options import DEFAULT_TAG_SNIPPETS
+
+    n = len(paths)
+    counts = tuple(int(c) for c in args.clap_snippets.split(",")) if args.clap_snippets else (DEFAULT_TAG_SNIPPETS,)
+    ckpt = Path(args.checkpoint) if args.checkpoint else work / "random-HTSAT-base.pt"
+    if not ckpt.exists():
+        sys.path.insert(0, str(HERE))
+        from make_random_checkpoint import write_random_checkpoint
+
+        write_random_checkpoint(ckpt, amodel="HTSAT-base", seed=0)
+    clap_paths = paths[: max(1, min(args.clap_tracks, n))]
+    nc = len(clap_paths)
+    laion = _spawn_clap("laion", ckpt, clap_paths, examples, args.threads)
+    mine = _spawn_clap("clapknn", ckpt, clap_paths, examples, args.threads, counts)
+    fig["clap"] = {"tracks": nc, "laion": laion, "clapknn": mine, "load_after": os.getloadavg()}
+    print(f"\nCLAP HTSAT-base, random weights, {args.threads} thread(s), the first {nc} tracks, model loaded (load time apart):")
+    print(f"  laion-clap get_audio_embedding_from_filelist (1 crop/file): {laion['seconds'] / nc:.2f} s/track, "
+          f"CPU {laion['cpu_s'] / nc:.2f} s/track (load {laion['load_s']:.1f} s)  [baseline]")
+    for name, r in mine.items():
+        precision = name.split("@")[0]
+        base = mine["fp32" if r["max_snippets"] == counts[0] else f"fp32@{r['max_snippets']}"]["seconds"]
+        extra = ""
+        if precision != "fp32":
+            extra = (f", {base / r['seconds']:.2f}x fp32 speed, cosine to fp32 min {r['cos_min']:.4f} mean {r['cos_mean']:.4f} "
+                     f"(centred on the fp32 mean: min {r['centred_cos_min']:.3f} mean {r['centred_cos_mean']:.3f}), "
+                     f"{r['tags_changed']}/{nc} track tags changed")
+        per = r["seconds"] / nc
+        print(f"  clapknn tag {precision}, --snippets {r['max_snippets']} ({r['snippets'] / nc:g}/track): {per:.2f} s/track = "
+              f"{r['seconds'] / laion['seconds']:.2f}x laion-clap's time, CPU {r['cpu_s'] / nc:.2f} s/track "
+              f"(load {r['load_s']:.1f} s){extra}  [target <= 1.2 s/track: {'met' if per <= 1.2 else 'not met'}]")
+    la = fig["clap"]["load_after"]
+    print(f"  load average (1, 5, 15 min) after the CLAP runs: {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}")
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -235,6 +283,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-all", action="store_true", help="skip the --snippets all run")
     ap.add_argument("--no-clap", action="store_true", help="skip the CLAP runs")
     ap.add_argument("--clap-tracks", type=int, default=8, help="tracks the CLAP runs embed (the first N; default 8)")
+    ap.add_argument("--clap-snippets", help="snippets per track for the CLAP runs, comma-separated (default: the tag "
+                    "default; e.g. 6,4: every precision at each count, fidelity against fp32 at the same count)")
+    ap.add_argument("--clap-only", action="store_true", help="only the CLAP runs (no features tag runs, no memory runs)")
     ap.add_argument("--memory-sizes", default="1000,10000", help="library sizes for peak memory, or none")
     ap.add_argument("--json", help="also write the figures here")
     ap.add_argument("--clap-child", choices=["laion", "clapknn"], help=argparse.SUPPRESS)
@@ -243,7 +294,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     if args.clap_child:
-        print(json.dumps(clap_child(args.checkpoint, json.loads(args.files_list), args.examples, args.threads, args.clap_child)))
+        counts = tuple(int(c) for c in args.clap_snippets.split(","))
+        print(json.dumps(clap_child(args.checkpoint, json.loads(args.files_list), args.examples, args.threads, args.clap_child,
+                                    counts)))
         return 0
 
     from clapknn.options import DEFAULT_TAG_SNIPPETS
@@ -259,6 +312,12 @@ def main(argv=None) -> int:
     for stale in folder.glob("*.csv"):
         stale.unlink()
     fig: dict = {"tracks": n, "default_snippets": DEFAULT_TAG_SNIPPETS, "load_before": os.getloadavg()}
+    if args.clap_only:
+        clap_part(args, work, paths, examples, fig)
+        fig["load_after"] = os.getloadavg()
+        if args.json:
+            Path(args.json).write_text(json.dumps(fig, indent=2))
+        return 0
 
     index = work / "index-features"
     _become_subreaper()
@@ -303,31 +362,7 @@ def main(argv=None) -> int:
           flush=True)
 
     if not args.no_clap:
-        ckpt = Path(args.checkpoint) if args.checkpoint else work / "random-HTSAT-base.pt"
-        if not ckpt.exists():
-            sys.path.insert(0, str(HERE))
-            from make_random_checkpoint import write_random_checkpoint
-
-            write_random_checkpoint(ckpt, amodel="HTSAT-base", seed=0)
-        clap_paths = paths[: max(1, min(args.clap_tracks, n))]
-        nc = len(clap_paths)
-        laion = _spawn_clap("laion", ckpt, clap_paths, examples, args.threads)
-        mine = _spawn_clap("clapknn", ckpt, clap_paths, examples, args.threads)
-        fig["clap"] = {"tracks": nc, "laion": laion, "clapknn": mine}
-        print(f"\nCLAP HTSAT-base, random weights, {args.threads} thread(s), the first {nc} tracks, model loaded (load time apart):")
-        print(f"  laion-clap get_audio_embedding_from_filelist (1 crop/file): {laion['seconds'] / nc:.2f} s/track, "
-              f"CPU {laion['cpu_s'] / nc:.2f} s/track (load {laion['load_s']:.1f} s)  [baseline]")
-        base = mine["fp32"]["seconds"]
-        for precision, r in mine.items():
-            extra = ""
-            if precision != "fp32":
-                extra = (f", {base / r['seconds']:.2f}x fp32 speed, cosine to fp32 min {r['cos_min']:.4f} mean {r['cos_mean']:.4f} "
-                         f"(centred on the fp32 mean: min {r['centred_cos_min']:.3f} mean {r['centred_cos_mean']:.3f}), "
-                         f"{r['tags_changed']}/{nc} track tags changed")
-            print(f"  clapknn tag {precision} ({r['snippets'] / nc:g} snippets/track): {r['seconds'] / nc:.2f} s/track = "
-                  f"{r['seconds'] / laion['seconds']:.2f}x laion-clap's time, CPU {r['cpu_s'] / nc:.2f} s/track "
-                  f"(load {r['load_s']:.1f} s){extra}"
-                  + ("  (target <= 1.2 s/track)" if precision == "fp32" else ""))
+        clap_part(args, work, paths, examples, fig)
 
     if args.memory_sizes.strip().lower() != "none":
         cmd = [sys.executable, str(HERE / "scale.py"), "--sizes", args.memory_sizes, "--seconds", "1", "--snippet-seconds", "1", "--workers", "auto",
