@@ -40,7 +40,7 @@ def load(name: str, split: str):
 
     rows = [r for r in suite_sets.load_set(name, jobs=1) if r["split"] == split]
     examples = ExampleSet([Example(Path(r["path"]), tuple(r["tags"].split(";")), r["group"]) for r in rows])
-    return embed_examples(examples, "features", snippet_seconds=10.0, n_jobs=1,
+    return embed_examples(examples, "features", snippet_seconds=10.0, workers=0,
                           cache=suite_sets.cache_root() / "embeddings")
 
 
