@@ -98,11 +98,11 @@ def test_asking_for_some_blocks_gives_those_blocks_unchanged():
 
 
 def test_shared_spectra_are_computed_once_per_snippet(monkeypatch):
-    import librosa
+    from clapknn.encoders import dsp
 
     calls = []
-    real = librosa.stft
-    monkeypatch.setattr(librosa, "stft", lambda *a, **kw: calls.append(kw.get("n_fft")) or real(*a, **kw))
+    real = dsp.stft_magnitude
+    monkeypatch.setattr(dsp, "stft_magnitude", lambda y, n_fft, *a: calls.append(n_fft) or real(y, n_fft, *a))
     FeaturesEncoder().embed(_notes(3.0)[None])
     # one STFT for every block of the 2048-point grid, one finer one for the semitone spectrum
     assert sorted(calls) == [2048, 4096]

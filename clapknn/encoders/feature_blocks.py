@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from . import dsp
+
 _N_FFT = 2048
 _HOP = 512
 _N_FFT_PITCH = 4096  # finer frequency grid for the semitone spectrum
@@ -117,54 +119,46 @@ class _Spectra:
 
     @cached_property
     def S(self) -> np.ndarray:
-        """STFT magnitude, ``_N_FFT`` / ``_HOP``."""
-        import librosa
-
-        return np.abs(librosa.stft(self.y, n_fft=_N_FFT, hop_length=_HOP))
+        """STFT magnitude, ``_N_FFT`` / ``_HOP`` (``(bins, frames)``, each frame's bins contiguous)."""
+        return dsp.stft_magnitude(self.y, _N_FFT, _HOP, self.enc._bank("window"))
 
     @cached_property
     def P(self) -> np.ndarray:
-        """STFT power (float64)."""
-        return self.S.astype(np.float64) ** 2
+        """STFT power (float64, C-ordered ``(bins, frames)``: the filter banks' sparse products read
+        it without a copy)."""
+        P = np.ascontiguousarray(self.S, dtype=np.float64)
+        return np.square(P, out=P)
 
     @cached_property
     def mfcc(self) -> np.ndarray:
         """MFCC 1..19 of a 64-band log-mel spectrogram."""
-        import librosa
-
-        log_mel = librosa.power_to_db(self.enc._bank("mel") @ self.P, ref=1.0, top_db=None, amin=1e-10)
-        return librosa.feature.mfcc(S=log_mel, n_mfcc=_N_MFCC)[1:]
+        log_mel = dsp.power_to_db(self.enc._bank("mel") @ self.P, top_db=None)
+        return dsp.mfcc(log_mel, _N_MFCC)[1:]
 
     @cached_property
     def contrast(self) -> np.ndarray:
         """Spectral contrast per frame in 7 octave bands (librosa's definition: the mean of the top
         and of the bottom 2 % of each band's bins, in dB), with a partial sort instead of a full one."""
-        import librosa
-
+        frames_bins = self.S.T  # each frame's bins contiguous: the partial sort reads them in place
         rows_peak, rows_valley = [], []
         for lo, hi, idx in self.enc._bank("contrast"):
-            band = self.S[lo:hi]
-            n = band.shape[0]
-            part = np.partition(band, (idx - 1, n - idx), axis=0)
-            rows_valley.append(part[:idx].mean(axis=0))
-            rows_peak.append(part[n - idx :].mean(axis=0))
-        return librosa.power_to_db(np.array(rows_peak)) - librosa.power_to_db(np.array(rows_valley))
+            n = hi - lo
+            part = np.partition(frames_bins[:, lo:hi], (idx - 1, n - idx), axis=1)
+            rows_valley.append(part[:, :idx].mean(axis=1))
+            rows_peak.append(part[:, n - idx :].mean(axis=1))
+        return dsp.power_to_db(np.array(rows_peak)) - dsp.power_to_db(np.array(rows_valley))
 
     @cached_property
     def flux(self) -> np.ndarray:
         """Superflux-style onset strength on a 128-band log-mel spectrogram."""
-        import librosa
-
-        log_mel_f = librosa.power_to_db(self.enc._bank("mel_flux") @ self.P, ref=1.0, top_db=None, amin=1e-10)
-        return librosa.onset.onset_strength(S=log_mel_f, sr=self.sr, lag=2, max_size=3)
+        log_mel_f = dsp.power_to_db(self.enc._bank("mel_flux") @ self.P, top_db=None)
+        return dsp.onset_strength(log_mel_f, lag=2, max_size=3, n_fft=_N_FFT, hop_length=_HOP)
 
     @cached_property
     def pitch(self) -> np.ndarray:
         """Semitone power spectrogram ``(bands, frames)`` from a finer STFT."""
-        import librosa
-
-        S_pitch = np.abs(librosa.stft(self.y, n_fft=_N_FFT_PITCH, hop_length=_HOP_PITCH))
-        return (self.enc._bank("semitones") @ (S_pitch * S_pitch)).astype(np.float64)
+        S_pitch = dsp.stft_magnitude(self.y, _N_FFT_PITCH, _HOP_PITCH, self.enc._bank("window_pitch"))
+        return (self.enc._bank("semitones") @ np.square(S_pitch, out=np.empty_like(S_pitch, order="C"))).astype(np.float64)
 
     @cached_property
     def chroma(self) -> np.ndarray:
@@ -189,9 +183,7 @@ class _Spectra:
 
 
 def _level(sp: _Spectra) -> np.ndarray:
-    import librosa
-
-    rms = librosa.feature.rms(y=sp.y, frame_length=_N_FFT, hop_length=_HOP)[0].astype(np.float64)
+    rms = dsp.rms(sp.y, _N_FFT, _HOP).astype(np.float64)
     db = np.maximum(20.0 * np.log10(rms + 1e-10), _FLOOR_DB)
     return (np.array([db.mean(), *np.percentile(db, [10, 50, 90])]) + 30.0) / 15.0
 
@@ -213,10 +205,11 @@ def _contrast_var(sp: _Spectra) -> np.ndarray:
 
 
 def _spectral(sp: _Spectra) -> np.ndarray:
-    S, P = sp.S, sp.P
+    S = sp.S
     freqs = sp.enc._bank("freqs")
     # first and second moments as products with the frequency axis (no (bins, frames) temporaries)
-    S64 = S.astype(np.float64)
+    S64 = S.astype(np.float64)  # each frame's bins contiguous, as S: the sums over bins run along them
+    P = np.square(S64)
     mass = S64.sum(axis=0)
     total = mass + 1e-10
     centroid = (freqs @ S64) / total
@@ -237,8 +230,6 @@ def _spectral(sp: _Spectra) -> np.ndarray:
 
 
 def _rhythm(sp: _Spectra) -> np.ndarray:
-    import librosa
-
     flux, sr = sp.flux, sp.sr
     # librosa's tempogram (windowed autocorrelation of the flux around each frame, each scaled to
     # a maximum of 1), averaged over every _TEMPO_STEP-th frame only: its windows (~9 s) overlap so
@@ -246,10 +237,10 @@ def _rhythm(sp: _Spectra) -> np.ndarray:
     win = _TEMPO_WIN
     n = flux.shape[-1]
     padded = np.pad(flux, (win // 2, win // 2), mode="linear_ramp", end_values=(0, 0))
-    frames = librosa.util.frame(padded, frame_length=win, hop_length=1)[:, :n:_TEMPO_STEP]
-    ac = librosa.autocorrelate(frames * sp.enc._bank("tempo_window")[:, None], axis=0)
-    tg = librosa.util.normalize(ac, norm=np.inf, axis=0).mean(axis=1)
-    bpms = librosa.tempo_frequencies(win, sr=sr, hop_length=_HOP)
+    frames = dsp.frame(padded, win, 1)[:, :n:_TEMPO_STEP]
+    ac = dsp.autocorrelate(frames * sp.enc._bank("tempo_window")[:, None], axis=0)
+    tg = dsp.normalize_max(ac, axis=0).mean(axis=1)
+    bpms = dsp.tempo_frequencies(win, sr=sr, hop_length=_HOP)
     edges = np.geomspace(30, 300, _TEMPO_BANDS + 1)
     bands = np.array([tg[(bpms >= lo) & (bpms < hi)].mean() for lo, hi in zip(edges[:-1], edges[1:])])
     bands = bands / (bands.sum() + 1e-9)

@@ -1,6 +1,6 @@
 """A weights-free encoder from compact music features: loudness, timbre, tonality and rhythm.
 
-No model, no download: every number is computed from the snippet itself with numpy and librosa, so
+No model, no download: every number is computed from the snippet itself with numpy and scipy, so
 the whole product runs offline. The recipe (version :data:`RECIPE_VERSION`) was chosen by few-shot
 evaluation on human-labelled mood data (EMOPIA; see ``docs/evaluation.md``):
 
@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+from . import dsp
 from .base import Encoder, l2_normalize
 from .feature_blocks import (
     _BLOCK_FUNCS, _BLOCK_SIZES, _HOP, _MAGNITUDE_BLOCKS, _N_FFT, _N_FFT_PITCH, _N_MELS, _N_MELS_FLUX, _N_MFCC,
@@ -115,8 +116,7 @@ class FeaturesEncoder(Encoder):
     pad = "repeat"
     encodes_in_workers = True  # with decoding workers, each encodes the snippets it decodes
     worker_modules = (
-        "scipy.sparse", "scipy.signal", "librosa.core.spectrum", "librosa.feature.spectral", "librosa.onset",
-        "librosa.filters", "clapknn.analysis.profiles", "clapknn.encoders.features",
+        "scipy.sparse", "scipy.fft", "clapknn.analysis.profiles", "clapknn.encoders.features",
     )
 
     def __init__(self, sample_rate: int = 22050) -> None:
@@ -155,14 +155,17 @@ class FeaturesEncoder(Encoder):
         sparse matrices (each FFT bin feeds at most two filters), so projecting a spectrogram on
         them costs a small fraction of a dense product and gives the same sums."""
         if name not in self._banks:
-            import librosa
             from scipy import sparse
 
             sr = self.sample_rate
             if name == "mel":
-                self._banks[name] = sparse.csr_matrix(librosa.filters.mel(sr=sr, n_fft=_N_FFT, n_mels=_N_MELS))
+                self._banks[name] = sparse.csr_matrix(dsp.mel_filters(sr, _N_FFT, _N_MELS))
             elif name == "mel_flux":
-                self._banks[name] = sparse.csr_matrix(librosa.filters.mel(sr=sr, n_fft=_N_FFT, n_mels=_N_MELS_FLUX))
+                self._banks[name] = sparse.csr_matrix(dsp.mel_filters(sr, _N_FFT, _N_MELS_FLUX))
+            elif name == "window":
+                self._banks[name] = dsp.hann(_N_FFT)
+            elif name == "window_pitch":
+                self._banks[name] = dsp.hann(_N_FFT_PITCH)
             elif name == "semitones":
                 self._banks[name] = sparse.csr_matrix(_semitone_filterbank(sr, _N_FFT_PITCH))
             elif name == "keys":
@@ -172,9 +175,7 @@ class FeaturesEncoder(Encoder):
             elif name == "freqs":
                 self._banks[name] = np.fft.rfftfreq(_N_FFT, 1.0 / sr)
             elif name == "tempo_window":
-                from scipy.signal import get_window
-
-                self._banks[name] = get_window("hann", _TEMPO_WIN, fftbins=True)
+                self._banks[name] = dsp.hann(_TEMPO_WIN)
             elif name == "contrast":
                 self._banks[name] = _contrast_bands(sr, _N_FFT)
         return self._banks[name]
