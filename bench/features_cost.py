@@ -50,7 +50,7 @@ STAGES_OF = {
     "timbre": ("S", "P", "mfcc"), "timbre_var": ("S", "P", "mfcc"), "chroma": _PITCH, "chroma_var": _PITCH[:2],
     "contrast": ("S", "contrast"), "contrast_var": ("S", "contrast"), "spectral": ("S", "P"),
     "rhythm": ("S", "P", "flux"), "level": (), "tonal": _PITCH + ("key_corr",), "key": _PITCH + ("key_corr",),
-    "harmony": _PITCH[:2], "notes": ("pitch",),
+    "harmony": _PITCH[:2], "notes": ("pitch",), "key_track": _PITCH + ("key_corr",),
 }  # fmt: skip
 
 

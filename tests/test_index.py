@@ -242,7 +242,7 @@ def test_groups_from_the_labels_csv_are_kept_and_left_out_together(tmp_path, mon
 
     monkeypatch.setattr(vote.KNNTagger, "fit", spy)
     index.vote = None  # fitted here, as the build fitted it
-    Tagger(index)
+    Tagger(index).estimator  # waits for the vote's fit (set up in a thread)
     np.testing.assert_array_equal(seen["groups"], groups)
     # an index without the column (built before it existed) groups by file
     old = index.metadata.drop(columns=["group"])
@@ -269,16 +269,16 @@ def test_a_loaded_index_is_tagged_with_the_saved_vote_without_fitting(built_inde
     index, root = built_index
     fresh = Index.load(root / "index")
     fresh.vote = None  # as an index saved without the vote: fitted on load
-    fitted = Tagger(fresh)
+    fitted = Tagger(fresh).estimator  # the vote is set up in a thread: wait for its fit here
     loaded = Index.load(root / "index")
     assert loaded.vote is not None
     _no_fit(monkeypatch)
     restored = Tagger(loaded)
     assert restored.estimator.search_index is loaded.vote_index()  # the saved FAISS index is what is searched
-    assert restored.estimator.standardized_ == fitted.estimator.standardized_
+    assert restored.estimator.standardized_ == fitted.standardized_
     q = _queries(loaded)
-    np.testing.assert_allclose(restored.estimator.predict_proba(q), fitted.estimator.predict_proba(q), atol=1e-6)
-    np.testing.assert_array_equal(restored.estimator.similarities(q)[1], fitted.estimator.similarities(q)[1])
+    np.testing.assert_allclose(restored.estimator.predict_proba(q), fitted.predict_proba(q), atol=1e-6)
+    np.testing.assert_array_equal(restored.estimator.similarities(q)[1], fitted.similarities(q)[1])
 
 
 def test_other_vote_settings_fit_again_and_the_others_do_not(built_index, monkeypatch):
@@ -294,11 +294,12 @@ def test_other_vote_settings_fit_again_and_the_others_do_not(built_index, monkey
         return real_fit(self, *a, **k)
 
     monkeypatch.setattr(KNNTagger, "fit", counted)
-    Tagger(loaded, threshold=0.3)  # no fitted attribute depends on the threshold
+    # .estimator waits for the vote, which the constructor sets up in a thread
+    Tagger(loaded, threshold=0.3).estimator  # no fitted attribute depends on the threshold
     assert calls == []
-    Tagger(loaded, space="plain")  # another space
+    Tagger(loaded, space="plain").estimator  # another space
     assert len(calls) == 1 and calls[-1]["standardize"] is False
-    Tagger(loaded, k=3, weights="uniform")  # the "auto" choice of space does not depend on k or weights
+    Tagger(loaded, k=3, weights="uniform").estimator  # the "auto" choice of space does not depend on k or weights
     assert len(calls) == 1
 
 

@@ -8,9 +8,10 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
@@ -25,7 +26,9 @@ from ..options import (
     DEFAULT_MULTILABEL_THRESHOLD, DEFAULT_WORKERS,
     WEIGHTS, check_choice, check_int, check_max_snippets, check_seconds, check_threshold,
 )
-from ..vote import KNNTagger
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..vote import KNNTagger
 
 __all__ = ["INDEX_HOME", "index_path", "load_index", "Tagger", "TagResult", "DEFAULT_K", "DEFAULT_WEIGHTS", "vote_summary"]
 
@@ -150,7 +153,7 @@ class Tagger:
         hop_seconds = check_seconds("hop", hop_seconds, allow_none=True)
         check_int("batch_size", batch_size)
         max_snippets = check_max_snippets(max_snippets)
-        from ..vote import space_options
+        from ..vote.space import space_options
 
         self.index = index if isinstance(index, Index) else load_index(index)
         if len(self.index) == 0:
@@ -180,17 +183,44 @@ class Tagger:
         knn_options = space_options(encoder.knn_options() if hasattr(encoder, "knn_options") else {}, space)
         self.space = space
         params = dict(n_neighbors=k, weights=weights, threshold=self.threshold, **knn_options)
-        saved = self.index.vote
-        if saved is not None and KNNTagger.state_fits(saved, params):
-            self.estimator = KNNTagger.from_fitted_state(
-                saved, [list(t) for t in tags], search_index=self.index.vote_index(), **params
-            )
-        else:
-            self.estimator = KNNTagger(**params).fit(
-                self.index.vectors, [list(t) for t in tags], groups=example_groups(self.index.metadata)
-            )
-        # every vector has tags, so classes_ is the index vocabulary
-        self.tags = [str(t) for t in self.estimator.classes_]
+        # every vector has tags, so the vote's classes_ are the index vocabulary, sorted
+        self.tags = sorted({str(t) for ts in tags for t in ts})
+        # the vote (scikit-learn's import, the saved state or a fit) is set up in a thread from here
+        # on, beside the decoding and encoding of the first tracks; :attr:`estimator` waits for it
+        self._estimator: KNNTagger | None = None
+        self._vote_error: BaseException | None = None
+        self._vote_thread: threading.Thread | None = threading.Thread(
+            target=self._set_up_vote, args=(params, [list(t) for t in tags]), name="clapknn-vote", daemon=True
+        )
+        self._vote_thread.start()
+
+    def _set_up_vote(self, params: dict[str, Any], tag_lists: list[list[str]]) -> None:
+        try:
+            from ..vote import KNNTagger
+
+            saved = self.index.vote
+            if saved is not None and KNNTagger.state_fits(saved, params):
+                est = KNNTagger.from_fitted_state(saved, tag_lists, search_index=self.index.vote_index(), **params)
+            else:
+                est = KNNTagger(**params).fit(self.index.vectors, tag_lists, groups=example_groups(self.index.metadata))
+            if [str(t) for t in est.classes_] != self.tags:  # pragma: no cover - the fit's own vocabulary
+                raise ClapknnError("the vote's tags differ from the index's")
+            self._estimator = est
+        except BaseException as exc:  # noqa: BLE001 - raised where the vote is first used
+            self._vote_error = exc
+
+    @property
+    def estimator(self) -> "KNNTagger":
+        """The fitted vote (:class:`~clapknn.vote.KNNTagger`), set up from the index's saved state
+        (or fitted on its vectors) in a background thread started by the constructor; the first use
+        waits for it and raises what setting it up raised."""
+        thread = self._vote_thread
+        if thread is not None:
+            thread.join()
+            self._vote_thread = None
+        if self._vote_error is not None:
+            raise self._vote_error
+        return self._estimator
 
     def tag_vectors(
         self, vectors, snippets, files: Sequence[str], *, skipped: Sequence[tuple[str, str]] = (), explain: bool = False,
