@@ -106,7 +106,8 @@ class FeaturesEncoder(Encoder):
     Deterministic and batch-independent: each snippet is processed on its own, its intermediate
     results (STFT, semitone spectrum, MFCCs, contrast, onset flux, pitch-class profile) computed
     once and shared by the blocks that read them. Filter banks are built on first use and kept on
-    the instance. About 30-35 ms of CPU per 10-s snippet (``bench/features_cost.py``).
+    the instance. About 65-75 ms of CPU per 10-s snippet of music at 22,050 Hz, a third of it each
+    of the two STFTs (``bench/features_cost.py`` times every stage and block).
     A track shorter than one snippet is looped to the full length (:attr:`pad` ``"repeat"``: the
     last copy partial, no silence added), so loudness, rhythm and note statistics describe the
     music rather than a stretch of zeros; CLAP uses its own training rule instead (``"repeatpad"``).
