@@ -126,3 +126,27 @@ def test_cli_workers_option(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].endswith("argument --workers: workers must be 'auto' or an integer of at least 0, got 'lots'")
     assert "Traceback" not in "\n".join(err)
+
+
+def _worker_report():
+    from clapknn.embedding import workers
+
+    return workers._worker_keeps_memory, workers._worker_encoder is not None
+
+
+def test_workers_keep_freed_memory_mapped_on_glibc():
+    """Each worker asks glibc to keep large freed arrays mapped (a snippet's spectra are made and
+    freed per snippet); elsewhere nothing is asked. The calling process is left as it was."""
+    import platform
+
+    from clapknn.embedding import workers
+    from clapknn.encoders.features import FeaturesEncoder
+
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    pool = workers.worker_pool(2, FeaturesEncoder())
+    try:
+        reports = [pool.submit(_worker_report).result() for _ in range(4)]
+    finally:
+        pool.shutdown()
+    assert reports == [(glibc, True)] * 4
+    assert workers._worker_keeps_memory is False  # only the workers' initializer sets it

@@ -176,10 +176,40 @@ def decode_file(
 _worker_encoder: Encoder | None = None  # the encoder of this worker process (set by _start_worker)
 
 
+_worker_keeps_memory = False  # set by _start_worker: whether _keep_freed_memory's settings were taken
+#: glibc ``mallopt`` parameters and the values a worker sets (see :func:`_keep_freed_memory`).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD = 32 * 1024 * 1024
+_TRIM_THRESHOLD = 256 * 1024 * 1024
+
+
+def _keep_freed_memory() -> bool:
+    """In a worker process on glibc: serve arrays of up to 32 MB from the heap and keep freed memory
+    mapped (up to 256 MB) instead of mapping and unmapping every large array. A snippet's STFTs,
+    spectra and tempogram are arrays of a few MB made and freed per snippet; mapped afresh, each of
+    their pages is faulted in and zeroed again every time, which costs about a quarter of the
+    ``features`` encoder's CPU on this project's machines (``bench/throughput.py``). The values are
+    those computed either way; the worker's memory stays at its peak rather than falling between
+    snippets. Returns whether the settings were taken (never on other C libraries)."""
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
+    except (OSError, AttributeError):  # pragma: no cover - no loadable libc
+        return False
+
+
 def _start_worker(encoder: Encoder | None) -> None:
-    """Pool initializer: keep the encoder, and run BLAS/OpenMP on one thread in this process."""
-    global _worker_encoder
+    """Pool initializer: keep the encoder, keep freed memory mapped (:func:`_keep_freed_memory`), and
+    run BLAS/OpenMP on one thread in this process."""
+    global _worker_encoder, _worker_keeps_memory
     _worker_encoder = encoder
+    _worker_keeps_memory = _keep_freed_memory()
     try:
         from threadpoolctl import threadpool_limits
 
