@@ -29,6 +29,11 @@ def stft_magnitude(y: np.ndarray, n_fft: int, hop_length: int, window: np.ndarra
     """``np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop_length))`` for float32 ``y``: centred
     frames, zero padding, the periodic Hann ``window``; float32 ``(1 + n_fft // 2, frames)``.
 
+    With a float64 ``window`` (:func:`hann`) the frames are transformed in double precision, as
+    librosa does, and the values are librosa's to the bit. With a float32 window the product and
+    the FFT stay in single precision: about 2.5x faster, the same magnitudes to ~1e-6 of the
+    largest (the ``features`` encoder's recipe 7 uses this).
+
     The frames are transformed along their contiguous axis (one FFT call for the whole snippet),
     and the result is the transpose of a ``(frames, bins)`` array: every band's bins of a frame lie
     side by side, which the per-band selections of spectral contrast read fastest."""
@@ -36,7 +41,9 @@ def stft_magnitude(y: np.ndarray, n_fft: int, hop_length: int, window: np.ndarra
     frames = sliding_window_view(np.pad(y, (pad, pad)), n_fft)[::hop_length]
     import scipy.fft
 
-    spec = scipy.fft.rfft(frames * window, axis=-1).astype(np.complex64)
+    spec = scipy.fft.rfft(frames * window, axis=-1)
+    if spec.dtype != np.complex64:
+        spec = spec.astype(np.complex64)
     return np.abs(spec).T
 
 
