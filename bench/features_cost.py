@@ -43,15 +43,14 @@ sys.path.insert(0, str(HERE))
 
 SR = 22050
 SNIPPET = 10 * SR
-STAGES = ("S", "P", "mfcc", "contrast", "flux", "pitch", "chroma", "profile", "key_corr", "power_profile")
+STAGES = ("S", "P", "mfcc", "contrast", "flux", "pitch", "chroma", "profile", "key_corr")
 #: The shared stages each block reads (directly or through another stage).
 _PITCH = ("pitch", "chroma", "profile")
 STAGES_OF = {
     "timbre": ("S", "P", "mfcc"), "timbre_var": ("S", "P", "mfcc"), "chroma": _PITCH, "chroma_var": _PITCH[:2],
     "contrast": ("S", "contrast"), "contrast_var": ("S", "contrast"), "spectral": ("S", "P"),
     "rhythm": ("S", "P", "flux"), "level": (), "tonal": _PITCH + ("key_corr",), "key": _PITCH + ("key_corr",),
-    "harmony": _PITCH[:2], "notes": ("pitch",), "profile": ("pitch", "power_profile"),
-    "key_track": ("pitch", "power_profile"),
+    "harmony": _PITCH[:2], "notes": ("pitch",), "key_track": _PITCH + ("key_corr",),
 }  # fmt: skip
 
 

@@ -37,7 +37,7 @@ _FLOOR_DB = -100.0
 _BLOCK_SIZES = {
     "timbre": _N_MFCC - 1, "timbre_var": _N_MFCC - 1, "chroma": 12, "chroma_var": 12, "contrast": 7,
     "contrast_var": 7, "spectral": 5, "rhythm": 5 + _TEMPO_BANDS, "level": 4, "tonal": 12, "key": 4, "harmony": 6,
-    "notes": 7, "profile": 12, "key_track": 4,
+    "notes": 7, "key_track": 4,
 }
 #: Blocks kept in their fixed units (their size is the point); every other block is a unit pattern.
 _MAGNITUDE_BLOCKS = ("level", "key", "harmony", "notes", "key_track")
@@ -176,15 +176,6 @@ class _Spectra:
         return self.chroma.mean(axis=1)
 
     @cached_property
-    def power_profile(self) -> np.ndarray:
-        """The snippet's mean pitch-class profile of the semitone power itself (not log-compressed;
-        each frame unit norm): what a track's key is read from (``key_track``). The compression of
-        :attr:`chroma` evens out the weights of the scale degrees that tell major from minor."""
-        n_oct = (_PITCH_HI - _PITCH_LO) // 12
-        chroma = np.roll(self.pitch.reshape(n_oct, 12, -1).sum(axis=0), (_PITCH_LO % 12), axis=0)
-        return (chroma / np.maximum(np.linalg.norm(chroma, axis=0, keepdims=True), 1e-12)).mean(axis=1)
-
-    @cached_property
     def key_corr(self) -> np.ndarray:
         """Correlation of :attr:`profile` with the 24 key profiles."""
         centred = self.profile - self.profile.mean()
@@ -278,10 +269,6 @@ def _chroma(sp: _Spectra) -> np.ndarray:
     return (sp.profile - sp.profile.mean()) / 0.1
 
 
-def _profile(sp: _Spectra) -> np.ndarray:
-    return (sp.power_profile - sp.power_profile.mean()) / 0.1
-
-
 def _chroma_var(sp: _Spectra) -> np.ndarray:
     return (sp.chroma.std(axis=1) - 0.1) / 0.05
 
@@ -299,11 +286,6 @@ def _key(sp: _Spectra) -> np.ndarray:
     return key_values(sp.key_corr)
 
 
-def _key_track(sp: _Spectra) -> np.ndarray:
-    centred = sp.power_profile - sp.power_profile.mean()
-    return key_values(sp.enc._bank("keys") @ (centred / (np.linalg.norm(centred) + 1e-12)))
-
-
 def _harmony(sp: _Spectra) -> np.ndarray:
     return (np.abs(np.fft.rfft(sp.chroma, axis=0))[1:7].mean(axis=1) - 0.45) / 0.15
 
@@ -312,8 +294,8 @@ def _harmony(sp: _Spectra) -> np.ndarray:
 _BLOCK_FUNCS = {
     "timbre": _timbre, "timbre_var": _timbre_var, "chroma": _chroma, "chroma_var": _chroma_var,
     "contrast": _contrast, "contrast_var": _contrast_var, "spectral": _spectral, "rhythm": _rhythm,
-    "level": _level, "tonal": _tonal, "key": _key, "harmony": _harmony, "notes": _notes_block, "profile": _profile,
+    "level": _level, "tonal": _tonal, "key": _key, "harmony": _harmony, "notes": _notes_block,
     # the track's key block: of the snippet alone here; the encoder's track_context replaces it by
     # that of all the snippets read from the track
-    "key_track": _key_track,
+    "key_track": _key,
 }  # fmt: skip

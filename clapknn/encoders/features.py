@@ -22,10 +22,8 @@ evaluation on human-labelled mood data (EMOPIA; see ``docs/evaluation.md``):
   spectrum (rises of a semitone band, peaks picked in time; bands within 20 and 30 dB of the
   loudest): note density and polyphony, measured relative to the snippet's own level, so they mean
   the same in a quiet recording and a loud master;
-- **profile** — the pitch-class profile of the semitone power itself (not log-compressed): not
-  searched (its weight in the standardised space is 0), carried for the track's key;
-- **key_track** — the ``key`` block of the whole track (of the mean ``profile`` of every snippet
-  read from it; :func:`track_context`, which the embedding engine applies to each track's
+- **key_track** — the ``key`` block of the whole track (of the mean pitch-class profile of every
+  snippet read from it; :func:`track_context`, which the embedding engine applies to each track's
   vectors): the mode of a piece adds up over its snippets, where one window can mislead.
 
 The blocks themselves are computed in :mod:`clapknn.encoders.feature_blocks`.
@@ -67,7 +65,7 @@ __all__ = ["FeaturesEncoder", "FEATURE_BLOCKS", "RECIPE_VERSION"]
 _QUIET = 0.05  # plain-vector weight of the blocks meant for the standardised space only
 
 #: Version of the feature recipe; bump it whenever the vectors change, so old indexes are refused.
-RECIPE_VERSION = 8
+RECIPE_VERSION = 7
 
 #: Blocks in vector order: ``name: (weight in the plain vector, weight in the standardised space)``.
 #: The plain vector (the encoder's output) is a weighted set of unit-length patterns of timbre,
@@ -91,7 +89,6 @@ FEATURE_BLOCKS: dict[str, tuple[float, float]] = {
     "key": (_QUIET, 0.75),
     "harmony": (_QUIET, 1.0),
     "notes": (0.5, 1.0),
-    "profile": (_QUIET, 0.0),
     "key_track": (_QUIET, 1.0),
 }
 
@@ -246,12 +243,11 @@ def block_layout(names=None) -> list[tuple[str, int, int, float]]:
 def track_context(vectors: np.ndarray) -> np.ndarray:
     """The vectors of the snippets read from one track, their ``key_track`` block made that of the
     whole track: the key block (:func:`~clapknn.encoders.feature_blocks.key_values`) of the mean of
-    the snippets' pitch-class profiles of the semitone power (the ``profile`` block), the same in
-    every row.
+    the snippets' pitch-class profiles, the same in every row.
 
     One 10-s window says the mode of tonal music less surely than several: a modulation, a
     cadence on the relative key or a passage on few notes mislead one window, not the mean. The
-    profiles are read back from the ``profile`` block of each row (a unit pattern: its direction is
+    profiles are read back from the ``chroma`` block of each row (a unit pattern: its direction is
     the snippet's centred profile, which is all a correlation needs), so this is a function of the
     vectors alone: whoever holds a track's vectors (the embedding engine, or an evaluation that
     votes on some windows of a track) gets the same result from the same rows. Each row is then
@@ -266,7 +262,7 @@ def track_context(vectors: np.ndarray) -> np.ndarray:
     # or 0 when the pattern was flat: the largest ratio gives the row's scale
     scale = np.max([np.linalg.norm(V[:, a:b], axis=1) / FEATURE_BLOCKS[name][0]
                     for name, (a, b) in layout.items() if name not in _MAGNITUDE_BLOCKS], axis=0)
-    a, b = layout["profile"]
+    a, b = layout["chroma"]
     norms = np.linalg.norm(V[:, a:b], axis=1, keepdims=True)
     profile = np.divide(V[:, a:b], norms, out=np.zeros_like(V[:, a:b]), where=norms > 1e-12).mean(axis=0)
     profile = profile - profile.mean()
