@@ -15,6 +15,25 @@ os.environ.setdefault("CLAPKNN_EMBEDDING_CACHE", "off")
 SR = 22050  # Hz
 
 
+def _import_anyio_now() -> None:
+    """Import every part of anyio (starlette's test client and the web app's server run on it) here,
+    in the main thread. anyio imports its parts on first use, which can be in a server thread; under
+    pytest each such import of a plugin's package is an assertion rewrite (``ast.parse``), and
+    CPython 3.11's ``ast.parse`` is not safe in two threads at once: on a loaded machine a web app
+    test failed with "SystemError: AST constructor recursion depth mismatch" while reading a static
+    file (``anyio.open_file``)."""
+    try:
+        import anyio
+        import anyio._backends._asyncio  # noqa: F401  (the event loop backend, imported on first run)
+    except ImportError:  # no anyio installed: nothing to import
+        return
+    for name in dir(anyio):
+        getattr(anyio, name)
+
+
+_import_anyio_now()
+
+
 def tone(freq: float, seconds: float, sr: int = SR, *, amp: float = 0.3, seed: int = 0, pulse_bpm: float | None = None) -> np.ndarray:
     """A harmonic tone (plus a little noise); with ``pulse_bpm`` its loudness pulses at that tempo."""
     rng = np.random.default_rng(seed)
