@@ -23,6 +23,11 @@ Sets (sources that install offline: music21's corpus, General MIDI soundfonts, g
 ``mode``
     Bach chorales from music21's corpus, major vs minor as encoded in the score; the first 20 s at a
     quarter-note tempo of 70-110 BPM on piano, organ, strings or choir (drawn per chorale).
+``mode-extra``
+    Development pieces only: the Bach scores the ``mode`` set's build did not read (it stops at
+    120 pieces per mode), made the same way; every row ``dev``. Not in the suite's report: it is
+    where a choice made on ``mode``'s dev part is checked on other pieces
+    (``python bench/block_weights.py --sets mode-extra``).
 ``instrument``
     Folk tunes from O'Neill's "Music of Ireland" (music21's corpus), each played by one instrument
     family (piano, guitar, bowed strings, flute, brass; dealt in turn over the shuffled tunes), on
@@ -71,6 +76,8 @@ SEED = 16  # every set's generator and split
 CLIP_SECONDS = 20.0  # notes are cut here (two 10-s snippets)
 VERSION = "v1"  # bump (or a set's entry in VERSIONS) when a generator changes: the set is made again
 VERSIONS = {"instrument": "v2"}
+#: Sets with no held-out part: more development material for a set that has one.
+DEV_ONLY = ("mode-extra",)
 
 
 def cache_root() -> Path:
@@ -229,33 +236,62 @@ def _run(fn, jobs_list, jobs: int, desc: str) -> list[dict]:
     return [x for x in items if x is not None]
 
 
-def build_mode(root: Path, jobs: int = 2, per_mode: int = 120) -> list[dict]:
-    """Bach chorales, major vs minor (the score's key), balanced by taking the minor ones and as
-    many major ones, at most ``per_mode`` each (decided on the score's key signature mode before
-    rendering, from a seeded shuffle of the corpus)."""
+def _mode_paths() -> list:
+    """The corpus's Bach scores in the mode sets' seeded order."""
     from music21 import corpus
 
     paths = sorted(p for p in corpus.getComposer("bach") if p.suffix in (".mxl", ".xml"))
     rng = np.random.default_rng([SEED, zlib.crc32(b"mode")])
-    paths = [paths[i] for i in rng.permutation(len(paths))]
+    return [paths[i] for i in rng.permutation(len(paths))]
+
+
+def _balanced(items: list[dict]) -> list[dict]:
+    """As many items of each mode (the first ones of each)."""
+    counts = {m: sum(it["tags"] == m for it in items) for m in ("major", "minor")}
+    n = min(counts.values())
+    keep, seen = [], {"major": 0, "minor": 0}
+    for it in items:
+        if seen[it["tags"]] < n:
+            seen[it["tags"]] += 1
+            keep.append(it)
+    return keep
+
+
+def _read_modes(root: Path, jobs: int, per_mode: int) -> tuple[list[dict], int]:
+    """The ``mode`` set's items (at most ``per_mode`` per mode) and how many corpus scores were
+    read to find them (batches of 40, in :func:`_mode_paths` order)."""
+    paths = _mode_paths()
     # the mode is read while rendering; render in order and stop each mode at per_mode
     jobs_list = [("mode", i, p, None, p.stem, 0.0, _SCORE_PROGRAMS, root) for i, p in enumerate(paths)]
     items, counts = [], {"major": 0, "minor": 0}
-    batch = 40
+    batch, read = 40, 0
     for start in range(0, len(jobs_list), batch):
-        for it in _run(_make_score_item, jobs_list[start:start + batch], jobs, f"mode {start}+"):
+        read = min(start + batch, len(jobs_list))
+        for it in _run(_make_score_item, jobs_list[start:read], jobs, f"mode {start}+"):
             if counts[it["tags"]] < per_mode:
                 counts[it["tags"]] += 1
                 items.append(it)
         if min(counts.values()) >= per_mode:
             break
-    n = min(counts.values())
-    keep, seen = [], {"major": 0, "minor": 0}
-    for it in items:  # balance: as many of each mode
-        if seen[it["tags"]] < n:
-            seen[it["tags"]] += 1
-            keep.append(it)
-    return keep
+    return items, read
+
+
+def build_mode(root: Path, jobs: int = 2, per_mode: int = 120) -> list[dict]:
+    """Bach chorales, major vs minor (the score's key), balanced by taking the minor ones and as
+    many major ones, at most ``per_mode`` each (decided on the score's key signature mode before
+    rendering, from a seeded shuffle of the corpus)."""
+    return _balanced(_read_modes(root, jobs, per_mode)[0])
+
+
+def build_mode_extra(root: Path, jobs: int = 2) -> list[dict]:
+    """More development pieces for ``mode``: every Bach score the ``mode`` set's build did not
+    read, rendered the same way and balanced the same way; all of them ``dev`` (the ``mode`` set's
+    held-out part stays the only held-out one), so that a choice about mode can be checked on
+    pieces it was not made on before the held-out part is looked at."""
+    _, read = _read_modes(cache_root() / f"mode-{set_version('mode')}", jobs, 120)
+    paths = _mode_paths()
+    jobs_list = [("mode", read + i, p, None, p.stem, 0.0, _SCORE_PROGRAMS, root) for i, p in enumerate(paths[read:])]
+    return _balanced(_run(_make_score_item, jobs_list, jobs, "mode-extra"))
 
 
 def build_composer(root: Path, jobs: int = 2, per_class: int = 50) -> list[dict]:
@@ -563,6 +599,7 @@ BUILDERS = {
     "emopia-valence": lambda root, jobs: build_emopia(root, jobs, "valence"),
     "emopia-arousal": lambda root, jobs: build_emopia(root, jobs, "arousal"),
     "mode": build_mode,
+    "mode-extra": build_mode_extra,
     "instrument": build_instrument,
     "meter": build_meter,
     "composer": build_composer,
@@ -574,6 +611,7 @@ KINDS = {
     "emopia-valence": "mood (EMOPIA valence)",
     "emopia-arousal": "mood (EMOPIA arousal)",
     "mode": "mode (major/minor chorales)",
+    "mode-extra": "mode (major/minor chorales), development pieces only",
     "instrument": "instrument / timbre",
     "meter": "rhythm (metre)",
     "composer": "style / composer",
@@ -601,4 +639,6 @@ def load_set(name: str, jobs: int = 2, root: Path | None = None) -> list[dict]:
     split = None
     if name in EMOPIA_TASKS and name != "emopia":  # one split of EMOPIA's songs for all three labellings
         split = {r["group"]: r["split"] for r in load_set("emopia", jobs, root)}
+    if name in DEV_ONLY:
+        split = {r["group"]: "dev" for r in rows}
     return write_labels(rows, name, labels, split)
