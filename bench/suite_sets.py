@@ -288,7 +288,7 @@ def build_mode_extra(root: Path, jobs: int = 2) -> list[dict]:
     read, rendered the same way and balanced the same way; all of them ``dev`` (the ``mode`` set's
     held-out part stays the only held-out one), so that a choice about mode can be checked on
     pieces it was not made on before the held-out part is looked at."""
-    _, read = _read_modes(cache_root() / f"mode-{set_version('mode')}", jobs, 120)
+    _, read = _read_modes(root.parent / f"mode-{set_version('mode')}", jobs, 120)  # beside this set's folder
     paths = _mode_paths()
     jobs_list = [("mode", read + i, p, None, p.stem, 0.0, _SCORE_PROGRAMS, root) for i, p in enumerate(paths[read:])]
     return _balanced(_run(_make_score_item, jobs_list, jobs, "mode-extra"))
