@@ -210,6 +210,17 @@ def scores(S_s, Y_s, S_q, qpos, n_q, k=5, power=1.0):
     return out / np.bincount(qpos, minlength=n_q)[:, None]
 
 
+def centroid_scores(S_s, Y_s, inv, S_q, qpos, n_q):
+    """Per query track: 1 for the tag whose centroid (mean of its files' mean vectors, unit length)
+    is nearest its mean snippet vector, 0 for the others."""
+    means, has = file_means(S_s, Y_s, inv)
+    C = unit(np.stack([means[has[:, t]].mean(0) for t in range(Y_s.shape[1])]))
+    q = np.zeros((n_q, S_q.shape[1]))
+    np.add.at(q, qpos, S_q)
+    best = (unit(q) @ C.T).argmax(1)
+    return np.eye(Y_s.shape[1])[best]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sets", default=",".join(SETS))
@@ -269,7 +280,10 @@ def main():
                     kk = V[v].get("k", 5)
                     if V[v].get("kcap"):
                         kk = int(max(1, min(kk, Ys.sum(0).min())))
-                    sc = scores(sp.apply(Xs), Ys, sp.apply(Xq), qpos, len(qt), k=kk, power=V[v].get("wpow", 1.0))
+                    Ss, Sq = sp.apply(Xs), sp.apply(Xq)
+                    sc = scores(Ss, Ys, Sq, qpos, len(qt), k=kk, power=V[v].get("wpow", 1.0))
+                    if V[v].get("centroid"):
+                        sc = (1 - V[v]["centroid"]) * sc + V[v]["centroid"] * centroid_scores(Ss, Ys, inv, Sq, qpos, len(qt))
                     accs.append(float(np.mean(sc.argmax(1) == Yt[qt].argmax(1))))
                 res.setdefault(name, {}).setdefault(str(shots), {})[v] = accs
         print(f"[{name} {time.time() - t0:.0f}s]", file=sys.stderr)
@@ -328,6 +342,8 @@ VARIANTS = {
     "new_k3": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, k=3),
     "new_k10": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, k=10),
     "new_kcap": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, kcap=True),
+    "new_cent": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, centroid=1.0),
+    "new_cent5": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, centroid=0.5),
     "new_w3": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, wpow=3.0),
     "new_k10w3": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, k=10, wpow=3.0),
     "al1": dict(rel="dim", power=0.5, kappa=10, align=True, align_power=1.0),
