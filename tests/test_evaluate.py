@@ -284,6 +284,33 @@ def test_evaluate_is_reproducible_and_relabel_shares_vectors(rng):
     np.testing.assert_allclose(c.runs["balanced_accuracy"], a.runs["balanced_accuracy"])
 
 
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_evaluate_predictions_are_the_runs_queries_and_give_their_accuracy(rng, multilabel):
+    """``predictions=True`` keeps one row per query track, setting and episode/fold: exactly the
+    run's query tracks (each with its own group and true tags), and the share of ``correct`` rows of
+    a run is that run's accuracy (subset accuracy for multi-label tags)."""
+    tags, groups = _dataset(4, n_groups=24, n_tags=3, multilabel=multilabel)
+    vecs = [rng.standard_normal(8) + 2.0 * np.array([t in ts for t in ("t0", "t1", "t2")] + [0] * 5) for ts in tags]
+    emb = _embedded(tags, groups, vecs, rng)
+    report = evaluate(emb, shots=(1, 2), n_episodes=3, folds=3, k=(1, 3), seed=2, predictions=True)
+    pred = report.predictions
+    keys = ["snippet_seconds", "protocol", "shots", "method", "k", "weights", "run"]
+    assert len(pred) == int(report.runs["n_queries"].sum())
+    by_run = pred.groupby(keys, dropna=False)["correct"].mean()
+    runs = report.runs.set_index(keys)["accuracy"]
+    assert len(by_run) == len(runs) and (by_run.reindex(runs.index) - runs).abs().max() < 1e-12
+    truth = {p: ";".join(t for t in sorted(ts)) for p, ts in zip(emb.paths, emb.tags)}
+    group_of = dict(zip(emb.paths, map(str, emb.groups)))
+    assert all(pred["tags"] == pred["path"].map(truth)) and all(pred["group"] == pred["path"].map(group_of))
+    assert all(pred["correct"] == (pred["tags"] == pred["predicted"]))
+    episodes = few_shot_episodes(emb.tags, emb.groups, shots=2, n_episodes=3, seed=2)
+    for run, (_, qry) in enumerate(episodes):
+        rows = pred.query("protocol == 'episodes' and shots == 2 and method == 'knn' and k == 3 "
+                          "and weights == 'similarity' and run == @run")
+        assert sorted(rows["path"]) == sorted(emb.paths[i] for i in qry)
+    assert evaluate(emb, shots=(1,), n_episodes=2, folds=0, k=(1,), seed=2).predictions is None
+
+
 # --------------------------------------------------------------------------- end to end on audio
 @pytest.fixture(scope="module")
 def labelled_csv(tmp_path_factory):
@@ -410,6 +437,31 @@ def test_cli_evaluate(labelled_csv, tmp_path, capsys):
     assert "kNN (k=3, similarity)" in out or "kNN (k=1, similarity)" in out
     assert (tmp_path / "ev" / "summary.csv").exists()
     assert not list((tmp_path / "ev").glob("*.png"))
+
+
+def test_cli_evaluate_writes_the_predictions_from_another_folder(labelled_csv, tmp_path, capsys, monkeypatch):
+    """``--predictions`` writes predictions.csv beside the other tables (run from another working
+    directory, the paths of the labels CSV resolved as given); without ``--out`` it is refused in
+    one line, before anything is embedded."""
+    from clapknn.cli import main
+
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    code = main(["evaluate", str(labelled_csv), "--shots", "2", "--episodes", "2", "--folds", "0", "-k", "3",
+                 "--snippet-seconds", "1", "--no-baselines", "--out", "ev out", "--no-plots", "--predictions", "-q"])
+    assert code == 0
+    capsys.readouterr()
+    pred = pd.read_csv(work / "ev out" / "predictions.csv")
+    runs = pd.read_csv(work / "ev out" / "runs.csv")
+    assert len(pred) == runs["n_queries"].sum()
+    assert set(pred["method"]) == {"knn"} and set(pred["predicted"]) <= {"calm", "energetic"}
+    shares = pred.groupby(["weights", "run"])["correct"].mean()
+    assert len(shares) == len(runs) == 2 * 3  # two episodes, each weighting
+    assert shares.to_numpy() == pytest.approx(runs.set_index(["weights", "run"])["accuracy"].reindex(shares.index).to_numpy())
+    assert main(["evaluate", str(labelled_csv), "--predictions", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_cli_evaluate_reports_a_bad_setting(labelled_csv, capsys):

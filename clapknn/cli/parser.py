@@ -212,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=opt.DEFAULT_SEED, help=f"seed of the episodes and folds (default {opt.DEFAULT_SEED})")
     p.add_argument("--out", help="folder for summary.csv, runs.csv, per_tag.csv, report.json/.txt and PNG plots")
     p.add_argument("--no-plots", action="store_true", help="no PNG plots in --out")
+    p.add_argument("--predictions", action="store_true",
+                   help="also write predictions.csv in --out: every query track's predicted tags, per setting and episode/fold")
     p.add_argument("--cache", help="embedding cache folder, so a re-run does not embed again")
     p.add_argument("--workers", "--jobs", dest="workers", type=int, default=opt.DEFAULT_WORKERS, metavar="N",
                    help=f"decode in N processes while the encoder runs (default {opt.DEFAULT_WORKERS}: a decoding thread; "

@@ -204,8 +204,11 @@ def cmd_info(args) -> int:
 
 def cmd_evaluate(args) -> int:
     """``clapknn evaluate``: few-shot episodes and grouped folds on labelled examples, with baselines."""
+    from ..errors import ParameterError
     from ..evaluation import evaluate
 
+    if args.predictions and not args.out:
+        raise ParameterError("--predictions writes predictions.csv into the --out folder: give --out DIR")
     report = evaluate(
         args.examples, labels=args.labels, encoder=args.encoder, encoder_options=encoder_options(args),
         shots=csv_list(args.shots, int, "--shots"), n_episodes=args.episodes, folds=args.folds,
@@ -214,6 +217,7 @@ def cmd_evaluate(args) -> int:
         aggregate=args.aggregate, space=args.space, baselines=not args.no_baselines, seed=args.seed, out_dir=args.out,
         plots=not args.no_plots, workers=args.workers, cache=args.cache, batch_size=args.batch_size,
         progress=not args.quiet, max_snippets=max_snippets(args, opt.DEFAULT_TAG_SNIPPETS),
+        predictions=args.predictions,
     )
     print(report.text())
     if args.out:

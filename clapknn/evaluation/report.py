@@ -53,6 +53,10 @@ class EvaluationReport:
     spaces : pandas.DataFrame
         When the encoder lets the vote choose its space (``standardize="auto"``): per snippet
         length and episode/fold, the space chosen and the leave-one-group-out vote share of each.
+    predictions : pandas.DataFrame or None
+        With ``evaluate(..., predictions=True)``: one row per query track, setting and
+        episode/fold (the setting's columns, ``run``, ``path``, ``group``, ``tags``, ``predicted``,
+        ``correct``); the mean of ``correct`` over a run's rows is its accuracy.
     """
 
     table: Any
@@ -70,6 +74,7 @@ class EvaluationReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     embeddings: dict = field(default_factory=dict, repr=False)
     spaces: Any = None
+    predictions: Any = None
 
     def rows(self, *, method: str | None = None, protocol: str | None = None, snippet_seconds=None,
              k: int | None = None, weights: str | None = None):
@@ -223,8 +228,9 @@ class EvaluationReport:
 
     # ------------------------------------------------------------------ files
     def save(self, out_dir: str | Path, *, plots: bool = True) -> dict[str, Path]:
-        """Write ``summary.csv``, ``runs.csv``, ``per_tag.csv``, ``report.json``, ``report.txt``
-        and (with ``plots``) the PNG plots into ``out_dir``."""
+        """Write ``summary.csv``, ``runs.csv``, ``per_tag.csv``, ``report.json``, ``report.txt``,
+        ``predictions.csv`` (when the predictions were kept) and (with ``plots``) the PNG plots
+        into ``out_dir``."""
         from ..output import write_table
 
         out = Path(out_dir).expanduser()
@@ -232,6 +238,8 @@ class EvaluationReport:
         self.files["summary"] = write_table(self.table, out / "summary.csv")
         self.files["runs"] = write_table(self.runs, out / "runs.csv")
         self.files["per_tag"] = write_table(self.per_tag, out / "per_tag.csv")
+        if self.predictions is not None:
+            self.files["predictions"] = write_table(self.predictions, out / "predictions.csv")
         payload = {
             "dataset": self.dataset,
             "config": self.config,

@@ -64,6 +64,26 @@ def track_scores(snippet_scores: np.ndarray, qgroups: np.ndarray, n: int, method
     return aggregate(snippet_scores, qgroups, method=method, n_groups=n)
 
 
+def _prediction_table(kept, base: Embedded, Y: np.ndarray, tags: Sequence[str]):
+    """One row per query track, setting and episode/fold: its path, group, true and predicted tags
+    (``;``-joined) and whether they are the same."""
+    import pandas as pd
+
+    names = np.array(tags, dtype=object)
+    joined = lambda M: [";".join(names[row]) for row in M.astype(bool)]  # noqa: E731
+    truth = joined(Y)
+    groups = np.asarray(base.groups).astype(str)
+    frames = []
+    for setting, q_tracks, pred in kept:
+        frames.append(pd.DataFrame({
+            **{c: [v] * len(q_tracks) for c, v in setting.items()},
+            "path": [str(base.paths[i]) for i in q_tracks], "group": groups[q_tracks],
+            "tags": [truth[i] for i in q_tracks], "predicted": joined(pred),
+            "correct": (pred.astype(bool) == Y[q_tracks].astype(bool)).all(axis=1),
+        }))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def knn_scores(X_s, Y_s, X_q, ks, weights, qgroups, n_q, agg, options=None, groups=None):
     """Track scores for every (k, weighting), and the fitted estimator: ``({(k, weighting):
     scores}, estimator)``.
@@ -120,6 +140,7 @@ def evaluate(
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_snippets: int | str | None = DEFAULT_TAG_SNIPPETS,
     progress: bool = False,
+    predictions: bool = False,
 ) -> EvaluationReport:
     """Measure few-shot kNN tagging (and baselines) on a labelled set.
 
@@ -168,6 +189,10 @@ def evaluate(
         :func:`clapknn.build_index` does.
     progress : bool
         Progress bars (embedding, then the episodes and folds) on stderr, when it is a terminal.
+    predictions : bool
+        Also keep every query track's predicted tags, per setting and episode/fold
+        (:attr:`EvaluationReport.predictions`, ``predictions.csv`` with ``out_dir``): which tracks
+        are missed, and how often, for error analysis or a standard error over tracks or groups.
 
     Returns
     -------
@@ -321,6 +346,7 @@ def evaluate(
     tag_rows: list[dict] = []
     space_rows: list[dict] = []
     confusion: dict[tuple, np.ndarray] = {}
+    kept: list[tuple[dict, np.ndarray, np.ndarray]] = []  # with predictions: (setting, query tracks, predicted)
     from ..encoders import track_context
     from ..progress import progress_bar
 
@@ -364,6 +390,8 @@ def evaluate(
                            k=kk, weights=w)
                 run_rows.append({**key, "run": rep, "n_support": len(sup), "n_queries": n_q, **m,
                                  **{f"chance_{name}": v for name, v in chance.items()}})
+                if predictions:
+                    kept.append(({**key, "run": rep}, q_tracks, pred))
                 prev = y_true.mean(axis=0)
                 q = 0.5 if multilabel else 1.0 / len(tags)
                 for j, t in enumerate(tags):
@@ -397,6 +425,7 @@ def evaluate(
 
     counts = {t: int(Y[:, j].sum()) for j, t in enumerate(tags)}
     enc_id = base.encoder or {}
+    predicted = _prediction_table(kept, base, Y, tags) if predictions else None
     report = EvaluationReport(
         table=table, runs=runs, per_tag=per_tag, confusion=confusion, tags=tags, multilabel=multilabel, headline=headline,
         config=dict(shots=list(shots_t), n_episodes=n_episodes, folds=folds, folds_run=n_folds_run, k=list(ks), weights=list(ws),
@@ -405,7 +434,7 @@ def evaluate(
         dataset=dict(n_tracks=base.n_tracks, n_groups=int(len(set(map(str, groups)))), tag_counts=counts,
                      encoder=enc_id.get("name", "?"), encoder_identity=enc_id),
         notes=notes, skipped=list(base.skipped), embeddings={e.snippet_seconds: e for e in embedded},
-        spaces=pd.DataFrame(space_rows),
+        spaces=pd.DataFrame(space_rows), predictions=predicted,
     )
     if out_dir is not None:
         report.save(out_dir, plots=plots)
