@@ -32,7 +32,9 @@ Usage::
 
 The summary ends with the checks on the defaults (at least the better of the two spaces, and above
 the MFCC 1-NN anchor, the majority class and, on ``mode``, the key-profile rule; each loss with its
-paired difference over the episodes, ± its standard error, and whether it is beyond noise) and
+paired difference over the episodes, ± its standard error over the episodes (the examples drawn),
+over the groups (a bootstrap of the part's songs or scores, which every episode reuses) and both
+together, and whether it is beyond noise: more than two of the combined standard errors) and
 writes ``suite-<split>.json``
 and ``suite-<split>.md`` (``suite-<split>-<sets>.*`` for a choice of sets) to the cache folder.
 """
@@ -104,6 +106,37 @@ def _knn_runs(report, method: str, shots: int, k: int | None = None, weights: st
     return r.sort_values("run")["accuracy"].to_numpy()
 
 
+def _query_correct(report, method: str, shots: int, n_episodes: int, index_of: dict, k=None, weights=None) -> np.ndarray:
+    """``(episodes, files)``: 1 where an episode's query file got its tags right, 0 where it did
+    not, NaN where the file was not a query (from ``report.predictions``)."""
+    p = report.predictions
+    p = p[(p["protocol"] == "episodes") & (p["method"] == method) & (p["shots"] == shots)]
+    if k is not None:
+        p = p[(p["k"] == k) & (p["weights"] == weights)]
+    out = np.full((n_episodes, len(index_of)), np.nan)
+    out[p["run"].to_numpy(dtype=int), p["path"].map(index_of).to_numpy(dtype=int)] = p["correct"].to_numpy(dtype=float)
+    return out
+
+
+def _group_se(a: np.ndarray, b: np.ndarray, groups, seed: int, n_boot: int = 2000) -> float:
+    """Standard error of the mean accuracy difference ``a - b`` (``(episodes, files)`` of 0/1,
+    NaN where a file was not queried) over the *groups*: the groups are drawn with replacement and
+    each file's difference, averaged over the episodes that queried it, weighted by how many did.
+    Unlike the standard error over episodes, which reuses the same files in every episode, it
+    counts how much the figure would move on other songs or scores of the same kind."""
+    both = ~np.isnan(a) & ~np.isnan(b)
+    n = both.sum(axis=0)
+    d = np.where(both, np.nan_to_num(a) - np.nan_to_num(b), 0.0).sum(axis=0)  # per file: summed over its episodes
+    gid = np.unique(np.asarray(groups).astype(str), return_inverse=True)[1]
+    g_d, g_n = np.bincount(gid, weights=d), np.bincount(gid, weights=n)
+    keep = g_n > 0
+    g_d, g_n = g_d[keep], g_n[keep]
+    if len(g_d) < 2:
+        return float("nan")
+    draws = np.random.default_rng(seed).integers(0, len(g_d), size=(n_boot, len(g_d)))
+    return float(np.std(g_d[draws].sum(axis=1) / g_n[draws].sum(axis=1), ddof=1))
+
+
 def tag_check(emb, support: np.ndarray, queries: np.ndarray, cache, settings) -> dict:
     """Accuracy of ``clapknn tag``'s path on one episode for each ``(k, weighting)`` of
     ``settings``: an index built from the support files with :func:`clapknn.build_index` and the
@@ -143,9 +176,9 @@ def run_set(name: str, args) -> dict:
     # the defaults' evaluation sweeps k and the weightings too: the tag check compares each row
     # with what `clapknn tag -k K --weights W` gives on the same episode
     sweep = dict(common, k=CHECK_KS, weights=WEIGHTS)
-    auto = evaluate(emb, space=DEFAULT_SPACE, baselines=False, **sweep)
-    plain = evaluate(emb, space="plain", baselines=True, **common)
-    std = evaluate(emb, space="standardized", baselines=False, **common)
+    auto = evaluate(emb, space=DEFAULT_SPACE, baselines=False, predictions=True, **sweep)
+    plain = evaluate(emb, space="plain", baselines=True, predictions=True, **common)
+    std = evaluate(emb, space="standardized", baselines=False, predictions=True, **common)
     methods: dict[str, dict[int, list[float]]] = {m: {} for m in METHODS}
     labels = np.array([ts[0] for ts in emb.tags])
     slug = f"{name}-{suite_sets.set_version(name)}-{args.split}"
@@ -155,6 +188,8 @@ def run_set(name: str, args) -> dict:
         modes = per_file(_key_mode, emb.paths, suite_sets.cache_root() / "features" / f"key-{slug}.npz", args.jobs,
                          "key estimates")
     episodes_of = {}
+    correct: dict[str, dict[int, np.ndarray]] = {m: {} for m in METHODS}  # (episodes, files), NaN: not a query
+    index_of = {p: i for i, p in enumerate(emb.paths)}
     for s in args.shots:
         try:
             episodes_of[s] = few_shot_episodes(emb.tags, emb.groups, shots=s, n_episodes=args.episodes, seed=args.seed)
@@ -166,12 +201,20 @@ def run_set(name: str, args) -> dict:
                                    ("logistic reg.", plain, "logreg"), ("majority", plain, "majority")):
             which = (DEFAULT_K, DEFAULT_WEIGHTS) if rep is auto and method == "knn" else (None, None)
             methods[label][s] = _knn_runs(rep, method, s, *which).tolist()
+            correct[label][s] = _query_correct(rep, method, s, len(episodes_of[s]), index_of,
+                                               *((DEFAULT_K, DEFAULT_WEIGHTS) if method == "knn" else (None, None)))
         accs, rule = [], []
-        for sup, qry in episodes_of[s]:
+        correct["MFCC 1-NN"][s] = np.full((len(episodes_of[s]), len(emb.paths)), np.nan)
+        if modes is not None:
+            correct["key-profile rule"][s] = np.full((len(episodes_of[s]), len(emb.paths)), np.nan)
+        for e, (sup, qry) in enumerate(episodes_of[s]):
             d = ((mfcc[qry][:, None, :] - mfcc[sup][None, :, :]) ** 2).sum(axis=-1)
-            accs.append(float(np.mean(labels[sup][d.argmin(axis=1)] == labels[qry])))
+            hit = labels[sup][d.argmin(axis=1)] == labels[qry]
+            accs.append(float(np.mean(hit)))
+            correct["MFCC 1-NN"][s][e, qry] = hit
             if modes is not None:
                 rule.append(float(np.mean(modes[qry] == labels[qry])))
+                correct["key-profile rule"][s][e, qry] = modes[qry] == labels[qry]
         methods["MFCC 1-NN"][s] = accs
         if modes is not None:
             methods["key-profile rule"][s] = rule
@@ -189,8 +232,11 @@ def run_set(name: str, args) -> dict:
                   if abs(got[(k, w)] - want[(k, w)]) > 1e-9]
         check = {"shots": s, "episode": 0, "settings": len(settings), "tag": got[(DEFAULT_K, DEFAULT_WEIGHTS)],
                  "evaluate": want[(DEFAULT_K, DEFAULT_WEIGHTS)], "same": not differ, "differ": differ}
+    group_se = {ref: {s: _group_se(correct["clapknn defaults"][s], c[s], emb.groups, args.seed)
+                      for s in c if s in correct["clapknn defaults"]}
+                for ref, c in correct.items() if ref != "clapknn defaults"}
     print(f"[{name}: {time.perf_counter() - t0:.0f} s]", file=sys.stderr)
-    return {"set": name, "kind": suite_sets.KINDS[name], "split": args.split, "n_files": emb.n_tracks,
+    return {"group_se": {ref: v for ref, v in group_se.items() if v}, "set": name, "kind": suite_sets.KINDS[name], "split": args.split, "n_files": emb.n_tracks,
             "n_groups": n_groups, "tag_counts": counts, "methods": {m: v for m, v in methods.items() if v},
             "std_share": std_share, "tag_check": check, "encoder": emb.encoder.get("name", "?"),
             "snippet_seconds": emb.snippet_seconds}
@@ -239,8 +285,9 @@ def _paired(a, b) -> tuple[float, float]:
 def checks(results: list[dict], shots) -> list[str]:
     """Where the defaults lose (mean over episodes) to the better space, the MFCC 1-NN anchor, the
     majority class or (mode) the key-profile rule, each with the paired difference and whether it
-    is beyond noise (more than two standard errors of the mean difference over the episodes), and
-    where ``clapknn tag``'s path disagreed with :func:`~clapknn.evaluation.evaluate`."""
+    is beyond noise (more than two standard errors of the mean difference, over the episodes and
+    over the groups combined: :func:`_group_se`), and where ``clapknn tag``'s path disagreed with
+    :func:`~clapknn.evaluation.evaluate`."""
     out = []
     for res in results:
         c = res.get("tag_check")
@@ -254,16 +301,22 @@ def checks(results: list[dict], shots) -> list[str]:
             d = m["clapknn defaults"][s]
             spaces = ("clapknn space=plain", "clapknn space=standardized")
             best = max(spaces, key=lambda name: float(np.mean(m[name][s])))
-            refs = [(f"the better space ({best.split('=')[1]})", m[best][s]), ("MFCC 1-NN", m["MFCC 1-NN"][s]),
-                    ("majority", m["majority"][s])]
+            refs = [(f"the better space ({best.split('=')[1]})", best), ("MFCC 1-NN", "MFCC 1-NN"), ("majority", "majority")]
             if "key-profile rule" in m and s in m["key-profile rule"]:
-                refs.append(("key-profile rule", m["key-profile rule"][s]))
-            for what, ref in refs:
+                refs.append(("key-profile rule", "key-profile rule"))
+            for what, name in refs:
+                ref = m[name][s]
                 diff, se = _paired(d, ref)
                 if diff < -1e-9:
+                    spread = f"± {se:.3f} over episodes"
+                    g = res.get("group_se", {}).get(name, {}).get(s)
+                    if g is not None and np.isfinite(g):
+                        # the episodes' supports and the groups' sampling are two sources of noise
+                        se = float(np.hypot(se, g))
+                        spread += f", ± {g:.3f} over groups, ± {se:.3f} together"
                     noise = "beyond noise" if diff < -2 * se else "within noise"
                     out.append(f"{res['set']} {s} shot{'s' if s > 1 else ''}: defaults {np.mean(d):.3f} < {what} "
-                               f"{np.mean(ref):.3f} (paired difference {diff:+.3f} ± {se:.3f}, {noise})")
+                               f"{np.mean(ref):.3f} (paired difference {diff:+.3f}; {spread}: {noise})")
     return out
 
 
