@@ -70,7 +70,10 @@ def _prediction_table(kept, base: Embedded, Y: np.ndarray, tags: Sequence[str]):
     import pandas as pd
 
     names = np.array(tags, dtype=object)
-    joined = lambda M: [";".join(names[row]) for row in M.astype(bool)]  # noqa: E731
+
+    def joined(indicator: np.ndarray) -> list[str]:
+        return [";".join(names[row]) for row in indicator.astype(bool)]
+
     truth = joined(Y)
     groups = np.asarray(base.groups).astype(str)
     frames = []
