@@ -201,8 +201,7 @@ def run_set(name: str, args) -> dict:
                                    ("logistic reg.", plain, "logreg"), ("majority", plain, "majority")):
             which = (DEFAULT_K, DEFAULT_WEIGHTS) if rep is auto and method == "knn" else (None, None)
             methods[label][s] = _knn_runs(rep, method, s, *which).tolist()
-            correct[label][s] = _query_correct(rep, method, s, len(episodes_of[s]), index_of,
-                                               *((DEFAULT_K, DEFAULT_WEIGHTS) if method == "knn" else (None, None)))
+            correct[label][s] = _query_correct(rep, method, s, len(episodes_of[s]), index_of, *which)
         accs, rule = [], []
         correct["MFCC 1-NN"][s] = np.full((len(episodes_of[s]), len(emb.paths)), np.nan)
         if modes is not None:
@@ -213,8 +212,9 @@ def run_set(name: str, args) -> dict:
             accs.append(float(np.mean(hit)))
             correct["MFCC 1-NN"][s][e, qry] = hit
             if modes is not None:
-                rule.append(float(np.mean(modes[qry] == labels[qry])))
-                correct["key-profile rule"][s][e, qry] = modes[qry] == labels[qry]
+                right = modes[qry] == labels[qry]
+                rule.append(float(np.mean(right)))
+                correct["key-profile rule"][s][e, qry] = right
         methods["MFCC 1-NN"][s] = accs
         if modes is not None:
             methods["key-profile rule"][s] = rule
@@ -236,8 +236,9 @@ def run_set(name: str, args) -> dict:
                       for s in c if s in correct["clapknn defaults"]}
                 for ref, c in correct.items() if ref != "clapknn defaults"}
     print(f"[{name}: {time.perf_counter() - t0:.0f} s]", file=sys.stderr)
-    return {"group_se": {ref: v for ref, v in group_se.items() if v}, "set": name, "kind": suite_sets.KINDS[name], "split": args.split, "n_files": emb.n_tracks,
+    return {"set": name, "kind": suite_sets.KINDS[name], "split": args.split, "n_files": emb.n_tracks,
             "n_groups": n_groups, "tag_counts": counts, "methods": {m: v for m, v in methods.items() if v},
+            "group_se": {ref: v for ref, v in group_se.items() if v},
             "std_share": std_share, "tag_check": check, "encoder": emb.encoder.get("name", "?"),
             "snippet_seconds": emb.snippet_seconds}
 

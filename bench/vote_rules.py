@@ -282,8 +282,8 @@ def main():
                         kk = int(max(1, min(kk, Ys.sum(0).min())))
                     Ss, Sq = sp.apply(Xs), sp.apply(Xq)
                     sc = scores(Ss, Ys, Sq, qpos, len(qt), k=kk, power=V[v].get("wpow", 1.0))
-                    if V[v].get("centroid"):
-                        sc = (1 - V[v]["centroid"]) * sc + V[v]["centroid"] * centroid_scores(Ss, Ys, inv, Sq, qpos, len(qt))
+                    if V[v].get("centroid"):  # the nearest tag centroid instead of the k nearest snippets
+                        sc = centroid_scores(Ss, Ys, inv, Sq, qpos, len(qt))
                     accs.append(float(np.mean(sc.argmax(1) == Yt[qt].argmax(1))))
                 res.setdefault(name, {}).setdefault(str(shots), {})[v] = accs
         print(f"[{name} {time.time() - t0:.0f}s]", file=sys.stderr)
@@ -342,8 +342,7 @@ VARIANTS = {
     "new_k3": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, k=3),
     "new_k10": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, k=10),
     "new_kcap": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, kcap=True),
-    "new_cent": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, centroid=1.0),
-    "new_cent5": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, centroid=0.5),
+    "new_cent": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, centroid=True),
     "new_w3": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, wpow=3.0),
     "new_k10w3": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, k=10, wpow=3.0),
     "al1": dict(rel="dim", power=0.5, kappa=10, align=True, align_power=1.0),

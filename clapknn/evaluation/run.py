@@ -79,7 +79,7 @@ def _prediction_table(kept, base: Embedded, Y: np.ndarray, tags: Sequence[str]):
     frames = []
     for setting, q_tracks, pred in kept:
         frames.append(pd.DataFrame({
-            **{c: [v] * len(q_tracks) for c, v in setting.items()},
+            **setting,  # one value per setting, repeated on every row
             "path": [str(base.paths[i]) for i in q_tracks], "group": groups[q_tracks],
             "tags": [truth[i] for i in q_tracks], "predicted": joined(pred),
             "correct": (pred.astype(bool) == Y[q_tracks].astype(bool)).all(axis=1),
