@@ -8,8 +8,14 @@ major minus the best minor key-profile correlation. Printed per profile: the sha
 sign is right, the share with the best threshold, and two 10-shot learners in that one dimension
 over 300 episodes of 10 examples per mode: a 3-NN, and the threshold that best fits the examples.
 
+With ``--vote``, each profile is instead put where the vote reads the track's key: the ``key_track``
+block of every vector of the track is made the key block of that profile (the other blocks as the
+encoder made them), and the defaults of ``clapknn tag`` (``evaluate``'s 20 episodes, seed 0) are
+scored on any dev part, each line the paired difference from the encoder's own ``key_track``.
+
     python bench/mode_profiles.py --set mode            # the mode set's dev part
     python bench/mode_profiles.py --set mode-extra      # other development pieces
+    python bench/mode_profiles.py --vote --set mode,mode-extra,emopia-valence,emopia
 
 Development parts only: choices are made here, never on the held-out part.
 """
@@ -38,15 +44,19 @@ def mode_value(profile: np.ndarray, templates: np.ndarray) -> float:
     return float(k[:12].max() - k[12:].max())
 
 
-def stft_profile(y: np.ndarray, n_fft: int, hop: int, *, top_midi: int | None = None, frame_max: bool = False) -> np.ndarray:
-    """Semitone power (MIDI 33 up to ``top_midi``) folded to 12 classes, row 0 = C; each frame unit
-    norm and averaged, or (``frame_max``) scaled to its maximum and summed over the frames within
-    40 dB of the loudest, as the key analysis does."""
+def stft_profile(y: np.ndarray, n_fft: int, hop: int, *, top_midi: int | None = None, frame_max: bool = False,
+                 magnitude: bool = False) -> np.ndarray:
+    """Semitone power (``magnitude``: its square root, as a constant-Q magnitude; MIDI 33 up to
+    ``top_midi``) folded to 12 classes, row 0 = C; each frame unit norm and averaged, or
+    (``frame_max``) scaled to its maximum and summed over the frames within 40 dB of the loudest,
+    as the key analysis does."""
     from clapknn.encoders import dsp
     from clapknn.encoders.feature_blocks import _PITCH_HI, _PITCH_LO, _semitone_filterbank
 
     S = dsp.stft_magnitude(y.astype(np.float32), n_fft, hop, dsp.hann(n_fft).astype(np.float32))
     P = _semitone_filterbank(SR, n_fft) @ (S.astype(np.float64) ** 2)
+    if magnitude:
+        P = np.sqrt(P)
     top = top_midi or _PITCH_HI
     n = ((top - _PITCH_LO) // 12) * 12
     ch = np.roll(P[:n].reshape(n // 12, 12, -1).sum(axis=0), _PITCH_LO % 12, axis=0)
@@ -69,17 +79,91 @@ def profiles_of(y: np.ndarray, enc) -> dict[str, np.ndarray]:
         "semitone power, 8192-point STFT": mean(lambda s: stft_profile(s, 8192, 2048)),
         "semitone power, 16384-point STFT": mean(lambda s: stft_profile(s, 16384, 2048)),
         "8192-point, up to C6, frame maximum": mean(lambda s: stft_profile(s, 8192, 2048, top_midi=84, frame_max=True)),
+        "semitone magnitude, 4096-point, frame maximum": mean(
+            lambda s: stft_profile(s, 4096, 1024, frame_max=True, magnitude=True)),
         "constant-Q chroma of each snippet": np.sum(
             [chromagram(s, SR, harmonic=False, tuning=0.0)[0].sum(axis=1) for s in snips], axis=0),
         "constant-Q chroma of the clip (the rule's)": chromagram(y, SR)[0].sum(axis=1),
     }
 
 
+def _track_profiles(name: str, rows: list[dict], enc) -> dict[str, np.ndarray]:
+    """``{profile name: (tracks, 12)}`` for the rows' files, cached in the suite's cache folder."""
+    import soundfile as sf
+    import soxr
+
+    cache = suite_sets.cache_root() / "features" / f"profiles-{name}-{suite_sets.set_version(name)}-dev.npz"
+    paths = [r["path"] for r in rows]
+    if cache.exists():
+        z = np.load(cache, allow_pickle=False)
+        if list(z["paths"]) == paths:
+            return {str(k): z[f"p{i}"] for i, k in enumerate(z["names"])}
+    per: dict[str, list[np.ndarray]] = {}
+    for path in paths:
+        y, fs = sf.read(path, dtype="float32", always_2d=True)
+        y = soxr.resample(y.mean(axis=1), fs, SR).astype(np.float32)
+        for k, prof in profiles_of(y, enc).items():
+            per.setdefault(k, []).append(prof)
+    out = {k: np.array(v) for k, v in per.items()}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, paths=np.array(paths), names=np.array(list(out)), **{f"p{i}": v for i, v in enumerate(out.values())})
+    return out
+
+
+def vote_with_profiles(names: list[str], shots: tuple[int, ...], episodes: int) -> None:
+    """The defaults' accuracy with ``key_track`` made from each profile, paired against the encoder's."""
+    import dataclasses
+
+    from block_weights import accuracies, load
+
+    from clapknn.analysis.profiles import key_templates
+    from clapknn.encoders.base import l2_normalize
+    from clapknn.encoders.feature_blocks import key_values
+    from clapknn.encoders.features import FeaturesEncoder, block_layout
+
+    enc, templates = FeaturesEncoder(), key_templates()
+    a, b = next((a, b) for n, a, b, _ in block_layout() if n == "key_track")
+    for name in names:
+        emb = load(name, "dev")
+        rows = [{"path": str(p)} for p in emb.paths]
+        profiles = _track_profiles(name, rows, enc)
+        base = accuracies(emb, shots, episodes)
+        print(f"{name} (dev), the encoder's key_track: " + "  ".join(f"{s}: {base[s].mean():.3f}" for s in shots))
+        V = emb.vectors.astype(np.float64)
+        old = np.linalg.norm(V[:, a:b], axis=1, keepdims=True)
+        for label, prof in profiles.items():
+            c = prof - prof.mean(axis=1, keepdims=True)
+            kv = key_values((templates @ (c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)).T).T)
+            W = V.copy()
+            new = kv[emb.track]
+            W[:, a:b] = new / np.maximum(np.linalg.norm(new, axis=1, keepdims=True), 1e-12) * old
+            # no encoder identity: evaluate keeps these vectors as they are (no track context again)
+            got = accuracies(dataclasses.replace(emb, vectors=l2_normalize(W).astype(np.float32), encoder={}),
+                             shots, episodes)
+            cells = []
+            for s in shots:
+                d = got[s] - base[s]
+                cells.append(f"{s}: {got[s].mean():.3f} ({d.mean():+.3f} ± {d.std(ddof=1) / np.sqrt(len(d)):.3f})")
+            print(f"   {label:<46} " + "  ".join(cells))
+        sys.stdout.flush()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--set", default="mode", help="a suite set tagged major / minor (default mode)")
-    ap.add_argument("--episodes", type=int, default=300)
+    ap.add_argument("--set", default="mode", help="a suite set tagged major / minor (default mode); with "
+                    "--vote, any dev parts, comma-separated")
+    ap.add_argument("--episodes", type=int, default=None, help="300 (20 with --vote)")
+    ap.add_argument("--vote", action="store_true", help="the defaults' vote with key_track from each profile")
+    ap.add_argument("--shots", default="1,5,10,20", help="with --vote")
     args = ap.parse_args()
+    if args.vote:
+        import warnings
+
+        warnings.filterwarnings("ignore", category=UserWarning)
+        vote_with_profiles([s for s in args.set.split(",") if s], tuple(int(s) for s in args.shots.split(",")),
+                           args.episodes or 20)
+        return
+    args.episodes = args.episodes or 300
 
     import soundfile as sf
     import soxr

@@ -221,6 +221,31 @@ def centroid_scores(S_s, Y_s, inv, S_q, qpos, n_q):
     return np.eye(Y_s.shape[1])[best]
 
 
+def file_scores(S_s, Y_s, inv, S_q, qpos, n_q, k=10):
+    """Per query track: the similarity-weighted vote of the ``k`` example files whose mean vector
+    is nearest the track's mean vector (a vote over files, not snippets)."""
+    means, has = file_means(S_s, Y_s, inv)
+    q = np.zeros((n_q, S_q.shape[1]))
+    np.add.at(q, qpos, S_q)
+    sims = unit(q) @ unit(means).T
+    k = min(k, means.shape[0])
+    idx = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    w = np.maximum(np.take_along_axis(sims, idx, 1), 0)
+    w[w.sum(1) <= 0] = 1
+    return np.einsum("nk,nkt->nt", w, has[idx].astype(float)) / w.sum(1, keepdims=True)
+
+
+def centroid_soft(S_s, Y_s, inv, S_q, qpos, n_q, temperature=0.05):
+    """Per query track: a softmax over the tags of the cosine of its mean vector with each tag's
+    centroid (the mean of its files' mean vectors)."""
+    means, has = file_means(S_s, Y_s, inv)
+    C = unit(np.stack([means[has[:, t]].mean(0) for t in range(Y_s.shape[1])]))
+    q = np.zeros((n_q, S_q.shape[1]))
+    np.add.at(q, qpos, S_q)
+    e = np.exp((unit(q) @ C.T) / temperature)
+    return e / e.sum(1, keepdims=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sets", default=",".join(SETS))
@@ -284,6 +309,12 @@ def main():
                     sc = scores(Ss, Ys, Sq, qpos, len(qt), k=kk, power=V[v].get("wpow", 1.0))
                     if V[v].get("centroid"):  # the nearest tag centroid instead of the k nearest snippets
                         sc = centroid_scores(Ss, Ys, inv, Sq, qpos, len(qt))
+                    if V[v].get("file_mix"):  # blended with a vote of the nearest example files
+                        m = V[v]["file_mix"]
+                        sc = (1 - m) * sc + m * file_scores(Ss, Ys, inv, Sq, qpos, len(qt), k=V[v].get("file_k", 10))
+                    if V[v].get("cent_mix"):  # blended with a soft nearest-centroid score
+                        m = V[v]["cent_mix"]
+                        sc = (1 - m) * sc + m * centroid_soft(Ss, Ys, inv, Sq, qpos, len(qt))
                     accs.append(float(np.mean(sc.argmax(1) == Yt[qt].argmax(1))))
                 res.setdefault(name, {}).setdefault(str(shots), {})[v] = accs
         print(f"[{name} {time.time() - t0:.0f}s]", file=sys.stderr)
@@ -343,6 +374,9 @@ VARIANTS = {
     "new_k10": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, k=10),
     "new_kcap": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, kcap=True),
     "new_cent": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, centroid=True),
+    "new_file10": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, file_mix=1.0, file_k=10),
+    "new_mixfile10": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, file_mix=0.5, file_k=10),
+    "new_mixcent": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, cent_mix=0.25),
     "new_w3": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, wpow=3.0),
     "new_k10w3": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, k=10, wpow=3.0),
     "al1": dict(rel="dim", power=0.5, kappa=10, align=True, align_power=1.0),
