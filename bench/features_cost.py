@@ -43,14 +43,15 @@ sys.path.insert(0, str(HERE))
 
 SR = 22050
 SNIPPET = 10 * SR
-STAGES = ("S", "P", "mfcc", "contrast", "flux", "pitch", "chroma", "profile", "key_corr")
+STAGES = ("S", "P", "mfcc", "contrast", "flux", "pitch", "chroma", "profile", "key_corr", "key_profile")
 #: The shared stages each block reads (directly or through another stage).
 _PITCH = ("pitch", "chroma", "profile")
 STAGES_OF = {
     "timbre": ("S", "P", "mfcc"), "timbre_var": ("S", "P", "mfcc"), "chroma": _PITCH, "chroma_var": _PITCH[:2],
     "contrast": ("S", "contrast"), "contrast_var": ("S", "contrast"), "spectral": ("S", "P"),
     "rhythm": ("S", "P", "flux"), "level": (), "tonal": _PITCH + ("key_corr",), "key": _PITCH + ("key_corr",),
-    "harmony": _PITCH[:2], "notes": ("pitch",), "key_track": _PITCH + ("key_corr",),
+    "harmony": _PITCH[:2], "notes": ("pitch",), "key_profile": ("key_profile",),
+    "key_track": ("key_profile",), "key_chroma_track": _PITCH + ("key_corr",),
 }  # fmt: skip
 
 

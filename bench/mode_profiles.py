@@ -67,24 +67,49 @@ def stft_profile(y: np.ndarray, n_fft: int, hop: int, *, top_midi: int | None = 
     return (ch / np.maximum(np.linalg.norm(ch, axis=0, keepdims=True), 1e-12)).mean(axis=1)
 
 
-def profiles_of(y: np.ndarray, enc) -> dict[str, np.ndarray]:
+def _per_snippet(f):
+    """A track profile: the mean of ``f(snippet, enc)`` over the track's 10-s snippets."""
+    return lambda y, snips, enc: np.mean([f(s, enc) for s in snips], axis=0)
+
+
+def _cqt_snippets(y, snips, enc):
     from clapknn.analysis.key import chromagram
+
+    return np.sum([chromagram(s, SR, harmonic=False, tuning=0.0)[0].sum(axis=1) for s in snips], axis=0)
+
+
+def _cqt_clip(y, snips, enc):
+    from clapknn.analysis.key import chromagram
+
+    return chromagram(y, SR)[0].sum(axis=1)
+
+
+def _spectra(s, enc):
     from clapknn.encoders.feature_blocks import _Spectra
 
+    return _Spectra(enc, s)
+
+
+#: ``name: profile(y, snippets, enc)`` for each way of making a track's pitch-class profile.
+PROFILES = {
+    "the snippet chroma (features encoder)": _per_snippet(lambda s, enc: _spectra(s, enc).profile),
+    "semitone power, 4096-point STFT": _per_snippet(lambda s, enc: stft_profile(s, 4096, 1024)),
+    "semitone power, 8192-point STFT": _per_snippet(lambda s, enc: stft_profile(s, 8192, 2048)),
+    "semitone power, 16384-point STFT": _per_snippet(lambda s, enc: stft_profile(s, 16384, 2048)),
+    "8192-point, up to C6, frame maximum": _per_snippet(
+        lambda s, enc: stft_profile(s, 8192, 2048, top_midi=84, frame_max=True)),
+    "semitone magnitude, 4096-point, frame maximum": _per_snippet(
+        lambda s, enc: stft_profile(s, 4096, 1024, frame_max=True, magnitude=True)),
+    "octave-wise magnitude (the encoder's key_profile, recipe 10)": _per_snippet(
+        lambda s, enc: _spectra(s, enc).key_profile),
+    "constant-Q chroma of each snippet": _cqt_snippets,
+    "constant-Q chroma of the clip (the rule's)": _cqt_clip,
+}
+
+
+def profiles_of(y: np.ndarray, enc) -> dict[str, np.ndarray]:
     snips = [y[i:i + SNIPPET] for i in range(0, max(len(y) - SNIPPET, 0) + 1, SNIPPET)]
-    mean = lambda f: np.mean([f(s) for s in snips], axis=0)  # noqa: E731
-    return {
-        "the snippet chroma (features encoder)": mean(lambda s: _Spectra(enc, s).profile),
-        "semitone power, 4096-point STFT": mean(lambda s: stft_profile(s, 4096, 1024)),
-        "semitone power, 8192-point STFT": mean(lambda s: stft_profile(s, 8192, 2048)),
-        "semitone power, 16384-point STFT": mean(lambda s: stft_profile(s, 16384, 2048)),
-        "8192-point, up to C6, frame maximum": mean(lambda s: stft_profile(s, 8192, 2048, top_midi=84, frame_max=True)),
-        "semitone magnitude, 4096-point, frame maximum": mean(
-            lambda s: stft_profile(s, 4096, 1024, frame_max=True, magnitude=True)),
-        "constant-Q chroma of each snippet": np.sum(
-            [chromagram(s, SR, harmonic=False, tuning=0.0)[0].sum(axis=1) for s in snips], axis=0),
-        "constant-Q chroma of the clip (the rule's)": chromagram(y, SR)[0].sum(axis=1),
-    }
+    return {name: f(y, snips, enc) for name, f in PROFILES.items()}
 
 
 def _track_profiles(name: str, rows: list[dict], enc) -> dict[str, np.ndarray]:
@@ -94,11 +119,13 @@ def _track_profiles(name: str, rows: list[dict], enc) -> dict[str, np.ndarray]:
 
     cache = suite_sets.cache_root() / "features" / f"profiles-{name}-{suite_sets.set_version(name)}-dev.npz"
     paths = [r["path"] for r in rows]
+    per: dict[str, list[np.ndarray]] = {}
     if cache.exists():
         z = np.load(cache, allow_pickle=False)
-        if list(z["paths"]) == paths:
-            return {str(k): z[f"p{i}"] for i, k in enumerate(z["names"])}
-    per: dict[str, list[np.ndarray]] = {}
+        names = [str(k) for k in z["names"]]
+        # a cache made before a profile was added is made again
+        if list(z["paths"]) == paths and names == list(PROFILES):
+            return {k: z[f"p{i}"] for i, k in enumerate(names)}
     for path in paths:
         y, fs = sf.read(path, dtype="float32", always_2d=True)
         y = soxr.resample(y.mean(axis=1), fs, SR).astype(np.float32)

@@ -104,8 +104,9 @@ def test_shared_spectra_are_computed_once_per_snippet(monkeypatch):
     real = dsp.stft_magnitude
     monkeypatch.setattr(dsp, "stft_magnitude", lambda y, n_fft, *a: calls.append(n_fft) or real(y, n_fft, *a))
     FeaturesEncoder().embed(_notes(3.0)[None])
-    # one STFT for every block of the 2048-point grid, one finer one for the semitone spectrum
-    assert sorted(calls) == [2048, 4096]
+    # one STFT for every block of the 2048-point grid, one finer one for the semitone spectrum, and
+    # one 1024-point one per octave of the key profile's spectrum (seven octaves from C1 at 22.05 kHz)
+    assert sorted(calls) == [1024] * 7 + [2048, 4096]
 
 
 def test_contrast_is_librosas_spectral_contrast():
@@ -150,18 +151,51 @@ def test_recipe_is_in_the_identity():
     assert FeaturesEncoder().identity()["recipe"] == RECIPE_VERSION
 
 
-def _track_key(vectors: np.ndarray) -> np.ndarray:
+def test_profile_block_keeps_the_weights_of_the_pitch_classes():
+    """The ``key_profile`` block (what the track's key is read from) is a pitch-class profile of
+    magnitudes, as the key analysis's constant-Q chromagram is, not log-compressed as ``chroma``
+    is: a C-G fifth with a quiet E (a twentieth of their amplitude) gives E about a twentieth of
+    C's and G's share, where the compressed chroma lifts it to over a tenth of theirs."""
+    y = np.zeros(int(10 * SR))
+    for midi, amp in ((60, 1.0), (67, 1.0), (64, 0.05)):
+        t = np.arange(len(y)) / SR
+        y += amp * np.sin(2 * np.pi * 440.0 * 2 ** ((midi - 69) / 12) * t)
+    y = (0.3 * y / np.abs(y).max()).astype(np.float32)
+    blocks = FeaturesEncoder()._blocks(y, ["chroma", "key_profile"])
+    for name, low, high in (("key_profile", 0.03, 0.08), ("chroma", 0.1, 1.0)):
+        v = blocks[name] - blocks[name].min()  # the least-sounding class at 0
+        e_share = v[4] / max(v[0], v[7])  # E against C and G
+        assert low <= e_share <= high, (name, e_share)
+
+
+@pytest.mark.parametrize("midi", [26, 29, 34, 47, 83, 98])
+def test_profile_block_finds_the_pitch_class_of_low_and_high_notes(midi):
+    """The key profile's spectrum is read octave by octave (each octave at half the rate of the one
+    above, the same FFT size), so a note from the bass below A1, where the snippet chroma's
+    semitone spectrum starts, to the sixth octave lands on its own pitch class, with its two
+    neighbours far below it."""
+    t = np.arange(int(10 * SR)) / SR
+    y = (0.3 * np.sin(2 * np.pi * 440.0 * 2 ** ((midi - 69) / 12) * t)).astype(np.float32)
+    p = FeaturesEncoder()._blocks(y, ["key_profile"])["key_profile"]
+    p = p - p.min()
+    pc = midi % 12
+    assert int(np.argmax(p)) == pc
+    assert max(p[(pc - 1) % 12], p[(pc + 1) % 12]) < 0.2 * p[pc]
+
+
+def _track_key(vectors: np.ndarray, name: str = "key_track") -> np.ndarray:
     from clapknn.encoders.features import block_layout
 
-    (a, b), = [(a, b) for name, a, b, _ in block_layout() if name == "key_track"]
+    (a, b), = [(a, b) for n, a, b, _ in block_layout() if n == name]
     return vectors[:, a:b]
 
 
-def test_track_key_block_is_the_key_of_the_whole_track():
-    """``key_track`` holds, in every row of a track, the key block of the mean pitch-class profile of
-    its snippets: three snippets of an A minor cadence and one of C major (a passage in the
-    relative major) read minor as a track, where the C major snippet alone reads major. The other
-    blocks keep their values; rows stay unit length."""
+@pytest.mark.parametrize("target, source", [("key_track", "key_profile"), ("key_chroma_track", "chroma")])
+def test_track_key_blocks_are_the_key_of_the_whole_track(target, source):
+    """``key_track`` and ``key_chroma_track`` hold, in every row of a track, the key block of the
+    mean of its snippets' ``key_profile`` and ``chroma`` profiles: three snippets of an A minor
+    cadence and one of C major (a passage in the relative major) read minor as a track, where the
+    C major snippet alone reads major. The other blocks keep their values; rows stay unit length."""
     from clapknn.analysis.profiles import key_templates
     from clapknn.encoders.feature_blocks import key_values
     from clapknn.encoders.features import FEATURE_BLOCKS, block_layout, track_context
@@ -172,24 +206,27 @@ def test_track_key_block_is_the_key_of_the_whole_track():
     V = enc.embed(np.stack(snippets))
     T = track_context(V)
     np.testing.assert_allclose(np.linalg.norm(T, axis=1), 1.0, atol=1e-6)
-    (a, b), = [(a, b) for name, a, b, _ in block_layout() if name == "chroma"]
-    key = _track_key(T) / np.linalg.norm(T[:, a:b], axis=1, keepdims=True)  # each row's scale taken out
-    np.testing.assert_allclose(key, key[:1].repeat(len(key), 0), atol=1e-6)
+    layout = {n: (a, b) for n, a, b, _ in block_layout()}
+    a, b = layout[source]
+    scale = np.linalg.norm(T[:, a:b], axis=1, keepdims=True) / FEATURE_BLOCKS[source][0]
+    key = _track_key(T, target) / scale  # each row's scale taken out
+    np.testing.assert_allclose(key, key[:1].repeat(len(key), 0), atol=1e-5)
     profile = (V[:, a:b] / np.linalg.norm(V[:, a:b], axis=1, keepdims=True)).mean(axis=0)
     profile = (profile - profile.mean()) / np.linalg.norm(profile - profile.mean())
     corr = key_templates() @ profile
     assert corr[12:].max() > corr[:12].max()  # the track is in minor
-    want = key_values(corr) * FEATURE_BLOCKS["key_track"][0] / 2.0
+    want = key_values(corr) * FEATURE_BLOCKS[target][0] / 2.0
     ratio = key[0] / want
     np.testing.assert_allclose(ratio, ratio[0], rtol=1e-4)  # the same block, up to the row scale
     own = enc._blocks(snippets[2])["key"]
     assert own[0] > own[1]  # the C major snippet alone: best major above best minor
-    # everything but key_track is unchanged, up to the rows' common scale
+    # everything but the track's key blocks is unchanged, up to the rows' common scale
     rest = np.ones(V.shape[1], dtype=bool)
-    rest[-4:] = False
+    for name in ("key_track", "key_chroma_track"):
+        rest[slice(*layout[name])] = False
     for v, t in zip(V, T):
         np.testing.assert_allclose(t[rest] / np.linalg.norm(t[rest]), v[rest] / np.linalg.norm(v[rest]), atol=1e-6)
-    # one snippet is its own track: the block is its own key block
+    # one snippet is its own track: the blocks are its own key blocks
     np.testing.assert_allclose(track_context(V[2:3]), V[2:3], atol=1e-6)
 
 

@@ -29,6 +29,12 @@ _TEMPO_BANDS = 8  # log-spaced tempogram bands, 30-300 BPM
 _TEMPO_WIN = 384  # onset frames (~8.9 s) per tempogram window, librosa's default
 _TEMPO_STEP = 4  # tempogram frames averaged: every fourth
 _FLOOR_DB = -100.0
+# the key profile's octave-wise spectrum: C1 (32.7 Hz) up, one octave per halving of the rate,
+# the same FFT size in each, so every octave gets the same number of cycles per window (constant Q)
+_KEY_FMIN = 32.703195662574829
+_KEY_OCTAVES = 7  # C1 .. B7, fewer when the rate cannot hold the top octave
+_N_FFT_KEY = 1024  # at the top octave (C7-B7, 22.05 kHz) 46 ms; at C1 (344 Hz) 3 s
+_HOP_KEY = 2048  # at the top octave; halved with the rate, so all octaves share frame times
 
 
 # Fixed (centre, scale) per block, round numbers that bring typical music to order one. The vote
@@ -37,10 +43,10 @@ _FLOOR_DB = -100.0
 _BLOCK_SIZES = {
     "timbre": _N_MFCC - 1, "timbre_var": _N_MFCC - 1, "chroma": 12, "chroma_var": 12, "contrast": 7,
     "contrast_var": 7, "spectral": 5, "rhythm": 5 + _TEMPO_BANDS, "level": 4, "tonal": 12, "key": 4, "harmony": 6,
-    "notes": 7, "key_track": 4,
+    "notes": 7, "key_profile": 12, "key_track": 4, "key_chroma_track": 4,
 }
 #: Blocks kept in their fixed units (their size is the point); every other block is a unit pattern.
-_MAGNITUDE_BLOCKS = ("level", "key", "harmony", "notes", "key_track")
+_MAGNITUDE_BLOCKS = ("level", "key", "harmony", "notes", "key_track", "key_chroma_track")
 _MFCC_CENTRE = np.r_[130.0, -30.0, 15.0, np.zeros(_N_MFCC - 4)]
 _MFCC_SCALE = np.r_[30.0, 20.0, 10.0, np.full(_N_MFCC - 4, 6.0)]
 _MFCC_SD_CENTRE = np.r_[24.0, 14.0, 10.0, np.full(_N_MFCC - 4, 8.0)]
@@ -80,6 +86,42 @@ def _semitone_filterbank(sr: int, n_fft: int) -> np.ndarray:
     midi = 69 + 12 * np.log2(np.maximum(freqs, 1e-3) / 440.0)
     notes = np.arange(_PITCH_LO, _PITCH_HI)
     return np.maximum(0.0, 1.0 - np.abs(midi[None, :] - notes[:, None]))
+
+
+def _key_octaves(sr: int) -> int:
+    """How many octaves of the key profile's spectrum, from C1, fit below the Nyquist frequency."""
+    n = _KEY_OCTAVES
+    while n > 1 and _KEY_FMIN * 2**n >= sr / 2:
+        n -= 1
+    return n
+
+
+def _key_filterbank(sr: int) -> np.ndarray:
+    """Triangular semitone filters ``(12, 1 + _N_FFT_KEY // 2)`` on the FFT bins of the key
+    spectrum's top octave at rate ``sr``. Every octave below it is read at half the rate of the one
+    above, so the same filters pick its semitones out of the same FFT size."""
+    top_c = _KEY_FMIN * 2 ** (_key_octaves(sr) - 1)
+    freqs = np.fft.rfftfreq(_N_FFT_KEY, 1.0 / sr)
+    semis = 12 * np.log2(np.maximum(freqs, 1e-3) / top_c)
+    return np.maximum(0.0, 1.0 - np.abs(semis[None, :] - np.arange(12)[:, None]))
+
+
+def _key_spectrum(y: np.ndarray, sr: int, bank: Any, window: np.ndarray) -> np.ndarray:
+    """Pitch-class magnitude per frame ``(12, frames)``, row 0 = C, of a constant-Q-like spectrum:
+    the semitone magnitudes of each octave from C1 up (the top octave at the rate ``sr``, each one
+    below from the signal resampled at half the rate of the one above, with the same FFT size and
+    filters), summed over the octaves. Low notes get long windows and high notes short ones, as in
+    the key analysis's constant-Q chromagram, at a small part of its cost."""
+    import soxr
+
+    sig, hop, rows = np.asarray(y, dtype=np.float32), _HOP_KEY, []
+    for o in range(_key_octaves(sr)):
+        if o:
+            sig = soxr.resample(sig, 2, 1, quality="HQ").astype(np.float32, copy=False)
+            hop //= 2
+        rows.append(bank @ dsp.stft_magnitude(sig, _N_FFT_KEY, hop, window).astype(np.float64))
+    n = min(r.shape[1] for r in rows)
+    return np.sum([r[:, :n] for r in rows], axis=0)
 
 
 def _notes(pitch: np.ndarray, seconds: float) -> np.ndarray:
@@ -176,6 +218,18 @@ class _Spectra:
         return self.chroma.mean(axis=1)
 
     @cached_property
+    def key_profile(self) -> np.ndarray:
+        """The snippet's pitch-class profile for the track's key (``key_track``), made as the key
+        analysis makes its own: a constant-Q-like magnitude spectrum (:func:`_key_spectrum`), each
+        frame scaled to its maximum, summed over the frames within 40 dB of the loudest. The
+        log-compressed :attr:`chroma` evens out the weights of the scale degrees that tell major
+        from minor, and its one STFT cannot resolve the semitones of the bass."""
+        ch = _key_spectrum(self.y, self.sr, self.enc._bank("key_semitones"), self.enc._bank("window_key"))
+        peak = ch.max(axis=0)
+        loud = peak > 0.01 * max(float(peak.max(initial=0.0)), 1e-12)
+        return np.where(loud, ch / np.maximum(peak, 1e-12), 0.0).sum(axis=1)
+
+    @cached_property
     def key_corr(self) -> np.ndarray:
         """Correlation of :attr:`profile` with the 24 key profiles."""
         centred = self.profile - self.profile.mean()
@@ -269,6 +323,10 @@ def _chroma(sp: _Spectra) -> np.ndarray:
     return (sp.profile - sp.profile.mean()) / 0.1
 
 
+def _key_profile_block(sp: _Spectra) -> np.ndarray:
+    return sp.key_profile - sp.key_profile.mean()  # a unit pattern: its direction is what counts
+
+
 def _chroma_var(sp: _Spectra) -> np.ndarray:
     return (sp.chroma.std(axis=1) - 0.1) / 0.05
 
@@ -286,6 +344,11 @@ def _key(sp: _Spectra) -> np.ndarray:
     return key_values(sp.key_corr)
 
 
+def _key_track(sp: _Spectra) -> np.ndarray:
+    centred = sp.key_profile - sp.key_profile.mean()
+    return key_values(sp.enc._bank("keys") @ (centred / (np.linalg.norm(centred) + 1e-12)))
+
+
 def _harmony(sp: _Spectra) -> np.ndarray:
     return (np.abs(np.fft.rfft(sp.chroma, axis=0))[1:7].mean(axis=1) - 0.45) / 0.15
 
@@ -294,8 +357,8 @@ def _harmony(sp: _Spectra) -> np.ndarray:
 _BLOCK_FUNCS = {
     "timbre": _timbre, "timbre_var": _timbre_var, "chroma": _chroma, "chroma_var": _chroma_var,
     "contrast": _contrast, "contrast_var": _contrast_var, "spectral": _spectral, "rhythm": _rhythm,
-    "level": _level, "tonal": _tonal, "key": _key, "harmony": _harmony, "notes": _notes_block,
+    "level": _level, "tonal": _tonal, "key": _key, "harmony": _harmony, "notes": _notes_block, "key_profile": _key_profile_block,
     # the track's key block: of the snippet alone here; the encoder's track_context replaces it by
     # that of all the snippets read from the track
-    "key_track": _key,
+    "key_track": _key_track, "key_chroma_track": _key,
 }  # fmt: skip

@@ -22,9 +22,14 @@ evaluation on human-labelled mood data (EMOPIA; see ``docs/evaluation.md``):
   spectrum (rises of a semitone band, peaks picked in time; bands within 20 and 30 dB of the
   loudest): note density and polyphony, measured relative to the snippet's own level, so they mean
   the same in a quiet recording and a loud master;
-- **key_track** — the ``key`` block of the whole track (of the mean pitch-class profile of every
-  snippet read from it; :func:`track_context`, which the embedding engine applies to each track's
-  vectors): the mode of a piece adds up over its snippets, where one window can mislead.
+- **key_profile** — the pitch-class profile the key analysis would read (constant-Q-like magnitudes,
+  each frame scaled to its maximum; not log-compressed): not searched (its weight in the
+  standardised space is 0), carried for the track's key;
+- **key_track**, **key_chroma_track** — the ``key`` block of the whole track, two readings of it:
+  from the mean ``key_profile`` and from the mean ``chroma`` of every snippet read from it
+  (:func:`track_context`, which the embedding engine applies to each track's vectors). The mode
+  of a piece adds up over its snippets, where one window can mislead; the two profiles err on
+  different pieces, and the vote weighs each by how well it follows the index's tags.
 
 The blocks themselves are computed in :mod:`clapknn.encoders.feature_blocks`.
 
@@ -57,7 +62,7 @@ from . import dsp
 from .base import Encoder, l2_normalize
 from .feature_blocks import (
     _BLOCK_FUNCS, _BLOCK_SIZES, _HOP, _MAGNITUDE_BLOCKS, _N_FFT, _N_FFT_PITCH, _N_MELS, _N_MELS_FLUX, _N_MFCC,
-    _TEMPO_WIN, _Spectra, _contrast_bands, _semitone_filterbank, key_values,
+    _N_FFT_KEY, _TEMPO_WIN, _Spectra, _contrast_bands, _key_filterbank, _semitone_filterbank, key_values,
 )
 
 __all__ = ["FeaturesEncoder", "FEATURE_BLOCKS", "RECIPE_VERSION"]
@@ -65,7 +70,7 @@ __all__ = ["FeaturesEncoder", "FEATURE_BLOCKS", "RECIPE_VERSION"]
 _QUIET = 0.05  # plain-vector weight of the blocks meant for the standardised space only
 
 #: Version of the feature recipe; bump it whenever the vectors change, so old indexes are refused.
-RECIPE_VERSION = 7
+RECIPE_VERSION = 10
 
 #: Blocks in vector order: ``name: (weight in the plain vector, weight in the standardised space)``.
 #: The plain vector (the encoder's output) is a weighted set of unit-length patterns of timbre,
@@ -89,8 +94,13 @@ FEATURE_BLOCKS: dict[str, tuple[float, float]] = {
     "key": (_QUIET, 0.75),
     "harmony": (_QUIET, 1.0),
     "notes": (0.5, 1.0),
-    "key_track": (_QUIET, 1.0),
+    "key_profile": (_QUIET, 0.0),
+    "key_track": (_QUIET, 0.7),
+    "key_chroma_track": (_QUIET, 0.7),
 }
+
+#: The blocks of the whole track (:func:`track_context`) and the per-snippet profile each is read from.
+_TRACK_KEY_BLOCKS = {"key_track": "key_profile", "key_chroma_track": "chroma"}
 
 
 class FeaturesEncoder(Encoder):
@@ -171,6 +181,10 @@ class FeaturesEncoder(Encoder):
                 self._banks[name] = dsp.hann(_N_FFT_PITCH).astype(np.float32)
             elif name == "semitones":
                 self._banks[name] = sparse.csr_matrix(_semitone_filterbank(sr, _N_FFT_PITCH))
+            elif name == "key_semitones":
+                self._banks[name] = sparse.csr_matrix(_key_filterbank(sr))
+            elif name == "window_key":
+                self._banks[name] = dsp.hann(_N_FFT_KEY).astype(np.float32)
             elif name == "keys":
                 from ..analysis.profiles import key_templates
 
@@ -241,14 +255,16 @@ def block_layout(names=None) -> list[tuple[str, int, int, float]]:
 
 
 def track_context(vectors: np.ndarray) -> np.ndarray:
-    """The vectors of the snippets read from one track, their ``key_track`` block made that of the
-    whole track: the key block (:func:`~clapknn.encoders.feature_blocks.key_values`) of the mean of
-    the snippets' pitch-class profiles, the same in every row.
+    """The vectors of the snippets read from one track, their ``key_track`` and
+    ``key_chroma_track`` blocks made those of the whole track: the key block
+    (:func:`~clapknn.encoders.feature_blocks.key_values`) of the mean of the snippets' key profiles
+    (the ``key_profile`` block: constant-Q-like, as the key analysis reads a piece) and of their
+    pitch-class profiles (the ``chroma`` block), the same in every row.
 
     One 10-s window says the mode of tonal music less surely than several: a modulation, a
     cadence on the relative key or a passage on few notes mislead one window, not the mean. The
-    profiles are read back from the ``chroma`` block of each row (a unit pattern: its direction is
-    the snippet's centred profile, which is all a correlation needs), so this is a function of the
+    profiles are read back from the ``key_profile`` and ``chroma`` blocks of each row (unit patterns:
+    the direction is the snippet's centred profile, which is all a correlation needs), so this is a function of the
     vectors alone: whoever holds a track's vectors (the embedding engine, or an evaluation that
     votes on some windows of a track) gets the same result from the same rows. Each row is then
     L2-normalised again, as :meth:`FeaturesEncoder.embed` leaves it; rows of zeros stay zero.
@@ -262,15 +278,16 @@ def track_context(vectors: np.ndarray) -> np.ndarray:
     # or 0 when the pattern was flat: the largest ratio gives the row's scale
     scale = np.max([np.linalg.norm(V[:, a:b], axis=1) / FEATURE_BLOCKS[name][0]
                     for name, (a, b) in layout.items() if name not in _MAGNITUDE_BLOCKS], axis=0)
-    a, b = layout["chroma"]
-    norms = np.linalg.norm(V[:, a:b], axis=1, keepdims=True)
-    profile = np.divide(V[:, a:b], norms, out=np.zeros_like(V[:, a:b]), where=norms > 1e-12).mean(axis=0)
-    profile = profile - profile.mean()
-    n = float(np.linalg.norm(profile))
     from ..analysis.profiles import key_templates
 
-    corr = key_templates() @ (profile / n) if n > 1e-12 else np.zeros(24)
-    weight, size = FEATURE_BLOCKS["key_track"][0], _BLOCK_SIZES["key_track"]
-    a, b = layout["key_track"]
-    V[:, a:b] = scale[:, None] * (weight * key_values(corr) / np.sqrt(size))[None, :]
+    for target, source in _TRACK_KEY_BLOCKS.items():
+        a, b = layout[source]
+        norms = np.linalg.norm(V[:, a:b], axis=1, keepdims=True)
+        profile = np.divide(V[:, a:b], norms, out=np.zeros_like(V[:, a:b]), where=norms > 1e-12).mean(axis=0)
+        profile = profile - profile.mean()
+        n = float(np.linalg.norm(profile))
+        corr = key_templates() @ (profile / n) if n > 1e-12 else np.zeros(24)
+        weight, size = FEATURE_BLOCKS[target][0], _BLOCK_SIZES[target]
+        a, b = layout[target]
+        V[:, a:b] = scale[:, None] * (weight * key_values(corr) / np.sqrt(size))[None, :]
     return l2_normalize(V)
