@@ -86,6 +86,16 @@ def accuracies(emb, shots, episodes: int) -> dict[int, np.ndarray]:
     return {s: r[r["shots"] == s].sort_values("run")["accuracy"].to_numpy() for s in shots}
 
 
+def paired_line(label: str, got: dict[int, np.ndarray], base: dict[int, np.ndarray], width: int = 28) -> str:
+    """One printed line: per shot count, the mean accuracy and its paired difference from ``base``
+    over the same episodes, ± its standard error."""
+    cells = []
+    for s in got:
+        d = got[s] - base[s]
+        cells.append(f"{s}: {got[s].mean():.3f} ({d.mean():+.3f} ± {d.std(ddof=1) / np.sqrt(len(d)):.3f})")
+    return f"   {label:<{width}} " + "  ".join(cells)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sets", default=",".join(SETS))
@@ -109,12 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name} ({args.split}), {head}: " + "  ".join(f"{s}: {base[s].mean():.3f}" for s in shots))
         rows = ([("as it is", emb)] if left_out else []) + [(v, reweighted(emb, v)) for v in variants]
         for label, e in rows:
-            got = accuracies(e, shots, args.episodes)
-            cells = []
-            for s in shots:
-                d = got[s] - base[s]
-                cells.append(f"{s}: {got[s].mean():.3f} ({d.mean():+.3f} ± {d.std(ddof=1) / np.sqrt(len(d)):.3f})")
-            print(f"   {label:<28} " + "  ".join(cells))
+            print(paired_line(label, accuracies(e, shots, args.episodes), base))
         sys.stdout.flush()
     return 0
 

@@ -141,7 +141,7 @@ def vote_with_profiles(names: list[str], shots: tuple[int, ...], episodes: int) 
     """The defaults' accuracy with ``key_track`` made from each profile, paired against the encoder's."""
     import dataclasses
 
-    from block_weights import accuracies, load
+    from block_weights import accuracies, load, paired_line
 
     from clapknn.analysis.profiles import key_templates
     from clapknn.encoders.base import l2_normalize
@@ -167,11 +167,7 @@ def vote_with_profiles(names: list[str], shots: tuple[int, ...], episodes: int) 
             # no encoder identity: evaluate keeps these vectors as they are (no track context again)
             got = accuracies(dataclasses.replace(emb, vectors=l2_normalize(W).astype(np.float32), encoder={}),
                              shots, episodes)
-            cells = []
-            for s in shots:
-                d = got[s] - base[s]
-                cells.append(f"{s}: {got[s].mean():.3f} ({d.mean():+.3f} ± {d.std(ddof=1) / np.sqrt(len(d)):.3f})")
-            print(f"   {label:<46} " + "  ".join(cells))
+            print(paired_line(label, got, base, width=60))
         sys.stdout.flush()
 
 
