@@ -43,7 +43,7 @@ sys.path.insert(0, str(HERE))
 
 SR = 22050
 SNIPPET = 10 * SR
-STAGES = ("S", "P", "mfcc", "contrast", "flux", "pitch", "chroma", "profile", "key_corr", "key_profile")
+STAGES = ("S", "P", "mfcc", "contrast", "flux", "pitch", "chroma", "profile", "key_corr", "key_profile", "key_profile_corr")
 #: The shared stages each block reads (directly or through another stage).
 _PITCH = ("pitch", "chroma", "profile")
 STAGES_OF = {
@@ -51,7 +51,7 @@ STAGES_OF = {
     "contrast": ("S", "contrast"), "contrast_var": ("S", "contrast"), "spectral": ("S", "P"),
     "rhythm": ("S", "P", "flux"), "level": (), "tonal": _PITCH + ("key_corr",), "key": _PITCH + ("key_corr",),
     "harmony": _PITCH[:2], "notes": ("pitch",), "key_profile": ("key_profile",),
-    "key_track": ("key_profile",), "key_chroma_track": _PITCH + ("key_corr",),
+    "key_track": ("key_profile", "key_profile_corr"), "key_chroma_track": _PITCH + ("key_corr",),
 }  # fmt: skip
 
 

@@ -150,9 +150,9 @@ def _notes(pitch: np.ndarray, seconds: float) -> np.ndarray:
 
 class _Spectra:
     """Everything the blocks of one snippet share, computed on first use and kept: the STFT (and
-    its power), the semitone spectrum, the MFCCs, the spectral-contrast frames, the onset flux and
-    the pitch-class profile. No intermediate result is computed twice, and a block that is not
-    asked for costs nothing (``bench/features_cost.py`` times each one)."""
+    its power), the semitone spectrum, the MFCCs, the spectral-contrast frames, the onset flux, the
+    pitch-class profile and the key profile. No intermediate result is computed twice, and a block
+    that is not asked for costs nothing (``bench/features_cost.py`` times each one)."""
 
     def __init__(self, enc: Any, y: np.ndarray) -> None:  # enc: the FeaturesEncoder (its filter banks)
         self.enc = enc
@@ -232,7 +232,15 @@ class _Spectra:
     @cached_property
     def key_corr(self) -> np.ndarray:
         """Correlation of :attr:`profile` with the 24 key profiles."""
-        centred = self.profile - self.profile.mean()
+        return self._correlate(self.profile)
+
+    @cached_property
+    def key_profile_corr(self) -> np.ndarray:
+        """Correlation of :attr:`key_profile` with the 24 key profiles."""
+        return self._correlate(self.key_profile)
+
+    def _correlate(self, profile: np.ndarray) -> np.ndarray:
+        centred = profile - profile.mean()
         return self.enc._bank("keys") @ (centred / (np.linalg.norm(centred) + 1e-12))
 
 
@@ -345,8 +353,7 @@ def _key(sp: _Spectra) -> np.ndarray:
 
 
 def _key_track(sp: _Spectra) -> np.ndarray:
-    centred = sp.key_profile - sp.key_profile.mean()
-    return key_values(sp.enc._bank("keys") @ (centred / (np.linalg.norm(centred) + 1e-12)))
+    return key_values(sp.key_profile_corr)
 
 
 def _harmony(sp: _Spectra) -> np.ndarray:
@@ -357,7 +364,8 @@ def _harmony(sp: _Spectra) -> np.ndarray:
 _BLOCK_FUNCS = {
     "timbre": _timbre, "timbre_var": _timbre_var, "chroma": _chroma, "chroma_var": _chroma_var,
     "contrast": _contrast, "contrast_var": _contrast_var, "spectral": _spectral, "rhythm": _rhythm,
-    "level": _level, "tonal": _tonal, "key": _key, "harmony": _harmony, "notes": _notes_block, "key_profile": _key_profile_block,
+    "level": _level, "tonal": _tonal, "key": _key, "harmony": _harmony, "notes": _notes_block,
+    "key_profile": _key_profile_block,
     # the track's key block: of the snippet alone here; the encoder's track_context replaces it by
     # that of all the snippets read from the track
     "key_track": _key_track, "key_chroma_track": _key,

@@ -114,11 +114,12 @@ class FeaturesEncoder(Encoder):
     Notes
     -----
     Deterministic and batch-independent: each snippet is processed on its own, its intermediate
-    results (STFT, semitone spectrum, MFCCs, contrast, onset flux, pitch-class profile) computed
+    results (STFT, semitone spectrum, MFCCs, contrast, onset flux, pitch-class and key profiles) computed
     once and shared by the blocks that read them. Filter banks are built on first use and kept on
     the instance. Both STFTs run in single precision (recipe 7; recipe 6's double-precision ones
     gave the same vectors to cosine 0.9999999 at 1.6x the cost): about 80 ms of CPU per 10-s
-    snippet of music at 22,050 Hz in one process, 130 ms with recipe 6 in the same run
+    snippet of music at 22,050 Hz in one process, 130 ms with recipe 6 in the same run; recipe
+    10's key profile (seven 1024-point STFTs, one per octave) costs 3.4 ms of a later run's 55 ms
     (``bench/features_cost.py`` times every stage and block).
     A track shorter than one snippet is looped to the full length (:attr:`pad` ``"repeat"``: the
     last copy partial, no silence added), so loudness, rhythm and note statistics describe the
@@ -263,9 +264,9 @@ def track_context(vectors: np.ndarray) -> np.ndarray:
 
     One 10-s window says the mode of tonal music less surely than several: a modulation, a
     cadence on the relative key or a passage on few notes mislead one window, not the mean. The
-    profiles are read back from the ``key_profile`` and ``chroma`` blocks of each row (unit patterns:
-    the direction is the snippet's centred profile, which is all a correlation needs), so this is a function of the
-    vectors alone: whoever holds a track's vectors (the embedding engine, or an evaluation that
+    profiles are read back from the ``key_profile`` and ``chroma`` blocks of each row (unit
+    patterns: the direction is the snippet's centred profile, which is all a correlation needs), so
+    this is a function of the vectors alone: whoever holds a track's vectors (the embedding engine, or an evaluation that
     votes on some windows of a track) gets the same result from the same rows. Each row is then
     L2-normalised again, as :meth:`FeaturesEncoder.embed` leaves it; rows of zeros stay zero.
     """
