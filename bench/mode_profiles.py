@@ -112,13 +112,12 @@ def profiles_of(y: np.ndarray, enc) -> dict[str, np.ndarray]:
     return {name: f(y, snips, enc) for name, f in PROFILES.items()}
 
 
-def _track_profiles(name: str, rows: list[dict], enc) -> dict[str, np.ndarray]:
-    """``{profile name: (tracks, 12)}`` for the rows' files, cached in the suite's cache folder."""
+def _track_profiles(name: str, paths: list[str], enc) -> dict[str, np.ndarray]:
+    """``{profile name: (tracks, 12)}`` for the files ``paths``, cached in the suite's cache folder."""
     import soundfile as sf
     import soxr
 
     cache = suite_sets.cache_root() / "features" / f"profiles-{name}-{suite_sets.set_version(name)}-dev.npz"
-    paths = [r["path"] for r in rows]
     per: dict[str, list[np.ndarray]] = {}
     if cache.exists():
         z = np.load(cache, allow_pickle=False)
@@ -152,8 +151,7 @@ def vote_with_profiles(names: list[str], shots: tuple[int, ...], episodes: int) 
     a, b = next((a, b) for n, a, b, _ in block_layout() if n == "key_track")
     for name in names:
         emb = load(name, "dev")
-        rows = [{"path": str(p)} for p in emb.paths]
-        profiles = _track_profiles(name, rows, enc)
+        profiles = _track_profiles(name, [str(p) for p in emb.paths], enc)
         base = accuracies(emb, shots, episodes)
         print(f"{name} (dev), the encoder's key_track: " + "  ".join(f"{s}: {base[s].mean():.3f}" for s in shots))
         V = emb.vectors.astype(np.float64)
