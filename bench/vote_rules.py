@@ -210,40 +210,42 @@ def scores(S_s, Y_s, S_q, qpos, n_q, k=5, power=1.0):
     return out / np.bincount(qpos, minlength=n_q)[:, None]
 
 
-def centroid_scores(S_s, Y_s, inv, S_q, qpos, n_q):
-    """Per query track: 1 for the tag whose centroid (mean of its files' mean vectors, unit length)
-    is nearest its mean snippet vector, 0 for the others."""
-    means, has = file_means(S_s, Y_s, inv)
-    C = unit(np.stack([means[has[:, t]].mean(0) for t in range(Y_s.shape[1])]))
+def _track_means(S_q, qpos, n_q):
+    """Each query track's mean snippet vector, unit length."""
     q = np.zeros((n_q, S_q.shape[1]))
     np.add.at(q, qpos, S_q)
-    best = (unit(q) @ C.T).argmax(1)
-    return np.eye(Y_s.shape[1])[best]
+    return unit(q)
+
+
+def _centroid_cosines(S_s, Y_s, inv, S_q, qpos, n_q):
+    """Per query track, the cosine of its mean vector with each tag's centroid (the mean of the
+    tag's files' mean vectors, unit length)."""
+    means, has = file_means(S_s, Y_s, inv)
+    C = unit(np.stack([means[has[:, t]].mean(0) for t in range(Y_s.shape[1])]))
+    return _track_means(S_q, qpos, n_q) @ C.T
+
+
+def centroid_scores(S_s, Y_s, inv, S_q, qpos, n_q):
+    """Per query track: 1 for the tag whose centroid is nearest its mean vector, 0 for the others."""
+    return np.eye(Y_s.shape[1])[_centroid_cosines(S_s, Y_s, inv, S_q, qpos, n_q).argmax(1)]
+
+
+def centroid_soft(S_s, Y_s, inv, S_q, qpos, n_q, temperature=0.05):
+    """Per query track: a softmax over the tags of the cosines with their centroids."""
+    e = np.exp(_centroid_cosines(S_s, Y_s, inv, S_q, qpos, n_q) / temperature)
+    return e / e.sum(1, keepdims=True)
 
 
 def file_scores(S_s, Y_s, inv, S_q, qpos, n_q, k=10):
     """Per query track: the similarity-weighted vote of the ``k`` example files whose mean vector
     is nearest the track's mean vector (a vote over files, not snippets)."""
     means, has = file_means(S_s, Y_s, inv)
-    q = np.zeros((n_q, S_q.shape[1]))
-    np.add.at(q, qpos, S_q)
-    sims = unit(q) @ unit(means).T
+    sims = _track_means(S_q, qpos, n_q) @ unit(means).T
     k = min(k, means.shape[0])
     idx = np.argsort(-sims, axis=1, kind="stable")[:, :k]
     w = np.maximum(np.take_along_axis(sims, idx, 1), 0)
     w[w.sum(1) <= 0] = 1
     return np.einsum("nk,nkt->nt", w, has[idx].astype(float)) / w.sum(1, keepdims=True)
-
-
-def centroid_soft(S_s, Y_s, inv, S_q, qpos, n_q, temperature=0.05):
-    """Per query track: a softmax over the tags of the cosine of its mean vector with each tag's
-    centroid (the mean of its files' mean vectors)."""
-    means, has = file_means(S_s, Y_s, inv)
-    C = unit(np.stack([means[has[:, t]].mean(0) for t in range(Y_s.shape[1])]))
-    q = np.zeros((n_q, S_q.shape[1]))
-    np.add.at(q, qpos, S_q)
-    e = np.exp((unit(q) @ C.T) / temperature)
-    return e / e.sum(1, keepdims=True)
 
 
 def main():
