@@ -43,6 +43,11 @@ Sets (sources that install offline: music21's corpus, General MIDI soundfonts, g
     Excerpts of Bach chorales, Palestrina masses, Monteverdi madrigals and Trecento (14th-century
     Italian) pieces from music21's corpus, all rendered alike (one of piano, organ or
     strings drawn per excerpt, quarter = 60-120 BPM drawn from one range); group: the score file.
+``mode-pop``
+    Development pieces only: songs made by ``meter``'s generator (drums, bass, chords and a melody
+    in one of the three metres, its own seeds), tagged ``major`` or ``minor`` by the mode they were
+    generated in; every row ``dev``. Not in the suite's report: it is where a choice about mode is
+    checked on music other than chorales (``python bench/block_weights.py --sets mode-pop``).
 ``energy``
     Generated songs labelled ``calm`` or ``energetic`` from a hidden energy level (0-0.4 or 0.6-1)
     that drives, each with noise, the tempo, loudness (MIDI velocity; rendered at one fixed gain),
@@ -77,7 +82,7 @@ CLIP_SECONDS = 20.0  # notes are cut here (two 10-s snippets)
 VERSION = "v1"  # bump (or a set's entry in VERSIONS) when a generator changes: the set is made again
 VERSIONS = {"instrument": "v2"}
 #: Sets with no held-out part: more development material for a set that has one.
-DEV_ONLY = ("mode-extra",)
+DEV_ONLY = ("mode-extra", "mode-pop")
 
 
 def cache_root() -> Path:
@@ -442,13 +447,15 @@ METER_NAMES = {"2/4": "march-2/4", "3/4": "waltz-3/4", "6/8": "jig-6/8"}
 
 
 def _make_meter_item(job) -> dict:
-    i, meter, root = job
+    """One generated song in ``meter``; tagged by its metre, or (``set_name`` ``mode-pop``) by its mode."""
+    i, meter, root, *rest = job
+    set_name = rest[0] if rest else "meter"
     name = METER_NAMES[meter]
-    tid = f"meter{i:04d}"
+    tid = f"{set_name.replace('-', '')}{i:04d}"
     wav, meta = root / "wav" / f"{tid}.wav", root / "meta" / f"{tid}.json"
     if wav.exists() and meta.exists():
         return json.loads(meta.read_text())
-    rng = _rng("meter", i)
+    rng = _rng(set_name, i)
     m = METERS[meter]
     eighth = 60.0 / float(rng.uniform(200, 330))
     tonic, mode = int(rng.integers(12)), str(rng.choice(["major", "minor"]))
@@ -499,7 +506,8 @@ def _make_meter_item(job) -> dict:
     _write_midi([(kit, True, drums), (bass_p, False, bass), (chord_p, False, chords), (lead_p, False, lead)],
                 midi, bpm=60.0 / eighth / 2)
     _render(midi, wav, peak=0.9)
-    item = {"path": str(wav), "tags": name, "group": tid, "kit": kit, "eighths_per_minute": round(60 / eighth, 1)}
+    item = {"path": str(wav), "tags": mode if set_name == "mode-pop" else name, "group": tid, "kit": kit,
+            "eighths_per_minute": round(60 / eighth, 1), "meter": meter}
     meta.parent.mkdir(parents=True, exist_ok=True)
     meta.write_text(json.dumps(item))
     return item
@@ -509,6 +517,12 @@ def build_meter(root: Path, jobs: int = 2, per_class: int = 60) -> list[dict]:
     meters = list(METERS)
     jobs_list = [(i, meters[i % len(meters)], root) for i in range(per_class * len(meters))]
     return _run(_make_meter_item, jobs_list, jobs, "meter")
+
+
+def build_mode_pop(root: Path, jobs: int = 2, n: int = 160) -> list[dict]:
+    meters = list(METERS)
+    jobs_list = [(i, meters[i % len(meters)], root, "mode-pop") for i in range(n)]
+    return _run(_make_meter_item, jobs_list, jobs, "mode-pop")
 
 
 def _make_energy_item(job) -> dict:
@@ -600,6 +614,7 @@ BUILDERS = {
     "emopia-arousal": lambda root, jobs: build_emopia(root, jobs, "arousal"),
     "mode": build_mode,
     "mode-extra": build_mode_extra,
+    "mode-pop": build_mode_pop,
     "instrument": build_instrument,
     "meter": build_meter,
     "composer": build_composer,
@@ -612,6 +627,7 @@ KINDS = {
     "emopia-arousal": "mood (EMOPIA arousal)",
     "mode": "mode (major/minor chorales)",
     "mode-extra": "mode (major/minor chorales), development pieces only",
+    "mode-pop": "mode (major/minor generated songs), development pieces only",
     "instrument": "instrument / timbre",
     "meter": "rhythm (metre)",
     "composer": "style / composer",
