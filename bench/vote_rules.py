@@ -50,17 +50,31 @@ def file_means(Z, Y, inv):
     return m / c[:, None], t / c[:, None] > 0.5
 
 
-def f_ratios(means, has):
-    """Per dim: mean over measurable tags (tag vs rest) of the one-way F of file means; None if none."""
+def f_ratios(means, has, min_side=2, eta=None, d0=0.0, blocks=None):
+    """Per dim: mean over measurable tags (tag vs rest, at least ``min_side`` files on each side) of
+    the one-way F of file means; None if none. ``eta``: each F bounded as ``eta``-scaled share of
+    variance explained, F·(eta + dof) / (F + dof) (dof = files − 2)."""
     tot, cnt = np.zeros(means.shape[1]), 0
     for t in range(has.shape[1]):
         a, b = means[has[:, t]], means[~has[:, t]]
-        if len(a) < 2 or len(b) < 2:
+        if len(a) < min_side or len(b) < min_side:
             continue
         mu = means.mean(0)
         between = len(a) * (a.mean(0) - mu) ** 2 + len(b) * (b.mean(0) - mu) ** 2
         within = ((a - a.mean(0)) ** 2).sum(0) + ((b - b.mean(0)) ** 2).sum(0)
-        tot += between / (within / (len(means) - 2) + 1e-12)
+        s2 = within / (len(means) - 2)
+        if d0:  # moderated: each dimension's within-tag variance shrunk towards the mean over the dimensions
+            dof = len(means) - 2
+            if blocks is None:
+                prior = s2.mean()
+            else:  # the mean over the dimension's own block
+                prior = np.concatenate([np.full(b - a, s2[a:b].mean()) for a, b, _ in blocks])
+            s2 = (d0 * prior + dof * s2) / (d0 + dof)
+        F = between / (s2 + 1e-12)
+        if eta is not None:
+            dof = len(means) - 2
+            F = F * (eta + dof) / (F + dof)
+        tot += F
         cnt += 1
     return None if cnt == 0 else tot / cnt
 
@@ -89,7 +103,8 @@ class Space:
             from scipy.stats import rankdata
             F = f_ratios(rankdata(means, axis=0), has)
         else:
-            F = f_ratios(means, has)
+            F = f_ratios(means, has, min_side=r.get("min_side", 2), eta=r.get("eta"), d0=r.get("d0", 0.0),
+                         blocks=self.blocks if r.get("d0_block") else None)
         if F is None and r.get("snip1"):
             F = f_ratios(Z, Y > 0)
             if F is not None:
@@ -115,6 +130,11 @@ class Space:
                 self.dimw = f**p
                 if r.get("blockrel"):
                     g = np.array([F[a:b].mean() for a, b, _ in self.blocks])
+                    if r.get("block_kappa"):  # shrunk towards the mean over the blocks
+                        share = r["block_kappa"] / (r["block_kappa"] + max(len(means) - 2, 1))
+                        g = (1 - share) * g + share * g.mean()
+                    if r.get("block_excess") is not None:  # the block's F above what noise gives
+                        g = np.maximum(g - r["block_excess"], r.get("block_floor", 0.05))
                     self.bw = self.bw * g ** r["blockrel"]
         if r.get("loo") and len(np.unique(inv)) > Y.shape[1]:
             lr = self._loo_relevance(Z * self.dimw, Y, inv, r)
@@ -196,10 +216,46 @@ class Space:
         return S
 
 
-def scores(S_s, Y_s, S_q, qpos, n_q, k=5, power=1.0):
+def hubness(S_s, inv, h=5):
+    """Per example snippet: the mean similarity of its ``h`` nearest snippets of other files (how
+    central it sits among the examples; a hub attracts queries whatever their tags)."""
+    K = S_s @ S_s.T
+    K[inv[:, None] == inv[None, :]] = -np.inf
+    h = max(1, min(h, int(np.isfinite(K).sum(1).min())))
+    return np.sort(K, axis=1)[:, ::-1][:, :h].mean(1)
+
+
+def loo_hub(S_s, Y_s, inv, betas, k=5, hub_h=5, margin=0.0):
+    """The hub penalty whose leave-one-file-out vote over the examples is right most often (each
+    file's snippets voted on by the other files' snippets); ties and gains within ``margin`` go to
+    the smallest."""
+    K = S_s @ S_s.T
+    same = inv[:, None] == inv[None, :]
+    r = hubness(S_s, inv, hub_h)
+    n = inv.max() + 1
+    truth = np.zeros((n, Y_s.shape[1]))
+    np.add.at(truth, inv, Y_s)
+    best, best_acc = betas[0], -1.0
+    for b in betas:
+        R = np.where(same, -np.inf, K - b * r[None, :])
+        kk = min(k, int((~same).sum(1).min()))
+        idx = np.argsort(-R, axis=1, kind="stable")[:, :kk]
+        w = np.maximum(np.take_along_axis(K, idx, 1), 0)
+        w[w.sum(1) <= 0] = 1
+        v = np.einsum("nk,nkt->nt", w, Y_s[idx]) / w.sum(1, keepdims=True)
+        f = np.zeros((n, Y_s.shape[1]))
+        np.add.at(f, inv, v)
+        acc = float(np.mean(truth[np.arange(n), f.argmax(1)] > 0))
+        if acc > best_acc + (margin if best_acc >= 0 else 0):
+            best, best_acc = b, acc
+    return best
+
+
+def scores(S_s, Y_s, S_q, qpos, n_q, k=5, power=1.0, hub=0.0, inv=None, hub_h=5):
     sims = S_q @ S_s.T
     k = min(k, S_s.shape[0])
-    idx = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    rank = sims - hub * hubness(S_s, inv, hub_h)[None, :] if hub else sims
+    idx = np.argsort(-rank, axis=1, kind="stable")[:, :k]
     s = np.take_along_axis(sims, idx, 1)
     w = np.maximum(s, 0) ** power
     dead = w.sum(1) <= 0
@@ -308,7 +364,18 @@ def main():
                     if V[v].get("kcap"):
                         kk = int(max(1, min(kk, Ys.sum(0).min())))
                     Ss, Sq = sp.apply(Xs), sp.apply(Xq)
-                    sc = scores(Ss, Ys, Sq, qpos, len(qt), k=kk, power=V[v].get("wpow", 1.0))
+                    hub = V[v].get("hub", 0.0)
+                    if V[v].get("hub_loo") and inv.max() + 1 > Ys.shape[1]:
+                        hub = loo_hub(Ss, Ys, inv, V[v]["hub_loo"], k=kk, margin=V[v].get("hub_margin", 0.0))
+                    sc = scores(Ss, Ys, Sq, qpos, len(qt), k=kk, power=V[v].get("wpow", 1.0),
+                                hub=hub, inv=inv, hub_h=V[v].get("hub_h", 5))
+                    if V[v].get("local_mean"):  # per tag: the mean of its m most similar snippets
+                        m_ = V[v]["local_mean"]
+                        sims = Sq @ Ss.T
+                        per = np.stack([np.sort(np.where(Ys[:, t] > 0, sims, -np.inf), axis=1)[:, ::-1][:, :m_].mean(1)
+                                        for t in range(Ys.shape[1])], axis=1)
+                        sc = np.zeros((len(qt), Ys.shape[1]))
+                        np.add.at(sc, qpos, per)
                     if V[v].get("centroid"):  # the nearest tag centroid instead of the k nearest snippets
                         sc = centroid_scores(Ss, Ys, inv, Sq, qpos, len(qt))
                     if V[v].get("file_mix"):  # blended with a vote of the nearest example files
@@ -379,6 +446,28 @@ VARIANTS = {
     "new_file10": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, file_mix=1.0, file_k=10),
     "new_mixfile10": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, file_mix=0.5, file_k=10),
     "new_mixcent": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, cent_mix=0.25),
+    "new_hub5": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, hub=0.5),
+    "new_hub10": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, hub=1.0),
+    "new_hub10h2": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, hub=1.0, hub_h=2),
+    "new_hubloo": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, hub_loo=(0.0, 0.5, 1.0)),
+    "new_hubloo_m": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, hub_loo=(0.0, 0.5, 1.0), hub_margin=0.05),
+    "new_hub25": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, hub=0.25),
+    "new_bk5": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, block_kappa=5),
+    "new_bk10b1": dict(rel="dim", power=0.5, blockrel=1.0, kappa=10, block_kappa=10),
+    "new_min3": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, min_side=3),
+    "new_eta2": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, eta=2.0),
+    "new_eta5": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, eta=5.0),
+    "new_d02": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, d0=2.0),
+    "new_d04": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, d0=4.0),
+    "new_d08": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, d0=8.0),
+    "new_d02b": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, d0=2.0, d0_block=True),
+    "new_d04b": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, d0=4.0, d0_block=True),
+    "new_lm2": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, local_mean=2),
+    "new_lm3": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, local_mean=3),
+    "new_bx1": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, block_excess=1.0, block_floor=0.1),
+    "new_bx05": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, block_excess=0.5, block_floor=0.1),
+    "new_bx1f3": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, block_excess=1.0, block_floor=0.3),
+    "new_b1": dict(rel="dim", power=0.5, blockrel=1.0, kappa=10),
     "new_w3": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, wpow=3.0),
     "new_k10w3": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, k=10, wpow=3.0),
     "al1": dict(rel="dim", power=0.5, kappa=10, align=True, align_power=1.0),
