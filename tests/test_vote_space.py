@@ -190,9 +190,10 @@ def test_block_relevance_weights_the_block_that_separates_the_tags(rng):
     rel, dims = est.block_relevance_, est.dim_relevance_
     assert rel.shape == (2,) and rel[0] > 3 * rel[1]
     assert dims.shape == (6,)
-    # by hand: F of file means per dimension, tag a against the rest; a block's relevance is the
-    # mean of its dimensions' F to the power 0.75, a dimension's is its F shrunk towards the
-    # block's mean by 10 / (10 + files - 2), to the power 0.5
+    # by hand: F of file means per dimension, tag a against the rest, its within-tag variance
+    # shrunk towards its block's mean by 4 / (4 + files - 2); a block's relevance is the mean of
+    # its dimensions' F to the power 0.75, a dimension's is its F shrunk towards the block's mean
+    # by 10 / (10 + files - 2), to the power 0.5
     U = _unit(X.astype(np.float64))
     Z = (U - est.mean_) / est.scale_
     means = np.array([Z[g == f].mean(axis=0) for f in range(12)])
@@ -200,7 +201,9 @@ def test_block_relevance_weights_the_block_that_separates_the_tags(rng):
     centre = means.mean(axis=0)
     between = sum(side.sum() * (means[side].mean(axis=0) - centre) ** 2 for side in (pos, ~pos))
     within = sum(((means[side] - means[side].mean(axis=0)) ** 2).sum(axis=0) for side in (pos, ~pos))
-    f = between / (within / (12 - 2))
+    var = within / (12 - 2)
+    prior = np.repeat([var[:3].mean(), var[3:].mean()], 3)
+    f = between / ((4 * prior + (12 - 2) * var) / (4 + 12 - 2))
     block_f = np.array([f[:3].mean(), f[3:].mean()])
     np.testing.assert_allclose(rel, block_f**0.75, rtol=1e-4)
     share = 10 / (10 + 12 - 2)
@@ -300,6 +303,28 @@ def test_block_relevance_needs_two_files_on_each_side(rng):
     X, y, g = _relevance_data(rng, n_files=2)  # one file per tag
     est = KNNTagger(1, standardize=True, feature_blocks=[(0, 3, 1.0), (3, 6, 1.0)], block_relevance=True).fit(X, y, groups=g)
     np.testing.assert_array_equal(est.block_relevance_, [1.0, 1.0])
+
+
+def test_two_files_per_tag_a_dimension_whose_files_happen_to_agree_does_not_take_the_relevance(monkeypatch):
+    """Two files per tag: block 0 separates the tags, its files spread as music does; in block 1,
+    one dimension splits the four files by tag with almost no spread inside a tag (chance, with
+    two files a side), beside two noise dimensions. Its raw F ratio is enormous; with the
+    within-tag variance moderated towards its block's, block 0 keeps the larger relevance."""
+    from clapknn.vote import relevance
+
+    sign = np.array([1.0, 1.0, -1.0, -1.0])
+    means = np.empty((4, 6))
+    spread = np.array([[0.3, -0.2, 0.25], [-0.3, 0.2, -0.25], [0.2, 0.3, -0.3], [-0.2, -0.3, 0.3]])
+    means[:, :3] = sign[:, None] + spread
+    means[:, 3] = sign * 0.3 + 1e-3 * np.arange(4)
+    means[:, 4:] = [[0.5, -0.4], [-0.6, 0.3], [0.4, 0.7], [-0.3, -0.5]]
+    has = (sign > 0)[:, None]
+    blocks = [(0, 3, 1.0), (3, 6, 1.0)]
+    rel = relevance_of(means, has, blocks)
+    assert rel[0] > 2 * rel[1]
+    monkeypatch.setattr(relevance, "_VARIANCE_PRIOR_DOF", 0.0)  # the raw F ratio: the chance dimension wins
+    raw = relevance_of(means, has, blocks)
+    assert raw[1] > 2 * raw[0]
 
 
 def test_space_options_force_or_keep_the_encoders_choice():

@@ -2,8 +2,11 @@
 separates the examples' tags (the ``block_relevance`` of :class:`~clapknn.vote.KNNTagger`).
 
 A dimension's F ratio is the mean over the tags of the between-file / within-file variance ratio
-of file means (the one-way ANOVA F statistic, each tag against the rest). No training: two means
-and two variances per dimension.
+of file means (the one-way ANOVA F statistic, each tag against the rest), its within-tag variance
+moderated: shrunk towards the mean of its block's by a prior worth :data:`_VARIANCE_PRIOR_DOF`
+files (as limma moderates its t statistics), so that with two or three files per tag a dimension
+whose few files happen to agree cannot take the vote. No training: two means and two variances per
+dimension.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ _DIM_POWER = 0.5  # a dimension's weight within its block grows as its F ratio t
 # each dimension's F ratio is shrunk towards its block's mean by the share
 # _DIM_SHRINK / (_DIM_SHRINK + files - 2): with few files a single dimension's ratio is mostly noise
 _DIM_SHRINK = 10.0
+# a dimension's within-tag variance is shrunk towards the mean over its block's dimensions by the
+# share _VARIANCE_PRIOR_DOF / (_VARIANCE_PRIOR_DOF + files - 2)
+_VARIANCE_PRIOR_DOF = 4.0
 
 
 def group_means(Z: np.ndarray, Y: np.ndarray, inv: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
@@ -32,8 +38,10 @@ def group_means(Z: np.ndarray, Y: np.ndarray, inv: np.ndarray, n_groups: int) ->
 def relevance_of(means: np.ndarray, has: np.ndarray, blocks, *, leave_one_out: bool = False, dims: bool = False):
     """Per-block relevance from file means ``(files, dims)`` and tags ``(files, tags)``, for the
     column ``blocks`` ``(start, stop, weight)`` (see ``block_relevance``): the mean over the tags
-    of the one-way F ratio of each dimension, tag against the rest; a block's relevance is the
-    mean of its dimensions' ratios to the power :data:`_RELEVANCE_POWER`. A tag without two files
+    of the one-way F ratio of each dimension, tag against the rest (its within-tag variance shrunk
+    towards its block's mean by the share ``_VARIANCE_PRIOR_DOF / (_VARIANCE_PRIOR_DOF + files -
+    2)``); a block's relevance is the mean of its dimensions' ratios to the power
+    :data:`_RELEVANCE_POWER`. A tag without two files
     on either side cannot be measured and is left out of the mean; with no tag left, every block
     (and dimension) gets 1.
 
@@ -67,7 +75,12 @@ def relevance_of(means: np.ndarray, has: np.ndarray, blocks, *, leave_one_out: b
         between = sum(counts[i][:, None] * (side_means[i] - centre) ** 2 for i in range(2))
         within = sum(sides[i][2] - counts[i][:, None] * side_means[i] ** 2 for i in range(2))
         dof = np.maximum(counts.sum(axis=0) - 2, 1)[:, None]
-        ratios += valid[:, None] * between / (np.maximum(within, 0.0) / dof + 1e-12)
+        var = np.maximum(within, 0.0) / dof  # (rows, dims)
+        prior = var.copy()
+        for a, b, _ in blocks:
+            prior[:, a:b] = var[:, a:b].mean(axis=1, keepdims=True)
+        var = (_VARIANCE_PRIOR_DOF * prior + dof * var) / (_VARIANCE_PRIOR_DOF + dof)
+        ratios += valid[:, None] * between / (var + 1e-12)
         measured += valid
     f = ratios / np.maximum(measured, 1)[:, None]
     block_f = np.stack([f[:, a:b].mean(axis=1) for a, b, _ in blocks], axis=1)  # (rows, blocks)
