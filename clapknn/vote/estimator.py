@@ -74,16 +74,18 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
         another by its size. Columns outside every block are dropped.
     block_relevance : bool, default=False
         With ``feature_blocks``, in the standardised space: weigh blocks and the dimensions within
-        them by their relevance to the fitted tags. A dimension's F ratio is the mean over the
-        tags of the between-file / within-file variance ratio (the one-way ANOVA F statistic of
-        file means, each tag against the rest). Each block's weight is multiplied by the mean F
-        ratio of its dimensions to the power 0.75; within a block, each dimension is multiplied
-        (before the block is scaled to unit length) by the square root of its F ratio shrunk
-        towards the block's mean by the share ``10 / (10 + files - 2)``, so that with few files a
-        dimension counts mostly as its block does and with many files as its own ratio says. A
-        block, or a dimension, that separates the examples' tags counts more, one that does not
-        counts less. A tag is measured when at least two files have it and two do not; with no
-        such tag (one example per tag) every relevance is 1. No training: two means and two
+        them by their relevance to the fitted tags. A dimension's F ratio is the mean over the tags
+        of the between-file / within-file variance ratio (the one-way ANOVA F statistic of file
+        means, each tag against the rest), its within-file variance moderated: shrunk towards the
+        mean of its block's by a prior worth four files, so that with two or three files per tag a
+        dimension whose files happen to agree cannot take the vote. Each block's weight is
+        multiplied by the mean F ratio of its dimensions to the power 0.75; within a block, each
+        dimension is multiplied (before the block is scaled to unit length) by the square root of
+        its F ratio shrunk towards the block's mean by the share ``10 / (10 + files - 2)``, so that
+        with few files a dimension counts mostly as its block does and with many files as its own
+        ratio says. A block, or a dimension, that separates the examples' tags counts more, one that
+        does not counts less. A tag is measured when at least two files have it and two do not; with
+        no such tag (one example per tag) every relevance is 1. No training: two means and two
         variances per dimension.
 
     Attributes
@@ -375,7 +377,7 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
     #: Version of what fitting computes from the same data and parameters: a saved state of another
     #: version is fitted again. Raise it with any change to the fitting rules (the space choice,
     #: the standardisation, the relevance).
-    FIT_RULES = 3
+    FIT_RULES = 4
 
     def fitted_state(self) -> dict:
         """What fitting computed, to save and restore without fitting again (:meth:`from_fitted_state`).

@@ -38,12 +38,11 @@ def group_means(Z: np.ndarray, Y: np.ndarray, inv: np.ndarray, n_groups: int) ->
 def relevance_of(means: np.ndarray, has: np.ndarray, blocks, *, leave_one_out: bool = False, dims: bool = False):
     """Per-block relevance from file means ``(files, dims)`` and tags ``(files, tags)``, for the
     column ``blocks`` ``(start, stop, weight)`` (see ``block_relevance``): the mean over the tags
-    of the one-way F ratio of each dimension, tag against the rest (its within-tag variance shrunk
-    towards its block's mean by the share ``_VARIANCE_PRIOR_DOF / (_VARIANCE_PRIOR_DOF + files -
-    2)``); a block's relevance is the mean of its dimensions' ratios to the power
-    :data:`_RELEVANCE_POWER`. A tag without two files
-    on either side cannot be measured and is left out of the mean; with no tag left, every block
-    (and dimension) gets 1.
+    of the one-way F ratio of each dimension, tag against the rest, its within-tag variance shrunk
+    towards its block's mean by the share ``_VARIANCE_PRIOR_DOF / (_VARIANCE_PRIOR_DOF + files - 2)``;
+    a block's relevance is the mean of its dimensions' ratios to the power :data:`_RELEVANCE_POWER`.
+    A tag without two files on either side cannot be measured and is left out of the mean; with no
+    tag left, every block (and dimension) gets 1.
 
     With ``dims``: also each dimension's relevance within its block, ``(block relevance,
     dimension relevance)``: its ratio shrunk towards the block's mean by the share
