@@ -361,6 +361,19 @@ def main():
                     qpos = np.searchsorted(qt, emb.track[qm])
                     sp = Space(blocks, V[v]).fit(Xs, Ys, inv)
                     kk = V[v].get("k", 5)
+                    if V[v].get("per_tag") and Ys.shape[1] > 2:
+                        # one space per tag, its relevance measured on that tag against the rest;
+                        # each tag's score is its share of the vote in its own space
+                        mix = V[v]["per_tag"]  # the per-tag scores' share, the rest the one space's
+                        sc = np.zeros((len(qt), Ys.shape[1]))
+                        for t in range(Ys.shape[1]):
+                            pair = np.stack([Ys[:, t], 1.0 - Ys[:, t]], axis=1)
+                            sp_t = Space(blocks, V[v]).fit(Xs, pair, inv)
+                            sc[:, t] = scores(sp_t.apply(Xs), Ys, sp_t.apply(Xq), qpos, len(qt), k=kk)[:, t]
+                        if mix < 1.0:
+                            sc = mix * sc + (1 - mix) * scores(sp.apply(Xs), Ys, sp.apply(Xq), qpos, len(qt), k=kk)
+                        accs.append(float(np.mean(sc.argmax(1) == Yt[qt].argmax(1))))
+                        continue
                     if V[v].get("kcap"):
                         kk = int(max(1, min(kk, Ys.sum(0).min())))
                     Ss, Sq = sp.apply(Xs), sp.apply(Xq)
@@ -462,6 +475,8 @@ VARIANTS = {
     "new_d08": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, d0=8.0),
     "new_d02b": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, d0=2.0, d0_block=True),
     "new_d04b": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, d0=4.0, d0_block=True),
+    "ovr": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, d0=4.0, d0_block=True, per_tag=1.0),
+    "ovr_mix": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, d0=4.0, d0_block=True, per_tag=0.5),
     "new_lm2": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, local_mean=2),
     "new_lm3": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, local_mean=3),
     "new_bx1": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, block_excess=1.0, block_floor=0.1),
