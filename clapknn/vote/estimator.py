@@ -76,8 +76,8 @@ class KNNTagger(ClassifierMixin, BaseEstimator):
         With ``feature_blocks``, in the standardised space: weigh blocks and the dimensions within
         them by their relevance to the fitted tags. A dimension's F ratio is the mean over the tags
         of the between-file / within-file variance ratio (the one-way ANOVA F statistic of file
-        means, each tag against the rest), its within-file variance moderated: shrunk towards the
-        mean of its block's by a prior worth four files, so that with two or three files per tag a
+        means, each tag against the rest), its within-file variance moderated: shrunk towards its
+        block's mean variance by a prior worth four files, so that with two or three files per tag a
         dimension whose files happen to agree cannot take the vote. Each block's weight is
         multiplied by the mean F ratio of its dimensions to the power 0.75; within a block, each
         dimension is multiplied (before the block is scaled to unit length) by the square root of

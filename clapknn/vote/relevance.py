@@ -3,7 +3,7 @@ separates the examples' tags (the ``block_relevance`` of :class:`~clapknn.vote.K
 
 A dimension's F ratio is the mean over the tags of the between-file / within-file variance ratio
 of file means (the one-way ANOVA F statistic, each tag against the rest), its within-tag variance
-moderated: shrunk towards the mean of its block's by a prior worth :data:`_VARIANCE_PRIOR_DOF`
+moderated: shrunk towards its block's mean variance by a prior worth :data:`_VARIANCE_PRIOR_DOF`
 files (as limma moderates its t statistics), so that with two or three files per tag a dimension
 whose few files happen to agree cannot take the vote. No training: two means and two variances per
 dimension.
