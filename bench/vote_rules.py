@@ -475,6 +475,8 @@ VARIANTS = {
     "new_d08": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, d0=8.0),
     "new_d02b": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, d0=2.0, d0_block=True),
     "new_d04b": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, d0=4.0, d0_block=True),
+    "new_d08b": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, d0=8.0, d0_block=True),
+    "new_d16b": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, d0=16.0, d0_block=True),
     "ovr": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, d0=4.0, d0_block=True, per_tag=1.0),
     "ovr_mix": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, d0=4.0, d0_block=True, per_tag=0.5),
     "new_lm2": dict(rel="dim", power=0.5, blockrel=0.75, kappa=10, local_mean=2),
