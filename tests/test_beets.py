@@ -19,17 +19,6 @@ REPO = Path(__file__).resolve().parents[1]
 SR = 22050
 
 
-def _third_name() -> str:
-    """The third song's file: an M4A where ffmpeg can decode it (most players' libraries hold
-    them), else Ogg Vorbis (libsndfile reads it), so that every journey below runs either way."""
-    from clapknn.audio.fallback import ffmpeg_available
-
-    return "calm_three.m4a" if ffmpeg_available() else "calm_three.ogg"
-
-
-THIRD = _third_name()
-
-
 def _beet_command() -> list[str]:
     """The ``beet`` script next to this Python (as a user types it), else ``python -m beets``."""
     script = Path(sys.executable).with_name("beet")
@@ -80,6 +69,7 @@ class Beets:
         self.music = root / "music"
         self.beetsdir = root / "beetsdir"
         self.cache = root / "cache"
+        self.third = ""  # the third song's file name, set by beets_setup
         self.beetsdir.mkdir(parents=True)
         self.configure(index=str(index), scores=True, **plugin_config)
         self.env = dict(os.environ)
@@ -117,14 +107,18 @@ class Beets:
 @pytest.fixture
 def beets_setup(tmp_path, index_dir) -> Beets:
     """Three untagged songs (FLAC and M4A or Ogg calm, MP3 energetic) imported into a fresh library."""
+    from clapknn.audio.fallback import ffmpeg_available
+
     b = Beets(tmp_path, index_dir)
     write_audio(b.music / "album" / "calm_one.flac", _song("calm", 1), SR)
     write_audio(b.music / "album" / "loud_two.mp3", _song("energetic", 2), SR, format="MP3")
-    third = b.music / "album" / THIRD
-    if third.suffix == ".m4a":
-        _write_m4a(third, _song("calm", 3))
+    # the third: an M4A where ffmpeg can decode it (most players' libraries hold them), else Ogg
+    # Vorbis (libsndfile reads it), so that every journey below runs either way
+    if ffmpeg_available():
+        b.third = _write_m4a(b.music / "album" / "calm_three.m4a", _song("calm", 3)).name
     else:
-        write_audio(third, _song("calm", 3), SR, format="OGG", subtype="VORBIS")
+        b.third = write_audio(b.music / "album" / "calm_three.ogg", _song("calm", 3), SR, format="OGG",
+                              subtype="VORBIS").name
     b.import_music()
     assert len(b.ls("")) == 3
     return b
@@ -148,7 +142,7 @@ def test_beet_clapknn_tags_the_library_and_ls_finds_moods(beets_setup):
     b = beets_setup
     proc = b.beet("clapknn")
     assert "tagged 3 item(s); 0 already tagged" in proc.stdout
-    calm = [str(b.music / "album" / n) for n in ("calm_one.flac", THIRD)]
+    calm = [str(b.music / "album" / n) for n in ("calm_one.flac", b.third)]
     assert b.ls("mood:calm") == sorted(calm)
     assert b.ls("mood:energetic") == [str(b.music / "album" / "loud_two.mp3")]
     assert b.ls("mood_source:clapknn") == b.ls("")
@@ -158,7 +152,7 @@ def test_beet_clapknn_tags_the_library_and_ls_finds_moods(beets_setup):
     scores = b.ls("mood:calm", "$mood_score")
     assert all(0.5 <= float(s) <= 1.0 for s in scores)
     # without --write the files are left alone
-    for name in ("calm_one.flac", "loud_two.mp3", THIRD):
+    for name in ("calm_one.flac", "loud_two.mp3", b.third):
         assert _raw_mood(b.music / "album" / name) == []
     # the embeddings went through clapknn's cache
     from clapknn.embedding.cache import EmbeddingCache
@@ -191,14 +185,14 @@ def test_write_puts_the_moods_into_the_files(beets_setup):
     album = b.music / "album"
     assert _raw_mood(album / "calm_one.flac") == ["calm"]        # Vorbis comment MOOD
     assert _raw_mood(album / "loud_two.mp3") == ["energetic"]    # ID3 TMOO
-    assert _raw_mood(album / THIRD) == ["calm"]                 # MP4 ----:com.apple.iTunes:MOOD, or Vorbis MOOD
+    assert _raw_mood(album / b.third) == ["calm"]      # MP4 ----:com.apple.iTunes:MOOD, or Vorbis MOOD
     # the same fields clapknn tag --write reads and writes
     from clapknn.players import read_tags
 
-    assert read_tags(album / THIRD) == ["calm"]
+    assert read_tags(album / b.third) == ["calm"]
     # beets reads them back from the files too
     b.beet("update")
-    assert b.ls("mood:calm") == sorted(str(album / n) for n in ("calm_one.flac", THIRD))
+    assert b.ls("mood:calm") == sorted(str(album / n) for n in ("calm_one.flac", b.third))
     # files that hold their moods already are not written again
     assert "wrote 0 file(s)" in b.beet("clapknn", "-w").stdout
 
@@ -210,7 +204,7 @@ def test_write_after_a_run_without_it_writes_the_stored_moods(beets_setup):
     proc = b.beet("clapknn", "-w")  # nothing is tagged again; the files get what the library holds
     assert "tagged 0 item(s); 3 already tagged" in proc.stdout and "wrote 3 file(s)" in proc.stdout
     assert _raw_mood(b.music / "album" / "loud_two.mp3") == ["energetic"]
-    assert _raw_mood(b.music / "album" / THIRD) == ["calm"]
+    assert _raw_mood(b.music / "album" / b.third) == ["calm"]
 
 
 def test_a_field_set_by_hand_is_kept_unless_force(beets_setup):
