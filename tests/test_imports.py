@@ -15,13 +15,24 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _parse(path: Path) -> ast.Module:
+    source = path.read_text(encoding="utf-8")
+    try:
+        return ast.parse(source, str(path))
+    except SystemError:
+        # CPython before 3.11.8 (gh-106905): the AST converter's recursion counter is shared
+        # between threads, so a parse can fail spuriously while a background thread that an
+        # earlier test left running (Ray's) compiles too; the same source parses on a second try
+        return ast.parse(source, str(path))
+
+
 def import_graph() -> dict[str, set[str]]:
     """Module -> the package modules it imports, anywhere in its body (``TYPE_CHECKING`` blocks included)."""
     modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
     graph: dict[str, set[str]] = {m: set() for m in modules}
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        for node in ast.walk(_parse(path)):
             targets: list[str] = []
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
